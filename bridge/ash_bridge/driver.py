@@ -1,0 +1,119 @@
+"""Drives one long-lived, connected ClaudeSDKClient for the whole life of the sandbox.
+
+Keeping the client connected is what makes a session's second and later turns cheap: the CLI process start
+(~0.6 s, ~0.9 CPU-s) is paid once per sandbox, not once per message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient
+
+from .protocol import BridgeConfig
+
+
+def _mcp_servers(cwd: Path, extra: dict[str, Any] | None) -> dict[str, Any]:
+    """The agent's own `.mcp.json` servers, overlaid by the session's."""
+    servers: dict[str, Any] = {}
+    mcp_file = cwd / ".mcp.json"
+    if mcp_file.is_file():
+        try:
+            loaded = json.loads(mcp_file.read_text())
+        except ValueError as exc:
+            print(f"ash-bridge: ignoring unreadable .mcp.json: {exc}", file=sys.stderr)
+        else:
+            if isinstance(loaded, dict) and isinstance(loaded.get("mcpServers"), dict):
+                servers.update(loaded["mcpServers"])
+    servers.update(extra or {})
+    return servers
+
+
+def build_options(config: BridgeConfig) -> ClaudeAgentOptions:
+    cwd = Path(config["cwd"])
+    system_prompt = config.get("systemPrompt")
+    return ClaudeAgentOptions(
+        cwd=cwd,
+        # "project" loads what makes a folder an agent: CLAUDE.md, .claude/settings.json, .claude/skills/.
+        setting_sources=config.get("settingSources", ["project"]),
+        system_prompt=system_prompt if isinstance(system_prompt, str) and system_prompt else None,
+        model=config.get("model"),
+        permission_mode=config.get("permissionMode") or "bypassPermissions",
+        allowed_tools=list(config.get("allowedTools") or []),
+        disallowed_tools=list(config.get("disallowedTools") or []),
+        mcp_servers=_mcp_servers(cwd, config.get("mcpServers")),
+        betas=list(config.get("betas") or []),
+        resume=config.get("resume"),
+        max_turns=config.get("maxTurns"),
+        cli_path=config.get("cliPath"),
+        # Always ask for partial messages; the server drops them for clients that did not ask, so the choice can
+        # be made per turn without reconnecting the CLI.
+        include_partial_messages=True,
+        stderr=lambda line: print(line, file=sys.stderr, flush=True),
+        env={},
+    )
+
+
+class SdkDriver:
+    def __init__(self, config: BridgeConfig) -> None:
+        self._config = config
+        self._client = ClaudeSDKClient(build_options(config))
+        self.sdk_session_id: str | None = config.get("resume")
+
+    async def connect(self) -> None:
+        await self._client.connect()
+
+    async def disconnect(self) -> None:
+        await self._client.disconnect()
+
+    async def set_model(self, model: str | None) -> None:
+        await self._client.set_model(model)
+
+    async def interrupt(self) -> None:
+        await self._client.interrupt()
+
+    async def turn(self, prompt: str | list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+        """Send one user message and yield every SDK message of the turn, up to and including the result."""
+        if isinstance(prompt, str):
+            await self._client.query(prompt)
+        else:
+            await self._client.query(_single_message(prompt))
+        async for message in self._raw_messages():
+            session_id = message.get("session_id")
+            if isinstance(session_id, str) and session_id:
+                self.sdk_session_id = session_id
+            yield message
+            if message.get("type") == "result":
+                return
+
+    def _raw_messages(self) -> AsyncIterator[dict[str, Any]]:
+        # The public receive_messages() turns the CLI's JSON into dataclasses; Ash passes SDK messages through
+        # unchanged, so it reads the JSON the SDK parses from (see docs/decisions/0001-sdk-passthrough.md). The
+        # SDK version is pinned and tests/bridge pins this behaviour.
+        query = getattr(self._client, "_query", None)
+        if query is None:
+            raise RuntimeError("SDK client is not connected")
+        messages: AsyncIterator[dict[str, Any]] = query.receive_messages()
+        return messages
+
+
+async def _single_message(blocks: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    yield {
+        "type": "user",
+        "message": {"role": "user", "content": blocks},
+        "parent_tool_use_id": None,
+    }
+
+
+def config_from_env() -> BridgeConfig:
+    path = os.environ.get("ASH_BRIDGE_CONFIG")
+    if not path:
+        raise SystemExit("ash-bridge: ASH_BRIDGE_CONFIG is not set")
+    config: BridgeConfig = json.loads(Path(path).read_text())
+    config.setdefault("cwd", os.environ.get("ASH_WORKSPACE_DIR", os.getcwd()))
+    return config

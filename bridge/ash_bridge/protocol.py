@@ -1,0 +1,150 @@
+"""The wire protocol between the server and the bridge: newline-delimited JSON over a Unix socket.
+
+This module is the only part of the bridge the server imports, so it depends on the standard library alone.
+
+Commands go server → bridge, events go bridge → server. Every command carries a request id (``id``) and every
+event answering it carries the same id, so events of an aborted turn can never be mistaken for the next turn's.
+
+    {"cmd": "query", "id": "r1", "prompt": "hi", "includePartialMessages": true, "options": {...}}
+    {"cmd": "interrupt", "id": "r1"}
+    {"cmd": "shutdown", "id": "s1"}
+
+    {"event": "ready", "id": "", "pid": 42}
+    {"event": "message", "id": "r1", "message": {...the SDK message, unchanged...}}
+    {"event": "error", "id": "r1", "error": "...", "code": "sdk_error"}
+    {"event": "done", "id": "r1", "sdkSessionId": "..."}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+# Frames are capped so a corrupt or hostile peer cannot make the other side buffer without bound. A single SDK
+# message can carry a large tool result, hence the generous cap.
+MAX_FRAME_BYTES = 32 * 1024 * 1024
+
+CommandName = Literal["query", "interrupt", "shutdown"]
+EventName = Literal["ready", "message", "error", "done"]
+ErrorCode = Literal["sdk_error", "interrupted", "busy", "bad_command", "cli_exited"]
+
+COMMANDS: frozenset[str] = frozenset({"query", "interrupt", "shutdown"})
+EVENTS: frozenset[str] = frozenset({"ready", "message", "error", "done"})
+
+
+class ProtocolError(Exception):
+    """A frame that is not valid protocol. Carries the offending frame (truncated) for diagnostics."""
+
+    def __init__(self, reason: str, frame: bytes = b"") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.frame = frame[:200]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    cmd: CommandName
+    id: str
+    prompt: str | list[dict[str, Any]] | None = None
+    include_partial_messages: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"cmd": self.cmd, "id": self.id}
+        if self.cmd == "query":
+            out["prompt"] = self.prompt
+            out["includePartialMessages"] = self.include_partial_messages
+            out["options"] = self.options
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    event: EventName
+    id: str
+    message: dict[str, Any] | None = None
+    error: str | None = None
+    code: ErrorCode | None = None
+    sdk_session_id: str | None = None
+    pid: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"event": self.event, "id": self.id}
+        if self.message is not None:
+            out["message"] = self.message
+        if self.error is not None:
+            out["error"] = self.error
+        if self.code is not None:
+            out["code"] = self.code
+        if self.sdk_session_id is not None:
+            out["sdkSessionId"] = self.sdk_session_id
+        if self.pid is not None:
+            out["pid"] = self.pid
+        return out
+
+
+def encode(frame: Command | Event) -> bytes:
+    data = json.dumps(frame.to_json(), separators=(",", ":"), ensure_ascii=False).encode()
+    if len(data) >= MAX_FRAME_BYTES:
+        raise ProtocolError(f"frame of {len(data)} bytes exceeds the {MAX_FRAME_BYTES} byte cap")
+    return data + b"\n"
+
+
+def _load(line: bytes) -> dict[str, Any]:
+    if len(line) > MAX_FRAME_BYTES:
+        raise ProtocolError("frame exceeds the size cap", line)
+    try:
+        obj = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"frame is not JSON: {exc}", line) from exc
+    if not isinstance(obj, dict):
+        raise ProtocolError("frame is not a JSON object", line)
+    if not isinstance(obj.get("id", ""), str):
+        raise ProtocolError("frame id is not a string", line)
+    return obj
+
+
+def decode_command(line: bytes) -> Command:
+    obj = _load(line)
+    cmd = obj.get("cmd")
+    if cmd not in COMMANDS:
+        raise ProtocolError(f"unknown command {cmd!r}", line)
+    prompt = obj.get("prompt")
+    if cmd == "query" and not isinstance(prompt, (str, list)):
+        raise ProtocolError("query needs a prompt (string or list of content blocks)", line)
+    options = obj.get("options") or {}
+    if not isinstance(options, dict):
+        raise ProtocolError("options must be an object", line)
+    return Command(
+        cmd=cmd,
+        id=obj.get("id", ""),
+        prompt=prompt,
+        include_partial_messages=bool(obj.get("includePartialMessages", False)),
+        options=options,
+    )
+
+
+def decode_event(line: bytes) -> Event:
+    obj = _load(line)
+    name = obj.get("event")
+    if name not in EVENTS:
+        raise ProtocolError(f"unknown event {name!r}", line)
+    message = obj.get("message")
+    if name == "message" and not isinstance(message, dict):
+        raise ProtocolError("message event without a message object", line)
+    return Event(
+        event=name,
+        id=obj.get("id", ""),
+        message=message,
+        error=obj.get("error"),
+        code=obj.get("code"),
+        sdk_session_id=obj.get("sdkSessionId"),
+        pid=obj.get("pid"),
+    )
+
+
+# The bridge's start-up configuration, written by the server as JSON to the file named by ASH_BRIDGE_CONFIG.
+# Keys (all optional except cwd): cwd, systemPrompt, model, permissionMode, allowedTools, disallowedTools,
+# mcpServers, betas, resume (SDK session id to continue), maxTurns, settingSources.
+BridgeConfig = dict[str, Any]

@@ -1,0 +1,1 @@
+"""The HTTP layer: thin routers that validate, call the domain and shape responses."""

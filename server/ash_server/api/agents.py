@@ -1,0 +1,120 @@
+"""/api/agents: deploy, list, inspect, change and delete agents."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Literal
+
+from fastapi import APIRouter, Query, Response
+
+from ..agents import UploadedFile
+from ..errors import Invalid, NotFound
+from ..paths import confine
+from .deps import PrincipalDep, ServicesDep
+from .schemas import (
+    AgentCreate,
+    AgentFile,
+    AgentFilesResponse,
+    AgentPublic,
+    AgentResponse,
+    AgentsResponse,
+    AgentUpdate,
+    ConfigResponse,
+    OkResponse,
+)
+
+router = APIRouter(prefix="/api/agents", tags=["agents"])
+
+MAX_LISTED_FILES = 10_000
+
+
+@router.post("", status_code=201, response_model=AgentResponse)
+async def deploy_agent(body: AgentCreate, principal: PrincipalDep, services: ServicesDep) -> AgentResponse:
+    agent = await services.agents.deploy(
+        principal.tenant_id,
+        body.name,
+        path=body.path,
+        files=[UploadedFile(f.path, f.content) for f in body.files] if body.files is not None else None,
+        system_prompt=body.system_prompt,
+        env=body.env,
+    )
+    return AgentResponse(agent=AgentPublic.of(agent))
+
+
+@router.get("", response_model=AgentsResponse)
+async def list_agents(principal: PrincipalDep, services: ServicesDep) -> AgentsResponse:
+    return AgentsResponse(agents=[AgentPublic.of(a) for a in await services.agents.list(principal.tenant_id)])
+
+
+@router.get("/{name}", response_model=AgentResponse)
+async def get_agent(name: str, principal: PrincipalDep, services: ServicesDep) -> AgentResponse:
+    return AgentResponse(agent=AgentPublic.of(await services.agents.get(principal.tenant_id, name)))
+
+
+@router.patch("/{name}", response_model=AgentResponse)
+async def update_agent(name: str, body: AgentUpdate, principal: PrincipalDep, services: ServicesDep) -> AgentResponse:
+    agent = await services.agents.update(principal.tenant_id, name, env=body.env, config=body.config)
+    return AgentResponse(agent=AgentPublic.of(agent))
+
+
+@router.delete("/{name}", response_model=OkResponse)
+async def delete_agent(name: str, principal: PrincipalDep, services: ServicesDep) -> OkResponse:
+    await services.agents.delete(principal.tenant_id, name)
+    return OkResponse()
+
+
+@router.get("/{name}/config", response_model=ConfigResponse)
+async def get_agent_config(name: str, principal: PrincipalDep, services: ServicesDep) -> ConfigResponse:
+    return ConfigResponse(config=(await services.agents.get(principal.tenant_id, name)).config)
+
+
+@router.patch("/{name}/config", response_model=ConfigResponse)
+async def update_agent_config(
+    name: str, body: dict[str, object], principal: PrincipalDep, services: ServicesDep
+) -> ConfigResponse:
+    agent = await services.agents.update(principal.tenant_id, name, env=None, config=dict(body))
+    return ConfigResponse(config=agent.config)
+
+
+@router.get("/{name}/files", response_model=AgentFilesResponse)
+async def list_agent_files(name: str, principal: PrincipalDep, services: ServicesDep) -> AgentFilesResponse:
+    root = services.agents.folder(await services.agents.get(principal.tenant_id, name))
+    files: list[AgentFile] = []
+    for path in sorted(root.rglob("*")):
+        if len(files) >= MAX_LISTED_FILES:
+            break
+        kind: Literal["file", "directory", "symlink"] = (
+            "symlink" if path.is_symlink() else "directory" if path.is_dir() else "file"
+        )
+        size = path.lstat().st_size if kind == "file" else 0
+        files.append(AgentFile(path=path.relative_to(root).as_posix(), size=size, type=kind))
+    return AgentFilesResponse(files=files)
+
+
+@router.get("/{name}/files/{file_path:path}", response_model=None)
+async def read_agent_file(
+    name: str,
+    file_path: str,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    format: Literal["raw", "json"] = Query("raw"),
+) -> Response | dict[str, object]:
+    root: Path = services.agents.folder(await services.agents.get(principal.tenant_id, name))
+    target = confine(root, file_path)
+    if not target.is_file():
+        raise NotFound(f"no file {file_path!r} in agent {name!r}")
+    data = target.read_bytes()
+    if format == "json":
+        try:
+            return {"path": file_path, "content": data.decode(), "encoding": "utf-8", "size": len(data)}
+        except UnicodeDecodeError:
+            return {
+                "path": file_path,
+                "content": base64.b64encode(data).decode(),
+                "encoding": "base64",
+                "size": len(data),
+            }
+    if len(data) > 100 * 1024 * 1024:
+        raise Invalid("file too large to read through the API")
+    return Response(data, media_type="application/octet-stream")

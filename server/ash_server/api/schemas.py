@@ -1,0 +1,295 @@
+"""Request and response bodies of the REST API (camelCase on the wire, as ../spec/api.md fixes)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from ..store.models import Agent, Message, Session, SessionEvent
+
+
+class Schema(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+# -- Agents ---------------------------------------------------------------------------------------------------
+
+
+class FileUpload(Schema):
+    path: str = Field(min_length=1, max_length=4096)
+    content: str = Field(description="File content, base64.")
+
+
+class AgentCreate(Schema):
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,255}$")
+    path: str | None = Field(None, description="A folder on the server's disk (must contain CLAUDE.md).")
+    system_prompt: str | None = None
+    files: list[FileUpload] | None = None
+    env: dict[str, str] | None = None
+
+
+class AgentUpdate(Schema):
+    env: dict[str, str] | None = None
+    config: dict[str, Any] | None = None
+
+
+class AgentPublic(Schema):
+    id: uuid.UUID
+    name: str
+    tenant_id: str
+    version: int
+    path: str
+    env: dict[str, str]
+    config: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, agent: Agent) -> AgentPublic:
+        return cls(
+            id=agent.id,
+            name=agent.name,
+            tenant_id=agent.tenant_id,
+            version=agent.version,
+            path=agent.path,
+            env={k: "***" for k in agent.env},
+            config=agent.config,
+            created_at=agent.created_at,
+            updated_at=agent.updated_at,
+        )
+
+
+class AgentResponse(Schema):
+    agent: AgentPublic
+
+
+class AgentsResponse(Schema):
+    agents: list[AgentPublic]
+
+
+class OkResponse(Schema):
+    ok: bool = True
+
+
+class ConfigResponse(Schema):
+    config: dict[str, Any]
+
+
+class AgentFile(Schema):
+    path: str
+    size: int
+    type: Literal["file", "directory", "symlink"]
+
+
+class AgentFilesResponse(Schema):
+    files: list[AgentFile]
+
+
+# -- Sessions -------------------------------------------------------------------------------------------------
+
+PermissionMode = Literal["default", "acceptEdits", "plan", "bypassPermissions", "dontAsk", "permissionsByAgent"]
+
+
+class SessionOptions(Schema):
+    model: str | None = Field(None, max_length=255)
+    system_prompt: str | None = None
+    permission_mode: PermissionMode | None = None
+    allowed_tools: list[str] | None = None
+    disallowed_tools: list[str] | None = None
+    mcp_servers: dict[str, dict[str, Any]] | None = None
+    betas: list[str] | None = None
+    subagents: dict[str, Any] | None = None
+    initial_agent: str | None = None
+
+
+class SessionCreate(SessionOptions):
+    agent: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,255}$")
+    credential_id: str | None = None
+    extra_env: dict[str, str] | None = None
+
+
+class SessionConfigUpdate(Schema):
+    model: str | None = Field(None, max_length=255)
+    allowed_tools: list[str] | None = None
+    disallowed_tools: list[str] | None = None
+    betas: list[str] | None = None
+    subagents: dict[str, Any] | None = None
+    initial_agent: str | None = None
+
+
+class SessionPublic(Schema):
+    id: uuid.UUID
+    tenant_id: str
+    agent_name: str
+    agent_version: int
+    sandbox_id: str
+    status: str
+    runner_id: str | None
+    parent_session_id: uuid.UUID | None
+    created_at: datetime
+    last_active_at: datetime
+
+    @classmethod
+    def of(cls, session: Session) -> SessionPublic:
+        return cls(
+            id=session.id,
+            tenant_id=session.tenant_id,
+            agent_name=session.agent_name,
+            agent_version=session.agent_version,
+            sandbox_id=session.sandbox_id,
+            status=session.status,
+            runner_id=session.runner_id,
+            parent_session_id=session.parent_session_id,
+            created_at=session.created_at,
+            last_active_at=session.last_active_at,
+        )
+
+
+class SessionResponse(Schema):
+    session: SessionPublic
+
+
+class SessionsResponse(Schema):
+    sessions: list[SessionPublic]
+
+
+class TextBlock(Schema):
+    type: Literal["text"]
+    text: str
+
+
+class Base64Source(Schema):
+    type: Literal["base64"]
+    media_type: str = Field(alias="media_type")
+    data: str
+
+
+class ImageBlock(Schema):
+    type: Literal["image"]
+    source: Base64Source
+
+
+class DocumentBlock(Schema):
+    type: Literal["document"]
+    source: Base64Source
+    title: str | None = None
+
+
+ContentBlock = Annotated[TextBlock | ImageBlock | DocumentBlock, Field(discriminator="type")]
+
+
+class ThinkingConfig(Schema):
+    type: Literal["enabled", "disabled", "adaptive"]
+    budget_tokens: int | None = Field(None, ge=1)
+
+
+class MessageCreate(Schema):
+    content: str | Annotated[list[ContentBlock], Field(min_length=1, max_length=20)]
+    include_partial_messages: bool = False
+    model: str | None = Field(None, max_length=255)
+    max_turns: int | None = Field(None, ge=1)
+    max_budget_usd: float | None = Field(None, gt=0)
+    effort: Literal["low", "medium", "high", "max"] | None = None
+    thinking: ThinkingConfig | None = None
+    output_format: dict[str, Any] | None = None
+
+
+class MessagePublic(Schema):
+    id: uuid.UUID
+    session_id: uuid.UUID
+    tenant_id: str
+    role: str
+    content: str
+    sequence: int
+    created_at: datetime
+
+    @classmethod
+    def of(cls, message: Message) -> MessagePublic:
+        return cls(
+            id=message.id,
+            session_id=message.session_id,
+            tenant_id=message.tenant_id,
+            role=message.role,
+            content=message.content,
+            sequence=message.sequence,
+            created_at=message.created_at,
+        )
+
+
+class MessagesResponse(Schema):
+    messages: list[MessagePublic]
+
+
+class EventPublic(Schema):
+    id: uuid.UUID
+    session_id: uuid.UUID
+    tenant_id: str
+    type: str
+    data: str | None
+    sequence: int
+    created_at: datetime
+
+    @classmethod
+    def of(cls, event: SessionEvent) -> EventPublic:
+        return cls(
+            id=event.id,
+            session_id=event.session_id,
+            tenant_id=event.tenant_id,
+            type=event.type,
+            data=event.data,
+            sequence=event.sequence,
+            created_at=event.created_at,
+        )
+
+
+class EventsResponse(Schema):
+    events: list[EventPublic]
+
+
+class LogEntry(Schema):
+    index: int
+    level: str
+    text: str
+    ts: str
+
+
+class LogsResponse(Schema):
+    logs: list[LogEntry]
+    source: Literal["sandbox", "none"]
+
+
+# -- Health ---------------------------------------------------------------------------------------------------
+
+
+class PoolStats(Schema):
+    total: int
+    cold: int
+    warming: int
+    warm: int
+    waiting: int
+    running: int
+    max_capacity: int
+    resume_warm_hits: int
+    resume_cold_hits: int
+    pre_warm_hits: int
+
+
+class HealthResponse(Schema):
+    status: Literal["ok"]
+    version: str
+    coordinator_id: str
+    active_sessions: int
+    active_sandboxes: int
+    remote_runners: int
+    uptime: float
+    isolation: str
+    pool: PoolStats
+
+
+class ErrorResponse(Schema):
+    error: str
+    status_code: int

@@ -1,0 +1,118 @@
+"""`create_app(settings)`: builds the FastAPI app and everything it runs on. Nothing is created at import time."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from . import __version__
+from .agents import AgentService
+from .api import agents, health, sessions
+from .api.deps import Services
+from .api.errors import install_error_handlers
+from .auth import Authenticator, load_secret
+from .errors import AshError
+from .paths import DataDir
+from .sandbox.launcher import ProcessLauncher
+from .sandbox.manager import SandboxManager, sandbox_runtime_readable
+from .sessions.service import SessionService
+from .settings import Settings
+from .store.database import create_engine, migrate
+from .store.repository import Store
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(AshError):
+    """The server cannot start with this configuration; the message says what to change."""
+
+
+def check_supported(settings: Settings) -> None:
+    if settings.mode != "standalone":
+        raise StartupError(f"ASH_MODE={settings.mode} is not available in this version; use standalone")
+    if settings.snapshot_url:
+        raise StartupError("ASH_SNAPSHOT_URL is not available in this version; unset it")
+    problem = sandbox_runtime_readable(settings.sandbox_ids)
+    if problem:
+        raise StartupError(
+            f"sandboxes cannot run the bridge: {problem}. Install Ash where the sandbox user can read it "
+            "(for example /opt/ash), or set ASH_SANDBOX_UID"
+        )
+
+
+def _private_sqlite_file(settings: Settings) -> None:
+    """SQLite creates its files world-readable under the usual umask; the database holds key hashes."""
+    if settings.database_url:
+        return
+    db = settings.data_dir / "ash.db"
+    if not db.exists():
+        os.close(os.open(db, os.O_WRONLY | os.O_CREAT, 0o600))
+    for path in (db, db.with_name("ash.db-wal"), db.with_name("ash.db-shm")):
+        if path.exists():
+            os.chmod(path, 0o600)
+
+
+async def build_services(settings: Settings) -> Services:
+    check_supported(settings)
+    data = DataDir(settings.data_dir)
+    data.prepare()
+    _private_sqlite_file(settings)
+    url = settings.effective_database_url
+    await migrate(url)
+    store = Store(create_engine(url))
+    auth = Authenticator(store, load_secret(settings))
+    await auth.bootstrap(settings)
+    sandboxes = SandboxManager(settings, store, data, ProcessLauncher())
+    await sandboxes.reap_orphans()
+    agent_service = AgentService(
+        store, data, path_roots=settings.agent_root_paths, max_upload_bytes=settings.max_upload_bytes
+    )
+    session_service = SessionService(store, data, agent_service, sandboxes)
+    recovered = await session_service.recover()
+    if recovered:
+        log.info("paused %d session(s) that were live when the server last stopped", recovered)
+    return Services(
+        settings=settings,
+        store=store,
+        auth=auth,
+        agents=agent_service,
+        sessions=session_service,
+        sandboxes=sandboxes,
+        started_at=time.monotonic(),
+    )
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = await build_services(settings)
+        app.state.services = services
+        log.info(
+            "Ash %s listening on %s:%d (data: %s)",
+            __version__,
+            settings.host,
+            settings.port,
+            settings.data_dir,
+        )
+        try:
+            yield
+        finally:
+            await services.sessions.shutdown()
+            await services.store.close()
+
+    app = FastAPI(
+        title="Ash",
+        version=__version__,
+        description="Deploy Claude-powered agents and talk to them over REST and SSE.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(agents.router)
+    app.include_router(sessions.router)
+    return app

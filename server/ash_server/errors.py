@@ -1,0 +1,54 @@
+"""The server's error hierarchy. api/errors.py renders every one of them as `{error, statusCode}`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AshError(Exception):
+    status_code = 500
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = fields
+
+
+class Invalid(AshError):
+    status_code = 400
+
+
+class Unauthorized(AshError):
+    status_code = 401
+
+
+class NotFound(AshError):
+    status_code = 404
+
+
+class Conflict(AshError):
+    status_code = 409
+
+
+class Gone(AshError):
+    status_code = 410
+
+
+class PayloadTooLarge(AshError):
+    status_code = 413
+
+
+class CapacityExhausted(AshError):
+    status_code = 503
+
+
+class SandboxError(AshError):
+    """A sandbox could not be started or died. The session stays resumable."""
+
+    status_code = 503
+
+
+class BridgeError(AshError):
+    """The bridge broke the protocol or went away mid-turn."""
+
+    status_code = 502

@@ -1,0 +1,79 @@
+"""Confinement of user- and agent-supplied paths to a root directory, and the data dir layout."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path, PurePosixPath
+
+from .errors import Invalid
+
+NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,255}$")
+
+
+def relative_path(raw: str) -> PurePosixPath:
+    """Validate a relative path from a request: no absolute paths, no `..`, no NUL, nothing empty."""
+    if not raw or "\x00" in raw or "\\" in raw:
+        raise Invalid(f"invalid path {raw!r}", path=raw)
+    path = PurePosixPath(raw)
+    if path.is_absolute() or any(part in ("..", "") for part in path.parts) or raw.startswith("~"):
+        raise Invalid(f"path must be relative and stay inside its folder: {raw!r}", path=raw)
+    parts = [p for p in path.parts if p != "."]
+    if not parts:
+        raise Invalid(f"invalid path {raw!r}", path=raw)
+    return PurePosixPath(*parts)
+
+
+def confine(root: Path, raw: str) -> Path:
+    """The real location of `raw` under `root`, refusing anything (including symlinks) that leads outside."""
+    rel = relative_path(raw)
+    root_real = root.resolve()
+    target = (root_real / rel).resolve()
+    if target != root_real and root_real not in target.parents:
+        raise Invalid(f"path escapes its folder: {raw!r}", path=raw)
+    return target
+
+
+def is_within(path: Path, roots: list[Path]) -> bool:
+    real = path.resolve()
+    return any(real == r.resolve() or r.resolve() in real.parents for r in roots)
+
+
+class DataDir:
+    """The data dir layout: ash.db, agents/<tenant>/<name>, sessions/<tenant>/<id>/{workspace,home}, sandboxes/."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def prepare(self) -> None:
+        # 0711: sandbox users may pass through to their own session folder but list nothing.
+        for folder in (self.root, self.root / "agents", self.root / "sessions", self.root / "sandboxes"):
+            folder.mkdir(parents=True, exist_ok=True)
+            os.chmod(folder, 0o711)
+        os.chmod(self.root / "agents", 0o700)
+
+    def agent(self, tenant_id: str, name: str) -> Path:
+        return self.root / "agents" / tenant_id / name
+
+    def session(self, tenant_id: str, session_id: str) -> Path:
+        return self.root / "sessions" / tenant_id / session_id
+
+    def make_session(self, tenant_id: str, session_id: str, owner: tuple[int, int] | None) -> Path:
+        """Create the session's folder, reachable (not listable) on the way and owned by the sandbox user."""
+        tenant_dir = self.root / "sessions" / tenant_id
+        tenant_dir.mkdir(exist_ok=True)
+        os.chmod(tenant_dir, 0o711)
+        folder = tenant_dir / session_id
+        folder.mkdir(mode=0o700)
+        if owner is not None:
+            os.chown(folder, *owner)
+        return folder
+
+    def workspace(self, tenant_id: str, session_id: str) -> Path:
+        return self.session(tenant_id, session_id) / "workspace"
+
+    def home(self, tenant_id: str, session_id: str) -> Path:
+        return self.session(tenant_id, session_id) / "home"
+
+    def sandbox(self, sandbox_id: str) -> Path:
+        return self.root / "sandboxes" / sandbox_id

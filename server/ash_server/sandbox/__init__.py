@@ -1,0 +1,1 @@
+"""Sandboxes: one isolated process tree per session, running the bridge."""

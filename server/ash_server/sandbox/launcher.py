@@ -1,0 +1,73 @@
+"""How a sandbox process is started. One launcher per isolation mode, all behind `Launcher`.
+
+`ProcessLauncher` is the baseline: allowlisted environment, its own process group, a non-root uid when the
+server is root. The bubblewrap launcher wraps the same `LaunchSpec` in namespaces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchSpec:
+    sandbox_id: str
+    argv: list[str]
+    env: dict[str, str]
+    workspace: Path
+    home: Path
+    sandbox_dir: Path
+    ids: tuple[int, int] | None = None
+    extra_ro_paths: list[Path] = field(default_factory=list)
+
+
+class Launcher(Protocol):
+    name: str
+
+    async def launch(self, spec: LaunchSpec) -> asyncio.subprocess.Process: ...
+
+
+class ProcessLauncher:
+    """No namespaces: the sandbox is a process tree of its own under its own (non-root) uid."""
+
+    name = "none"
+
+    async def launch(self, spec: LaunchSpec) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            *drop_privileges(spec.ids),
+            *spec.argv,
+            env=spec.env,
+            cwd=spec.workspace,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            # A process group of its own, so stopping the sandbox kills everything the agent started in it.
+            start_new_session=True,
+            close_fds=True,
+        )
+
+
+def drop_privileges(ids: tuple[int, int] | None) -> list[str]:
+    """The argv prefix that switches to the sandbox user for good (no supplementary groups, no setuid gains).
+
+    setpriv rather than Popen(user=...): it works under every event loop (uvloop has no user/group support)
+    and leaves no Python code running between fork and exec.
+    """
+    if ids is None:
+        return []
+    uid, gid = ids
+    return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--no-new-privs", "--"]
+
+
+def chown_tree(root: Path, ids: tuple[int, int] | None) -> None:
+    if ids is None:
+        return
+    uid, gid = ids
+    os.chown(root, uid, gid, follow_symlinks=False)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)

@@ -1,0 +1,212 @@
+"""Starts, tracks and stops sandboxes; after a crash, finds and kills the previous server's leftovers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shlex
+import shutil
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import CapacityExhausted, SandboxError
+from ..paths import DataDir
+from ..settings import Settings
+from ..store.models import Sandbox as SandboxRow
+from ..store.models import utcnow
+from ..store.repository import Store
+from .environment import sandbox_environment
+from .launcher import Launcher, LaunchSpec, chown_tree
+from .sandbox import Sandbox, kill_group
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxRequest:
+    """Everything that decides what a sandbox looks like for one session."""
+
+    session_id: str
+    tenant_id: str
+    agent_dir: Path
+    workspace: Path
+    home: Path
+    bridge_config: dict[str, Any]
+    user_env: dict[str, str]
+
+
+class SandboxManager:
+    def __init__(self, settings: Settings, store: Store, data: DataDir, launcher: Launcher) -> None:
+        self._settings = settings
+        self._store = store
+        self._data = data
+        self._launcher = launcher
+        self._live: dict[str, Sandbox] = {}
+        self._starting = 0
+
+    @property
+    def isolation(self) -> str:
+        return self._launcher.name
+
+    @property
+    def owner(self) -> tuple[int, int] | None:
+        """(uid, gid) that owns sandbox files, or None when sandboxes run as the server's own user."""
+        return self._settings.sandbox_ids
+
+    @property
+    def live(self) -> dict[str, Sandbox]:
+        return self._live
+
+    def bridge_argv(self) -> list[str]:
+        if self._settings.bridge_entry:
+            return shlex.split(self._settings.bridge_entry)
+        return [sys.executable, "-I", "-m", "ash_bridge"]
+
+    async def start(self, request: SandboxRequest) -> Sandbox:
+        if len(self._live) + self._starting >= self._settings.max_sandboxes:
+            raise CapacityExhausted(
+                f"all {self._settings.max_sandboxes} sandboxes are in use; try again later",
+                max_sandboxes=self._settings.max_sandboxes,
+            )
+        self._starting += 1
+        try:
+            return await self._start(request)
+        finally:
+            self._starting -= 1
+
+    async def _start(self, request: SandboxRequest) -> Sandbox:
+        ids = self._settings.sandbox_ids
+        sandbox_id = "sbx-" + uuid.uuid4().hex[:16]
+        directory = self._data.sandbox(sandbox_id)
+        directory.mkdir(mode=0o700)
+        config_path = directory / "bridge.json"
+        config_path.write_text(json.dumps(request.bridge_config))
+        request.home.mkdir(parents=True, exist_ok=True)
+        (request.home / ".claude").mkdir(exist_ok=True)
+        chown_tree(directory, ids)
+        chown_tree(request.home, ids)
+        chown_tree(request.workspace, ids)
+
+        sandbox = Sandbox(sandbox_id, request.session_id, directory)
+        await sandbox.listen(ids)
+        env = sandbox_environment(
+            injected={
+                "HOME": str(request.home),
+                "CLAUDE_CONFIG_DIR": str(request.home / ".claude"),
+                "ASH_BRIDGE_SOCKET": str(sandbox.socket_path),
+                "ASH_BRIDGE_CONFIG": str(config_path),
+                "ASH_AGENT_DIR": str(request.agent_dir),
+                "ASH_WORKSPACE_DIR": str(request.workspace),
+                "ASH_SANDBOX_ID": sandbox_id,
+                "ASH_SESSION_ID": request.session_id,
+                "ASH_DEBUG_TIMING": "1" if self._settings.debug_timing else "0",
+                "ASH_SERVER_PID": str(os.getpid()),
+                **self._model_env(),
+            },
+            user=request.user_env,
+        )
+        spec = LaunchSpec(
+            sandbox_id=sandbox_id,
+            argv=self.bridge_argv(),
+            env=env,
+            workspace=request.workspace,
+            home=request.home,
+            sandbox_dir=directory,
+            ids=ids,
+        )
+        try:
+            process = await self._launcher.launch(spec)
+        except OSError as exc:
+            await sandbox.close()
+            shutil.rmtree(directory, ignore_errors=True)
+            raise SandboxError(f"could not start the sandbox: {exc}", sandbox_id=sandbox_id) from exc
+        sandbox.attach(process)
+        self._live[sandbox_id] = sandbox
+        await self._store.save_sandbox(
+            SandboxRow(
+                id=sandbox_id,
+                tenant_id=request.tenant_id,
+                session_id=uuid.UUID(request.session_id),
+                state="warming",
+                pid=process.pid,
+                created_at=utcnow(),
+                last_used_at=utcnow(),
+            )
+        )
+        try:
+            await sandbox.wait_ready(self._settings.bridge_start_timeout_ms / 1000)
+        except BaseException:
+            await self.stop(sandbox)
+            raise
+        await self._store.save_sandbox(
+            SandboxRow(
+                id=sandbox_id,
+                tenant_id=request.tenant_id,
+                session_id=uuid.UUID(request.session_id),
+                state="running",
+                pid=process.pid,
+                last_used_at=utcnow(),
+            )
+        )
+        return sandbox
+
+    def _model_env(self) -> dict[str, str]:
+        env = {"ANTHROPIC_BASE_URL": self._settings.anthropic_base_url}
+        if self._settings.anthropic_api_key is not None:
+            env["ANTHROPIC_API_KEY"] = self._settings.anthropic_api_key.get_secret_value()
+        return env
+
+    async def stop(self, sandbox: Sandbox) -> None:
+        await sandbox.stop()
+        self._live.pop(sandbox.id, None)
+        await self._store.delete_sandbox(sandbox.id)
+        shutil.rmtree(sandbox.directory, ignore_errors=True)
+
+    async def stop_all(self) -> None:
+        await asyncio.gather(*(self.stop(s) for s in list(self._live.values())), return_exceptions=True)
+
+    async def reap_orphans(self) -> int:
+        """Kill the process groups of sandboxes a previous (crashed) server left behind, and their folders."""
+        killed = 0
+        for row in await self._store.list_sandboxes():
+            if row.pid and _is_our_sandbox(row.pid, row.id):
+                kill_group(row.pid)
+                killed += 1
+            await self._store.delete_sandbox(row.id)
+        sandboxes = self._data.root / "sandboxes"
+        for leftover in sandboxes.iterdir() if sandboxes.is_dir() else []:
+            shutil.rmtree(leftover, ignore_errors=True)
+        if killed:
+            log.warning("killed %d sandbox process group(s) left over from a previous run", killed)
+        return killed
+
+
+def _is_our_sandbox(pid: int, sandbox_id: str) -> bool:
+    """True if `pid` still is that sandbox's bridge (pids get reused; never kill a stranger)."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    return f"ASH_SANDBOX_ID={sandbox_id}".encode() in environ.split(b"\0")
+
+
+def sandbox_runtime_readable(ids: tuple[int, int] | None) -> str | None:
+    """Why the sandbox user cannot run the bridge's interpreter, or None if it can."""
+    if ids is None:
+        return None
+    python = Path(sys.executable)
+    for path in [python, *python.parents]:
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        if path != python and not (st.st_mode & 0o001) and st.st_uid != ids[0]:
+            return f"{path} is not searchable by the sandbox user (uid {ids[0]})"
+    if not os.access(python, os.X_OK):
+        return f"{python} is not executable"
+    return None

@@ -1,0 +1,232 @@
+"""A running sandbox: its process, its bridge connection, its output log.
+
+The server listens on a per-sandbox Unix socket and the bridge connects to it. Events from the bridge are routed
+by request id into a bounded queue per request: when the consumer falls behind, the reader stops reading, the
+socket fills, and the bridge's `drain()` holds the SDK back. Events for a request nobody waits for any more (an
+aborted turn) are dropped, so they can never leak into the next turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections import deque
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ash_bridge import protocol
+from ash_bridge.protocol import Command, Event
+
+from ..errors import BridgeError, SandboxError
+
+log = logging.getLogger(__name__)
+
+EVENT_QUEUE_SIZE = 256
+LOG_LINES = 2000
+
+
+class Sandbox:
+    def __init__(self, sandbox_id: str, session_id: str, directory: Path) -> None:
+        self.id = sandbox_id
+        self.session_id = session_id
+        self.directory = directory
+        self.process: asyncio.subprocess.Process | None = None
+        self.logs: deque[tuple[int, str, str]] = deque(maxlen=LOG_LINES)
+        self._log_index = 0
+        self._server: asyncio.AbstractServer | None = None
+        self._connected: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._writer: asyncio.StreamWriter | None = None
+        self._queues: dict[str, asyncio.Queue[Event]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._exited = asyncio.Event()
+        self.exit_reason: str | None = None
+        self._waiters_failed = False
+
+    @property
+    def socket_path(self) -> Path:
+        return self.directory / "bridge.sock"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    @property
+    def alive(self) -> bool:
+        return not self._exited.is_set()
+
+    async def listen(self, owner: tuple[int, int] | None) -> None:
+        path = self.socket_path
+        if len(os.fsencode(path)) >= 108:
+            raise SandboxError(
+                f"socket path {path} is too long for a Unix socket; use a shorter ASH_DATA_DIR",
+                sandbox_id=self.id,
+            )
+
+        async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if self._connected.done():
+                writer.close()  # exactly one bridge per sandbox
+                return
+            self._connected.set_result((reader, writer))
+
+        self._server = await asyncio.start_unix_server(on_connect, path=str(path), limit=protocol.MAX_FRAME_BYTES)
+        os.chmod(path, 0o600)
+        if owner is not None:
+            os.chown(path, *owner)
+
+    def attach(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self._tasks.append(asyncio.create_task(self._pump_output()))
+        self._tasks.append(asyncio.create_task(self._watch_exit()))
+
+    async def wait_ready(self, limit_s: float) -> None:
+        """Wait for the bridge to connect and report `ready` (its SDK client is connected by then)."""
+        exited = asyncio.ensure_future(self._exited.wait())
+        try:
+            async with asyncio.timeout(limit_s):
+                pending: list[asyncio.Future[Any]] = [self._connected, exited]
+                await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                if not self._connected.done():
+                    raise SandboxError(f"sandbox failed to start: {self.exit_reason}{self._tail()}", sandbox_id=self.id)
+                reader, writer = self._connected.result()
+                self._writer = writer
+                line = await reader.readline()
+            event = protocol.decode_event(line) if line else None
+            if event is None or event.event != "ready":
+                detail = event.error if event is not None and event.error else self.exit_reason or "bridge closed"
+                raise SandboxError(f"sandbox failed to start: {detail}{self._tail()}", sandbox_id=self.id)
+        except TimeoutError as exc:
+            raise SandboxError(
+                f"sandbox did not become ready within {limit_s:.0f}s{self._tail()}", sandbox_id=self.id
+            ) from exc
+        except protocol.ProtocolError as exc:
+            raise SandboxError(f"sandbox failed to start: {exc.reason}{self._tail()}", sandbox_id=self.id) from exc
+        finally:
+            exited.cancel()
+        self._tasks.append(asyncio.create_task(self._read_events(reader)))
+
+    def _tail(self) -> str:
+        lines = [text for _, _, text in list(self.logs)[-15:]]
+        return ("\n" + "\n".join(lines)) if lines else ""
+
+    async def send(self, command: Command) -> None:
+        if self._writer is None or not self.alive:
+            raise BridgeError("sandbox is not running", sandbox_id=self.id)
+        try:
+            self._writer.write(protocol.encode(command))
+            await self._writer.drain()
+        except (ConnectionError, RuntimeError) as exc:
+            raise BridgeError(f"lost the bridge: {exc}", sandbox_id=self.id) from exc
+
+    async def request(self, command: Command) -> AsyncIterator[Event]:
+        """Send a command and yield its events up to and including `done`."""
+        queue: asyncio.Queue[Event] = asyncio.Queue(EVENT_QUEUE_SIZE)
+        self._queues[command.id] = queue
+        try:
+            await self.send(command)
+            while True:
+                event = await queue.get()
+                yield event
+                if event.event == "done":
+                    return
+        finally:
+            self._queues.pop(command.id, None)
+
+    async def _read_events(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                try:
+                    line = await reader.readline()
+                except (ValueError, asyncio.LimitOverrunError):
+                    self._record("error", "bridge sent an oversized frame; closing the sandbox")
+                    break
+                if not line:
+                    break
+                try:
+                    event = protocol.decode_event(line)
+                except protocol.ProtocolError as exc:
+                    self._record("error", f"bridge protocol error: {exc.reason}")
+                    continue
+                queue = self._queues.get(event.id)
+                if queue is not None:
+                    await queue.put(event)
+                elif event.event == "error":
+                    self._record("error", f"bridge: {event.error}")
+        except ConnectionError:
+            pass
+        await self._fail_waiters(self.exit_reason or "the bridge closed its connection")
+
+    async def _fail_waiters(self, reason: str) -> None:
+        if self._waiters_failed:
+            return
+        self._waiters_failed = True
+        for request_id, queue in list(self._queues.items()):
+            await queue.put(Event(event="error", id=request_id, error=f"sandbox ended: {reason}", code="cli_exited"))
+            await queue.put(Event(event="done", id=request_id))
+
+    async def _pump_output(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        async for raw in self.process.stdout:
+            self._record("info", raw.decode(errors="replace").rstrip("\n"))
+
+    def _record(self, level: str, text: str) -> None:
+        self._log_index += 1
+        self.logs.append((self._log_index, level, text))
+        log.debug("sandbox %s: %s", self.id, text)
+
+    def log_entries(self, after: int = 0) -> list[dict[str, object]]:
+        return [
+            {"index": i, "level": level, "text": text, "ts": datetime.now(UTC).isoformat()}
+            for i, level, text in self.logs
+            if i > after
+        ]
+
+    async def _watch_exit(self) -> None:
+        assert self.process is not None
+        code = await self.process.wait()
+        if self.exit_reason is None:
+            if code < 0:
+                self.exit_reason = f"killed by signal {signal.Signals(-code).name}"
+            else:
+                self.exit_reason = f"exited with code {code}"
+        self._exited.set()
+        await self._fail_waiters(self.exit_reason)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Ask the bridge to shut down, then kill whatever is left of the sandbox's process group."""
+        if self.alive and self._writer is not None:
+            with contextlib.suppress(Exception):
+                await self.send(Command(cmd="shutdown", id="shutdown"))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._exited.wait(), timeout=grace)
+        self.exit_reason = self.exit_reason or "stopped"
+        self.kill()
+        if self.process is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._exited.wait(), timeout=grace)
+        await self.close()
+
+    def kill(self) -> None:
+        if self.process is not None:
+            kill_group(self.process.pid)
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if self._server is not None:
+            self._server.close()
+        for task in self._tasks:
+            task.cancel()
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+
+
+def kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)

@@ -1,0 +1,129 @@
+"""From raw SDK messages to the wire's SSE events and to the persisted session timeline. Pure functions."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+SseEvent = tuple[str, dict[str, Any]]
+TimelineEvent = tuple[str, dict[str, Any]]
+
+
+def _blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
+    inner = message.get("message")
+    content = inner.get("content") if isinstance(inner, dict) else None
+    if isinstance(content, list):
+        return [b for b in content if isinstance(b, dict)]
+    return []
+
+
+def sse_events(message: dict[str, Any], *, include_partial: bool) -> list[SseEvent]:
+    """The granular events for one SDK message, followed by the message itself (unchanged)."""
+    kind = message.get("type")
+    out: list[SseEvent] = []
+    if kind == "stream_event":
+        if not include_partial:
+            return []
+        event = message.get("event") or {}
+        delta = event.get("delta") or {}
+        if event.get("type") == "content_block_delta":
+            if delta.get("type") == "text_delta":
+                out.append(("text_delta", {"delta": delta.get("text", "")}))
+            elif delta.get("type") == "thinking_delta":
+                out.append(("thinking_delta", {"delta": delta.get("thinking", "")}))
+    elif kind == "assistant":
+        for block in _blocks(message):
+            if block.get("type") == "tool_use":
+                out.append(
+                    (
+                        "tool_use",
+                        {"id": block.get("id"), "name": block.get("name"), "input": block.get("input")},
+                    )
+                )
+        error = message.get("error")
+        if error:
+            out.append(("error", {"error": _assistant_error_text(message)}))
+    elif kind == "user":
+        for block in _blocks(message):
+            if block.get("type") == "tool_result":
+                out.append(
+                    (
+                        "tool_result",
+                        {
+                            "tool_use_id": block.get("tool_use_id"),
+                            "content": block.get("content"),
+                            "is_error": bool(block.get("is_error", False)),
+                        },
+                    )
+                )
+    elif kind == "result":
+        out.append(("turn_complete", {"numTurns": message.get("num_turns"), "result": message.get("result")}))
+    out.append(("message", message))
+    return out
+
+
+def _assistant_error_text(message: dict[str, Any]) -> str:
+    texts = [b.get("text", "") for b in _blocks(message) if b.get("type") == "text"]
+    detail = " ".join(t for t in texts if t)
+    return f"{message.get('error')}: {detail}" if detail else str(message.get("error"))
+
+
+def timeline_events(message: dict[str, Any]) -> list[TimelineEvent]:
+    """What the session timeline (`GET /api/sessions/{id}/events`) records for one SDK message."""
+    kind = message.get("type")
+    out: list[TimelineEvent] = []
+    if kind == "assistant":
+        for block in _blocks(message):
+            btype = block.get("type")
+            if btype == "text":
+                out.append(("text", {"text": block.get("text", "")}))
+            elif btype == "thinking":
+                out.append(("reasoning", {"text": block.get("thinking", "")}))
+            elif btype == "tool_use":
+                out.append(
+                    (
+                        "tool_start",
+                        {"id": block.get("id"), "name": block.get("name"), "input": block.get("input")},
+                    )
+                )
+        if message.get("error"):
+            out.append(("error", {"error": _assistant_error_text(message)}))
+    elif kind == "user":
+        for block in _blocks(message):
+            if block.get("type") == "tool_result":
+                out.append(
+                    (
+                        "tool_result",
+                        {
+                            "tool_use_id": block.get("tool_use_id"),
+                            "content": block.get("content"),
+                            "is_error": bool(block.get("is_error", False)),
+                        },
+                    )
+                )
+    elif kind == "result":
+        out.append(
+            (
+                "turn_complete",
+                {
+                    "numTurns": message.get("num_turns"),
+                    "result": message.get("result"),
+                    "isError": bool(message.get("is_error")),
+                    "totalCostUsd": message.get("total_cost_usd"),
+                    "usage": message.get("usage"),
+                },
+            )
+        )
+    return out
+
+
+def message_role(message: dict[str, Any]) -> str | None:
+    """The stored role of an SDK message, or None for messages that are not kept as history (partial deltas)."""
+    kind = message.get("type")
+    if kind == "stream_event":
+        return None
+    return "user" if kind == "user" else "assistant"
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)

@@ -1,0 +1,372 @@
+"""Sessions: create, converse, pause, resume, stop, end; and recovery after a restart.
+
+A session's files live in `sessions/<tenant>/<id>/` (workspace and the SDK's config dir with its transcripts), so a
+sandbox is disposable: a new one started on the same folder with `resume=<sdk session id>` continues the same
+conversation (the cold path). The warm path keeps the sandbox, and its connected SDK client, alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ash_bridge.protocol import Command
+
+from .. import __version__
+from ..agents import AgentService, validate_env
+from ..errors import AshError, Conflict, Gone, Invalid, NotFound
+from ..paths import DataDir
+from ..sandbox.manager import SandboxManager, SandboxRequest
+from ..sandbox.sandbox import Sandbox
+from ..store.models import Session, utcnow
+from ..store.repository import Store
+from .events import dumps, message_role, sse_events, timeline_events
+from .turn import Turn
+
+log = logging.getLogger(__name__)
+
+PERMISSION_MODES = {"default", "acceptEdits", "plan", "bypassPermissions", "dontAsk", "permissionsByAgent"}
+# Session options that shape the SDK client, and so the sandbox: stored on the session, applied at sandbox start.
+SDK_OPTIONS = (
+    "model",
+    "systemPrompt",
+    "permissionMode",
+    "allowedTools",
+    "disallowedTools",
+    "mcpServers",
+    "betas",
+)
+
+
+@dataclass
+class LiveSession:
+    """What exists of a session in this process: its sandbox and its running turn."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    sandbox: Sandbox | None = None
+    turn: Turn | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TurnOptions:
+    include_partial: bool = False
+    model: str | None = None
+    max_turns: int | None = None
+    max_budget_usd: float | None = None
+    effort: str | None = None
+    thinking: dict[str, Any] | None = None
+    output_format: dict[str, Any] | None = None
+
+    def sdk_options(self) -> dict[str, Any]:
+        raw = {
+            "model": self.model,
+            "maxTurns": self.max_turns,
+            "maxBudgetUsd": self.max_budget_usd,
+            "effort": self.effort,
+            "thinking": self.thinking,
+            "outputFormat": self.output_format,
+        }
+        return {k: v for k, v in raw.items() if v is not None}
+
+
+class SessionService:
+    def __init__(self, store: Store, data: DataDir, agents: AgentService, sandboxes: SandboxManager) -> None:
+        self._store = store
+        self._data = data
+        self._agents = agents
+        self._sandboxes = sandboxes
+        self._live: dict[uuid.UUID, LiveSession] = {}
+        self.resume_warm_hits = 0
+        self.resume_cold_hits = 0
+
+    def _live_of(self, session_id: uuid.UUID) -> LiveSession:
+        live = self._live.get(session_id)
+        if live is None:
+            live = self._live[session_id] = LiveSession()
+        return live
+
+    # -- Queries ----------------------------------------------------------------------------------------------
+
+    async def get(self, tenant_id: str, session_id: uuid.UUID) -> Session:
+        session = await self._store.get_session(tenant_id, session_id)
+        if session is None:
+            raise NotFound(f"session {session_id} not found", session_id=str(session_id))
+        return session
+
+    async def list_sessions(
+        self, tenant_id: str, *, agent: str | None, status: str | None, limit: int, offset: int
+    ) -> Sequence[Session]:
+        return await self._store.list_sessions(tenant_id, agent=agent, status=status, limit=limit, offset=offset)
+
+    def sandbox_of(self, session_id: uuid.UUID) -> Sandbox | None:
+        live = self._live.get(session_id)
+        return live.sandbox if live is not None else None
+
+    # -- Lifecycle --------------------------------------------------------------------------------------------
+
+    async def create(self, tenant_id: str, agent_name: str, options: dict[str, Any]) -> Session:
+        agent = await self._agents.get(tenant_id, agent_name)
+        config = _validated_config(options)
+        session = await self._store.add_session(
+            Session(
+                tenant_id=tenant_id,
+                agent_name=agent.name,
+                agent_version=agent.version,
+                status="starting",
+                config=config,
+                created_at=utcnow(),
+                last_active_at=utcnow(),
+            )
+        )
+        workspace = self._data.workspace(tenant_id, str(session.id))
+        self._data.make_session(tenant_id, str(session.id), self._sandboxes.owner)
+        await asyncio.to_thread(shutil.copytree, self._agents.folder(agent), workspace, symlinks=True)
+        live = self._live_of(session.id)
+        async with live.lock:
+            await self._start_sandbox(session, live)
+        await self._event(session, "lifecycle", {"action": "created", "agentVersion": agent.version})
+        return session
+
+    async def _start_sandbox(self, session: Session, live: LiveSession) -> None:
+        """Start a sandbox on the session's folder (cold path); the caller holds the session's lock."""
+        agent = await self._store.get_agent(session.tenant_id, session.agent_name)
+        if agent is None:
+            raise NotFound(f"agent {session.agent_name!r} of this session no longer exists")
+        sid = str(session.id)
+        bridge_config: dict[str, Any] = {
+            "cwd": str(self._data.workspace(session.tenant_id, sid)),
+            **{k: session.config[k] for k in SDK_OPTIONS if session.config.get(k) is not None},
+        }
+        if bridge_config.get("permissionMode") == "permissionsByAgent":
+            bridge_config["permissionMode"] = "default"
+        if session.sdk_session_id:
+            bridge_config["resume"] = session.sdk_session_id
+        request = SandboxRequest(
+            session_id=sid,
+            tenant_id=session.tenant_id,
+            agent_dir=self._agents.folder(agent),
+            workspace=self._data.workspace(session.tenant_id, sid),
+            home=self._data.home(session.tenant_id, sid),
+            bridge_config=bridge_config,
+            user_env={**agent.env, **session.config.get("extraEnv", {})},
+        )
+        try:
+            sandbox = await self._sandboxes.start(request)
+        except AshError:
+            await self._set(session, status="error", sandbox_id="")
+            raise
+        live.sandbox = sandbox
+        await self._set(session, status="active", sandbox_id=sandbox.id, last_active_at=utcnow())
+
+    async def pause(self, tenant_id: str, session_id: uuid.UUID) -> Session:
+        session = await self.get(tenant_id, session_id)
+        live = self._live_of(session.id)
+        async with live.lock:
+            if session.status == "ended":
+                raise Gone(f"session {session_id} has ended")
+            if session.status in ("paused", "stopped"):
+                return session
+            self._refuse_while_running(live)
+            # Warm pause: the sandbox stays up so resume is immediate; eviction may still reclaim it.
+            await self._set(session, status="paused")
+        await self._event(session, "lifecycle", {"action": "paused"})
+        return session
+
+    async def resume(self, tenant_id: str, session_id: uuid.UUID) -> Session:
+        session = await self.get(tenant_id, session_id)
+        live = self._live_of(session.id)
+        async with live.lock:
+            if session.status == "ended":
+                raise Gone(f"session {session_id} has ended")
+            if session.status == "active" and live.sandbox is not None and live.sandbox.alive:
+                return session
+            if live.sandbox is not None and live.sandbox.alive:
+                self.resume_warm_hits += 1
+                await self._set(session, status="active", last_active_at=utcnow())
+                path = "warm"
+            else:
+                await self._drop_sandbox(live)
+                self.resume_cold_hits += 1
+                await self._start_sandbox(session, live)
+                path = "cold"
+        await self._event(session, "lifecycle", {"action": "resumed", "path": path})
+        return session
+
+    async def stop(self, tenant_id: str, session_id: uuid.UUID) -> Session:
+        session = await self.get(tenant_id, session_id)
+        live = self._live_of(session.id)
+        async with live.lock:
+            if session.status == "ended":
+                raise Gone(f"session {session_id} has ended")
+            await self._finish_turn(live)
+            await self._drop_sandbox(live)
+            await self._set(session, status="stopped", sandbox_id="")
+        await self._event(session, "lifecycle", {"action": "stopped"})
+        return session
+
+    async def end(self, tenant_id: str, session_id: uuid.UUID) -> Session:
+        session = await self.get(tenant_id, session_id)
+        live = self._live_of(session.id)
+        async with live.lock:
+            if session.status == "ended":
+                return session
+            await self._finish_turn(live)
+            await self._drop_sandbox(live)
+            await self._set(session, status="ended", sandbox_id="", ended_at=utcnow())
+        self._live.pop(session.id, None)
+        await self._event(session, "lifecycle", {"action": "ended"})
+        return session
+
+    async def update_config(self, tenant_id: str, session_id: uuid.UUID, changes: dict[str, Any]) -> Session:
+        session = await self.get(tenant_id, session_id)
+        if session.status == "ended":
+            raise Gone(f"session {session_id} has ended")
+        config = {**session.config, **_validated_config(changes)}
+        await self._set(session, config=config)
+        return session
+
+    # -- Turns ------------------------------------------------------------------------------------------------
+
+    async def send(
+        self, tenant_id: str, session_id: uuid.UUID, content: str | list[dict[str, Any]], options: TurnOptions
+    ) -> Turn:
+        session = await self.get(tenant_id, session_id)
+        live = self._live_of(session.id)
+        async with live.lock:
+            if session.status != "active":
+                raise Invalid(
+                    f"session {session_id} is {session.status}"
+                    + ("; resume it first" if session.status in ("paused", "stopped", "error") else ""),
+                    status=session.status,
+                )
+            self._refuse_while_running(live)
+            if live.sandbox is None or not live.sandbox.alive:
+                # The sandbox is gone (evicted, crashed, or the server restarted): continue on a new one.
+                await self._drop_sandbox(live)
+                self.resume_cold_hits += 1
+                await self._start_sandbox(session, live)
+            sandbox = live.sandbox
+            assert sandbox is not None
+            # The user's message is stored before anything runs: once the stream starts it is acknowledged.
+            await self._store.append_messages(session, [("user", dumps({"type": "user", "content": content}))])
+            turn = Turn(str(session.id), include_partial=options.include_partial)
+            live.turn = turn
+            turn.task = asyncio.create_task(self._run_turn(session, live, sandbox, turn, content, options))
+        return turn
+
+    def _refuse_while_running(self, live: LiveSession) -> None:
+        if live.turn is not None and not live.turn.finished:
+            raise Conflict(f"a turn is already running on this session ({live.turn.id})", turn_id=live.turn.id)
+
+    async def _run_turn(
+        self,
+        session: Session,
+        live: LiveSession,
+        sandbox: Sandbox,
+        turn: Turn,
+        content: str | list[dict[str, Any]],
+        options: TurnOptions,
+    ) -> None:
+        started = time.perf_counter()
+        turn.publish("session_start", {"sessionId": turn.session_id, "version": __version__})
+        command = Command(
+            cmd="query",
+            id=turn.id,
+            prompt=content,
+            include_partial_messages=options.include_partial,
+            options=options.sdk_options(),
+        )
+        sdk_session_id = session.sdk_session_id
+        try:
+            async for event in sandbox.request(command):
+                if event.event == "message" and event.message is not None:
+                    message = event.message
+                    role = message_role(message)
+                    if role is not None:
+                        await self._store.record_message(
+                            session,
+                            role,
+                            dumps(message),
+                            [(k, dumps(v)) for k, v in timeline_events(message)],
+                        )
+                    for name, data in sse_events(message, include_partial=turn.include_partial):
+                        turn.publish(name, data)
+                    if isinstance(message.get("session_id"), str) and message["session_id"]:
+                        sdk_session_id = message["session_id"]
+                elif event.event == "error":
+                    error = event.error or "unknown error"
+                    await self._event(session, "error", {"error": error, "code": event.code})
+                    turn.publish("error", {"error": error})
+                elif event.event == "done" and event.sdk_session_id:
+                    sdk_session_id = event.sdk_session_id
+        except AshError as exc:
+            await self._event(session, "error", {"error": exc.message})
+            turn.publish("error", {"error": exc.message})
+        except Exception as exc:  # a turn must always end with done, whatever broke
+            log.exception("turn %s of session %s failed", turn.id, session.id)
+            turn.publish("error", {"error": f"internal error: {type(exc).__name__}"})
+        finally:
+            with contextlib.suppress(Exception):
+                await self._set(session, sdk_session_id=sdk_session_id, last_active_at=utcnow())
+            turn.publish("done", {"sessionId": turn.session_id})
+            turn.finish()
+            if live.turn is turn:
+                live.turn = None
+            log.debug("turn %s finished in %.1f ms", turn.id, (time.perf_counter() - started) * 1000)
+
+    async def _finish_turn(self, live: LiveSession) -> None:
+        turn = live.turn
+        if turn is None or turn.finished or live.sandbox is None:
+            return
+        with contextlib.suppress(AshError):
+            await live.sandbox.send(Command(cmd="interrupt", id=turn.id))
+        if turn.task is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(turn.task), timeout=10)
+
+    async def _drop_sandbox(self, live: LiveSession) -> None:
+        if live.sandbox is not None:
+            await self._sandboxes.stop(live.sandbox)
+            live.sandbox = None
+
+    # -- Start-up and shutdown --------------------------------------------------------------------------------
+
+    async def recover(self) -> int:
+        """After a restart no sandbox exists: sessions that had one are paused, resumable on the cold path."""
+        recovered = await self._store.sessions_with_status(["active", "starting"])
+        for session in recovered:
+            await self._set(session, status="paused", sandbox_id="")
+            await self._event(session, "lifecycle", {"action": "paused", "reason": "server restarted"})
+        return len(recovered)
+
+    async def shutdown(self) -> None:
+        for live in list(self._live.values()):
+            await self._finish_turn(live)
+        await self._sandboxes.stop_all()
+
+    # -- Helpers ----------------------------------------------------------------------------------------------
+
+    async def _set(self, session: Session, **values: Any) -> None:
+        for key, value in values.items():
+            setattr(session, key, value)
+        await self._store.update_session(session.id, **values)
+
+    async def _event(self, session: Session, kind: str, data: dict[str, Any]) -> None:
+        await self._store.append_events(session, [(kind, dumps(data))])
+
+
+def _validated_config(options: dict[str, Any]) -> dict[str, Any]:
+    config = {k: v for k, v in options.items() if v is not None}
+    mode = config.get("permissionMode")
+    if mode is not None and mode not in PERMISSION_MODES:
+        raise Invalid(f"permissionMode must be one of {sorted(PERMISSION_MODES)}", permissionMode=mode)
+    if "extraEnv" in config:
+        config["extraEnv"] = validate_env(config["extraEnv"])
+    return config

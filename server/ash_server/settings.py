@@ -1,0 +1,121 @@
+"""Every setting of the server, read once from `ASH_*` (and a few `ANTHROPIC_*`) environment variables.
+
+docs/configuration.md lists the same variables; tests/test_settings.py keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_ANTHROPIC_BASE_URL = "https://api.anthropic.com"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ASH_", extra="ignore", frozen=True)
+
+    port: int = Field(4100, ge=1, le=65535, description="API server port.")
+    host: str = Field(
+        "127.0.0.1",
+        description="Bind address. Loopback by default; containers and hosts behind a load balancer set 0.0.0.0.",
+    )
+    data_dir: Path = Field(Path("./data"), description="Persistent storage: database, agents, sessions, sandboxes.")
+    mode: Literal["standalone", "coordinator"] = Field("standalone", description="Deployment mode.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL of the database. Unset: SQLite at <data dir>/ash.db."
+    )
+    max_sandboxes: int = Field(1000, ge=1, description="Maximum number of live sandboxes.")
+    idle_timeout_ms: int = Field(1_800_000, ge=1000, description="Idle sandbox timeout in milliseconds.")
+    api_key: SecretStr | None = Field(
+        None,
+        description="A bearer API key accepted for the default tenant. Unset: the first start generates one and "
+        "writes it to <data dir>/api-key (mode 0600).",
+    )
+    secret_key: SecretStr | None = Field(
+        None,
+        description="Server secret used to hash API keys (HMAC). Unset: generated on first start and kept in "
+        "<data dir>/secret-key (mode 0600).",
+    )
+    snapshot_url: str | None = Field(None, description="Where workspace snapshots go (file://, s3://, gs://).")
+    bridge_entry: str | None = Field(
+        None,
+        description="Command that starts the bridge inside a sandbox. Unset: the bundled bridge "
+        "(`<python> -m ash_bridge`).",
+    )
+    bridge_start_timeout_ms: int = Field(
+        60_000, ge=1000, description="How long a new sandbox may take to report ready."
+    )
+    debug_timing: bool = Field(False, description="Log per-message hot-path timings.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Server log level.")
+    sandbox_uid: int | None = Field(
+        None,
+        description="Host uid sandboxes run as when the server runs as root. Unset: 65534 (nobody). Ignored when "
+        "the server is not root (sandboxes then run as the server's own user).",
+    )
+    sandbox_gid: int | None = Field(None, description="Host gid for sandboxes; see ASH_SANDBOX_UID.")
+    agent_roots: str = Field(
+        "",
+        description="Folders on the server from which agents may be deployed by `path` (os.pathsep- or "
+        "comma-separated). Empty: deploying by path is refused and agents are uploaded as files.",
+    )
+    max_message_chars: int = Field(500_000, ge=1, description="Longest accepted text message.")
+    max_upload_bytes: int = Field(
+        50 * 1024 * 1024, ge=1, description="Largest accepted agent upload (sum of decoded files)."
+    )
+
+    # The model endpoint and key the sandboxes use. Deliberately the standard Anthropic names, so the same
+    # server runs against the real API, a proxy or a test double without Ash-specific configuration.
+    anthropic_base_url: str = Field(
+        DEFAULT_ANTHROPIC_BASE_URL,
+        validation_alias=AliasChoices("ANTHROPIC_BASE_URL", "ASH_ANTHROPIC_BASE_URL"),
+        description="Where model traffic goes.",
+    )
+    anthropic_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("ANTHROPIC_API_KEY", "ASH_ANTHROPIC_API_KEY"),
+        description="Claude API key.",
+    )
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @field_validator("api_key", "secret_key")
+    @classmethod
+    def _no_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        raw = value.get_secret_value().strip()
+        if not raw:
+            return None
+        if raw.lower() in {"changeme", "change-me", "secret", "password", "xxx", "your-api-key"} or len(raw) < 16:
+            raise ValueError("refusing a placeholder or short secret (use 16+ random characters)")
+        return SecretStr(raw)
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            if url.startswith("postgresql://") or url.startswith("postgres://"):
+                url = "postgresql+asyncpg://" + url.split("://", 1)[1]
+            return url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'ash.db'}"
+
+    @property
+    def agent_root_paths(self) -> list[Path]:
+        parts = [p.strip() for chunk in self.agent_roots.split(",") for p in chunk.split(os.pathsep)]
+        return [Path(p).expanduser().resolve() for p in parts if p]
+
+    @property
+    def sandbox_ids(self) -> tuple[int, int] | None:
+        """(uid, gid) sandboxes switch to, or None when the server cannot switch users."""
+        if os.geteuid() != 0:
+            return None
+        uid = 65534 if self.sandbox_uid is None else self.sandbox_uid
+        gid = uid if self.sandbox_gid is None else self.sandbox_gid
+        return uid, gid

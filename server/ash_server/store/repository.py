@@ -1,0 +1,230 @@
+"""Every query the server makes, tenant-scoped. The domain talks to the database only through `Store`."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from .database import session_factory
+from .models import Agent, ApiKey, Message, Sandbox, Session, SessionEvent, utcnow
+
+
+class Store:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._sessions: async_sessionmaker[AsyncSession] = session_factory(engine)
+
+    def db(self) -> AsyncSession:
+        return self._sessions()
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    # -- API keys -------------------------------------------------------------------------------------------
+
+    async def find_api_key(self, key_hash: str) -> ApiKey | None:
+        async with self.db() as db:
+            result: ApiKey | None = await db.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash))
+            return result
+
+    async def add_api_key(self, key: ApiKey) -> ApiKey:
+        async with self.db() as db, db.begin():
+            db.add(key)
+        return key
+
+    async def count_api_keys(self) -> int:
+        async with self.db() as db:
+            return int(await db.scalar(select(func.count()).select_from(ApiKey)) or 0)
+
+    async def touch_api_key(self, key_id: uuid.UUID, when: datetime) -> None:
+        async with self.db() as db, db.begin():
+            await db.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=when))
+
+    # -- Agents ---------------------------------------------------------------------------------------------
+
+    async def get_agent(self, tenant_id: str, name: str) -> Agent | None:
+        async with self.db() as db:
+            agent: Agent | None = await db.scalar(select(Agent).where(Agent.tenant_id == tenant_id, Agent.name == name))
+            return agent
+
+    async def list_agents(self, tenant_id: str) -> Sequence[Agent]:
+        async with self.db() as db:
+            return (await db.scalars(select(Agent).where(Agent.tenant_id == tenant_id).order_by(Agent.name))).all()
+
+    async def save_agent(self, agent: Agent) -> Agent:
+        async with self.db() as db, db.begin():
+            merged = await db.merge(agent)
+        return merged
+
+    async def delete_agent(self, tenant_id: str, name: str) -> bool:
+        async with self.db() as db, db.begin():
+            result = await db.execute(delete(Agent).where(Agent.tenant_id == tenant_id, Agent.name == name))
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    # -- Sessions -------------------------------------------------------------------------------------------
+
+    async def add_session(self, session: Session) -> Session:
+        async with self.db() as db, db.begin():
+            db.add(session)
+        return session
+
+    async def get_session(self, tenant_id: str, session_id: uuid.UUID) -> Session | None:
+        async with self.db() as db:
+            session: Session | None = await db.scalar(
+                select(Session).where(Session.tenant_id == tenant_id, Session.id == session_id)
+            )
+            return session
+
+    async def list_sessions(
+        self,
+        tenant_id: str,
+        *,
+        agent: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> Sequence[Session]:
+        query = select(Session).where(Session.tenant_id == tenant_id)
+        if agent is not None:
+            query = query.where(Session.agent_name == agent)
+        if status is not None:
+            query = query.where(Session.status == status)
+        query = query.order_by(Session.created_at.desc(), Session.id).limit(limit).offset(offset)
+        async with self.db() as db:
+            return (await db.scalars(query)).all()
+
+    async def sessions_with_status(self, statuses: Sequence[str]) -> Sequence[Session]:
+        """All tenants: used only by start-up recovery, never by a request."""
+        async with self.db() as db:
+            return (await db.scalars(select(Session).where(Session.status.in_(statuses)))).all()
+
+    async def count_sessions(self, statuses: Sequence[str]) -> int:
+        async with self.db() as db:
+            query = select(func.count()).select_from(Session).where(Session.status.in_(statuses))
+            return int(await db.scalar(query) or 0)
+
+    async def update_session(self, session_id: uuid.UUID, **values: Any) -> None:
+        async with self.db() as db, db.begin():
+            await db.execute(update(Session).where(Session.id == session_id).values(**values))
+
+    # -- Messages and events --------------------------------------------------------------------------------
+    # Sequences are per session, assigned inside the inserting transaction. The session's turn lock serialises
+    # writers within a server; the unique constraints make a second writer fail loudly instead of duplicating.
+
+    async def append_messages(self, session: Session, items: Sequence[tuple[str, str]]) -> list[Message]:
+        """Append (role, JSON content) rows, returning them with their sequences."""
+        async with self.db() as db, db.begin():
+            last = await db.scalar(select(func.max(Message.sequence)).where(Message.session_id == session.id))
+            rows = [
+                Message(
+                    session_id=session.id,
+                    tenant_id=session.tenant_id,
+                    role=role,
+                    content=content,
+                    sequence=(last or 0) + i + 1,
+                    created_at=utcnow(),
+                )
+                for i, (role, content) in enumerate(items)
+            ]
+            db.add_all(rows)
+        return rows
+
+    async def record_message(
+        self, session: Session, role: str, content: str, events: Sequence[tuple[str, str | None]]
+    ) -> None:
+        """One SDK message and the timeline events derived from it, in one transaction."""
+        async with self.db() as db, db.begin():
+            last_message = await db.scalar(select(func.max(Message.sequence)).where(Message.session_id == session.id))
+            now = utcnow()
+            db.add(
+                Message(
+                    session_id=session.id,
+                    tenant_id=session.tenant_id,
+                    role=role,
+                    content=content,
+                    sequence=(last_message or 0) + 1,
+                    created_at=now,
+                )
+            )
+            if events:
+                last_event = await db.scalar(
+                    select(func.max(SessionEvent.sequence)).where(SessionEvent.session_id == session.id)
+                )
+                db.add_all(
+                    SessionEvent(
+                        session_id=session.id,
+                        tenant_id=session.tenant_id,
+                        type=kind,
+                        data=data,
+                        sequence=(last_event or 0) + i + 1,
+                        created_at=now,
+                    )
+                    for i, (kind, data) in enumerate(events)
+                )
+
+    async def list_messages(
+        self, tenant_id: str, session_id: uuid.UUID, *, after: int = 0, limit: int = 100
+    ) -> Sequence[Message]:
+        query = (
+            select(Message)
+            .where(Message.tenant_id == tenant_id, Message.session_id == session_id, Message.sequence > after)
+            .order_by(Message.sequence)
+            .limit(limit)
+        )
+        async with self.db() as db:
+            return (await db.scalars(query)).all()
+
+    async def append_events(self, session: Session, items: Sequence[tuple[str, str | None]]) -> None:
+        if not items:
+            return
+        async with self.db() as db, db.begin():
+            last = await db.scalar(select(func.max(SessionEvent.sequence)).where(SessionEvent.session_id == session.id))
+            db.add_all(
+                SessionEvent(
+                    session_id=session.id,
+                    tenant_id=session.tenant_id,
+                    type=kind,
+                    data=data,
+                    sequence=(last or 0) + i + 1,
+                    created_at=utcnow(),
+                )
+                for i, (kind, data) in enumerate(items)
+            )
+
+    async def list_events(
+        self,
+        tenant_id: str,
+        session_id: uuid.UUID,
+        *,
+        after: int = 0,
+        limit: int = 100,
+        kind: str | None = None,
+    ) -> Sequence[SessionEvent]:
+        query = select(SessionEvent).where(
+            SessionEvent.tenant_id == tenant_id,
+            SessionEvent.session_id == session_id,
+            SessionEvent.sequence > after,
+        )
+        if kind is not None:
+            query = query.where(SessionEvent.type == kind)
+        async with self.db() as db:
+            return (await db.scalars(query.order_by(SessionEvent.sequence).limit(limit))).all()
+
+    # -- Sandboxes ------------------------------------------------------------------------------------------
+
+    async def save_sandbox(self, sandbox: Sandbox) -> None:
+        async with self.db() as db, db.begin():
+            await db.merge(sandbox)
+
+    async def delete_sandbox(self, sandbox_id: str) -> None:
+        async with self.db() as db, db.begin():
+            await db.execute(delete(Sandbox).where(Sandbox.id == sandbox_id))
+
+    async def list_sandboxes(self) -> Sequence[Sandbox]:
+        async with self.db() as db:
+            return (await db.scalars(select(Sandbox))).all()
