@@ -1,0 +1,108 @@
+"""A real Ash server in a subprocess (uvicorn on loopback), as users and clients see it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def short_tempdir() -> Path:
+    """A temp dir under /tmp that the sandbox user (uid 65534 when tests run as root) can traverse.
+
+    pytest's tmp_path lives under a 0700 folder and makes Unix socket paths too long.
+    """
+    path = Path(tempfile.mkdtemp(prefix="ash-"))
+    path.chmod(0o755)
+    return path
+
+
+class AshServer:
+    def __init__(self, model_url: str, *, data_dir: Path | None = None, env: dict[str, str] | None = None) -> None:
+        self.root = short_tempdir() if data_dir is None else None
+        self.data_dir = data_dir or (self.root / "data")  # type: ignore[operator]
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "ASH_DATA_DIR": str(self.data_dir),
+            "ASH_PORT": str(self.port),
+            "ASH_HOST": "127.0.0.1",
+            "ASH_AGENT_ROOTS": str(REPO / "examples") + "," + tempfile.gettempdir(),
+            "ANTHROPIC_BASE_URL": model_url,
+            "ANTHROPIC_API_KEY": "sk-ant-test-server-key",
+            "CLAUDE_CODE_MAX_RETRIES": "0",
+            **(env or {}),
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = self.data_dir.parent / f"server-{self.port}.log"
+
+    def start(self, timeout: float = 60) -> AshServer:
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "ash_server"], env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"server did not become healthy:\n{self.log()}")
+
+    @property
+    def api_key(self) -> str:
+        configured = self.env.get("ASH_API_KEY")
+        if configured:
+            return configured
+        return (self.data_dir / "api-key").read_text().strip()
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {self.api_key}"}, timeout=120, **kwargs
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def kill(self) -> None:
+        """kill -9: no shutdown code runs."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self.root is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
