@@ -113,7 +113,9 @@ def decode_command(line: bytes) -> Command:
     prompt = obj.get("prompt")
     if cmd == "query" and not isinstance(prompt, (str, list)):
         raise ProtocolError("query needs a prompt (string or list of content blocks)", line)
-    options = obj.get("options") or {}
+    options = obj.get("options", {})
+    if options is None:
+        options = {}
     if not isinstance(options, dict):
         raise ProtocolError("options must be an object", line)
     return Command(

@@ -1,6 +1,7 @@
-"""What can go wrong talking to an Ash server: one class per HTTP status, plus connection and protocol errors.
+"""What can go wrong: talking to an Ash server (one class per HTTP status, plus connection and protocol errors,
+modelled on anthropic-sdk-python), and `CliError` for problems the CLI finds itself (a folder without CLAUDE.md).
 
-Modelled on anthropic-sdk-python. Standard library only, so the client never needs the server's dependencies.
+Standard library only, so the client never needs the server's dependencies.
 """
 
 from __future__ import annotations
@@ -9,8 +10,10 @@ __all__ = [
     "AshClientError",
     "AuthenticationError",
     "BadRequestError",
+    "CliError",
     "ConflictError",
     "ConnectionFailed",
+    "ConnectionLost",
     "GoneError",
     "NotFoundError",
     "PayloadTooLargeError",
@@ -35,7 +38,7 @@ class AshClientError(Exception):
 
 
 class ConnectionFailed(AshClientError):
-    """The server could not be reached (refused, DNS, reset) at `url`."""
+    """No usable connection to the server at `url`. Exactly this class: it could not be reached at all."""
 
     def __init__(self, message: str, *, url: str) -> None:
         super().__init__(message)
@@ -44,6 +47,10 @@ class ConnectionFailed(AshClientError):
 
 class RequestTimedOut(ConnectionFailed):
     """The server accepted the connection but did not answer in time."""
+
+
+class ConnectionLost(ConnectionFailed):
+    """The connection broke after it was made (the server went away mid-request or mid-stream)."""
 
 
 class ProtocolError(AshClientError):
@@ -94,6 +101,10 @@ class ServerError(StatusError):
 
 class ServiceUnavailableError(ServerError):
     """503: no sandbox capacity, or a sandbox could not start."""
+
+
+class CliError(Exception):
+    """A problem found by the CLI itself, reported as one line on stderr with exit code 1."""
 
 
 _BY_STATUS: dict[int, type[StatusError]] = {

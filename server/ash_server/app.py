@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -72,7 +73,14 @@ async def build_services(settings: Settings) -> Services:
     agent_service = AgentService(
         store, data, path_roots=settings.agent_root_paths, max_upload_bytes=settings.max_upload_bytes
     )
-    session_service = SessionService(store, data, agent_service, sandboxes)
+    session_service = SessionService(
+        store,
+        data,
+        agent_service,
+        sandboxes,
+        idle_timeout_s=settings.idle_timeout_ms / 1000,
+        debug_timing=settings.debug_timing,
+    )
     recovered = await session_service.recover()
     if recovered:
         log.info("paused %d session(s) that were live when the server last stopped", recovered)
@@ -92,6 +100,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await build_services(settings)
         app.state.services = services
+        sweeper = asyncio.create_task(services.sessions.run_idle_sweeper())
         log.info(
             "Ash %s listening on %s:%d (data: %s)",
             __version__,
@@ -102,6 +111,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
+            sweeper.cancel()
             await services.sessions.shutdown()
             await services.store.close()
 

@@ -15,9 +15,10 @@ pytestmark = pytest.mark.slow
 
 
 def _turn(server: AshServer, session_id: str, prompt: str) -> str:
-    with server.client() as client, client.stream(
-        "POST", f"/api/sessions/{session_id}/messages", json={"content": prompt}
-    ) as response:
+    with (
+        server.client() as client,
+        client.stream("POST", f"/api/sessions/{session_id}/messages", json={"content": prompt}) as response,
+    ):
         assert response.status_code == 200, response.read()
         body = "".join(response.iter_text())
     assert body.rstrip().splitlines()[-2] == "event: done"

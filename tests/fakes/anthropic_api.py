@@ -439,9 +439,7 @@ class FakeAnthropic:
         if not is_messages:
             return self._error_response(entry, 404, "not_found_error", f"Not found: {request.method} {path}")
         if not isinstance(body, dict):
-            return self._error_response(
-                entry, 400, "invalid_request_error", "request body is not a JSON object"
-            )
+            return self._error_response(entry, 400, "invalid_request_error", "request body is not a JSON object")
 
         reply = self.reply_for(body)
         if reply.kind == "error":
@@ -511,9 +509,7 @@ class FakeAnthropic:
                 for n, delta in enumerate(deltas):
                     if slow and n > 0 and not await self._sleep(delay):
                         return  # server is stopping: cut the stream short
-                    yield _sse(
-                        "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
-                    )
+                    yield _sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
                 yield _sse("content_block_stop", {"type": "content_block_stop", "index": index})
             yield _sse(
                 "message_delta",

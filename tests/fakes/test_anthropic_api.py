@@ -47,9 +47,7 @@ def _body(*prompts: str, stream: bool = False, **extra: Any) -> dict[str, Any]:
     for i, prompt in enumerate(prompts):
         content: list[dict[str, Any]] = [{"type": "text", "text": prompt}]
         if i == 0:
-            content.insert(
-                0, {"type": "text", "text": "<system-reminder>\nCLAUDE.md says hi\n</system-reminder>\n"}
-            )
+            content.insert(0, {"type": "text", "text": "<system-reminder>\nCLAUDE.md says hi\n</system-reminder>\n"})
         messages.append({"role": "user", "content": content})
         if i == 0:
             messages.append({"role": "system", "content": "# Environment\n..."})
@@ -102,9 +100,7 @@ def test_prompt_extraction_and_reply_index() -> None:
     assert FakeAnthropic.prompt_of(body) == "second question"
     assert FakeAnthropic.reply_index(body) == 1
     assert FakeAnthropic.prompt_of({"messages": []}) == ""
-    assert (
-        FakeAnthropic.prompt_of({"messages": [{"role": "user", "content": "plain string"}]}) == "plain string"
-    )
+    assert FakeAnthropic.prompt_of({"messages": [{"role": "user", "content": "plain string"}]}) == "plain string"
 
 
 def test_rule_selection(fake: FakeAnthropic) -> None:
@@ -237,9 +233,7 @@ async def test_delay_does_not_block_other_requests(fake: FakeAnthropic) -> None:
         assert not slow.done()
         assert [d["delta"]["text"] for t, d in _parse_sse(quick.text) if t == "content_block_delta"] == ["ok"]
         r = await slow
-        assert [d["delta"]["text"] for t, d in _parse_sse(r.text) if t == "content_block_delta"] == list(
-            "abcdef"
-        )
+        assert [d["delta"]["text"] for t, d in _parse_sse(r.text) if t == "content_block_delta"] == list("abcdef")
 
 
 def test_start_stop_frees_port_and_cuts_slow_streams() -> None:

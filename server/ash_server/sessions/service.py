@@ -52,6 +52,7 @@ class LiveSession:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     sandbox: Sandbox | None = None
     turn: Turn | None = None
+    last_used: float = field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +78,18 @@ class TurnOptions:
 
 
 class SessionService:
-    def __init__(self, store: Store, data: DataDir, agents: AgentService, sandboxes: SandboxManager) -> None:
+    def __init__(
+        self,
+        store: Store,
+        data: DataDir,
+        agents: AgentService,
+        sandboxes: SandboxManager,
+        *,
+        idle_timeout_s: float,
+        debug_timing: bool = False,
+    ) -> None:
+        self._idle_timeout_s = idle_timeout_s
+        self._debug_timing = debug_timing
         self._store = store
         self._data = data
         self._agents = agents
@@ -163,6 +175,7 @@ class SessionService:
             await self._set(session, status="error", sandbox_id="")
             raise
         live.sandbox = sandbox
+        live.last_used = time.monotonic()
         await self._set(session, status="active", sandbox_id=sandbox.id, last_active_at=utcnow())
 
     async def pause(self, tenant_id: str, session_id: uuid.UUID) -> Session:
@@ -189,6 +202,7 @@ class SessionService:
                 return session
             if live.sandbox is not None and live.sandbox.alive:
                 self.resume_warm_hits += 1
+                live.last_used = time.monotonic()
                 await self._set(session, status="active", last_active_at=utcnow())
                 path = "warm"
             else:
@@ -284,8 +298,11 @@ class SessionService:
             options=options.sdk_options(),
         )
         sdk_session_id = session.sdk_session_id
+        first_event_ms: float | None = None
         try:
             async for event in sandbox.request(command):
+                if first_event_ms is None:
+                    first_event_ms = (time.perf_counter() - started) * 1000
                 if event.event == "message" and event.message is not None:
                     message = event.message
                     role = message_role(message)
@@ -319,7 +336,15 @@ class SessionService:
             turn.finish()
             if live.turn is turn:
                 live.turn = None
-            log.debug("turn %s finished in %.1f ms", turn.id, (time.perf_counter() - started) * 1000)
+            live.last_used = time.monotonic()
+            if self._debug_timing:
+                log.info(
+                    "timing session=%s turn=%s first_bridge_event_ms=%.2f total_ms=%.2f",
+                    session.id,
+                    turn.id,
+                    first_event_ms or -1.0,
+                    (time.perf_counter() - started) * 1000,
+                )
 
     async def _finish_turn(self, live: LiveSession) -> None:
         turn = live.turn
@@ -335,6 +360,37 @@ class SessionService:
         if live.sandbox is not None:
             await self._sandboxes.stop(live.sandbox)
             live.sandbox = None
+
+    # -- Idle sweep -------------------------------------------------------------------------------------------
+
+    async def sweep_idle(self) -> int:
+        """Stop sandboxes idle longer than ASH_IDLE_TIMEOUT_MS. Their sessions keep their status and continue on
+        a new sandbox (cold path) with their next message or resume."""
+        now = time.monotonic()
+        reclaimed = 0
+        for session_id, live in list(self._live.items()):
+            if live.sandbox is None or (live.turn is not None and not live.turn.finished):
+                continue
+            if now - live.last_used < self._idle_timeout_s or live.lock.locked():
+                continue
+            async with live.lock:
+                if live.sandbox is not None and (live.turn is None or live.turn.finished):
+                    await self._drop_sandbox(live)
+                    await self._store.update_session(session_id, sandbox_id="")
+                    reclaimed += 1
+        return reclaimed
+
+    async def run_idle_sweeper(self) -> None:
+        interval = max(1.0, min(60.0, self._idle_timeout_s / 4))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                reclaimed = await self.sweep_idle()
+            except Exception:
+                log.exception("idle sweep failed")
+            else:
+                if reclaimed:
+                    log.info("stopped %d idle sandbox(es)", reclaimed)
 
     # -- Start-up and shutdown --------------------------------------------------------------------------------
 

@@ -1,0 +1,142 @@
+"""Bad input gets a clear 4xx with the {error, statusCode} envelope, and changes nothing."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.fakes.anthropic_api import FakeAnthropic, text
+from tests.support.server import REPO, AshServer, short_tempdir
+
+pytestmark = pytest.mark.slow
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def assert_error(response: httpx.Response, status: int, *fragments: str) -> None:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error", "statusCode"}, body
+    assert body["statusCode"] == status and isinstance(body["error"], str) and body["error"]
+    for fragment in fragments:
+        assert fragment in body["error"], body
+
+
+@pytest.fixture(scope="module")
+def client(ash_server: AshServer) -> Iterator[httpx.Client]:
+    with ash_server.client() as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def ended_session(client: httpx.Client, fake_model: FakeAnthropic) -> str:
+    path = str(REPO / "examples" / "hello-agent")
+    assert client.post("/api/agents", json={"name": "bad-input", "path": path}).status_code == 201
+    session = client.post("/api/sessions", json={"agent": "bad-input"}).json()["session"]
+    assert client.delete(f"/api/sessions/{session['id']}").json()["session"]["status"] == "ended"
+    return str(session["id"])
+
+
+def test_missing_and_wrong_auth_are_401(ash_server: AshServer) -> None:
+    assert_error(httpx.get(ash_server.url + "/api/agents"), 401, "Authorization")
+    wrong = {"Authorization": "Bearer ash_not-a-real-key"}
+    assert_error(httpx.get(ash_server.url + "/api/agents", headers=wrong), 401, "invalid API key")
+    assert_error(httpx.get(ash_server.url + "/api/agents", headers={"Authorization": "Basic abc"}), 401)
+    assert_error(httpx.get(ash_server.url + "/metrics-nope", headers=wrong), 404)
+    # /health is the one open route.
+    assert httpx.get(ash_server.url + "/health").status_code == 200
+
+
+def test_unknown_agent_is_404(client: httpx.Client) -> None:
+    assert_error(client.get("/api/agents/nope"), 404, "nope")
+    assert_error(client.post("/api/sessions", json={"agent": "nope"}), 404, "nope")
+    assert_error(client.delete("/api/agents/nope"), 404)
+    assert_error(client.patch("/api/agents/nope", json={"env": {"A": "b"}}), 404)
+
+
+def test_unknown_or_malformed_session_ids(client: httpx.Client) -> None:
+    assert_error(client.get(f"/api/sessions/{uuid.uuid4()}"), 404)
+    assert_error(client.post(f"/api/sessions/{uuid.uuid4()}/resume"), 404)
+    assert_error(client.get("/api/sessions/not-a-uuid"), 400)
+
+
+def test_bad_json_and_invalid_bodies_are_400(client: httpx.Client) -> None:
+    bad = client.post("/api/agents", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert_error(bad, 400, "JSON")
+    assert_error(client.post("/api/agents", json={"name": "has space", "files": []}), 400, "name")
+    assert_error(client.post("/api/agents", json={"files": []}), 400, "name")
+    assert_error(client.post("/api/sessions", json={}), 400, "agent")
+    assert_error(client.get("/api/sessions", params={"status": "sleeping"}), 400, "status")
+    assert_error(client.get("/api/sessions", params={"limit": 0}), 400, "limit")
+    files = [{"path": "CLAUDE.md", "content": "!!!not base64!!!"}]
+    assert_error(client.post("/api/agents", json={"name": "b64", "files": files}), 400, "base64")
+    env = {"1BAD": "x"}
+    assert_error(client.post("/api/agents", json={"name": "envy", "systemPrompt": "hi", "env": env}), 400, "1BAD")
+
+
+def test_agent_without_claude_md_is_400(client: httpx.Client) -> None:
+    files = [{"path": "README.md", "content": _b64(b"no prompt here")}]
+    assert_error(client.post("/api/agents", json={"name": "no-prompt", "files": files}), 400, "CLAUDE.md")
+    folder = short_tempdir()
+    (folder / "notes.txt").write_text("no CLAUDE.md")
+    assert_error(client.post("/api/agents", json={"name": "no-prompt", "path": str(folder)}), 400, "CLAUDE.md")
+    assert_error(client.get("/api/agents/no-prompt"), 404)  # nothing was half-created
+
+
+def test_paths_are_confined(client: httpx.Client) -> None:
+    for bad in ["../escape.md", "/etc/passwd", "a/../../b", "~/x"]:
+        files = [{"path": "CLAUDE.md", "content": _b64(b"x")}, {"path": bad, "content": _b64(b"x")}]
+        assert_error(client.post("/api/agents", json={"name": "escape", "files": files}), 400)
+    assert_error(client.post("/api/agents", json={"name": "rel", "path": "relative/folder"}), 400, "absolute")
+    assert_error(client.post("/api/agents", json={"name": "etc", "path": "/etc"}), 400, "ASH_AGENT_ROOTS")
+    # A deployed agent's file API does not follow a symlink out of the agent folder.
+    folder = short_tempdir()
+    (folder / "CLAUDE.md").write_text("prompt")
+    (folder / "leak").symlink_to("/etc/hostname")
+    assert client.post("/api/agents", json={"name": "linky", "path": str(folder)}).status_code == 201
+    assert_error(client.get("/api/agents/linky/files/leak"), 400, "escapes")
+    assert_error(client.get("/api/agents/linky/files/..%2F..%2Fapi-key"), 400)
+    assert client.get("/api/agents/linky/files/CLAUDE.md").content == b"prompt"
+
+
+def test_message_to_an_ended_session_is_refused(client: httpx.Client, ended_session: str) -> None:
+    assert_error(client.post(f"/api/sessions/{ended_session}/messages", json={"content": "hi"}), 400, "ended")
+    assert_error(client.post(f"/api/sessions/{ended_session}/resume"), 410, "ended")
+    assert_error(client.post(f"/api/sessions/{ended_session}/pause"), 410)
+    messages = client.get(f"/api/sessions/{ended_session}/messages").json()["messages"]
+    assert messages == []  # the refused message was not stored
+
+
+def test_invalid_message_bodies(client: httpx.Client, ended_session: str) -> None:
+    url = f"/api/sessions/{ended_session}/messages"
+    assert_error(client.post(url, json={}), 400, "content")
+    assert_error(client.post(url, json={"content": [{"type": "video", "url": "x"}]}), 400)
+    assert_error(client.post(url, json={"content": []}), 400)
+    assert_error(client.post(url, json={"content": "hi", "maxTurns": 0}), 400, "maxTurns")
+    assert_error(client.post(url, json={"content": "x" * 500_001}), 413)
+
+
+def test_redeploy_bumps_version_and_env_is_redacted(client: httpx.Client, tmp_path: Path) -> None:
+    files = [{"path": "CLAUDE.md", "content": _b64(b"v1")}]
+    first = client.post("/api/agents", json={"name": "versioned", "files": files, "env": {"TOKEN": "s3cret"}})
+    assert first.status_code == 201
+    agent = first.json()["agent"]
+    assert agent["version"] == 1 and agent["env"] == {"TOKEN": "***"} and "s3cret" not in first.text
+    second = client.post("/api/agents", json={"name": "versioned", "files": files}).json()["agent"]
+    assert second["version"] == 2 and second["id"] == agent["id"]
+    assert client.get("/api/agents/versioned/files/CLAUDE.md", params={"format": "json"}).json()["content"] == "v1"
+
+
+def test_invalid_session_options_are_400(client: httpx.Client, fake_model: FakeAnthropic) -> None:
+    fake_model.on("never", text("unused"))
+    files = [{"path": "CLAUDE.md", "content": _b64(b"x")}]
+    assert client.post("/api/agents", json={"name": "badmcp", "files": files}).status_code == 201
+    response = client.post("/api/sessions", json={"agent": "badmcp", "permissionMode": "sometimes"})
+    assert_error(response, 400, "permissionMode")

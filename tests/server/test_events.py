@@ -1,0 +1,71 @@
+"""SDK messages → SSE events and timeline events."""
+
+from __future__ import annotations
+
+from ash_server.sessions.events import message_role, sse_events, timeline_events
+
+ASSISTANT_TOOL = {
+    "type": "assistant",
+    "message": {
+        "content": [
+            {"type": "text", "text": "Let me look."},
+            {"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {"command": "ls"}},
+        ]
+    },
+}
+TOOL_RESULT = {
+    "type": "user",
+    "message": {"content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "a.txt", "is_error": False}]},
+}
+RESULT = {"type": "result", "num_turns": 2, "result": "done", "is_error": False, "total_cost_usd": 0.1}
+DELTA = {
+    "type": "stream_event",
+    "event": {"type": "content_block_delta", "delta": {"type": "text_delta", "text": "He"}},
+}
+THINKING = {
+    "type": "stream_event",
+    "event": {"type": "content_block_delta", "delta": {"type": "thinking_delta", "thinking": "hmm"}},
+}
+
+
+def test_granular_events_come_before_the_unchanged_message() -> None:
+    assert sse_events(ASSISTANT_TOOL, include_partial=False) == [
+        ("tool_use", {"id": "toolu_1", "name": "Bash", "input": {"command": "ls"}}),
+        ("message", ASSISTANT_TOOL),
+    ]
+    assert sse_events(TOOL_RESULT, include_partial=False) == [
+        ("tool_result", {"tool_use_id": "toolu_1", "content": "a.txt", "is_error": False}),
+        ("message", TOOL_RESULT),
+    ]
+    assert sse_events(RESULT, include_partial=False)[0] == ("turn_complete", {"numTurns": 2, "result": "done"})
+
+
+def test_partial_messages_only_when_asked() -> None:
+    assert sse_events(DELTA, include_partial=False) == []
+    assert sse_events(DELTA, include_partial=True) == [("text_delta", {"delta": "He"}), ("message", DELTA)]
+    assert sse_events(THINKING, include_partial=True)[0] == ("thinking_delta", {"delta": "hmm"})
+
+
+def test_api_errors_become_error_events() -> None:
+    failed = {
+        "type": "assistant",
+        "error": "server_error",
+        "message": {"content": [{"type": "text", "text": "API Error: 500 upstream exploded"}]},
+    }
+    assert ("error", {"error": "server_error: API Error: 500 upstream exploded"}) in sse_events(
+        failed, include_partial=False
+    )
+
+
+def test_timeline() -> None:
+    assert [k for k, _ in timeline_events(ASSISTANT_TOOL)] == ["text", "tool_start"]
+    assert [k for k, _ in timeline_events(TOOL_RESULT)] == ["tool_result"]
+    assert timeline_events(RESULT)[0][1]["totalCostUsd"] == 0.1
+    assert timeline_events(DELTA) == []
+
+
+def test_roles() -> None:
+    assert message_role(ASSISTANT_TOOL) == "assistant"
+    assert message_role(TOOL_RESULT) == "user"
+    assert message_role(RESULT) == "assistant"
+    assert message_role(DELTA) is None
