@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Install Ash from this checkout on Debian/Ubuntu: system packages, then a virtualenv with pinned dependencies.
+#   scripts/install.sh          the server and CLI
+#   scripts/install.sh --dev    plus the test and lint tools
+# The virtualenv is built on the system Python (/usr/bin/python3) on purpose: sandboxes run as an unprivileged
+# user that must be able to execute the interpreter, and a Python under /root (pyenv, say) is out of its reach.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+dev=0
+[[ "${1:-}" == "--dev" ]] && dev=1
+
+sudo_cmd=()
+[[ "$(id -u)" -ne 0 ]] && sudo_cmd=(sudo)
+
+packages=(python3 python3-venv python3-dev bubblewrap util-linux ca-certificates)
+[[ $dev -eq 1 ]] && packages+=(postgresql)
+missing=()
+for pkg in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [[ ${#missing[@]} -gt 0 ]]; then
+  echo "==> apt-get install ${missing[*]}"
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# When root runs Ash from a folder the sandbox user cannot traverse (a clone under /root), the environment goes
+# to /opt/ash/venv as a regular (non-editable) install, and .venv points there.
+venv="${ASH_VENV:-$repo/.venv}"
+editable=1
+if [[ "$(id -u)" -eq 0 && -z "${ASH_VENV:-}" ]]; then
+  if ! runuser -u nobody -- test -x "$repo" 2>/dev/null; then
+    venv=/opt/ash/venv
+    editable=0
+  fi
+fi
+
+if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c 'import sys; sys.exit(sys.prefix == sys.base_prefix)'; then
+  echo "==> creating $venv"
+  rm -rf "$venv"
+  mkdir -p "$(dirname "$venv")"
+  /usr/bin/python3 -m venv "$venv"
+fi
+[[ "$venv" != "$repo/.venv" ]] && ln -sfn "$venv" "$repo/.venv"
+
+"$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip uv
+echo "==> installing pinned dependencies"
+VIRTUAL_ENV="$venv" "$venv/bin/uv" pip install -q -r "$repo/requirements.lock"
+extras=""
+[[ $dev -eq 1 ]] && extras="[dev,postgres]"
+if [[ $editable -eq 1 ]]; then
+  VIRTUAL_ENV="$venv" "$venv/bin/uv" pip install -q --no-deps -e "$repo$extras"
+else
+  VIRTUAL_ENV="$venv" "$venv/bin/uv" pip install -q --no-deps --reinstall-package ash "$repo$extras"
+fi
+chmod -R a+rX "$venv"
+echo "==> installed: $venv/bin/ash"

@@ -1,0 +1,52 @@
+"""Imports go one way: bridge ← server (protocol only); the domain never imports the web framework."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def imports_of(folder: Path) -> dict[Path, set[str]]:
+    found: dict[Path, set[str]] = {}
+    for path in folder.rglob("*.py"):
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                # `from pkg import mod` may import a module: record pkg.mod too, so the check sees what it is.
+                names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        found[path] = names
+    return found
+
+
+def test_bridge_needs_only_the_standard_library_and_the_sdk() -> None:
+    allowed_third_party = {"claude_agent_sdk", "uvloop"}
+    for path, names in imports_of(ROOT / "bridge" / "ash_bridge").items():
+        for name in names:
+            top = name.split(".")[0]
+            assert top in sys.stdlib_module_names or top in allowed_third_party or top == "ash_bridge", (path, name)
+
+
+def test_bridge_protocol_needs_only_the_standard_library() -> None:
+    for name in imports_of(ROOT / "bridge" / "ash_bridge")[ROOT / "bridge" / "ash_bridge" / "protocol.py"]:
+        assert name.split(".")[0] in sys.stdlib_module_names, name
+
+
+def test_server_uses_only_the_bridge_protocol() -> None:
+    for path, names in imports_of(ROOT / "server" / "ash_server").items():
+        for name in names:
+            if name.startswith("ash_bridge"):
+                assert name.startswith("ash_bridge.protocol"), (path, name)
+
+
+def test_domain_does_not_import_the_web_framework() -> None:
+    server = ROOT / "server" / "ash_server"
+    for path, names in imports_of(server).items():
+        if path.parent.name == "api" or path.name in {"app.py", "server.py", "__main__.py"}:
+            continue
+        for name in names:
+            assert name.split(".")[0] not in {"fastapi", "starlette", "uvicorn"}, (path, name)
