@@ -48,6 +48,7 @@ class SandboxManager:
         self._launcher = launcher
         self._live: dict[str, Sandbox] = {}
         self._starting = 0
+        self._reapers: set[asyncio.Task[None]] = set()
 
     @property
     def isolation(self) -> str:
@@ -127,6 +128,7 @@ class SandboxManager:
             raise SandboxError(f"could not start the sandbox: {exc}", sandbox_id=sandbox_id) from exc
         sandbox.attach(process)
         self._live[sandbox_id] = sandbox
+        self._reapers.add(asyncio.create_task(self._forget_when_exited(sandbox)))
         await self._store.save_sandbox(
             SandboxRow(
                 id=sandbox_id,
@@ -161,14 +163,29 @@ class SandboxManager:
             env["ANTHROPIC_API_KEY"] = self._settings.anthropic_api_key.get_secret_value()
         return env
 
+    async def _forget_when_exited(self, sandbox: Sandbox) -> None:
+        """A sandbox that died on its own (crash, OOM, killed) stops counting against capacity at once."""
+        await sandbox.wait_exited()
+        if self._live.pop(sandbox.id, None) is not None:
+            log.warning("sandbox %s of session %s ended: %s", sandbox.id, sandbox.session_id, sandbox.exit_reason)
+            sandbox.kill()
+            await sandbox.close()
+            await self._store.delete_sandbox(sandbox.id)
+            shutil.rmtree(sandbox.directory, ignore_errors=True)
+        task = asyncio.current_task()
+        if task is not None:
+            self._reapers.discard(task)
+
     async def stop(self, sandbox: Sandbox) -> None:
+        self._live.pop(sandbox.id, None)  # first, so the exit is not reported as a crash
         await sandbox.stop()
-        self._live.pop(sandbox.id, None)
         await self._store.delete_sandbox(sandbox.id)
         shutil.rmtree(sandbox.directory, ignore_errors=True)
 
     async def stop_all(self) -> None:
         await asyncio.gather(*(self.stop(s) for s in list(self._live.values())), return_exceptions=True)
+        for task in list(self._reapers):
+            task.cancel()
 
     async def reap_orphans(self) -> int:
         """Kill the process groups of sandboxes a previous (crashed) server left behind, and their folders."""

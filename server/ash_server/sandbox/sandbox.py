@@ -57,6 +57,9 @@ class Sandbox:
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
+    async def wait_exited(self) -> None:
+        await self._exited.wait()
+
     @property
     def alive(self) -> bool:
         return not self._exited.is_set()
