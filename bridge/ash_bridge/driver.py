@@ -13,9 +13,42 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient
+from claude_agent_sdk import AgentDefinition, ClaudeAgentOptions, ClaudeSDKClient
 
 from .protocol import BridgeConfig
+
+# Options that are fixed when the CLI starts: changing one means reconnecting the SDK client (resuming the same
+# conversation). The model is not among them: it changes with a control request on the live client.
+CONNECTION_KEYS = (
+    "systemPrompt",
+    "permissionMode",
+    "allowedTools",
+    "disallowedTools",
+    "mcpServers",
+    "betas",
+    "maxTurns",
+    "maxBudgetUsd",
+    "effort",
+    "thinking",
+    "outputFormat",
+    "subagents",
+    "initialAgent",
+)
+
+
+def connection_options(config: dict[str, Any]) -> dict[str, Any]:
+    return {key: config.get(key) for key in CONNECTION_KEYS}
+
+
+def _agents(subagents: Any) -> dict[str, AgentDefinition] | None:
+    if not isinstance(subagents, dict) or not subagents:
+        return None
+    fields = set(AgentDefinition.__dataclass_fields__)
+    return {
+        name: AgentDefinition(**{k: v for k, v in spec.items() if k in fields})
+        for name, spec in subagents.items()
+        if isinstance(spec, dict)
+    }
 
 
 def _mcp_servers(cwd: Path, extra: dict[str, Any] | None) -> dict[str, Any]:
@@ -37,6 +70,7 @@ def _mcp_servers(cwd: Path, extra: dict[str, Any] | None) -> dict[str, Any]:
 def build_options(config: BridgeConfig) -> ClaudeAgentOptions:
     cwd = Path(config["cwd"])
     system_prompt = config.get("systemPrompt")
+    initial_agent = config.get("initialAgent")
     return ClaudeAgentOptions(
         cwd=cwd,
         # "project" loads what makes a folder an agent: CLAUDE.md, .claude/settings.json, .claude/skills/.
@@ -50,6 +84,12 @@ def build_options(config: BridgeConfig) -> ClaudeAgentOptions:
         betas=list(config.get("betas") or []),
         resume=config.get("resume"),
         max_turns=config.get("maxTurns"),
+        max_budget_usd=config.get("maxBudgetUsd"),
+        effort=config.get("effort"),
+        thinking=config.get("thinking"),
+        output_format=config.get("outputFormat"),
+        agents=_agents(config.get("subagents")),
+        extra_args={"agent": initial_agent} if isinstance(initial_agent, str) and initial_agent else {},
         cli_path=config.get("cliPath"),
         # Always ask for partial messages; the server drops them for clients that did not ask, so the choice can
         # be made per turn without reconnecting the CLI.
@@ -60,10 +100,14 @@ def build_options(config: BridgeConfig) -> ClaudeAgentOptions:
 
 
 class SdkDriver:
+    """Owns the SDK client. connect/reconnect/disconnect must run in one task (the SDK's anyio task group)."""
+
     def __init__(self, config: BridgeConfig) -> None:
-        self._config = config
-        self._client = ClaudeSDKClient(build_options(config))
-        self.sdk_session_id: str | None = config.get("resume")
+        self._base = dict(config)
+        self._client = ClaudeSDKClient(build_options(self._base))
+        self._connection = connection_options(self._base)
+        self._model: str | None = self._base.get("model")
+        self.sdk_session_id: str | None = self._base.get("resume")
 
     async def connect(self) -> None:
         await self._client.connect()
@@ -71,11 +115,24 @@ class SdkDriver:
     async def disconnect(self) -> None:
         await self._client.disconnect()
 
-    async def set_model(self, model: str | None) -> None:
-        await self._client.set_model(model)
-
     async def interrupt(self) -> None:
         await self._client.interrupt()
+
+    async def prepare(self, options: dict[str, Any]) -> None:
+        """Make the client match a turn's options: set the model, or reconnect if a start-time option changed."""
+        wanted = connection_options(options)
+        if wanted != self._connection:
+            config = {**self._base, **wanted, "model": options.get("model"), "resume": self.sdk_session_id}
+            await self._client.disconnect()
+            self._client = ClaudeSDKClient(build_options(config))
+            await self._client.connect()
+            self._connection = wanted
+            self._model = options.get("model")
+            return
+        model = options.get("model")
+        if model != self._model:
+            await self._client.set_model(model)
+            self._model = model
 
     async def turn(self, prompt: str | list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
         """Send one user message and yield every SDK message of the turn, up to and including the result."""

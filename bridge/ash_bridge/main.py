@@ -17,12 +17,14 @@ from .protocol import Command, ErrorCode, Event
 
 
 class Bridge:
+    """Commands are read in one task; turns run one at a time in the task that owns the SDK client."""
+
     def __init__(self, driver: SdkDriver, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._driver = driver
         self._reader = reader
         self._writer = writer
         self._write_lock = asyncio.Lock()
-        self._turn: asyncio.Task[None] | None = None
+        self._queue: asyncio.Queue[Command | None] = asyncio.Queue()
         self._turn_id: str | None = None
 
     async def send(self, event: Event) -> None:
@@ -36,38 +38,44 @@ class Bridge:
 
     async def serve(self) -> None:
         await self.send(Event(event="ready", id="", pid=os.getpid()))
-        while True:
-            line = await self._reader.readline()
-            if not line:
-                return  # the server went away; --die-with-parent or the server's kill ends us anyway
-            try:
-                command = protocol.decode_command(line)
-            except protocol.ProtocolError as exc:
-                await self._error("", exc.reason, "bad_command")
-                continue
-            if command.cmd == "shutdown":
-                await self._stop_turn()
-                return
-            if command.cmd == "interrupt":
-                await self._interrupt(command.id)
-            else:
-                await self._start_turn(command)
+        reader = asyncio.create_task(self._read_commands())
+        try:
+            while (command := await self._queue.get()) is not None:
+                await self._run_turn(command)
+                self._turn_id = None
+        finally:
+            reader.cancel()
 
-    async def _start_turn(self, command: Command) -> None:
-        if self._turn is not None and not self._turn.done():
-            await self._error(command.id, f"turn {self._turn_id} is still running", "busy")
-            await self.send(Event(event="done", id=command.id, sdk_session_id=self._driver.sdk_session_id))
-            return
-        self._turn_id = command.id
-        self._turn = asyncio.create_task(self._run_turn(command))
+    async def _read_commands(self) -> None:
+        try:
+            while True:
+                line = await self._reader.readline()
+                if not line:
+                    break  # the server went away; --die-with-parent or the server's kill ends us anyway
+                try:
+                    command = protocol.decode_command(line)
+                except protocol.ProtocolError as exc:
+                    await self._error("", exc.reason, "bad_command")
+                    continue
+                if command.cmd == "shutdown":
+                    await self._interrupt(self._turn_id)
+                    break
+                if command.cmd == "interrupt":
+                    await self._interrupt(command.id)
+                elif self._turn_id is not None:
+                    await self._error(command.id, f"turn {self._turn_id} is still running", "busy")
+                    await self.send(Event(event="done", id=command.id, sdk_session_id=self._driver.sdk_session_id))
+                else:
+                    self._turn_id = command.id
+                    self._queue.put_nowait(command)
+        finally:
+            self._queue.put_nowait(None)
 
     async def _run_turn(self, command: Command) -> None:
         assert command.prompt is not None
         rid = command.id
         try:
-            model = command.options.get("model")
-            if isinstance(model, str) and model:
-                await self._driver.set_model(model)
+            await self._driver.prepare(command.options)
             async for message in self._driver.turn(command.prompt):
                 await self.send(Event(event="message", id=rid, message=message))
         except Exception as exc:  # the SDK raises plain Exceptions for CLI-reported errors
@@ -75,18 +83,11 @@ class Bridge:
             await self._error(rid, str(exc) or type(exc).__name__, "sdk_error")
         await self.send(Event(event="done", id=rid, sdk_session_id=self._driver.sdk_session_id))
 
-    async def _interrupt(self, request_id: str) -> None:
-        if self._turn is None or self._turn.done() or request_id != self._turn_id:
+    async def _interrupt(self, request_id: str | None) -> None:
+        if request_id is None or request_id != self._turn_id:
             return  # nothing of that request is running: interrupting is idempotent
         with contextlib.suppress(Exception):
             await self._driver.interrupt()
-
-    async def _stop_turn(self) -> None:
-        if self._turn is not None and not self._turn.done():
-            with contextlib.suppress(Exception):
-                await self._driver.interrupt()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._turn, timeout=5)
 
 
 async def run() -> int:

@@ -16,6 +16,7 @@ from .agents import AgentService
 from .api import agents, health, sessions
 from .api.deps import Services
 from .api.errors import install_error_handlers
+from .api.limits import RequestSizeLimit
 from .auth import Authenticator, load_secret
 from .errors import AshError
 from .paths import DataDir
@@ -122,6 +123,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(RequestSizeLimit, max_bytes=settings.max_request_bytes)
     app.include_router(health.router)
     app.include_router(agents.router)
     app.include_router(sessions.router)

@@ -42,6 +42,12 @@ class CapacityExhausted(AshError):
     status_code = 503
 
 
+class NotConfigured(AshError):
+    """A feature needs server configuration that is missing; the message names the setting."""
+
+    status_code = 503
+
+
 class SandboxError(AshError):
     """A sandbox could not be started or died. The session stays resumable."""
 

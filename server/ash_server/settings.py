@@ -62,6 +62,17 @@ class Settings(BaseSettings):
         description="Folders on the server from which agents may be deployed by `path` (os.pathsep- or "
         "comma-separated). Empty: deploying by path is refused and agents are uploaded as files.",
     )
+    sse_keepalive_ms: int = Field(15_000, ge=100, description="Interval of SSE keepalive comments on quiet streams.")
+    sse_write_timeout_ms: int = Field(
+        30_000, ge=100, description="A stream client that accepts no data for this long is dropped (the turn goes on)."
+    )
+    sse_retry_ms: int = Field(3000, ge=0, description="Reconnection delay advised to SSE clients (`retry:`).")
+    max_attachment_bytes: int = Field(
+        20 * 1024 * 1024, ge=1, description="Largest total of decoded image/document blocks in one message."
+    )
+    max_request_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Largest accepted request body; larger ones get 413 before parsing."
+    )
     max_message_chars: int = Field(500_000, ge=1, description="Longest accepted text message.")
     max_upload_bytes: int = Field(
         50 * 1024 * 1024, ge=1, description="Largest accepted agent upload (sum of decoded files)."

@@ -29,21 +29,20 @@ THINKING = {
 
 
 def test_granular_events_come_before_the_unchanged_message() -> None:
-    assert sse_events(ASSISTANT_TOOL, include_partial=False) == [
-        ("tool_use", {"id": "toolu_1", "name": "Bash", "input": {"command": "ls"}}),
-        ("message", ASSISTANT_TOOL),
+    assert sse_events(ASSISTANT_TOOL) == [
+        ("tool_use", {"id": "toolu_1", "name": "Bash", "input": {"command": "ls"}}, False),
+        ("message", ASSISTANT_TOOL, False),
     ]
-    assert sse_events(TOOL_RESULT, include_partial=False) == [
-        ("tool_result", {"tool_use_id": "toolu_1", "content": "a.txt", "is_error": False}),
-        ("message", TOOL_RESULT),
+    assert sse_events(TOOL_RESULT) == [
+        ("tool_result", {"tool_use_id": "toolu_1", "content": "a.txt", "is_error": False}, False),
+        ("message", TOOL_RESULT, False),
     ]
-    assert sse_events(RESULT, include_partial=False)[0] == ("turn_complete", {"numTurns": 2, "result": "done"})
+    assert sse_events(RESULT)[0] == ("turn_complete", {"numTurns": 2, "result": "done"}, False)
 
 
-def test_partial_messages_only_when_asked() -> None:
-    assert sse_events(DELTA, include_partial=False) == []
-    assert sse_events(DELTA, include_partial=True) == [("text_delta", {"delta": "He"}), ("message", DELTA)]
-    assert sse_events(THINKING, include_partial=True)[0] == ("thinking_delta", {"delta": "hmm"})
+def test_partial_messages_are_marked_partial() -> None:
+    assert sse_events(DELTA) == [("text_delta", {"delta": "He"}, True), ("message", DELTA, True)]
+    assert sse_events(THINKING)[0] == ("thinking_delta", {"delta": "hmm"}, True)
 
 
 def test_api_errors_become_error_events() -> None:
@@ -52,9 +51,7 @@ def test_api_errors_become_error_events() -> None:
         "error": "server_error",
         "message": {"content": [{"type": "text", "text": "API Error: 500 upstream exploded"}]},
     }
-    assert ("error", {"error": "server_error: API Error: 500 upstream exploded"}) in sse_events(
-        failed, include_partial=False
-    )
+    assert ("error", {"error": "server_error: API Error: 500 upstream exploded"}, False) in sse_events(failed)
 
 
 def test_timeline() -> None:

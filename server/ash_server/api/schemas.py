@@ -184,7 +184,13 @@ ContentBlock = Annotated[TextBlock | ImageBlock | DocumentBlock, Field(discrimin
 
 class ThinkingConfig(Schema):
     type: Literal["enabled", "disabled", "adaptive"]
-    budget_tokens: int | None = Field(None, ge=1)
+    budget_tokens: int | None = Field(None, ge=1024)
+
+    def sdk(self) -> dict[str, Any]:
+        """The SDK's ThinkingConfig shape (snake_case)."""
+        if self.type == "enabled":
+            return {"type": "enabled", "budget_tokens": self.budget_tokens or 10_000}
+        return {"type": self.type}
 
 
 class MessageCreate(Schema):
@@ -196,6 +202,14 @@ class MessageCreate(Schema):
     effort: Literal["low", "medium", "high", "max"] | None = None
     thinking: ThinkingConfig | None = None
     output_format: dict[str, Any] | None = None
+    on_disconnect: Literal["continue", "interrupt"] = Field(
+        "continue", description="What a client disconnect does to the turn (also `?onDisconnect=`)."
+    )
+
+
+class InterruptResponse(Schema):
+    interrupted: bool
+    turn_id: str | None
 
 
 class MessagePublic(Schema):

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import json
+import base64
+import binascii
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Header, Query
 
-from ..errors import PayloadTooLarge
+from ..errors import Invalid, PayloadTooLarge
 from ..sessions.service import TurnOptions
-from ..sessions.turn import Turn
-from .deps import PrincipalDep, ServicesDep
+from .deps import PrincipalDep, Services, ServicesDep
 from .schemas import (
     EventPublic,
     EventsResponse,
+    InterruptResponse,
     LogEntry,
     LogsResponse,
     MessageCreate,
@@ -28,20 +27,48 @@ from .schemas import (
     SessionResponse,
     SessionsResponse,
 )
+from .sse import EventStream
 
 router = APIRouter(prefix="/api/sessions", tags=["sessions"])
 
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
 SESSION_STATUSES = "^(starting|active|paused|stopped|ended|error)$"
+SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {}}, "description": "The turn as Server-Sent Events (see docs/api.md)."}
+}
 
 
-def _frame(event: str, data: Any) -> bytes:
-    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'), ensure_ascii=False)}\n\n".encode()
+def _event_stream(services: Services, subscription: Any, on_disconnect: Any = None) -> EventStream:
+    settings = services.settings
+    return EventStream(
+        subscription,
+        keepalive_s=settings.sse_keepalive_ms / 1000,
+        write_timeout_s=settings.sse_write_timeout_ms / 1000,
+        retry_ms=settings.sse_retry_ms,
+        on_disconnect=on_disconnect,
+    )
 
 
-async def _stream(turn: Turn) -> AsyncIterator[bytes]:
-    async for frame in turn.subscribe():
-        yield _frame(frame.event, frame.data)
+def _check_size(body: MessageCreate, services: Services) -> str | list[dict[str, Any]]:
+    if isinstance(body.content, str):
+        limit = services.settings.max_message_chars
+        if len(body.content) > limit:
+            raise PayloadTooLarge(f"message content exceeds {limit} characters", limit=limit)
+        return body.content
+    attachments = 0
+    blocks = []
+    for block in body.content:
+        data = block.model_dump(by_alias=True, exclude_none=True)
+        if block.type in ("image", "document"):
+            raw = data["source"]["data"]
+            try:
+                attachments += len(base64.b64decode(raw, validate=True))
+            except (binascii.Error, ValueError) as exc:
+                raise Invalid(f"{block.type} block: source.data is not valid base64") from exc
+        blocks.append(data)
+    limit = services.settings.max_attachment_bytes
+    if attachments > limit:
+        raise PayloadTooLarge(f"attachments exceed {limit} bytes", limit=limit)
+    return blocks
 
 
 @router.post("", status_code=201, response_model=SessionResponse)
@@ -80,31 +107,62 @@ async def update_session_config(
     return SessionResponse(session=SessionPublic.of(session))
 
 
-@router.post(
-    "/{session_id}/messages",
-    response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "The turn as Server-Sent Events."}},
-)
+@router.post("/{session_id}/messages", status_code=200, response_class=EventStream, responses=SSE_RESPONSE)
 async def send_message(
-    session_id: uuid.UUID, body: MessageCreate, principal: PrincipalDep, services: ServicesDep
-) -> StreamingResponse:
-    limit = services.settings.max_message_chars
-    if isinstance(body.content, str) and len(body.content) > limit:
-        raise PayloadTooLarge(f"message content exceeds {limit} characters", limit=limit)
-    content: str | list[dict[str, Any]] = (
-        body.content if isinstance(body.content, str) else [b.model_dump(by_alias=True) for b in body.content]
-    )
+    session_id: uuid.UUID,
+    body: MessageCreate,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    on_disconnect: Annotated[Literal["continue", "interrupt"] | None, Query(alias="onDisconnect")] = None,
+) -> EventStream:
+    content = _check_size(body, services)
     options = TurnOptions(
-        include_partial=body.include_partial_messages,
         model=body.model,
         max_turns=body.max_turns,
         max_budget_usd=body.max_budget_usd,
         effort=body.effort,
-        thinking=body.thinking.model_dump(by_alias=True, exclude_none=True) if body.thinking else None,
+        thinking=body.thinking.sdk() if body.thinking else None,
         output_format=body.output_format,
     )
-    turn = await services.sessions.send(principal.tenant_id, session_id, content, options)
-    return StreamingResponse(_stream(turn), media_type="text/event-stream", headers=SSE_HEADERS)
+    sessions = services.sessions
+    turn = await sessions.send(principal.tenant_id, session_id, content, options)
+    subscription = await sessions.subscribe(
+        principal.tenant_id,
+        session_id,
+        after=turn.first_seq - 1,
+        include_partial=body.include_partial_messages,
+        turn=turn,
+    )
+    policy = on_disconnect or body.on_disconnect
+
+    async def interrupt_if_asked() -> None:
+        if policy == "interrupt" and not turn.finished:
+            await sessions.interrupt(principal.tenant_id, session_id)
+
+    return _event_stream(services, subscription, interrupt_if_asked)
+
+
+@router.get("/{session_id}/stream", status_code=200, response_class=EventStream, responses=SSE_RESPONSE)
+async def reattach(
+    session_id: uuid.UUID,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    last_event_id_header: Annotated[int | None, Header(alias="Last-Event-ID", ge=0)] = None,
+    last_event_id: Annotated[int | None, Query(alias="lastEventId", ge=0)] = None,
+    include_partial: Annotated[bool, Query(alias="includePartialMessages")] = False,
+) -> EventStream:
+    """Replay what a client missed after `Last-Event-ID`, then follow the running turn until `done`."""
+    after = last_event_id_header if last_event_id_header is not None else last_event_id
+    subscription = await services.sessions.subscribe(
+        principal.tenant_id, session_id, after=after, include_partial=include_partial
+    )
+    return _event_stream(services, subscription)
+
+
+@router.post("/{session_id}/interrupt", response_model=InterruptResponse)
+async def interrupt_turn(session_id: uuid.UUID, principal: PrincipalDep, services: ServicesDep) -> InterruptResponse:
+    turn = await services.sessions.interrupt(principal.tenant_id, session_id)
+    return InterruptResponse(interrupted=turn is not None, turn_id=turn.id if turn is not None else None)
 
 
 @router.get("/{session_id}/messages", response_model=MessagesResponse)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-SseEvent = tuple[str, dict[str, Any]]
+# (event name, data, partial): partial events go only to clients that asked for partial messages.
+SseEvent = tuple[str, dict[str, Any], bool]
 TimelineEvent = tuple[str, dict[str, Any]]
 
 
@@ -17,49 +18,43 @@ def _blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
     return []
 
 
-def sse_events(message: dict[str, Any], *, include_partial: bool) -> list[SseEvent]:
+def sse_events(message: dict[str, Any]) -> list[SseEvent]:
     """The granular events for one SDK message, followed by the message itself (unchanged)."""
     kind = message.get("type")
     out: list[SseEvent] = []
     if kind == "stream_event":
-        if not include_partial:
-            return []
         event = message.get("event") or {}
         delta = event.get("delta") or {}
         if event.get("type") == "content_block_delta":
             if delta.get("type") == "text_delta":
-                out.append(("text_delta", {"delta": delta.get("text", "")}))
+                out.append(("text_delta", {"delta": delta.get("text", "")}, True))
             elif delta.get("type") == "thinking_delta":
-                out.append(("thinking_delta", {"delta": delta.get("thinking", "")}))
-    elif kind == "assistant":
+                out.append(("thinking_delta", {"delta": delta.get("thinking", "")}, True))
+        out.append(("message", message, True))
+        return out
+    if kind == "assistant":
         for block in _blocks(message):
             if block.get("type") == "tool_use":
-                out.append(
-                    (
-                        "tool_use",
-                        {"id": block.get("id"), "name": block.get("name"), "input": block.get("input")},
-                    )
-                )
-        error = message.get("error")
-        if error:
-            out.append(("error", {"error": _assistant_error_text(message)}))
+                data = {"id": block.get("id"), "name": block.get("name"), "input": block.get("input")}
+                out.append(("tool_use", data, False))
+        if message.get("error"):
+            out.append(("error", {"error": _assistant_error_text(message)}, False))
     elif kind == "user":
         for block in _blocks(message):
             if block.get("type") == "tool_result":
-                out.append(
-                    (
-                        "tool_result",
-                        {
-                            "tool_use_id": block.get("tool_use_id"),
-                            "content": block.get("content"),
-                            "is_error": bool(block.get("is_error", False)),
-                        },
-                    )
-                )
+                out.append(("tool_result", _tool_result(block), False))
     elif kind == "result":
-        out.append(("turn_complete", {"numTurns": message.get("num_turns"), "result": message.get("result")}))
-    out.append(("message", message))
+        out.append(("turn_complete", {"numTurns": message.get("num_turns"), "result": message.get("result")}, False))
+    out.append(("message", message, False))
     return out
+
+
+def _tool_result(block: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "tool_use_id": block.get("tool_use_id"),
+        "content": block.get("content"),
+        "is_error": bool(block.get("is_error", False)),
+    }
 
 
 def _assistant_error_text(message: dict[str, Any]) -> str:
@@ -91,16 +86,7 @@ def timeline_events(message: dict[str, Any]) -> list[TimelineEvent]:
     elif kind == "user":
         for block in _blocks(message):
             if block.get("type") == "tool_result":
-                out.append(
-                    (
-                        "tool_result",
-                        {
-                            "tool_use_id": block.get("tool_use_id"),
-                            "content": block.get("content"),
-                            "is_error": bool(block.get("is_error", False)),
-                        },
-                    )
-                )
+                out.append(("tool_result", _tool_result(block)))
     elif kind == "result":
         out.append(
             (

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import shutil
 import time
@@ -25,10 +26,10 @@ from ..errors import AshError, Conflict, Gone, Invalid, NotFound
 from ..paths import DataDir
 from ..sandbox.manager import SandboxManager, SandboxRequest
 from ..sandbox.sandbox import Sandbox
-from ..store.models import Session, utcnow
+from ..store.models import Session, StreamEvent, utcnow
 from ..store.repository import Store
 from .events import dumps, message_role, sse_events, timeline_events
-from .turn import Turn
+from .turn import Frame, Subscription, Turn
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,11 @@ SDK_OPTIONS = (
     "disallowedTools",
     "mcpServers",
     "betas",
+    "subagents",
+    "initialAgent",
 )
+# How long an interrupted turn may take to end before its sandbox is stopped.
+INTERRUPT_GRACE_S = 10.0
 
 
 @dataclass
@@ -53,11 +58,14 @@ class LiveSession:
     sandbox: Sandbox | None = None
     turn: Turn | None = None
     last_used: float = field(default_factory=time.monotonic)
+    # The next SSE id (stream frame sequence) of this session; loaded from the store at its first turn here.
+    next_seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class TurnOptions:
-    include_partial: bool = False
+    """Per-message SDK options (the session's configuration fills in what they leave out)."""
+
     model: str | None = None
     max_turns: int | None = None
     max_budget_usd: float | None = None
@@ -65,16 +73,25 @@ class TurnOptions:
     thinking: dict[str, Any] | None = None
     output_format: dict[str, Any] | None = None
 
-    def sdk_options(self) -> dict[str, Any]:
-        raw = {
-            "model": self.model,
-            "maxTurns": self.max_turns,
-            "maxBudgetUsd": self.max_budget_usd,
-            "effort": self.effort,
-            "thinking": self.thinking,
-            "outputFormat": self.output_format,
-        }
-        return {k: v for k, v in raw.items() if v is not None}
+
+def effective_sdk_options(config: dict[str, Any], turn: TurnOptions) -> dict[str, Any]:
+    """What the bridge's SDK client should look like for this turn: session config, then the message's options.
+
+    Always complete, so a turn without an option returns to the session's value instead of keeping the last one.
+    """
+    options: dict[str, Any] = {k: config.get(k) for k in SDK_OPTIONS}
+    if options.get("permissionMode") == "permissionsByAgent":
+        options["permissionMode"] = "default"
+    per_turn = {
+        "model": turn.model,
+        "maxTurns": turn.max_turns,
+        "maxBudgetUsd": turn.max_budget_usd,
+        "effort": turn.effort,
+        "thinking": turn.thinking,
+        "outputFormat": turn.output_format,
+    }
+    options.update({k: v for k, v in per_turn.items() if v is not None})
+    return {k: v for k, v in options.items() if v is not None}
 
 
 class SessionService:
@@ -95,6 +112,7 @@ class SessionService:
         self._agents = agents
         self._sandboxes = sandboxes
         self._live: dict[uuid.UUID, LiveSession] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self.resume_warm_hits = 0
         self.resume_cold_hits = 0
 
@@ -154,10 +172,8 @@ class SessionService:
         sid = str(session.id)
         bridge_config: dict[str, Any] = {
             "cwd": str(self._data.workspace(session.tenant_id, sid)),
-            **{k: session.config[k] for k in SDK_OPTIONS if session.config.get(k) is not None},
+            **effective_sdk_options(session.config, TurnOptions()),
         }
-        if bridge_config.get("permissionMode") == "permissionsByAgent":
-            bridge_config["permissionMode"] = "default"
         if session.sdk_session_id:
             bridge_config["resume"] = session.sdk_session_id
         request = SandboxRequest(
@@ -270,8 +286,11 @@ class SessionService:
             assert sandbox is not None
             # The user's message is stored before anything runs: once the stream starts it is acknowledged.
             await self._store.append_messages(session, [("user", dumps({"type": "user", "content": content}))])
-            turn = Turn(str(session.id), include_partial=options.include_partial)
+            if live.next_seq is None:
+                live.next_seq = await self._store.last_stream_seq(session.id) + 1
+            turn = Turn(session_id=str(session.id), first_seq=live.next_seq)
             live.turn = turn
+            turn.publish("session_start", {"sessionId": turn.session_id, "version": __version__})
             turn.task = asyncio.create_task(self._run_turn(session, live, sandbox, turn, content, options))
         return turn
 
@@ -289,13 +308,12 @@ class SessionService:
         options: TurnOptions,
     ) -> None:
         started = time.perf_counter()
-        turn.publish("session_start", {"sessionId": turn.session_id, "version": __version__})
         command = Command(
             cmd="query",
             id=turn.id,
             prompt=content,
-            include_partial_messages=options.include_partial,
-            options=options.sdk_options(),
+            include_partial_messages=True,
+            options=effective_sdk_options(session.config, options),
         )
         sdk_session_id = session.sdk_session_id
         first_event_ms: float | None = None
@@ -313,16 +331,20 @@ class SessionService:
                             dumps(message),
                             [(k, dumps(v)) for k, v in timeline_events(message)],
                         )
-                    for name, data in sse_events(message, include_partial=turn.include_partial):
-                        turn.publish(name, data)
+                    for name, data, partial in sse_events(message):
+                        turn.publish(name, data, partial=partial)
                     if isinstance(message.get("session_id"), str) and message["session_id"]:
                         sdk_session_id = message["session_id"]
                 elif event.event == "error":
-                    error = event.error or "unknown error"
+                    error = "turn interrupted" if turn.interrupted else event.error or "unknown error"
                     await self._event(session, "error", {"error": error, "code": event.code})
                     turn.publish("error", {"error": error})
                 elif event.event == "done" and event.sdk_session_id:
                     sdk_session_id = event.sdk_session_id
+                if turn.needs_flush():
+                    await self._flush(session, turn)
+                # Backpressure: a sender that lags holds the turn, and through the socket, the bridge.
+                await turn.wait_for_sender()
         except AshError as exc:
             await self._event(session, "error", {"error": exc.message})
             turn.publish("error", {"error": exc.message})
@@ -330,9 +352,15 @@ class SessionService:
             log.exception("turn %s of session %s failed", turn.id, session.id)
             turn.publish("error", {"error": f"internal error: {type(exc).__name__}"})
         finally:
-            with contextlib.suppress(Exception):
-                await self._set(session, sdk_session_id=sdk_session_id, last_active_at=utcnow())
+            if turn.interrupted and not any(f.event == "error" for f in turn.window if f.seq >= turn.first_seq):
+                turn.publish("error", {"error": "turn interrupted"})
+                with contextlib.suppress(Exception):
+                    await self._event(session, "error", {"error": "turn interrupted", "code": "interrupted"})
             turn.publish("done", {"sessionId": turn.session_id})
+            with contextlib.suppress(Exception):
+                await self._flush(session, turn)
+                await self._set(session, sdk_session_id=sdk_session_id, last_active_at=utcnow())
+            live.next_seq = turn.next_seq
             turn.finish()
             if live.turn is turn:
                 live.turn = None
@@ -346,15 +374,98 @@ class SessionService:
                     (time.perf_counter() - started) * 1000,
                 )
 
+    async def _flush(self, session: Session, turn: Turn) -> None:
+        frames = turn.take_unflushed()
+        await self._store.append_stream_events(
+            [
+                StreamEvent(
+                    session_id=session.id,
+                    seq=f.seq,
+                    turn_id=turn.id,
+                    event=f.event,
+                    data=dumps(f.data),
+                    partial=f.partial,
+                    created_at=utcnow(),
+                )
+                for f in frames
+            ]
+        )
+
+    async def subscribe(
+        self,
+        tenant_id: str,
+        session_id: uuid.UUID,
+        *,
+        after: int | None,
+        include_partial: bool,
+        turn: Turn | None = None,
+    ) -> Subscription:
+        """Follow a session's frames after `after` (the SSE Last-Event-ID), then its live turn, if any.
+
+        With `turn`, the subscriber is that turn's sender (its lag holds the turn back). Without `after`, it starts
+        at the running turn's first frame, or replays the latest finished turn.
+        """
+        session = await self.get(tenant_id, session_id)
+        sender = turn is not None
+        live = self._live.get(session.id)
+        if turn is None and live is not None and live.turn is not None and not live.turn.finished:
+            turn = live.turn
+        if after is None:
+            if turn is not None:
+                after = turn.first_seq - 1
+            else:
+                first = await self._store.last_turn_start(session.id)
+                after = first - 1 if first is not None else await self._store.last_stream_seq(session.id)
+
+        async def load(after_seq: int, before: int | None, limit: int) -> list[Frame]:
+            rows = await self._store.stream_events_after(session.id, after_seq, before=before, limit=limit)
+            return [Frame(r.seq, r.event, json.loads(r.data), r.partial) for r in rows]
+
+        return Subscription(after, include_partial=include_partial, loader=load, turn=turn, sender=sender)
+
+    async def interrupt(self, tenant_id: str, session_id: uuid.UUID) -> Turn | None:
+        """Abort the running turn, if any. Its stream ends with `error` (interrupted) and `done`."""
+        session = await self.get(tenant_id, session_id)
+        live = self._live.get(session.id)
+        turn = live.turn if live is not None else None
+        if live is None or turn is None or turn.finished or live.sandbox is None:
+            return None
+        await self._interrupt(live, turn)
+        return turn
+
+    async def _interrupt(self, live: LiveSession, turn: Turn) -> None:
+        turn.interrupted = True
+        sandbox = live.sandbox
+        if sandbox is None:
+            return
+        with contextlib.suppress(AshError):
+            await sandbox.send(Command(cmd="interrupt", id=turn.id))
+        self._watch_interrupt(live, turn, sandbox)
+
+    def _watch_interrupt(self, live: LiveSession, turn: Turn, sandbox: Sandbox) -> None:
+        """If the SDK does not end an interrupted turn soon, end the sandbox: the turn then ends at once."""
+
+        async def watchdog() -> None:
+            if turn.task is None:
+                return
+            try:
+                await asyncio.wait_for(asyncio.shield(turn.task), timeout=INTERRUPT_GRACE_S)
+            except TimeoutError:
+                log.warning("turn %s ignored its interrupt; stopping sandbox %s", turn.id, sandbox.id)
+                sandbox.kill()
+
+        task = asyncio.create_task(watchdog())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def _finish_turn(self, live: LiveSession) -> None:
         turn = live.turn
         if turn is None or turn.finished or live.sandbox is None:
             return
-        with contextlib.suppress(AshError):
-            await live.sandbox.send(Command(cmd="interrupt", id=turn.id))
+        await self._interrupt(live, turn)
         if turn.task is not None:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(turn.task), timeout=10)
+                await asyncio.wait_for(asyncio.shield(turn.task), timeout=INTERRUPT_GRACE_S + 5)
 
     async def _drop_sandbox(self, live: LiveSession) -> None:
         if live.sandbox is not None:

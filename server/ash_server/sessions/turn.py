@@ -1,53 +1,180 @@
 """A turn: one user message and everything the agent does about it, running independently of any client.
 
-The turn's frames are published to any number of subscribers (the client that sent the message, and later
-re-attached clients). A client that goes away does not stop the turn: it runs to the end and is persisted.
+Every frame of a turn gets a sequence number that is monotonic per session (the SSE `id:`). Frames are kept in a
+bounded in-memory window for live subscribers and written to the store in batches, so any number of clients can
+follow a turn, re-attach with `Last-Event-ID` (here or after a restart) and catch up from the store when they fall
+behind the window. Memory per turn is bounded by the window, not by the turn's length or its subscriber count.
+
+Backpressure: the client that sent the message (the *sender*) may lag at most `SENDER_LAG` frames; past that the
+turn waits for it, which stops the server reading the bridge socket and so holds the SDK back. A sender that stops
+reading entirely is dropped by the SSE writer's timeout, after which the turn runs on at full speed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
+
+WINDOW = 2048
+SENDER_LAG = 512
+FLUSH_EVERY = 64
+FLUSH_AFTER_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
 class Frame:
+    seq: int
     event: str
     data: dict[str, Any]
+    partial: bool = False
 
 
+# Loads stored frames of a session with seq in (after, before), oldest first, at most `limit`.
+FrameLoader = Callable[[int, int | None, int], Awaitable[Sequence[Frame]]]
+
+
+@dataclass
 class Turn:
-    def __init__(self, session_id: str, *, include_partial: bool) -> None:
-        self.id = "turn-" + uuid.uuid4().hex
-        self.session_id = session_id
-        self.include_partial = include_partial
-        self.frames: list[Frame] = []
-        self.finished = False
-        self._new_frame = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
+    session_id: str
+    first_seq: int
+    id: str = field(default_factory=lambda: "turn-" + uuid.uuid4().hex)
+    window: deque[Frame] = field(default_factory=deque)
+    finished: bool = False
+    interrupted: bool = False
+    task: asyncio.Task[None] | None = None
+    # Frames not yet written to the store; frames leave the window only once written.
+    unflushed: list[Frame] = field(default_factory=list)
+    sender_seq: int = 0
+    sender_attached: bool = False
+    _last_flush: float = field(default_factory=time.monotonic)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def publish(self, event: str, data: dict[str, Any]) -> None:
-        self.frames.append(Frame(event, data))
+    def __post_init__(self) -> None:
+        self.next_seq = self.first_seq
+        self.sender_seq = self.first_seq - 1
+
+    @property
+    def last_seq(self) -> int:
+        return self.next_seq - 1
+
+    def publish(self, event: str, data: dict[str, Any], *, partial: bool = False) -> Frame:
+        frame = Frame(self.next_seq, event, data, partial)
+        self.next_seq += 1
+        self.window.append(frame)
+        self.unflushed.append(frame)
+        self._trim()
         self._wake()
+        return frame
 
     def finish(self) -> None:
         self.finished = True
         self._wake()
 
+    def needs_flush(self) -> bool:
+        return bool(self.unflushed) and (
+            len(self.unflushed) >= FLUSH_EVERY or time.monotonic() - self._last_flush >= FLUSH_AFTER_S
+        )
+
+    def take_unflushed(self) -> list[Frame]:
+        frames, self.unflushed = self.unflushed, []
+        self._last_flush = time.monotonic()
+        self._trim()
+        return frames
+
+    def _trim(self) -> None:
+        oldest_unflushed = self.unflushed[0].seq if self.unflushed else self.next_seq
+        while len(self.window) > WINDOW and self.window[0].seq < oldest_unflushed:
+            self.window.popleft()
+
     def _wake(self) -> None:
-        woken, self._new_frame = self._new_frame, asyncio.Event()
+        woken, self._changed = self._changed, asyncio.Event()
         woken.set()
 
-    async def subscribe(self) -> AsyncIterator[Frame]:
-        index = 0
-        while True:
-            signal = self._new_frame
-            while index < len(self.frames):
-                yield self.frames[index]
-                index += 1
-            if self.finished:
-                return
-            await signal.wait()
+    async def wait_changed(self, limit_s: float | None) -> None:
+        """Wait until something is published or the turn ends, or `limit_s` passes."""
+        changed = self._changed
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), limit_s)
+
+    def sender_progress(self, seq: int) -> None:
+        self.sender_seq = seq
+        self._wake()
+
+    def detach_sender(self) -> None:
+        self.sender_attached = False
+        self._wake()
+
+    async def wait_for_sender(self) -> None:
+        """Hold the producer while the sender is more than SENDER_LAG frames behind (and still reading)."""
+        while self.sender_attached and self.last_seq - self.sender_seq > SENDER_LAG:
+            await self.wait_changed(None)
+
+
+class Subscription:
+    """One reader's position in a session's frames: stored frames first, then the live turn (if any)."""
+
+    def __init__(
+        self,
+        after: int,
+        *,
+        include_partial: bool,
+        loader: FrameLoader,
+        turn: Turn | None,
+        sender: bool = False,
+    ) -> None:
+        self.position = after
+        self.include_partial = include_partial
+        self._loader = loader
+        self._turn = turn
+        self._sender = sender
+        if sender and turn is not None:
+            turn.sender_attached = True
+        self.done = False
+
+    async def next_frames(self, wait: float | None) -> list[Frame]:
+        """Frames after the current position ([] if none arrived within `wait` seconds); sets `done` at the end."""
+        while not self.done:
+            frames = await self._available()
+            if frames:
+                self.position = frames[-1].seq
+                if self._sender and self._turn is not None:
+                    self._turn.sender_progress(self.position)
+                visible = [f for f in frames if self.include_partial or not f.partial]
+                if visible:
+                    return visible
+                continue
+            turn = self._turn
+            if turn is None or (turn.finished and self.position >= turn.last_seq):
+                self.done = True
+                break
+            await turn.wait_changed(wait)
+            if wait is not None and not await self._has_more():
+                return []
+        return []
+
+    async def _has_more(self) -> bool:
+        turn = self._turn
+        return turn is not None and (turn.last_seq > self.position or turn.finished)
+
+    async def _available(self) -> list[Frame]:
+        turn = self._turn
+        window_start = turn.window[0].seq if turn is not None and turn.window else None
+        if turn is None or window_start is None or self.position + 1 < window_start:
+            # Behind the live window (or no live turn): read from the store.
+            before = window_start if window_start is not None else None
+            stored = list(await self._loader(self.position, before, 500))
+            if stored:
+                return stored
+            if turn is None:
+                return []
+        return [f for f in turn.window if f.seq > self.position]
+
+    def close(self) -> None:
+        if self._sender and self._turn is not None:
+            self._turn.detach_sender()

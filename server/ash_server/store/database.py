@@ -46,4 +46,5 @@ def alembic_config(url: str) -> Config:
 
 async def migrate(url: str) -> None:
     # Alembic's env runs its own event loop, so it must not run on the server's loop thread.
-    await asyncio.to_thread(command.upgrade, alembic_config(url), "head")
+    # "heads": every branch of the chain, so parallel feature migrations apply before they are linearised.
+    await asyncio.to_thread(command.upgrade, alembic_config(url), "heads")

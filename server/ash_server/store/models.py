@@ -138,6 +138,24 @@ class SessionEvent(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+class StreamEvent(Base):
+    """One SSE frame of a turn, kept so a client can re-attach (`Last-Event-ID`) and replay what it missed."""
+
+    __tablename__ = "stream_events"
+    __table_args__ = (Index("ix_stream_events_session_turn", "session_id", "turn_id"),)
+
+    session_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid(), ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    turn_id: Mapped[str] = mapped_column(String(64))
+    event: Mapped[str] = mapped_column(String(32))
+    data: Mapped[str] = mapped_column(Text)
+    # Partial frames (text deltas, raw stream events) go only to clients that asked for partial messages.
+    partial: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
 class Sandbox(Base):
     """A live (or recently live) sandbox process. The row is what lets a restarted server find and kill orphans."""
 

@@ -11,7 +11,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from .database import session_factory
-from .models import Agent, ApiKey, Message, Sandbox, Session, SessionEvent, utcnow
+from .models import Agent, ApiKey, Message, Sandbox, Session, SessionEvent, StreamEvent, utcnow
 
 
 class Store:
@@ -214,6 +214,47 @@ class Store:
             query = query.where(SessionEvent.type == kind)
         async with self.db() as db:
             return (await db.scalars(query.order_by(SessionEvent.sequence).limit(limit))).all()
+
+    # -- Stream frames --------------------------------------------------------------------------------------------
+
+    async def append_stream_events(self, rows: Sequence[StreamEvent]) -> None:
+        if not rows:
+            return
+        async with self.db() as db, db.begin():
+            db.add_all(rows)
+
+    async def last_stream_seq(self, session_id: uuid.UUID) -> int:
+        async with self.db() as db:
+            return int(
+                await db.scalar(select(func.max(StreamEvent.seq)).where(StreamEvent.session_id == session_id)) or 0
+            )
+
+    async def stream_events_after(
+        self, session_id: uuid.UUID, after: int, *, before: int | None = None, limit: int = 500
+    ) -> Sequence[StreamEvent]:
+        query = select(StreamEvent).where(StreamEvent.session_id == session_id, StreamEvent.seq > after)
+        if before is not None:
+            query = query.where(StreamEvent.seq < before)
+        async with self.db() as db:
+            return (await db.scalars(query.order_by(StreamEvent.seq).limit(limit))).all()
+
+    async def last_turn_start(self, session_id: uuid.UUID) -> int | None:
+        """The first frame's seq of the session's latest turn, or None if it never had one."""
+        async with self.db() as db:
+            last = await db.scalar(
+                select(StreamEvent)
+                .where(StreamEvent.session_id == session_id)
+                .order_by(StreamEvent.seq.desc())
+                .limit(1)
+            )
+            if last is None:
+                return None
+            first = await db.scalar(
+                select(func.min(StreamEvent.seq)).where(
+                    StreamEvent.session_id == session_id, StreamEvent.turn_id == last.turn_id
+                )
+            )
+            return int(first) if first is not None else None
 
     # -- Sandboxes ------------------------------------------------------------------------------------------
 
