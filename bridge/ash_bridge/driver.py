@@ -15,7 +15,7 @@ from typing import Any
 
 from claude_agent_sdk import AgentDefinition, ClaudeAgentOptions, ClaudeSDKClient
 
-from .protocol import BridgeConfig
+from .protocol import MAX_FRAME_BYTES, BridgeConfig
 
 # Options that are fixed when the CLI starts: changing one means reconnecting the SDK client (resuming the same
 # conversation). The model is not among them: it changes with a control request on the live client.
@@ -91,6 +91,8 @@ def build_options(config: BridgeConfig) -> ClaudeAgentOptions:
         agents=_agents(config.get("subagents")),
         extra_args={"agent": initial_agent} if isinstance(initial_agent, str) and initial_agent else {},
         cli_path=config.get("cliPath"),
+        # The SDK's default (1 MiB per CLI message) fails turns with large replies or tool results.
+        max_buffer_size=MAX_FRAME_BYTES // 2,
         # Always ask for partial messages; the server drops them for clients that did not ask, so the choice can
         # be made per turn without reconnecting the CLI.
         include_partial_messages=True,

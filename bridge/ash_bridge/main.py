@@ -13,6 +13,7 @@ from types import FrameType
 
 from . import protocol
 from .driver import SdkDriver, config_from_env
+from .egress import start_forwarder
 from .protocol import Command, ErrorCode, Event
 
 
@@ -97,6 +98,9 @@ async def run() -> int:
         print("ash-bridge: ASH_BRIDGE_SOCKET is not set", file=sys.stderr)
         return 2
     reader, writer = await asyncio.open_unix_connection(socket_path, limit=protocol.MAX_FRAME_BYTES)
+    egress_socket = os.environ.get("ASH_EGRESS_SOCKET")
+    # Before the CLI starts, so it (and everything the agent runs) inherits the proxy variables.
+    forwarder = await start_forwarder(egress_socket) if egress_socket else None
     driver = SdkDriver(config)
     try:
         await driver.connect()
@@ -112,6 +116,8 @@ async def run() -> int:
         with contextlib.suppress(Exception):
             await driver.disconnect()
         writer.close()
+        if forwarder is not None:
+            forwarder.close()
     return 0
 
 

@@ -27,7 +27,7 @@ MAX_FRAME_BYTES = 32 * 1024 * 1024
 
 CommandName = Literal["query", "interrupt", "shutdown"]
 EventName = Literal["ready", "message", "error", "done"]
-ErrorCode = Literal["sdk_error", "interrupted", "busy", "bad_command", "cli_exited"]
+ErrorCode = Literal["sdk_error", "interrupted", "busy", "bad_command", "cli_exited", "limit_exceeded"]
 
 COMMANDS: frozenset[str] = frozenset({"query", "interrupt", "shutdown"})
 EVENTS: frozenset[str] = frozenset({"ready", "message", "error", "done"})

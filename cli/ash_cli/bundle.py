@@ -43,9 +43,7 @@ def collect(folder: Path) -> list[tuple[str, bytes]]:
     return sorted(files)
 
 
-def _visit(
-    root: Path, folder: Path, rel: PurePosixPath, ancestors: set[Path], out: list[tuple[str, bytes]]
-) -> None:
+def _visit(root: Path, folder: Path, rel: PurePosixPath, ancestors: set[Path], out: list[tuple[str, bytes]]) -> None:
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except OSError as exc:

@@ -170,6 +170,34 @@ class AshClient:
     def end_session(self, session_id: str) -> Session:
         return self._session("DELETE", f"/api/sessions/{_seg(session_id)}")
 
+    def follow_session(
+        self, session_id: str, *, last_event_id: str | None = None, include_partial: bool = True
+    ) -> Iterator[tuple[str, Any, str | None]]:
+        """Re-attach to a session's stream and keep following its turns: `(event, data, id)` until closed.
+
+        Frames after `last_event_id` are replayed first (without it: the running turn from its start, or the latest
+        turn). The server keeps the stream open between turns (`follow=true`), sending keepalives.
+        """
+        params = {"includePartialMessages": "true" if include_partial else "false", "follow": "true"}
+        headers = {"Accept": "text/event-stream"}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = last_event_id
+        timeout = httpx.Timeout(self._timeout.connect, connect=self._timeout.connect, read=None)
+        url = f"/api/sessions/{_seg(session_id)}/stream"
+        try:
+            with self._http.stream("GET", url, params=params, headers=headers, timeout=timeout) as response:
+                if not response.is_success:
+                    response.read()
+                    raise status_error(response.status_code, _error_message(response))
+                for sse in iter_events(response.iter_lines()):
+                    try:
+                        data = json.loads(sse.data)
+                    except json.JSONDecodeError as exc:
+                        raise ProtocolError(f"event {sse.event!r} carries invalid JSON: {sse.data[:200]!r}") from exc
+                    yield sse.event, data, sse.id
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from exc
+
     def list_messages(self, session_id: str, *, limit: int | None = None, after: int | None = None) -> list[Message]:
         params = {k: v for k, v in {"limit": limit, "after": after}.items() if v is not None}
         body = self._request("GET", f"/api/sessions/{_seg(session_id)}/messages", params=params)

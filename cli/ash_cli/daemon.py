@@ -20,14 +20,15 @@ from .errors import CliError
 __all__ = [
     "LOG_FILE",
     "PID_FILE",
+    "follow",
     "is_alive",
     "looks_like_ash",
     "read_pid",
+    "remove_pid",
     "server_environment",
     "server_url",
     "spawn",
     "tail",
-    "follow",
     "terminate",
 ]
 

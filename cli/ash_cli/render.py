@@ -137,9 +137,14 @@ class TurnPrinter:
         self._out.print(text)
 
 
-def _blocks(message: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+def _content(message: Mapping[str, Any]) -> object:
+    """SDK messages nest it (`{"type", "message": {"content"}}`); the user's own prompt is stored flat."""
     inner = message.get("message")
-    content = inner.get("content") if isinstance(inner, Mapping) else None
+    return inner.get("content") if isinstance(inner, Mapping) else message.get("content")
+
+
+def _blocks(message: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    content = _content(message)
     return [b for b in content if isinstance(b, Mapping)] if isinstance(content, list) else []
 
 
@@ -155,7 +160,7 @@ def print_history_message(console: Console, role: str, raw: str) -> None:
         return
     kind = message.get("type")
     if kind in ("assistant", "user"):
-        content = message.get("message", {}).get("content") if isinstance(message.get("message"), Mapping) else None
+        content = _content(message)
         if isinstance(content, str):
             console.print(Text(f"{kind}: ", style="bold") + Text(content))
         for block in _blocks(message):
@@ -173,6 +178,6 @@ def print_history_message(console: Console, role: str, raw: str) -> None:
         detail = f"{turns} turn(s)" + (f", ${cost:.4f}" if isinstance(cost, int | float) else "")
         console.print(Text(f"— {message.get('subtype', 'result')} ({detail})", style="dim"))
     elif kind == "system":
-        console.print(Text(f"— system: {message.get('subtype', '')}", style="dim"))
+        return  # the CLI's own bookkeeping (init, status), not part of the conversation
     else:
         console.print(Text(f"— {kind or role}", style="dim"))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import Invalid, NotFound, PayloadTooLarge
+from .gateway.network import parse_network
 from .paths import NAME_RE, DataDir, confine, is_within, relative_path
 from .store.models import Agent, utcnow
 from .store.repository import Store
@@ -164,6 +165,8 @@ class AgentService:
         if env is not None:
             agent.env = {**agent.env, **validate_env(env)}
         if config is not None:
+            if "network" in config:
+                parse_network(config["network"])  # Invalid (400) now rather than a sandbox that cannot start
             agent.config = {**agent.config, **config}
         agent.updated_at = utcnow()
         return await self._store.save_agent(agent)

@@ -13,14 +13,17 @@ from fastapi import FastAPI
 
 from . import __version__
 from .agents import AgentService
-from .api import agents, health, sessions
+from .api import agents, commands, credentials, files, health, sessions, usage
 from .api.deps import Services
 from .api.errors import install_error_handlers
 from .api.limits import RequestSizeLimit
 from .auth import Authenticator, load_secret
+from .credentials import CredentialService
 from .errors import AshError
+from .gateway import Gateway
 from .paths import DataDir
-from .sandbox.launcher import ProcessLauncher
+from .sandbox.isolation import IsolationUnavailable, runtime_paths, select_launcher
+from .sandbox.limits import detect_backend
 from .sandbox.manager import SandboxManager, sandbox_runtime_readable
 from .sessions.service import SessionService
 from .settings import Settings
@@ -39,7 +42,7 @@ def check_supported(settings: Settings) -> None:
         raise StartupError(f"ASH_MODE={settings.mode} is not available in this version; use standalone")
     if settings.snapshot_url:
         raise StartupError("ASH_SNAPSHOT_URL is not available in this version; unset it")
-    problem = sandbox_runtime_readable(settings.sandbox_ids)
+    problem = sandbox_runtime_readable(settings.sandbox_ids, [*runtime_paths(), settings.data_dir])
     if problem:
         raise StartupError(
             f"sandboxes cannot run the bridge: {problem}. Install Ash where the sandbox user can read it "
@@ -69,7 +72,15 @@ async def build_services(settings: Settings) -> Services:
     store = Store(create_engine(url))
     auth = Authenticator(store, load_secret(settings))
     await auth.bootstrap(settings)
-    sandboxes = SandboxManager(settings, store, data, ProcessLauncher())
+    credential_service = CredentialService.from_settings(store, settings)
+    gateway = Gateway(settings, store, credential_service)
+    try:
+        launcher = await select_launcher(settings)
+    except IsolationUnavailable as exc:
+        raise StartupError(exc.message) from exc
+    limits = detect_backend(settings.data_dir, (settings.sandbox_ids or (os.getuid(), os.getgid()))[0])
+    log.info("sandboxes: isolation %s, limits by %s", launcher.name, limits.name)
+    sandboxes = SandboxManager(settings, store, data, launcher, gateway=gateway, limits=limits)
     await sandboxes.reap_orphans()
     agent_service = AgentService(
         store, data, path_roots=settings.agent_root_paths, max_upload_bytes=settings.max_upload_bytes
@@ -93,6 +104,8 @@ async def build_services(settings: Settings) -> Services:
         sessions=session_service,
         sandboxes=sandboxes,
         started_at=time.monotonic(),
+        credentials=credential_service,
+        gateway=gateway,
     )
 
 
@@ -114,6 +127,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             sweeper.cancel()
             await services.sessions.shutdown()
+            await services.gateway.aclose()
             await services.store.close()
 
     app = FastAPI(
@@ -127,4 +141,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(agents.router)
     app.include_router(sessions.router)
+    app.include_router(files.router)
+    app.include_router(commands.router)
+    app.include_router(credentials.router)
+    app.include_router(usage.router)
     return app

@@ -26,10 +26,11 @@ from .settings import Settings
 from .store.models import Credential, utcnow
 from .store.repository import Store
 
-CredentialType = Literal["anthropic", "bedrock", "vertex", "custom"]
-CREDENTIAL_TYPES: tuple[CredentialType, ...] = ("anthropic", "bedrock", "vertex", "custom")
+# "openai" is accepted because ash-ai-sdk clients send it; like bedrock and vertex it can be stored, not used.
+CredentialType = Literal["anthropic", "bedrock", "vertex", "custom", "openai"]
+CREDENTIAL_TYPES: tuple[CredentialType, ...] = ("anthropic", "bedrock", "vertex", "custom", "openai")
 # Types the model gateway can put on a Messages API request. Bedrock and Vertex need request signing (SigV4,
-# Google OAuth) that the gateway does not do yet; they can be stored, not used.
+# Google OAuth) that the gateway does not do yet.
 GATEWAY_TYPES = frozenset({"anthropic", "custom"})
 SEALED_PREFIX = "v1."
 _NONCE_BYTES = 12

@@ -16,6 +16,9 @@ def configure_logging(level: str) -> None:
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # httpx logs every request at INFO: one line per model call through the gateway. Keep that for debug.
+    if level != "debug":
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def serve(settings: Settings | None = None) -> None:

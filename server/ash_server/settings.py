@@ -57,6 +57,22 @@ class Settings(BaseSettings):
         "the server is not root (sandboxes then run as the server's own user).",
     )
     sandbox_gid: int | None = Field(None, description="Host gid for sandboxes; see ASH_SANDBOX_UID.")
+    sandbox_isolation: Literal["auto", "bwrap", "none"] = Field(
+        "auto",
+        description="How sandboxes are isolated: bwrap (namespaces), or none (explicit opt-out). auto: bwrap, and "
+        "the server refuses to start if bwrap cannot run here.",
+    )
+    sandbox_memory_mb: int = Field(2048, ge=64, description="Memory limit of each sandbox (MiB); agents may lower.")
+    sandbox_cpu_percent: int = Field(
+        100, ge=1, le=100_000, description="CPU limit of each sandbox, in percent of one core; agents may lower."
+    )
+    sandbox_max_pids: int = Field(256, ge=32, description="Process and thread limit of each sandbox; agents may lower.")
+    sandbox_disk_mb: int = Field(
+        1024, ge=1, description="Disk quota of each session's workspace and home (MiB); agents may lower."
+    )
+    exec_max_timeout_ms: int = Field(
+        600_000, ge=1000, description="Longest timeout a POST /api/sessions/{id}/exec may ask for."
+    )
     agent_roots: str = Field(
         "",
         description="Folders on the server from which agents may be deployed by `path` (os.pathsep- or "
@@ -88,7 +104,20 @@ class Settings(BaseSettings):
     anthropic_api_key: SecretStr | None = Field(
         None,
         validation_alias=AliasChoices("ANTHROPIC_API_KEY", "ASH_ANTHROPIC_API_KEY"),
-        description="Claude API key.",
+        description="Claude API key. Only the model gateway holds it; sandboxes get a placeholder.",
+    )
+    anthropic_auth_token: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("ANTHROPIC_AUTH_TOKEN", "ASH_ANTHROPIC_AUTH_TOKEN"),
+        description="Bearer token for the model endpoint, used when ANTHROPIC_API_KEY is unset.",
+    )
+    credential_key: SecretStr | None = Field(
+        None,
+        description="Master key that encrypts stored credentials (/api/credentials). Unset: storing credentials "
+        "is refused.",
+    )
+    gateway_max_request_bytes: int = Field(
+        32 * 1024 * 1024, ge=1024, description="Largest model request a sandbox may send through the gateway."
     )
 
     @field_validator("data_dir")
@@ -96,7 +125,7 @@ class Settings(BaseSettings):
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
 
-    @field_validator("api_key", "secret_key")
+    @field_validator("api_key", "secret_key", "credential_key")
     @classmethod
     def _no_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None:

@@ -333,10 +333,11 @@ class FakeAnthropic:
 
     @property
     def request_log(self) -> list[JSONDict]:
-        """``{path, query, headers, body, status, completed}`` per request to any path, in arrival order.
+        """``{path, query, headers, body, status, completed, response_body}`` per request to any path, in order.
 
         ``headers`` has lowercased names; ``completed`` turns True once the whole response was sent (it stays
-        False when the client went away in the middle of a stream).
+        False when the client went away in the middle of a stream); ``response_body`` holds the body bytes sent
+        so far (a relay can be checked byte for byte against it).
         """
         with self._lock:
             return list(self._log)
@@ -432,6 +433,7 @@ class FakeAnthropic:
             "messages_endpoint": is_messages and isinstance(body, dict),
             "status": 0,
             "completed": False,
+            "response_body": b"",
         }
         with self._lock:
             self._log.append(entry)
@@ -457,7 +459,7 @@ class FakeAnthropic:
 
         if not body.get("stream"):
             entry["completed"] = True
-            return JSONResponse(
+            response = JSONResponse(
                 {
                     "id": message_id,
                     "type": "message",
@@ -470,6 +472,8 @@ class FakeAnthropic:
                 },
                 headers=headers,
             )
+            entry["response_body"] = bytes(response.body)
+            return response
 
         chunks = reply.chunks
         delay = reply.delay
@@ -522,8 +526,13 @@ class FakeAnthropic:
             yield _sse("message_stop", {"type": "message_stop"})
             entry["completed"] = True
 
+        async def recorded() -> AsyncIterator[bytes]:
+            async for chunk in events():
+                entry["response_body"] += chunk
+                yield chunk
+
         return StreamingResponse(
-            events(),
+            recorded(),
             media_type="text/event-stream",
             headers={**headers, "cache-control": "no-cache"},
         )
@@ -581,8 +590,10 @@ class FakeAnthropic:
     def _error_response(entry: JSONDict, status: int, error_type: str, message: str) -> JSONResponse:
         entry["status"] = status
         entry["completed"] = True
-        return JSONResponse(
+        response = JSONResponse(
             {"type": "error", "error": {"type": error_type, "message": message}},
             status_code=status,
             headers={"request-id": f"req_fake_{uuid.uuid4().hex[:24]}", "x-should-retry": "false"},
         )
+        entry["response_body"] = bytes(response.body)
+        return response

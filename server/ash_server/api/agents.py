@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -11,6 +12,7 @@ from fastapi import APIRouter, Query, Response
 from ..agents import UploadedFile
 from ..errors import Invalid, NotFound
 from ..paths import confine
+from ..sandbox.limits import server_limits, validate_limits
 from .deps import PrincipalDep, ServicesDep
 from .schemas import (
     AgentCreate,
@@ -54,6 +56,8 @@ async def get_agent(name: str, principal: PrincipalDep, services: ServicesDep) -
 
 @router.patch("/{name}", response_model=AgentResponse)
 async def update_agent(name: str, body: AgentUpdate, principal: PrincipalDep, services: ServicesDep) -> AgentResponse:
+    if body.config is not None:
+        _check_limits(body.config, services)
     agent = await services.agents.update(principal.tenant_id, name, env=body.env, config=body.config)
     return AgentResponse(agent=AgentPublic.of(agent))
 
@@ -73,8 +77,15 @@ async def get_agent_config(name: str, principal: PrincipalDep, services: Service
 async def update_agent_config(
     name: str, body: dict[str, object], principal: PrincipalDep, services: ServicesDep
 ) -> ConfigResponse:
+    _check_limits(body, services)
     agent = await services.agents.update(principal.tenant_id, name, env=None, config=dict(body))
     return ConfigResponse(config=agent.config)
+
+
+def _check_limits(config: Mapping[str, object], services: ServicesDep) -> None:
+    """Refuse (400) sandbox limits that are malformed or above the server's, before they are stored."""
+    if config.get("limits") is not None:
+        validate_limits(config["limits"], server_limits(services.settings))
 
 
 @router.get("/{name}/files", response_model=AgentFilesResponse)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from ..agents import AgentService
 from ..auth import Authenticator, Principal
+from ..credentials import CredentialService
+from ..gateway import Gateway
 from ..sandbox.manager import SandboxManager
 from ..sessions.service import SessionService
 from ..settings import Settings
 from ..store.repository import Store
+from .sse import StreamCounter
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +27,9 @@ class Services:
     sessions: SessionService
     sandboxes: SandboxManager
     started_at: float
+    credentials: CredentialService
+    gateway: Gateway
+    streams: StreamCounter = field(default_factory=StreamCounter)
 
 
 def get_services(request: Request) -> Services:

@@ -27,6 +27,9 @@ async def health(services: ServicesDep) -> HealthResponse:
         remote_runners=0,
         uptime=round(time.monotonic() - services.started_at, 3),
         isolation=services.sandboxes.isolation,
+        network=services.sandboxes.default_network,
+        limits=services.sandboxes.limits_mechanism,
+        open_streams=services.streams.open,
         pool=PoolStats(
             total=len(live),
             cold=0,

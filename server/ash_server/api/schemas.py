@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from ..store.models import Agent, Message, Session, SessionEvent
+from ..store.models import Agent, Credential, Message, Session, SessionEvent, UsageEvent
 
 
 class Schema(BaseModel):
@@ -276,6 +276,157 @@ class LogsResponse(Schema):
     source: Literal["sandbox", "none"]
 
 
+# -- Credentials ----------------------------------------------------------------------------------------------
+
+
+class CredentialCreate(Schema):
+    type: Literal["anthropic", "bedrock", "vertex", "custom", "openai"] = Field(
+        description="anthropic: an API key (sent as x-api-key); custom: a bearer token for a gateway in front of "
+        "the API. bedrock, vertex and openai can be stored but not used by sessions."
+    )
+    key: str = Field(min_length=1, max_length=16384, description="The secret. Never returned.")
+    label: str | None = Field(None, max_length=255)
+
+
+class CredentialPublic(Schema):
+    id: uuid.UUID
+    tenant_id: str
+    type: str
+    label: str | None
+    hint: str = Field(description="A masked hint (`sk-ant-…x7Qa`) to tell keys apart; never the key.")
+    active: bool
+    created_at: datetime
+    last_used_at: datetime | None
+
+    @classmethod
+    def of(cls, credential: Credential) -> CredentialPublic:
+        return cls(
+            id=credential.id,
+            tenant_id=credential.tenant_id,
+            type=credential.type,
+            label=credential.label,
+            hint=credential.hint,
+            active=credential.active,
+            created_at=credential.created_at,
+            last_used_at=credential.last_used_at,
+        )
+
+
+class CredentialResponse(Schema):
+    credential: CredentialPublic
+
+
+class CredentialsResponse(Schema):
+    credentials: list[CredentialPublic]
+
+
+# -- Usage ----------------------------------------------------------------------------------------------------
+
+# Usage event types and the stats total each one adds to.
+USAGE_TOTALS = {
+    "input_tokens": "total_input_tokens",
+    "output_tokens": "total_output_tokens",
+    "cache_creation_tokens": "total_cache_creation_tokens",
+    "cache_read_tokens": "total_cache_read_tokens",
+    "tool_call": "total_tool_calls",
+    "message": "total_messages",
+    "compute_seconds": "total_compute_seconds",
+}
+
+
+class UsageEventPublic(Schema):
+    id: uuid.UUID
+    tenant_id: str
+    session_id: uuid.UUID
+    agent_name: str
+    event_type: str = Field(
+        description="input_tokens, output_tokens, cache_creation_tokens, cache_read_tokens, tool_call, or message "
+        "(one per model call)."
+    )
+    value: float
+    model: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, event: UsageEvent) -> UsageEventPublic:
+        return cls(
+            id=event.id,
+            tenant_id=event.tenant_id,
+            session_id=event.session_id,
+            agent_name=event.agent_name,
+            event_type=event.event_type,
+            value=event.value,
+            model=event.model,
+            created_at=event.created_at,
+        )
+
+
+class UsageEventsResponse(Schema):
+    events: list[UsageEventPublic]
+
+
+class UsageTotals(Schema):
+    total_input_tokens: float = 0
+    total_output_tokens: float = 0
+    total_cache_creation_tokens: float = 0
+    total_cache_read_tokens: float = 0
+    total_tool_calls: float = 0
+    total_messages: float = Field(0, description="Model calls (one assistant message from the API each).")
+    total_compute_seconds: float = Field(0, description="Not measured in this version: always 0.")
+
+
+class UsageStats(UsageTotals):
+    by_model: dict[str, UsageTotals] = Field(default_factory=dict)
+
+    @classmethod
+    def of(cls, rows: list[tuple[str, str, float]]) -> UsageStats:
+        """From (model, event type, sum) rows."""
+        stats = cls()
+        for model, kind, value in rows:
+            name = USAGE_TOTALS.get(kind)
+            if name is None:
+                continue
+            per_model = stats.by_model.setdefault(model, UsageTotals())
+            setattr(stats, name, getattr(stats, name) + value)
+            setattr(per_model, name, getattr(per_model, name) + value)
+        return stats
+
+
+class UsageStatsResponse(Schema):
+    stats: UsageStats
+
+
+# -- Session files and exec -----------------------------------------------------------------------------------
+
+
+class SessionFile(Schema):
+    path: str
+    size: int
+    modified_at: datetime
+
+
+class SessionFilesResponse(Schema):
+    files: list[SessionFile]
+    source: Literal["sandbox", "snapshot"] = Field(
+        description="sandbox: the session has a live sandbox that may still change them; snapshot: it has none."
+    )
+
+
+class ExecCreate(Schema):
+    command: str = Field(min_length=1, max_length=100_000, description="Run with bash -c in the workspace.")
+    timeout: int | None = Field(
+        None, ge=1, description="Milliseconds (default 30000 or ASH_EXEC_MAX_TIMEOUT_MS if lower; at most that)."
+    )
+
+
+class ExecResponse(Schema):
+    exit_code: int = Field(description="The command's exit status; 124 when it timed out, 128+N when killed by N.")
+    stdout: str
+    stderr: str
+    timed_out: bool
+    truncated: bool = Field(description="stdout or stderr was longer than 1 MiB and was cut.")
+
+
 # -- Health ---------------------------------------------------------------------------------------------------
 
 
@@ -300,7 +451,10 @@ class HealthResponse(Schema):
     active_sandboxes: int
     remote_runners: int
     uptime: float
-    isolation: str
+    isolation: str = Field(description="How sandboxes are isolated: bwrap (namespaces) or none.")
+    network: str = Field(description="Network of a sandbox whose agent does not ask for more: none, or full.")
+    limits: str = Field(description="What enforces sandbox limits: cgroup-v2, cgroup-v1 or rlimit.")
+    open_streams: int
     pool: PoolStats
 
 

@@ -45,6 +45,7 @@ def _event_stream(services: Services, subscription: Any, on_disconnect: Any = No
         write_timeout_s=settings.sse_write_timeout_ms / 1000,
         retry_ms=settings.sse_retry_ms,
         on_disconnect=on_disconnect,
+        counter=services.streams,
     )
 
 
@@ -74,6 +75,10 @@ def _check_size(body: MessageCreate, services: Services) -> str | list[dict[str,
 @router.post("", status_code=201, response_model=SessionResponse)
 async def create_session(body: SessionCreate, principal: PrincipalDep, services: ServicesDep) -> SessionResponse:
     options = body.model_dump(by_alias=True, exclude={"agent", "credential_id"}, exclude_none=True)
+    if body.credential_id is not None:
+        # Unknown (404), unusable (400) or undecryptable (503): refused before anything is created.
+        auth = await services.credentials.upstream_auth(principal.tenant_id, body.credential_id)
+        options["credentialId"] = auth.credential_id
     session = await services.sessions.create(principal.tenant_id, body.agent, options)
     return SessionResponse(session=SessionPublic.of(session))
 
@@ -150,11 +155,16 @@ async def reattach(
     last_event_id_header: Annotated[int | None, Header(alias="Last-Event-ID", ge=0)] = None,
     last_event_id: Annotated[int | None, Query(alias="lastEventId", ge=0)] = None,
     include_partial: Annotated[bool, Query(alias="includePartialMessages")] = False,
+    follow: bool = False,
 ) -> EventStream:
-    """Replay what a client missed after `Last-Event-ID`, then follow the running turn until `done`."""
+    """Replay what a client missed after `Last-Event-ID`, then follow the running turn until `done`.
+
+    With `follow=true` the stream stays open and carries the session's later turns too (what `ash session tail`
+    uses).
+    """
     after = last_event_id_header if last_event_id_header is not None else last_event_id
     subscription = await services.sessions.subscribe(
-        principal.tenant_id, session_id, after=after, include_partial=include_partial
+        principal.tenant_id, session_id, after=after, include_partial=include_partial, follow=follow
     )
     return _event_stream(services, subscription)
 

@@ -7,7 +7,6 @@ while the turn is quiet so proxies and load balancers keep the connection open.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -15,7 +14,7 @@ import anyio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from ..sessions.turn import Frame, Subscription
+from ..sessions.turn import Subscription
 
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -25,9 +24,11 @@ SSE_HEADERS = [
 ]
 
 
-def encode_frame(frame: Frame) -> bytes:
-    data = json.dumps(frame.data, separators=(",", ":"), ensure_ascii=False)
-    return f"id: {frame.seq}\nevent: {frame.event}\ndata: {data}\n\n".encode()
+class StreamCounter:
+    """How many SSE streams are open right now (reported in /health)."""
+
+    def __init__(self) -> None:
+        self.open = 0
 
 
 class EventStream(Response):
@@ -41,8 +42,10 @@ class EventStream(Response):
         write_timeout_s: float,
         retry_ms: int,
         on_disconnect: Callable[[], Awaitable[None]] | None = None,
+        counter: StreamCounter | None = None,
     ) -> None:
         super().__init__(status_code=200, media_type=self.media_type)
+        self.counter = counter
         self.subscription = subscription
         self.keepalive_s = keepalive_s
         self.write_timeout_s = write_timeout_s
@@ -51,6 +54,8 @@ class EventStream(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         completed = False
+        if self.counter is not None:
+            self.counter.open += 1
 
         async def write(body: bytes, more: bool = True) -> None:
             with anyio.fail_after(self.write_timeout_s):
@@ -64,7 +69,7 @@ class EventStream(Response):
                 while True:
                     frames = await self.subscription.next_frames(self.keepalive_s)
                     if frames:
-                        await write(b"".join(encode_frame(f) for f in frames))
+                        await write(b"".join(f.wire() for f in frames))
                     elif self.subscription.done:
                         break
                     else:
@@ -88,6 +93,8 @@ class EventStream(Response):
                 group.start_soon(stream, group.cancel_scope)
                 group.start_soon(watch_disconnect, group.cancel_scope)
         finally:
+            if self.counter is not None:
+                self.counter.open -= 1
             self.subscription.close()
             if not completed and self.on_disconnect is not None:
                 with anyio.CancelScope(shield=True):

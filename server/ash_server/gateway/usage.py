@@ -7,6 +7,7 @@ block (`message_start`, `message_delta`, `content_block_start`) are parsed as JS
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -110,10 +111,8 @@ class UsageMeter:
 
     def finish(self) -> CallUsage:
         if not self.streaming and self._buffer and not self._too_big:
-            try:
+            with contextlib.suppress(ValueError):
                 self.usage.apply_message(json.loads(self._buffer))
-            except ValueError:
-                pass
             self._buffer.clear()
         return self.usage
 

@@ -18,6 +18,7 @@ RESERVED = frozenset(
         "CLAUDE_CONFIG_DIR",
         "ANTHROPIC_BASE_URL",
         "ANTHROPIC_API_KEY",
+        "ANTHROPIC_AUTH_TOKEN",
         "ANTHROPIC_UNIX_SOCKET",
         "LD_PRELOAD",
         "LD_LIBRARY_PATH",

@@ -1,7 +1,8 @@
 """How a sandbox process is started. One launcher per isolation mode, all behind `Launcher`.
 
-`ProcessLauncher` is the baseline: allowlisted environment, its own process group, a non-root uid when the
-server is root. The bubblewrap launcher wraps the same `LaunchSpec` in namespaces.
+`ProcessLauncher` (isolation "none") is the baseline: allowlisted environment, its own process group, a non-root
+uid when the server is root. `BwrapLauncher` (bwrap.py) wraps the same `LaunchSpec` in namespaces. Both put the
+process under its limits first (`LaunchSpec.limits_argv`, see limits/).
 """
 
 from __future__ import annotations
@@ -22,13 +23,23 @@ class LaunchSpec:
     home: Path
     sandbox_dir: Path
     ids: tuple[int, int] | None = None
+    # The runtime the bridge needs (interpreter, virtualenv, the bridge package), read-only in the sandbox.
     extra_ro_paths: list[Path] = field(default_factory=list)
+    # "none" | "allowlist" | "full" (sandbox/policy.py); only a namespaced launcher can take the network away.
+    network: str = "none"
+    # Runs first: puts the process in its cgroup / under its rlimits, then execs the rest (limits/).
+    limits_argv: list[str] = field(default_factory=list)
 
 
 class Launcher(Protocol):
     name: str
 
     async def launch(self, spec: LaunchSpec) -> asyncio.subprocess.Process: ...
+
+    def exec_argv(self, spec: LaunchSpec, sandbox_pid: int, command: list[str]) -> list[str]:
+        """The argv that runs `command` inside the live sandbox started from `spec` (whose process is
+        `sandbox_pid`), under the same user, limits and isolation."""
+        ...
 
 
 class ProcessLauncher:
@@ -38,6 +49,7 @@ class ProcessLauncher:
 
     async def launch(self, spec: LaunchSpec) -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(
+            *spec.limits_argv,
             *drop_privileges(spec.ids),
             *spec.argv,
             env=spec.env,
@@ -49,6 +61,9 @@ class ProcessLauncher:
             start_new_session=True,
             close_fds=True,
         )
+
+    def exec_argv(self, spec: LaunchSpec, sandbox_pid: int, command: list[str]) -> list[str]:
+        return [*spec.limits_argv, *drop_privileges(spec.ids), *command]
 
 
 def drop_privileges(ids: tuple[int, int] | None) -> list[str]:

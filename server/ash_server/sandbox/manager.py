@@ -10,18 +10,26 @@ import shlex
 import shutil
 import sys
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import CapacityExhausted, SandboxError
+from ..errors import CapacityExhausted, Invalid, SandboxError
+from ..gateway import Gateway
 from ..paths import DataDir
 from ..settings import Settings
 from ..store.models import Sandbox as SandboxRow
 from ..store.models import utcnow
 from ..store.repository import Store
+from .commands import CommandResult, run_command, shell_argv
+from .disk import DiskQuota
 from .environment import sandbox_environment
+from .guard import SandboxGuard
+from .isolation import runtime_paths
 from .launcher import Launcher, LaunchSpec, chown_tree
+from .limits import LimitsBackend, agent_limits, server_limits
+from .limits.rlimit import RlimitBackend
 from .sandbox import Sandbox, kill_group
 
 log = logging.getLogger(__name__)
@@ -41,11 +49,22 @@ class SandboxRequest:
 
 
 class SandboxManager:
-    def __init__(self, settings: Settings, store: Store, data: DataDir, launcher: Launcher) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        data: DataDir,
+        launcher: Launcher,
+        *,
+        gateway: Gateway,
+        limits: LimitsBackend | None = None,
+    ) -> None:
         self._settings = settings
         self._store = store
         self._data = data
         self._launcher = launcher
+        self._gateway = gateway
+        self._limits: LimitsBackend = limits or RlimitBackend((settings.sandbox_ids or (os.getuid(), 0))[0])
         self._live: dict[str, Sandbox] = {}
         self._starting = 0
         self._reapers: set[asyncio.Task[None]] = set()
@@ -53,6 +72,16 @@ class SandboxManager:
     @property
     def isolation(self) -> str:
         return self._launcher.name
+
+    @property
+    def limits_mechanism(self) -> str:
+        """cgroup-v2, cgroup-v1 or rlimit (sandbox/limits/)."""
+        return self._limits.name
+
+    @property
+    def default_network(self) -> str:
+        """The network of a sandbox whose agent does not ask for more: none, unless nothing can take it away."""
+        return "none" if self._launcher.name == "bwrap" else "full"
 
     @property
     def owner(self) -> tuple[int, int] | None:
@@ -95,6 +124,15 @@ class SandboxManager:
 
         sandbox = Sandbox(sandbox_id, request.session_id, directory)
         await sandbox.listen(ids)
+        try:
+            # The model socket (and the egress socket, if the agent allows some domains) exist before the bridge.
+            link = await self._gateway.attach(
+                sandbox_id, directory, session_id=request.session_id, tenant_id=request.tenant_id, owner=ids
+            )
+        except BaseException:
+            await sandbox.close()
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
         env = sandbox_environment(
             injected={
                 "HOME": str(request.home),
@@ -107,26 +145,36 @@ class SandboxManager:
                 "ASH_SESSION_ID": request.session_id,
                 "ASH_DEBUG_TIMING": "1" if self._settings.debug_timing else "0",
                 "ASH_SERVER_PID": str(os.getpid()),
-                **self._model_env(),
+                **link.env,
             },
             user=request.user_env,
         )
-        spec = LaunchSpec(
-            sandbox_id=sandbox_id,
-            argv=self.bridge_argv(),
-            env=env,
-            workspace=request.workspace,
-            home=request.home,
-            sandbox_dir=directory,
-            ids=ids,
-        )
+        guard: SandboxGuard | None = None
         try:
+            guard = await self._guard(sandbox_id, request)
+            spec = LaunchSpec(
+                sandbox_id=sandbox_id,
+                argv=self.bridge_argv(),
+                env=env,
+                workspace=request.workspace,
+                home=request.home,
+                sandbox_dir=directory,
+                ids=ids,
+                extra_ro_paths=runtime_paths(),
+                network=link.network.mode,
+                limits_argv=guard.confinement.argv,
+            )
             process = await self._launcher.launch(spec)
-        except OSError as exc:
+        except (OSError, SandboxError) as exc:
             await sandbox.close()
+            await self._gateway.detach(sandbox_id)
+            if guard is not None:
+                await guard.release()
             shutil.rmtree(directory, ignore_errors=True)
+            if isinstance(exc, SandboxError):
+                raise
             raise SandboxError(f"could not start the sandbox: {exc}", sandbox_id=sandbox_id) from exc
-        sandbox.attach(process)
+        sandbox.attach(process, spec, guard)
         self._live[sandbox_id] = sandbox
         self._reapers.add(asyncio.create_task(self._forget_when_exited(sandbox)))
         await self._store.save_sandbox(
@@ -157,11 +205,30 @@ class SandboxManager:
         )
         return sandbox
 
-    def _model_env(self) -> dict[str, str]:
-        env = {"ANTHROPIC_BASE_URL": self._settings.anthropic_base_url}
-        if self._settings.anthropic_api_key is not None:
-            env["ANTHROPIC_API_KEY"] = self._settings.anthropic_api_key.get_secret_value()
-        return env
+    async def _guard(self, sandbox_id: str, request: SandboxRequest) -> SandboxGuard:
+        """The limits of this session's agent, set up (cgroup created, disk measured) before the sandbox starts."""
+        session = await self._store.get_session(request.tenant_id, uuid.UUID(request.session_id))
+        agent = await self._store.get_agent(request.tenant_id, session.agent_name) if session is not None else None
+        limits = agent_limits(agent.config if agent is not None else {}, server_limits(self._settings))
+        try:
+            confinement = self._limits.confine(sandbox_id, limits)
+        except OSError as exc:
+            raise SandboxError(f"could not set up the sandbox's limits: {exc}", sandbox_id=sandbox_id) from exc
+        disk = DiskQuota([request.workspace, request.home], limits.disk_mb)
+        await disk.start()
+        return SandboxGuard(limits, confinement, disk)
+
+    async def exec(self, sandbox: Sandbox, command: str, timeout_s: float) -> CommandResult:
+        """Run `command` with bash inside the sandbox: same user, namespaces, cgroup and environment as its agent."""
+        if not sandbox.alive or sandbox.spec is None or sandbox.pid is None:
+            raise Invalid("the session has no running sandbox; send a message or resume it first")
+        spec = sandbox.spec
+        try:
+            argv = self._launcher.exec_argv(spec, sandbox.pid, shell_argv(command))
+        except SandboxError as exc:
+            raise Invalid(f"the sandbox cannot run commands now: {exc.message}") from exc
+        env = {k: v for k, v in spec.env.items() if k != "ASH_SERVER_PID"}  # the bridge's business, not a command's
+        return await run_command(argv, env=env, cwd=spec.workspace, timeout_s=timeout_s)
 
     async def _forget_when_exited(self, sandbox: Sandbox) -> None:
         """A sandbox that died on its own (crash, OOM, killed) stops counting against capacity at once."""
@@ -170,6 +237,9 @@ class SandboxManager:
             log.warning("sandbox %s of session %s ended: %s", sandbox.id, sandbox.session_id, sandbox.exit_reason)
             sandbox.kill()
             await sandbox.close()
+            await self._gateway.detach(sandbox.id)
+            if sandbox.guard is not None:
+                await sandbox.guard.release()
             await self._store.delete_sandbox(sandbox.id)
             shutil.rmtree(sandbox.directory, ignore_errors=True)
         task = asyncio.current_task()
@@ -179,6 +249,9 @@ class SandboxManager:
     async def stop(self, sandbox: Sandbox) -> None:
         self._live.pop(sandbox.id, None)  # first, so the exit is not reported as a crash
         await sandbox.stop()
+        await self._gateway.detach(sandbox.id)
+        if sandbox.guard is not None:
+            await sandbox.guard.release()
         await self._store.delete_sandbox(sandbox.id)
         shutil.rmtree(sandbox.directory, ignore_errors=True)
 
@@ -186,6 +259,7 @@ class SandboxManager:
         await asyncio.gather(*(self.stop(s) for s in list(self._live.values())), return_exceptions=True)
         for task in list(self._reapers):
             task.cancel()
+        self._limits.close()
 
     async def reap_orphans(self) -> int:
         """Kill the process groups of sandboxes a previous (crashed) server left behind, and their folders."""
@@ -198,6 +272,8 @@ class SandboxManager:
         sandboxes = self._data.root / "sandboxes"
         for leftover in sandboxes.iterdir() if sandboxes.is_dir() else []:
             shutil.rmtree(leftover, ignore_errors=True)
+        if await self._limits.cleanup():
+            log.warning("removed the cgroups of sandboxes left over from a previous run")
         if killed:
             log.warning("killed %d sandbox process group(s) left over from a previous run", killed)
         return killed
@@ -212,18 +288,23 @@ def _is_our_sandbox(pid: int, sandbox_id: str) -> bool:
     return f"ASH_SANDBOX_ID={sandbox_id}".encode() in environ.split(b"\0")
 
 
-def sandbox_runtime_readable(ids: tuple[int, int] | None) -> str | None:
-    """Why the sandbox user cannot run the bridge's interpreter, or None if it can."""
+def sandbox_runtime_readable(ids: tuple[int, int] | None, paths: Sequence[Path] = ()) -> str | None:
+    """Why the sandbox user cannot run the bridge's interpreter or reach `paths`, or None if it can.
+
+    bubblewrap runs as the sandbox user too (ADR 0004), so what it binds into a sandbox (the runtime, the data
+    dir) must be reachable by that user on the host, as it must be without bubblewrap.
+    """
     if ids is None:
         return None
     python = Path(sys.executable)
-    for path in [python, *python.parents]:
-        try:
-            st = path.stat()
-        except OSError:
-            continue
-        if path != python and not (st.st_mode & 0o001) and st.st_uid != ids[0]:
-            return f"{path} is not searchable by the sandbox user (uid {ids[0]})"
+    for target in [python, *paths]:
+        for path in target.parents:
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            if not (st.st_mode & 0o001) and st.st_uid != ids[0]:
+                return f"{path} is not searchable by the sandbox user (uid {ids[0]})"
     if not os.access(python, os.X_OK):
         return f"{python} is not executable"
     return None

@@ -4,6 +4,9 @@ The server listens on a per-sandbox Unix socket and the bridge connects to it. E
 by request id into a bounded queue per request: when the consumer falls behind, the reader stops reading, the
 socket fills, and the bridge's `drain()` holds the SDK back. Events for a request nobody waits for any more (an
 aborted turn) are dropped, so they can never leak into the next turn.
+
+A sandbox with a `SandboxGuard` is watched against its limits (memory, processes, disk): the first breach stops
+the whole sandbox and becomes its exit reason, which ends a running turn with an error that names it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from ash_bridge import protocol
 from ash_bridge.protocol import Command, Event
 
 from ..errors import BridgeError, SandboxError
+from .guard import POLL_INTERVAL_S, SandboxGuard
+from .launcher import LaunchSpec
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +53,8 @@ class Sandbox:
         self._exited = asyncio.Event()
         self.exit_reason: str | None = None
         self._waiters_failed = False
+        self.spec: LaunchSpec | None = None
+        self.guard: SandboxGuard | None = None
 
     @property
     def socket_path(self) -> Path:
@@ -83,10 +90,16 @@ class Sandbox:
         if owner is not None:
             os.chown(path, *owner)
 
-    def attach(self, process: asyncio.subprocess.Process) -> None:
+    def attach(
+        self, process: asyncio.subprocess.Process, spec: LaunchSpec | None = None, guard: SandboxGuard | None = None
+    ) -> None:
         self.process = process
+        self.spec = spec
+        self.guard = guard
         self._tasks.append(asyncio.create_task(self._pump_output()))
         self._tasks.append(asyncio.create_task(self._watch_exit()))
+        if guard is not None:
+            self._tasks.append(asyncio.create_task(self._watch_limits(guard)))
 
     async def wait_ready(self, limit_s: float) -> None:
         """Wait for the bridge to connect and report `ready` (its SDK client is connected by then)."""
@@ -135,6 +148,13 @@ class Sandbox:
             await self.send(command)
             while True:
                 event = await queue.get()
+                if event.event == "done" and self.guard is not None and self.exit_reason is None:
+                    # What the turn did may have broken a limit a moment ago (an OOM-killed tool, a big file):
+                    # say so in this turn rather than in nobody's.
+                    reason = await self.guard.breach(eager=True)
+                    if reason is not None:
+                        self.breach(reason)
+                        yield Event(event="error", id=command.id, error=reason, code="limit_exceeded")
                 yield event
                 if event.event == "done":
                     return
@@ -190,9 +210,33 @@ class Sandbox:
             if i > after
         ]
 
+    async def _watch_limits(self, guard: SandboxGuard) -> None:
+        while self.alive:
+            await asyncio.sleep(POLL_INTERVAL_S)
+            try:
+                reason = await guard.breach()
+            except Exception:
+                log.exception("sandbox %s: checking its limits failed", self.id)
+                continue
+            if reason is not None:
+                self.breach(reason)
+                return
+
+    def breach(self, reason: str) -> None:
+        """The sandbox broke a limit: it stops, all of it, and `reason` is what its turn and its log report."""
+        if not self.alive or self.exit_reason is not None:
+            return
+        self.exit_reason = reason
+        self._record("error", reason)
+        log.warning("sandbox %s of session %s: %s", self.id, self.session_id, reason)
+        self.kill()
+
     async def _watch_exit(self) -> None:
         assert self.process is not None
         code = await self.process.wait()
+        if self.exit_reason is None and self.guard is not None:
+            # Killed by the kernel for a limit (the OOM killer may pick the bridge or the CLI itself).
+            self.exit_reason = self.guard.confinement.breach()
         if self.exit_reason is None:
             if code < 0:
                 self.exit_reason = f"killed by signal {signal.Signals(-code).name}"
@@ -218,6 +262,8 @@ class Sandbox:
     def kill(self) -> None:
         if self.process is not None:
             kill_group(self.process.pid)
+        if self.guard is not None:
+            self.guard.kill()
 
     async def close(self) -> None:
         if self._writer is not None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import shutil
 import time
@@ -60,6 +59,16 @@ class LiveSession:
     last_used: float = field(default_factory=time.monotonic)
     # The next SSE id (stream frame sequence) of this session; loaded from the store at its first turn here.
     next_seq: int | None = None
+    turn_started: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def wait_for_turn(self, limit_s: float | None) -> Turn | None:
+        """The running turn, or the next one to start within `limit_s` seconds."""
+        started = self.turn_started
+        if self.turn is not None and not self.turn.finished:
+            return self.turn
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(started.wait(), limit_s)
+        return self.turn if self.turn is not None and not self.turn.finished else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +299,8 @@ class SessionService:
                 live.next_seq = await self._store.last_stream_seq(session.id) + 1
             turn = Turn(session_id=str(session.id), first_seq=live.next_seq)
             live.turn = turn
+            live.turn_started.set()
+            live.turn_started = asyncio.Event()
             turn.publish("session_start", {"sessionId": turn.session_id, "version": __version__})
             turn.task = asyncio.create_task(self._run_turn(session, live, sandbox, turn, content, options))
         return turn
@@ -352,7 +363,7 @@ class SessionService:
             log.exception("turn %s of session %s failed", turn.id, session.id)
             turn.publish("error", {"error": f"internal error: {type(exc).__name__}"})
         finally:
-            if turn.interrupted and not any(f.event == "error" for f in turn.window if f.seq >= turn.first_seq):
+            if turn.interrupted and not turn.had_error:
                 turn.publish("error", {"error": "turn interrupted"})
                 with contextlib.suppress(Exception):
                     await self._event(session, "error", {"error": "turn interrupted", "code": "interrupted"})
@@ -383,7 +394,7 @@ class SessionService:
                     seq=f.seq,
                     turn_id=turn.id,
                     event=f.event,
-                    data=dumps(f.data),
+                    data=f.data_json,
                     partial=f.partial,
                     created_at=utcnow(),
                 )
@@ -399,11 +410,13 @@ class SessionService:
         after: int | None,
         include_partial: bool,
         turn: Turn | None = None,
+        follow: bool = False,
     ) -> Subscription:
         """Follow a session's frames after `after` (the SSE Last-Event-ID), then its live turn, if any.
 
         With `turn`, the subscriber is that turn's sender (its lag holds the turn back). Without `after`, it starts
-        at the running turn's first frame, or replays the latest finished turn.
+        at the running turn's first frame, or replays the latest finished turn. With `follow`, it does not end
+        after a turn but waits for the session's next one.
         """
         session = await self.get(tenant_id, session_id)
         sender = turn is not None
@@ -419,9 +432,12 @@ class SessionService:
 
         async def load(after_seq: int, before: int | None, limit: int) -> list[Frame]:
             rows = await self._store.stream_events_after(session.id, after_seq, before=before, limit=limit)
-            return [Frame(r.seq, r.event, json.loads(r.data), r.partial) for r in rows]
+            return [Frame(r.seq, r.event, r.data, r.partial) for r in rows]
 
-        return Subscription(after, include_partial=include_partial, loader=load, turn=turn, sender=sender)
+        waiter = self._live_of(session.id).wait_for_turn if follow else None
+        return Subscription(
+            after, include_partial=include_partial, loader=load, turn=turn, sender=sender, next_turn=waiter
+        )
 
     async def interrupt(self, tenant_id: str, session_id: uuid.UUID) -> Turn | None:
         """Abort the running turn, if any. Its stream ends with `error` (interrupted) and `done`."""

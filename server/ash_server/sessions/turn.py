@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 import uuid
 from collections import deque
@@ -23,6 +24,8 @@ from typing import Any
 
 WINDOW = 2048
 SENDER_LAG = 512
+# Frames handed to a subscriber at once: bounds what one stalled client pins in memory while its write blocks.
+BATCH = 64
 FLUSH_EVERY = 64
 FLUSH_AFTER_S = 0.1
 
@@ -31,12 +34,22 @@ FLUSH_AFTER_S = 0.1
 class Frame:
     seq: int
     event: str
-    data: dict[str, Any]
+    # The JSON of the frame's data, serialised once: every subscriber and the store reuse it.
+    data_json: str
     partial: bool = False
+
+    @property
+    def data(self) -> Any:
+        return json.loads(self.data_json)
+
+    def wire(self) -> bytes:
+        return f"id: {self.seq}\nevent: {self.event}\ndata: {self.data_json}\n\n".encode()
 
 
 # Loads stored frames of a session with seq in (after, before), oldest first, at most `limit`.
 FrameLoader = Callable[[int, int | None, int], Awaitable[Sequence[Frame]]]
+# Waits (at most the given seconds) for the session's next turn to start; None if none did.
+TurnWaiter = Callable[[float | None], Awaitable["Turn | None"]]
 
 
 @dataclass
@@ -47,6 +60,7 @@ class Turn:
     window: deque[Frame] = field(default_factory=deque)
     finished: bool = False
     interrupted: bool = False
+    had_error: bool = False
     task: asyncio.Task[None] | None = None
     # Frames not yet written to the store; frames leave the window only once written.
     unflushed: list[Frame] = field(default_factory=list)
@@ -64,8 +78,9 @@ class Turn:
         return self.next_seq - 1
 
     def publish(self, event: str, data: dict[str, Any], *, partial: bool = False) -> Frame:
-        frame = Frame(self.next_seq, event, data, partial)
+        frame = Frame(self.next_seq, event, json.dumps(data, separators=(",", ":"), ensure_ascii=False), partial)
         self.next_seq += 1
+        self.had_error = self.had_error or event == "error"
         self.window.append(frame)
         self.unflushed.append(frame)
         self._trim()
@@ -127,7 +142,9 @@ class Subscription:
         loader: FrameLoader,
         turn: Turn | None,
         sender: bool = False,
+        next_turn: TurnWaiter | None = None,
     ) -> None:
+        self._next_turn = next_turn  # set: follow the session's later turns too, instead of ending
         self.position = after
         self.include_partial = include_partial
         self._loader = loader
@@ -151,8 +168,14 @@ class Subscription:
                 continue
             turn = self._turn
             if turn is None or (turn.finished and self.position >= turn.last_seq):
-                self.done = True
-                break
+                if self._next_turn is None:
+                    self.done = True
+                    break
+                upcoming = await self._next_turn(wait)
+                if upcoming is None or upcoming is turn:
+                    return []  # nothing new within `wait`: a keepalive
+                self._turn = upcoming
+                continue
             await turn.wait_changed(wait)
             if wait is not None and not await self._has_more():
                 return []
@@ -168,12 +191,12 @@ class Subscription:
         if turn is None or window_start is None or self.position + 1 < window_start:
             # Behind the live window (or no live turn): read from the store.
             before = window_start if window_start is not None else None
-            stored = list(await self._loader(self.position, before, 500))
+            stored = list(await self._loader(self.position, before, BATCH))
             if stored:
                 return stored
             if turn is None:
                 return []
-        return [f for f in turn.window if f.seq > self.position]
+        return [f for f in turn.window if f.seq > self.position][:BATCH]
 
     def close(self) -> None:
         if self._sender and self._turn is not None:

@@ -46,5 +46,4 @@ def alembic_config(url: str) -> Config:
 
 async def migrate(url: str) -> None:
     # Alembic's env runs its own event loop, so it must not run on the server's loop thread.
-    # "heads": every branch of the chain, so parallel feature migrations apply before they are linearised.
-    await asyncio.to_thread(command.upgrade, alembic_config(url), "heads")
+    await asyncio.to_thread(command.upgrade, alembic_config(url), "head")

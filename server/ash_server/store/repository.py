@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+import weakref
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -11,16 +13,36 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from .database import session_factory
-from .models import Agent, ApiKey, Message, Sandbox, Session, SessionEvent, StreamEvent, utcnow
+from .models import (
+    Agent,
+    ApiKey,
+    Credential,
+    Message,
+    Sandbox,
+    Session,
+    SessionEvent,
+    StreamEvent,
+    UsageEvent,
+    utcnow,
+)
 
 
 class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._sessions: async_sessionmaker[AsyncSession] = session_factory(engine)
+        # Timeline events have two writers per session (its turn, and the model gateway's usage records); their
+        # sequences are max+1, so the writers take turns.
+        self._event_locks: weakref.WeakValueDictionary[uuid.UUID, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def db(self) -> AsyncSession:
         return self._sessions()
+
+    def _event_lock(self, session_id: uuid.UUID) -> asyncio.Lock:
+        lock = self._event_locks.get(session_id)
+        if lock is None:
+            lock = self._event_locks[session_id] = asyncio.Lock()
+        return lock
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -113,8 +135,9 @@ class Store:
             await db.execute(update(Session).where(Session.id == session_id).values(**values))
 
     # -- Messages and events --------------------------------------------------------------------------------
-    # Sequences are per session, assigned inside the inserting transaction. The session's turn lock serialises
-    # writers within a server; the unique constraints make a second writer fail loudly instead of duplicating.
+    # Sequences are per session, assigned inside the inserting transaction. The session's turn lock and the
+    # event lock serialise writers within a server; the unique constraints make a second writer fail loudly
+    # instead of duplicating.
 
     async def append_messages(self, session: Session, items: Sequence[tuple[str, str]]) -> list[Message]:
         """Append (role, JSON content) rows, returning them with their sequences."""
@@ -138,7 +161,7 @@ class Store:
         self, session: Session, role: str, content: str, events: Sequence[tuple[str, str | None]]
     ) -> None:
         """One SDK message and the timeline events derived from it, in one transaction."""
-        async with self.db() as db, db.begin():
+        async with self._event_lock(session.id), self.db() as db, db.begin():
             last_message = await db.scalar(select(func.max(Message.sequence)).where(Message.session_id == session.id))
             now = utcnow()
             db.add(
@@ -182,7 +205,7 @@ class Store:
     async def append_events(self, session: Session, items: Sequence[tuple[str, str | None]]) -> None:
         if not items:
             return
-        async with self.db() as db, db.begin():
+        async with self._event_lock(session.id), self.db() as db, db.begin():
             last = await db.scalar(select(func.max(SessionEvent.sequence)).where(SessionEvent.session_id == session.id))
             db.add_all(
                 SessionEvent(
@@ -269,3 +292,129 @@ class Store:
     async def list_sandboxes(self) -> Sequence[Sandbox]:
         async with self.db() as db:
             return (await db.scalars(select(Sandbox))).all()
+
+    # -- Credentials ----------------------------------------------------------------------------------------
+
+    async def add_credential(self, credential: Credential) -> Credential:
+        async with self.db() as db, db.begin():
+            db.add(credential)
+        return credential
+
+    async def get_credential(self, tenant_id: str, credential_id: uuid.UUID) -> Credential | None:
+        async with self.db() as db:
+            credential: Credential | None = await db.scalar(
+                select(Credential).where(Credential.tenant_id == tenant_id, Credential.id == credential_id)
+            )
+            return credential
+
+    async def list_credentials(self, tenant_id: str) -> Sequence[Credential]:
+        query = select(Credential).where(Credential.tenant_id == tenant_id).order_by(Credential.created_at)
+        async with self.db() as db:
+            return (await db.scalars(query)).all()
+
+    async def delete_credential(self, tenant_id: str, credential_id: uuid.UUID) -> bool:
+        async with self.db() as db, db.begin():
+            result = await db.execute(
+                delete(Credential).where(Credential.tenant_id == tenant_id, Credential.id == credential_id)
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def touch_credential(self, credential_id: uuid.UUID, when: datetime) -> None:
+        async with self.db() as db, db.begin():
+            await db.execute(update(Credential).where(Credential.id == credential_id).values(last_used_at=when))
+
+    # -- Usage ----------------------------------------------------------------------------------------------
+
+    async def record_usage(
+        self,
+        tenant_id: str,
+        session_id: uuid.UUID,
+        agent_name: str,
+        model: str,
+        metrics: Sequence[tuple[str, float]],
+        timeline: str,
+    ) -> None:
+        """One model call's usage rows and its `usage` timeline event, in one transaction."""
+        now = utcnow()
+        async with self._event_lock(session_id), self.db() as db, db.begin():
+            db.add_all(
+                UsageEvent(
+                    tenant_id=tenant_id,
+                    session_id=session_id,
+                    agent_name=agent_name,
+                    model=model,
+                    event_type=kind,
+                    value=value,
+                    created_at=now,
+                )
+                for kind, value in metrics
+            )
+            last = await db.scalar(select(func.max(SessionEvent.sequence)).where(SessionEvent.session_id == session_id))
+            db.add(
+                SessionEvent(
+                    session_id=session_id,
+                    tenant_id=tenant_id,
+                    type="usage",
+                    data=timeline,
+                    sequence=(last or 0) + 1,
+                    created_at=now,
+                )
+            )
+
+    def _usage_query(
+        self,
+        query: Any,
+        tenant_id: str,
+        *,
+        session_id: uuid.UUID | None,
+        agent_name: str | None,
+        after: datetime | None,
+        before: datetime | None,
+    ) -> Any:
+        query = query.where(UsageEvent.tenant_id == tenant_id)
+        if session_id is not None:
+            query = query.where(UsageEvent.session_id == session_id)
+        if agent_name is not None:
+            query = query.where(UsageEvent.agent_name == agent_name)
+        if after is not None:
+            query = query.where(UsageEvent.created_at > after)
+        if before is not None:
+            query = query.where(UsageEvent.created_at < before)
+        return query
+
+    async def list_usage(
+        self,
+        tenant_id: str,
+        *,
+        session_id: uuid.UUID | None = None,
+        agent_name: str | None = None,
+        after: datetime | None = None,
+        before: datetime | None = None,
+        limit: int = 100,
+    ) -> Sequence[UsageEvent]:
+        query = self._usage_query(
+            select(UsageEvent), tenant_id, session_id=session_id, agent_name=agent_name, after=after, before=before
+        )
+        async with self.db() as db:
+            return (await db.scalars(query.order_by(UsageEvent.created_at, UsageEvent.id).limit(limit))).all()
+
+    async def usage_totals(
+        self,
+        tenant_id: str,
+        *,
+        session_id: uuid.UUID | None = None,
+        agent_name: str | None = None,
+        after: datetime | None = None,
+        before: datetime | None = None,
+    ) -> list[tuple[str, str, float]]:
+        """(model, event type, sum of values) over the matching usage rows."""
+        query = self._usage_query(
+            select(UsageEvent.model, UsageEvent.event_type, func.sum(UsageEvent.value)),
+            tenant_id,
+            session_id=session_id,
+            agent_name=agent_name,
+            after=after,
+            before=before,
+        ).group_by(UsageEvent.model, UsageEvent.event_type)
+        async with self.db() as db:
+            return [(str(m), str(t), float(v or 0)) for m, t, v in (await db.execute(query)).all()]

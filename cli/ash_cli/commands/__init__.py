@@ -1,0 +1,1 @@
+"""The commands of `ash`, one module per noun; each exposes `register(app)`."""

@@ -1,0 +1,78 @@
+"""Agents: `deploy` a folder, and `agent list | info | delete`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from ..bundle import collect, validate_name
+from ..context import JsonOption, state, wants_json
+from ..output import agent_details, agent_table, out, print_json
+
+__all__ = ["agent_app", "register"]
+
+NameArg = Annotated[str, typer.Argument(help="Agent name.", metavar="NAME")]
+
+agent_app = typer.Typer(help="List, inspect and delete deployed agents.", no_args_is_help=True)
+
+
+def deploy(
+    ctx: typer.Context,
+    folder: Annotated[Path, typer.Argument(help="The agent folder; it must contain CLAUDE.md.", metavar="FOLDER")],
+    name: Annotated[str | None, typer.Option("--name", help="Agent name (default: the folder's name).")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Upload an agent folder to the server; re-deploying a name bumps its version."""
+    agent_name = validate_name(name or folder.resolve().name)
+    files = collect(folder)
+    with state(ctx).client() as client:
+        agent = client.deploy_agent(agent_name, files)
+    if wants_json(ctx, json_output):
+        print_json(agent)
+        return
+    size = sum(len(data) for _, data in files)
+    out.print(
+        f"Deployed [bold]{escape(agent['name'])}[/] version {agent['version']} "
+        f"[dim]({len(files)} file{'s' if len(files) != 1 else ''}, {size} bytes)[/]"
+    )
+
+
+@agent_app.command("list")
+def list_agents(ctx: typer.Context, json_output: JsonOption = False) -> None:
+    """List the agents of this API key's tenant."""
+    with state(ctx).client() as client:
+        agents = client.list_agents()
+    if wants_json(ctx, json_output):
+        print_json(agents)
+    else:
+        agent_table(agents)
+
+
+@agent_app.command("info")
+def info(ctx: typer.Context, name: NameArg, json_output: JsonOption = False) -> None:
+    """Show one agent."""
+    with state(ctx).client() as client:
+        agent = client.get_agent(name)
+    if wants_json(ctx, json_output):
+        print_json(agent)
+    else:
+        agent_details(agent)
+
+
+@agent_app.command("delete")
+def delete(ctx: typer.Context, name: NameArg, json_output: JsonOption = False) -> None:
+    """Delete an agent."""
+    with state(ctx).client() as client:
+        client.delete_agent(name)
+    if wants_json(ctx, json_output):
+        print_json({"ok": True, "name": name})
+    else:
+        out.print(f"Deleted agent [bold]{escape(name)}[/].")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(deploy)
+    app.add_typer(agent_app, name="agent")

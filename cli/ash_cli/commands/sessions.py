@@ -1,0 +1,195 @@
+"""Sessions: `chat` (one shot), and `session create | send | list | get | pause | resume | stop | end | messages`."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from ..client import AshClient
+from ..context import JsonOption, session_id, state, wants_json
+from ..errors import CliError, ConnectionFailed
+from ..models import Session
+from ..output import err, out, print_json, session_details, session_table
+from ..render import TurnPrinter, print_history_message
+
+__all__ = ["register", "session_app"]
+
+session_app = typer.Typer(help="Create, message, inspect and control sessions.", no_args_is_help=True)
+
+MessageArg = Annotated[str, typer.Argument(help="The message; `-` reads it from stdin.", metavar="MESSAGE")]
+AgentArg = Annotated[str, typer.Argument(help="Agent name.", metavar="AGENT")]
+SessionArg = Annotated[str, typer.Argument(help="Session id.", metavar="SESSION_ID")]
+
+
+def _message(text: str) -> str:
+    message = sys.stdin.read() if text == "-" else text
+    if not message.strip():
+        raise CliError("the message is empty")
+    return message
+
+
+def _stream(client: AshClient, session_id: str, message: str) -> None:
+    """Print the turn as it streams; exit 1 if it reported an error. Ctrl-C leaves the turn running on the server."""
+    printer = TurnPrinter(out, err)
+    try:
+        for event, data in client.send_message_stream(session_id, message, include_partial=True):
+            printer.handle(event, data)
+    except KeyboardInterrupt:
+        printer.finish()
+        err.print(f"[dim]Stopped listening; the turn goes on in session {session_id}.[/]")
+        raise typer.Exit(130) from None
+    printer.finish()
+    err.print(f'[dim]session {session_id} · continue with: ash session send {session_id} "..."[/]')
+    if printer.failed:
+        raise typer.Exit(1)
+
+
+def chat(
+    ctx: typer.Context,
+    agent: AgentArg,
+    message: MessageArg,
+    model: Annotated[str | None, typer.Option("--model", help="Model for this session.")] = None,
+) -> None:
+    """Start a session with an agent, send one message and stream the answer."""
+    text = _message(message)
+    with state(ctx).client() as client:
+        if err.is_terminal:
+            with err.status(f"Starting a session with {escape(agent)}…"):
+                session = client.create_session(agent, model=model)
+        else:
+            session = client.create_session(agent, model=model)
+        _stream(client, session["id"], text)
+
+
+@session_app.command("create")
+def create(
+    ctx: typer.Context,
+    agent: AgentArg,
+    model: Annotated[str | None, typer.Option("--model", help="Model for this session.")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Create a session; prints its id."""
+    with state(ctx).client() as client:
+        session = client.create_session(agent, model=model)
+    if wants_json(ctx, json_output):
+        print_json(session)
+        return
+    out.print(session["id"])
+    err.print(f"[dim]{escape(session['agentName'])} · {session['status']}[/]")
+
+
+@session_app.command("send")
+def send(ctx: typer.Context, session: SessionArg, message: MessageArg) -> None:
+    """Send a message to a session and stream the answer."""
+    sid, text = session_id(session), _message(message)
+    with state(ctx).client() as client:
+        _stream(client, sid, text)
+
+
+@session_app.command("list")
+def list_sessions(
+    ctx: typer.Context,
+    agent: Annotated[str | None, typer.Option("--agent", help="Only sessions of this agent.")] = None,
+    status: Annotated[
+        str | None, typer.Option("--status", help="starting, active, paused, stopped, ended or error.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, max=1000, help="At most this many.")] = None,
+    offset: Annotated[int | None, typer.Option("--offset", min=0, help="Skip this many.")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """List sessions, newest first."""
+    with state(ctx).client() as client:
+        sessions = client.list_sessions(agent=agent, status=status, limit=limit, offset=offset)
+    if wants_json(ctx, json_output):
+        print_json(sessions)
+    else:
+        session_table(sessions)
+
+
+@session_app.command("get")
+def get(ctx: typer.Context, session: SessionArg, json_output: JsonOption = False) -> None:
+    """Show one session."""
+    sid = session_id(session)
+    with state(ctx).client() as client:
+        found = client.get_session(sid)
+    if wants_json(ctx, json_output):
+        print_json(found)
+    else:
+        session_details(found)
+
+
+def _lifecycle(verb: str, call: Callable[[AshClient, str], Session], doc: str) -> None:
+    def command(ctx: typer.Context, session: SessionArg, json_output: JsonOption = False) -> None:
+        sid = session_id(session)
+        with state(ctx).client() as client:
+            changed = call(client, sid)
+        if wants_json(ctx, json_output):
+            print_json(changed)
+        else:
+            out.print(f"Session {changed['id']}: [bold]{escape(changed['status'])}[/]")
+
+    command.__doc__ = doc
+    session_app.command(verb)(command)
+
+
+_lifecycle("pause", AshClient.pause_session, "Pause a session (its sandbox may be reclaimed; resume continues).")
+_lifecycle("resume", AshClient.resume_session, "Resume a paused or stopped session.")
+_lifecycle("stop", AshClient.stop_session, "Stop a session: its sandbox is destroyed, its state kept (resumable).")
+_lifecycle("end", AshClient.end_session, "End a session for good.")
+
+
+@session_app.command("tail")
+def tail(ctx: typer.Context, session: SessionArg) -> None:
+    """Follow a session's live events: the running (or latest) turn, then every later one. Ctrl-C stops."""
+    sid = session_id(session)
+    last_id: str | None = None
+    with state(ctx).client() as client:
+        while True:
+            printer = TurnPrinter(out, err)
+            try:
+                for event, data, frame_id in client.follow_session(sid, last_event_id=last_id):
+                    printer.handle(event, data)
+                    last_id = frame_id or last_id
+                    if event == "done":
+                        printer.finish()
+                        printer = TurnPrinter(out, err)
+                return  # the server closed the stream
+            except KeyboardInterrupt:
+                printer.finish()
+                raise typer.Exit(0) from None
+            except ConnectionFailed:
+                # Lost the connection: re-attach where we were (the server replays what we missed).
+                printer.finish()
+                err.print("[dim]connection lost; re-attaching…[/]")
+                time.sleep(1)
+
+
+@session_app.command("messages")
+def messages(
+    ctx: typer.Context,
+    session: SessionArg,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, max=1000, help="At most this many.")] = None,
+    after: Annotated[int | None, typer.Option("--after", min=0, help="Only messages after this sequence.")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Print a session's stored messages."""
+    sid = session_id(session)
+    with state(ctx).client() as client:
+        history = client.list_messages(sid, limit=limit, after=after)
+    if wants_json(ctx, json_output):
+        print_json(history)
+        return
+    if not history:
+        out.print("[dim]No messages.[/]")
+    for item in history:
+        print_history_message(out, item["role"], item["content"])
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(chat)
+    app.add_typer(session_app, name="session")

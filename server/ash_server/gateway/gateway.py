@@ -1,0 +1,105 @@
+"""`Gateway`: what a sandbox may reach outside itself, set up when it starts and torn down when it stops.
+
+Every sandbox gets a model socket (model.py); a sandbox whose agent allows some domains also gets an egress socket
+(egress.py). `attach` returns the environment that points the sandbox at them and the network mode its launcher
+must apply: no network namespace of the host unless the agent's config says `"full"`.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..credentials import CredentialService, server_auth
+from ..errors import Invalid, NotFound
+from ..settings import Settings
+from ..store.repository import Store
+from .egress import EgressProxy
+from .model import PLACEHOLDER_KEY, ModelGateway, ModelRoute
+from .network import NetworkPolicy, parse_network
+from .usage import CallUsage
+
+MODEL_SOCKET = "model.sock"
+EGRESS_SOCKET = "egress.sock"
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxLink:
+    """What the launcher needs from the gateway for one sandbox."""
+
+    env: dict[str, str]
+    network: NetworkPolicy
+
+
+class Gateway:
+    def __init__(self, settings: Settings, store: Store, credentials: CredentialService) -> None:
+        self._store = store
+        self._credentials = credentials
+        self._server_auth = server_auth(settings)
+        self.model = ModelGateway(
+            settings.anthropic_base_url,
+            max_request_bytes=settings.gateway_max_request_bytes,
+            on_usage=self._record_usage,
+        )
+        self.egress = EgressProxy()
+
+    async def attach(
+        self, sandbox_id: str, directory: Path, *, session_id: str, tenant_id: str, owner: tuple[int, int] | None
+    ) -> SandboxLink:
+        """Open the sandbox's sockets in its folder, before the sandbox starts; NotFound/Invalid/503 otherwise."""
+        session = await self._store.get_session(tenant_id, uuid.UUID(session_id))
+        if session is None:
+            raise NotFound(f"session {session_id} not found", session_id=session_id)
+        agent = await self._store.get_agent(tenant_id, session.agent_name)
+        network = parse_network(agent.config.get("network") if agent is not None else None)
+        credential_id = session.config.get("credentialId")
+        auth = self._server_auth
+        if credential_id:
+            try:
+                auth = await self._credentials.upstream_auth(tenant_id, str(credential_id))
+            except NotFound as exc:
+                raise Invalid(
+                    f"the credential of this session ({credential_id}) was deleted; start a new session",
+                    credential_id=str(credential_id),
+                ) from exc
+        model_socket = directory / MODEL_SOCKET
+        route = ModelRoute(sandbox_id, session_id, tenant_id, session.agent_name, auth)
+        await self.model.open(route, model_socket, owner)
+        env = {
+            # The CLI talks HTTP over this socket; the http:// base URL keeps it from trying TLS on it.
+            "ANTHROPIC_UNIX_SOCKET": str(model_socket),
+            "ANTHROPIC_BASE_URL": "http://localhost",
+            "ANTHROPIC_API_KEY": PLACEHOLDER_KEY,
+        }
+        if network.mode == "allowlist":
+            egress_socket = directory / EGRESS_SOCKET
+            try:
+                await self.egress.open(sandbox_id, network, egress_socket, owner)
+            except BaseException:
+                await self.model.close(sandbox_id)
+                raise
+            env["ASH_EGRESS_SOCKET"] = str(egress_socket)
+        return SandboxLink(env=env, network=network)
+
+    async def detach(self, sandbox_id: str) -> None:
+        await self.model.close(sandbox_id)
+        await self.egress.close(sandbox_id)
+
+    def revoke_credential(self, credential_id: str) -> int:
+        return self.model.revoke(credential_id)
+
+    async def aclose(self) -> None:
+        await self.egress.aclose()
+        await self.model.aclose()
+
+    async def _record_usage(self, route: ModelRoute, usage: CallUsage) -> None:
+        await self._store.record_usage(
+            route.tenant_id,
+            uuid.UUID(route.session_id),
+            route.agent_name,
+            usage.model,
+            usage.metrics(),
+            json.dumps({**usage.timeline(), "sandboxId": route.sandbox_id}, separators=(",", ":")),
+        )

@@ -1,0 +1,59 @@
+"""Runs a command inside a live bubblewrap sandbox: its user, mount, PID, network, IPC, UTS and cgroup namespaces.
+
+Standalone (standard library only): the launcher runs this file's source with `python -I -S -c` as the sandbox
+user, after the limits prefix has put it in the sandbox's cgroup. bwrap's `--disable-userns` nests the sandbox in
+a second user namespace, while its other namespaces belong to the first: so the first is entered (the sandbox
+user owns it), then the other namespaces, then the nested user namespace. The command runs with no capabilities
+(it is not uid 0 inside), as a child, since only children join a PID namespace.
+
+    python -I -S -c "$(cat enter.py)" <pid inside the sandbox> <working dir> <command...>
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import os
+import sys
+
+NS_GET_PARENT = 0xB702  # _IO(0xb7, 0x2)
+CLONE_NEWUSER = 0x10000000
+NAMESPACES = {
+    "ipc": 0x08000000,
+    "uts": 0x04000000,
+    "net": 0x40000000,
+    "cgroup": 0x02000000,
+    "pid": 0x20000000,
+    "mnt": 0x00020000,
+}
+
+
+def _setns(libc: ctypes.CDLL, fd: int, kind: int) -> None:
+    if libc.setns(fd, kind) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns({kind:#x}): {os.strerror(err)}")
+
+
+def main(args: list[str]) -> int:
+    pid, cwd, *command = args
+    libc = ctypes.CDLL(None, use_errno=True)
+    user = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    others = {kind: os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC) for name, kind in NAMESPACES.items()}
+    outer = fcntl.ioctl(user, NS_GET_PARENT)
+    _setns(libc, outer, CLONE_NEWUSER)
+    for kind, fd in others.items():
+        _setns(libc, fd, kind)
+    _setns(libc, user, CLONE_NEWUSER)
+    os.chdir(cwd)
+    child = os.fork()
+    if child == 0:
+        try:
+            os.execvp(command[0], command)  # noqa: S606 (a command, not a shell line)
+        finally:
+            os._exit(127)
+    _, status = os.waitpid(child, 0)
+    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

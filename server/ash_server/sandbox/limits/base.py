@@ -1,0 +1,52 @@
+"""What every limits backend shares: the limits themselves and the per-sandbox `Confinement` interface."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    memory_mb: int
+    cpu_percent: int
+    max_pids: int
+    disk_mb: int
+
+    def out_of_memory(self) -> str:
+        return f"sandbox ran out of memory (limit {self.memory_mb} MiB)"
+
+    def out_of_pids(self) -> str:
+        return f"sandbox hit its process limit ({self.max_pids} processes and threads)"
+
+
+class Confinement(Protocol):
+    """The limits of one sandbox, as enforced by one backend."""
+
+    @property
+    def argv(self) -> list[str]:
+        """Prefix of the sandbox's argv: places the process under its limits, then execs the rest."""
+        ...
+
+    def breach(self) -> str | None:
+        """Why the sandbox broke its limits (OOM kill, process limit), or None. Cheap: a few small reads."""
+        ...
+
+    def kill(self) -> None:
+        """Kill every process under these limits."""
+        ...
+
+    async def release(self) -> None:
+        """Kill what is left and remove what the backend created for this sandbox."""
+        ...
+
+
+def file_size_argv(limits: Limits) -> list[str]:
+    """RLIMIT_FSIZE at the disk quota: a single file can never outgrow it (the writer gets EFBIG / SIGXFSZ).
+
+    The quota itself covers the whole session folder and is watched (sandbox/disk.py); this makes the most common
+    runaway, one huge file, fail at the write instead of a moment later.
+    """
+    return ["prlimit", f"--fsize={limits.disk_mb * MIB}", "--"]

@@ -1,0 +1,89 @@
+"""Driving an agent through scripted Bash tool calls and reading what came back."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from tests.fakes.anthropic_api import FakeAnthropic, text, tool_use
+from tests.support.server import AshServer
+
+
+@dataclass
+class TurnResult:
+    events: list[tuple[str, Any]]
+
+    @property
+    def tool_output(self) -> str:
+        """The text of every tool result of the turn, joined."""
+        parts = []
+        for name, data in self.events:
+            if name == "tool_result":
+                content = data.get("content")
+                if isinstance(content, list):
+                    content = "".join(c.get("text", "") for c in content if isinstance(c, dict))
+                parts.append(str(content))
+        return "\n".join(parts)
+
+    @property
+    def errors(self) -> list[str]:
+        return [str(data.get("error")) for name, data in self.events if name == "error"]
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _ in self.events]
+
+
+def parse_sse(body: str) -> list[tuple[str, Any]]:
+    events = []
+    for block in body.split("\n\n"):
+        name, data = None, []
+        for line in block.splitlines():
+            if line.startswith("event: "):
+                name = line[len("event: ") :]
+            elif line.startswith("data: "):
+                data.append(line[len("data: ") :])
+        if name is not None:
+            events.append((name, json.loads("\n".join(data)) if data else None))
+    return events
+
+
+def turn(client: httpx.Client, session_id: str, prompt: str) -> TurnResult:
+    with client.stream("POST", f"/api/sessions/{session_id}/messages", json={"content": prompt}) as response:
+        assert response.status_code == 200, response.read()
+        result = TurnResult(parse_sse("".join(response.iter_text())))
+    assert result.names[-1] == "done", result.names
+    return result
+
+
+def bash(model: FakeAnthropic, client: httpx.Client, session_id: str, prompt: str, command: str) -> TurnResult:
+    """One turn in which the agent runs `command` with its Bash tool, then says "done"."""
+    model.on(prompt, [tool_use("Bash", {"command": command}), text("done")])
+    return turn(client, session_id, prompt)
+
+
+def deploy(client: httpx.Client, name: str, config: dict[str, Any] | None = None) -> None:
+    files = [{"path": "CLAUDE.md", "content": base64.b64encode(b"You are a test agent.").decode()}]
+    assert client.post("/api/agents", json={"name": name, "files": files}).status_code == 201
+    if config:
+        response = client.patch(f"/api/agents/{name}/config", json=config)
+        assert response.status_code == 200, response.text
+
+
+def new_session(client: httpx.Client, agent: str) -> dict[str, Any]:
+    response = client.post("/api/sessions", json={"agent": agent})
+    assert response.status_code == 201, response.text
+    session: dict[str, Any] = response.json()["session"]
+    return session
+
+
+def healthy(server: AshServer) -> dict[str, Any]:
+    response = httpx.get(server.url + "/health", timeout=10)
+    assert response.status_code == 200
+    health: dict[str, Any] = response.json()
+    assert health["status"] == "ok"
+    return health

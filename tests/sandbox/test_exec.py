@@ -1,0 +1,80 @@
+"""POST /api/sessions/{id}/exec runs inside the session's sandbox: same namespaces, user and limits as its agent."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.fakes.anthropic_api import FakeAnthropic
+from tests.sandbox.support import bash, deploy, healthy, new_session
+from tests.support.server import AshServer
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server(fake_model: FakeAnthropic) -> Iterator[AshServer]:
+    server = AshServer(fake_model.url, env={"ASH_EXEC_MAX_TIMEOUT_MS": "5000"}).start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="module")
+def client(server: AshServer) -> Iterator[httpx.Client]:
+    with server.client() as c:
+        deploy(c, "execer")
+        yield c
+
+
+@pytest.fixture(scope="module")
+def session(client: httpx.Client) -> dict[str, str]:
+    return new_session(client, "execer")
+
+
+def run(client: httpx.Client, session_id: str, command: str, **extra: int) -> dict[str, object]:
+    response = client.post(f"/api/sessions/{session_id}/exec", json={"command": command, **extra})
+    assert response.status_code == 200, response.text
+    result: dict[str, object] = response.json()
+    return result
+
+
+def test_exit_code_and_both_streams(client: httpx.Client, session: dict[str, str]) -> None:
+    result = run(client, session["id"], "pwd; echo oops >&2; exit 3")
+    assert result["exitCode"] == 3 and result["timedOut"] is False and result["truncated"] is False
+    assert str(result["stdout"]).strip().endswith(f"/sessions/default/{session['id']}/workspace")
+    assert result["stderr"] == "oops\n"
+
+
+def test_runs_in_the_agents_sandbox(model: FakeAnthropic, client: httpx.Client, session: dict[str, str]) -> None:
+    bash(model, client, session["id"], "leave a note", "echo from-the-agent > /tmp/note; echo ok")
+    result = run(client, session["id"], "id -un; cat /tmp/note; hostname; ls /proc | grep -c '^[0-9]'; ls /root")
+    lines = str(result["stdout"]).split()
+    assert lines[:3] == ["sandbox", "from-the-agent", "sandbox"]  # its user, its private /tmp, its UTS namespace
+    assert int(lines[3]) < 20  # its PID namespace
+    assert "No such file or directory" in str(result["stderr"])
+    net = run(client, session["id"], "timeout 10 bash -c 'echo > /dev/tcp/1.1.1.1/53' 2>&1; echo net=$?")
+    assert "net=1" in str(net["stdout"])
+
+
+def test_timeout_and_output_cap(server: AshServer, client: httpx.Client, session: dict[str, str]) -> None:
+    slow = run(client, session["id"], "echo started; sleep 60", timeout=1000)
+    assert slow["exitCode"] == 124 and slow["timedOut"] is True and slow["stdout"] == "started\n"
+    big = run(client, session["id"], "head -c 3000000 /dev/zero | tr '\\0' x")
+    assert big["truncated"] is True and len(str(big["stdout"])) == 1024 * 1024
+    healthy(server)
+
+
+def test_refusals(client: httpx.Client, session: dict[str, str]) -> None:
+    url = f"/api/sessions/{session['id']}/exec"
+    assert client.post(f"/api/sessions/{uuid.uuid4()}/exec", json={"command": "true"}).status_code == 404
+    assert client.post(url, json={"command": ""}).status_code == 400
+    assert client.post(url, json={"command": "true", "timeout": 6000}).status_code == 400  # above the max
+    stopped = new_session(client, "execer")
+    assert client.post(f"/api/sessions/{stopped['id']}/stop").status_code == 200
+    response = client.post(f"/api/sessions/{stopped['id']}/exec", json={"command": "true"})
+    assert response.status_code == 400 and "no running sandbox" in response.json()["error"]

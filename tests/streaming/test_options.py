@@ -1,0 +1,98 @@
+"""Per-message and per-session SDK options reach the SDK: seen at the fake model or in the SDK's behaviour."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fakes.anthropic_api import FakeAnthropic, text, tool_use
+from tests.streaming.test_streaming import turn
+from tests.support.server import REPO, AshServer
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def client(ash_server: AshServer) -> Iterator[httpx.Client]:
+    with ash_server.client() as c:
+        path = str(REPO / "examples" / "hello-agent")
+        assert c.post("/api/agents", json={"name": "optioned", "path": path}).status_code == 201
+        yield c
+
+
+@pytest.fixture(scope="module")
+def sid(client: httpx.Client) -> str:
+    return str(
+        client.post("/api/sessions", json={"agent": "optioned", "model": "session-model-a"}).json()["session"]["id"]
+    )
+
+
+def last_request(model: FakeAnthropic, prompt: str) -> dict[str, Any]:
+    return model.requests_with_prompt(prompt)[-1]
+
+
+def result_of(frames: list[Any]) -> dict[str, Any]:
+    results = [f.data for f in frames if f.event == "message" and f.data.get("type") == "result"]
+    assert len(results) == 1
+    return dict(results[0])
+
+
+def test_model_per_session_per_message_and_patched(client: httpx.Client, sid: str, model: FakeAnthropic) -> None:
+    model.default = text("ok")
+    turn(client, sid, "which model 1")
+    assert last_request(model, "which model 1")["model"] == "session-model-a"
+    turn(client, sid, "which model 2", model="message-model-b")
+    assert last_request(model, "which model 2")["model"] == "message-model-b"
+    turn(client, sid, "which model 3")  # a message without a model goes back to the session's
+    assert last_request(model, "which model 3")["model"] == "session-model-a"
+    patched = client.patch(f"/api/sessions/{sid}/config", json={"model": "patched-model-c"})
+    assert patched.status_code == 200
+    turn(client, sid, "which model 4")
+    assert last_request(model, "which model 4")["model"] == "patched-model-c"
+
+
+def test_effort_and_thinking_reach_the_model(client: httpx.Client, sid: str, model: FakeAnthropic) -> None:
+    model.default = text("ok")
+    turn(client, sid, "effort please", effort="low")
+    assert last_request(model, "effort please")["output_config"]["effort"] == "low"
+    # The CLI decides per model whether a thinking budget applies; Sonnet 4.5 takes one.
+    sonnet = "claude-sonnet-4-5"
+    turn(client, sid, "think hard", model=sonnet, thinking={"type": "enabled", "budgetTokens": 2048})
+    thinking = last_request(model, "think hard")["thinking"]
+    assert thinking["type"] == "enabled" and thinking["budget_tokens"] == 2048
+    turn(client, sid, "do not think", model=sonnet, thinking={"type": "disabled"})
+    assert last_request(model, "do not think")["thinking"] == {"type": "disabled"}
+
+
+def test_max_turns_stops_the_agent_loop(client: httpx.Client, sid: str, model: FakeAnthropic) -> None:
+    model.on("loop forever", [tool_use("Bash", {"command": "true"}), tool_use("Bash", {"command": "true"}), text("x")])
+    reader = turn(client, sid, "loop forever", maxTurns=1)
+    result = result_of(reader.frames)
+    assert result["subtype"] == "error_max_turns"
+
+
+def test_max_budget_stops_the_turn(client: httpx.Client, sid: str, model: FakeAnthropic) -> None:
+    model.on("spend money", [tool_use("Bash", {"command": "true"}), tool_use("Bash", {"command": "true"}), text("x")])
+    reader = turn(client, sid, "spend money", maxBudgetUsd=0.000001)
+    result = result_of(reader.frames)
+    assert result["subtype"] == "error_max_budget_usd"
+
+
+def test_output_format_reaches_the_model(client: httpx.Client, sid: str, model: FakeAnthropic) -> None:
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+    model.default = text("ok")
+    turn(client, sid, "structured please", outputFormat={"type": "json_schema", "schema": schema})
+    request = last_request(model, "structured please")
+    assert "answer" in json.dumps(request.get("tools", [])) + json.dumps(request.get("output_config", {}))
+
+
+def test_allowed_tools_patch_reaches_the_model(client: httpx.Client, sid: str, model: FakeAnthropic) -> None:
+    model.default = text("ok")
+    assert client.patch(f"/api/sessions/{sid}/config", json={"disallowedTools": ["Bash"]}).status_code == 200
+    turn(client, sid, "no bash for you")
+    names = {t["name"] for t in last_request(model, "no bash for you")["tools"]}
+    assert "Bash" not in names and "Read" in names
