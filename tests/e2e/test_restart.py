@@ -38,7 +38,7 @@ def test_conversation_survives_kill_9(model: FakeAnthropic) -> None:
             session = client.post("/api/sessions", json={"agent": "rememberer"}).json()["session"]
         sid, sandbox_id = session["id"], session["sandboxId"]
         _turn(server, sid, "my name is Zed")
-        _turn(server, sid, "my favourite colour is teal")
+        before = _turn(server, sid, "my favourite colour is teal")
         assert pids_with_env("ASH_SANDBOX_ID", sandbox_id), "the sandbox should be running before the kill"
 
         server.kill()
@@ -55,6 +55,12 @@ def test_conversation_survives_kill_9(model: FakeAnthropic) -> None:
             messages = client.get(f"/api/sessions/{sid}/messages").json()["messages"]
             assert messages[0]["role"] == "user" and "my name is Zed" in messages[0]["content"]
             assert sum(1 for m in messages if '"type":"result"' in m["content"]) == 2
+            # A client that lost the second turn's stream re-attaches after the restart and gets the rest of it.
+            frames = [line for line in before.splitlines() if line.startswith(("id: ", "event: "))]
+            ids = [int(line[4:]) for line in frames if line.startswith("id: ")]
+            with client.stream("GET", f"/api/sessions/{sid}/stream", headers={"Last-Event-ID": str(ids[1])}) as r:
+                replayed = [line for line in r.iter_lines() if line.startswith(("id: ", "event: "))]
+            assert replayed == frames[4:]  # everything after the second frame, same ids, same events
             resumed = client.post(f"/api/sessions/{sid}/resume").json()["session"]
             assert resumed["status"] == "active" and resumed["sandboxId"] != sandbox_id
         _turn(server, sid, "what do you remember")
