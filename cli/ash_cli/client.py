@@ -179,24 +179,9 @@ class AshClient:
         turn). The server keeps the stream open between turns (`follow=true`), sending keepalives.
         """
         params = {"includePartialMessages": "true" if include_partial else "false", "follow": "true"}
-        headers = {"Accept": "text/event-stream"}
-        if last_event_id is not None:
-            headers["Last-Event-ID"] = last_event_id
-        timeout = httpx.Timeout(self._timeout.connect, connect=self._timeout.connect, read=None)
+        headers = {} if last_event_id is None else {"Last-Event-ID": last_event_id}
         url = f"/api/sessions/{_seg(session_id)}/stream"
-        try:
-            with self._http.stream("GET", url, params=params, headers=headers, timeout=timeout) as response:
-                if not response.is_success:
-                    response.read()
-                    raise status_error(response.status_code, _error_message(response))
-                for sse in iter_events(response.iter_lines()):
-                    try:
-                        data = json.loads(sse.data)
-                    except json.JSONDecodeError as exc:
-                        raise ProtocolError(f"event {sse.event!r} carries invalid JSON: {sse.data[:200]!r}") from exc
-                    yield sse.event, data, sse.id
-        except httpx.HTTPError as exc:
-            raise self._transport_error(exc) from exc
+        yield from self._event_stream("GET", url, params=params, headers=headers)
 
     def list_messages(self, session_id: str, *, limit: int | None = None, after: int | None = None) -> list[Message]:
         params = {k: v for k, v in {"limit": limit, "after": after}.items() if v is not None}
@@ -216,13 +201,19 @@ class AshClient:
         `options` are further camelCase fields of the request (`model`, `maxTurns`, ...).
         """
         body: dict[str, Any] = {"content": content, "includePartialMessages": include_partial, **options}
+        url = f"/api/sessions/{_seg(session_id)}/messages"
+        for event, data, _ in self._event_stream("POST", url, json=body):
+            yield event, data
+
+    def _event_stream(
+        self, method: str, url: str, *, headers: Mapping[str, str] | None = None, **kwargs: Any
+    ) -> Iterator[tuple[str, Any, str | None]]:
+        """An SSE response as `(event, data, id)`; HTTP errors raised as the client's error classes."""
         # A turn may run for minutes with nothing to say (a long tool call): no read timeout on the stream.
         timeout = httpx.Timeout(self._timeout.connect, connect=self._timeout.connect, read=None)
-        url = f"/api/sessions/{_seg(session_id)}/messages"
+        headers = {"Accept": "text/event-stream", **(headers or {})}
         try:
-            with self._http.stream(
-                "POST", url, json=body, timeout=timeout, headers={"Accept": "text/event-stream"}
-            ) as response:
+            with self._http.stream(method, url, headers=headers, timeout=timeout, **kwargs) as response:
                 if not response.is_success:
                     response.read()
                     raise status_error(response.status_code, _error_message(response))
@@ -231,7 +222,7 @@ class AshClient:
                         data = json.loads(sse.data)
                     except json.JSONDecodeError as exc:
                         raise ProtocolError(f"event {sse.event!r} carries invalid JSON: {sse.data[:200]!r}") from exc
-                    yield sse.event, data
+                    yield sse.event, data, sse.id
         except httpx.HTTPError as exc:
             raise self._transport_error(exc) from exc
 

@@ -1,11 +1,11 @@
 """rlimits: the last resort when no cgroup can be used (an unprivileged server without cgroup delegation).
 
 Per process and coarse: memory is capped as address space (RLIMIT_AS; the CLI, a Bun binary, needs about 1 GiB
-of it to start, more than it uses), single files at the disk quota. Processes
-are capped by RLIMIT_NPROC, which the kernel counts per user, not per sandbox: every sandbox (and, for an
-unprivileged server, every process of its user) shares one count. So a sandbox may add `max_pids` tasks to what its
-user runs when it starts: a fork bomb is stopped, but it starves the other sandboxes of that user while it runs.
-There is no CPU share and no counter that tells why a sandbox died.
+of it to start, more than it uses), single files at the disk quota. Processes are capped by RLIMIT_NPROC, which
+the kernel counts per user, not per sandbox: every sandbox (and, for an unprivileged server, every process of its
+user) shares one count. So a sandbox may add `max_pids` tasks to what its user runs when it starts: a fork bomb is
+stopped, but it starves the other sandboxes of that user while it runs. There is no CPU share and no counter that
+tells why a sandbox died.
 """
 
 from __future__ import annotations
