@@ -5,6 +5,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.fakes.anthropic_api import FakeAnthropic
+from tests.support.postgres import PostgresCluster, Unavailable
 from tests.support.server import AshServer
 
 
@@ -21,10 +22,26 @@ def model(fake_model: FakeAnthropic) -> FakeAnthropic:
     return fake_model
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """One real PostgreSQL for the whole run (started on first use); `postgres.database()` gives a fresh one."""
+    try:
+        cluster = PostgresCluster.start_new()
+    except Unavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture(scope="module")
-def ash_server(fake_model: FakeAnthropic) -> Iterator[AshServer]:
-    """One real Ash server per test module."""
-    server = AshServer(fake_model.url).start()
+def ash_server(request: pytest.FixtureRequest, fake_model: FakeAnthropic) -> Iterator[AshServer]:
+    """One real Ash server per test module, on SQLite unless the module parametrizes it:
+    `pytest.mark.parametrize("ash_server", ["sqlite", "postgresql"], indirect=True, scope="module")`."""
+    engine = getattr(request, "param", "sqlite")
+    database_url = request.getfixturevalue("postgres").database() if engine == "postgresql" else None
+    server = AshServer(fake_model.url, database_url=database_url).start()
     try:
         yield server
     finally:

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 
 from . import __version__
 from .agents import AgentService
-from .api import agents, commands, credentials, files, health, sessions, usage
+from .api import agents, commands, credentials, files, health, metrics, sessions, usage
 from .api.deps import Services
 from .api.errors import install_error_handlers
 from .api.limits import RequestSizeLimit
@@ -21,6 +21,7 @@ from .auth import Authenticator, load_secret
 from .credentials import CredentialService
 from .errors import AshError
 from .gateway import Gateway
+from .observability.metrics import Metrics, RequestMetrics
 from .paths import DataDir
 from .sandbox.isolation import IsolationUnavailable, runtime_paths, select_launcher
 from .sandbox.limits import detect_backend
@@ -114,6 +115,8 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await build_services(settings)
         app.state.services = services
+        services.sessions.metrics = app.state.metrics
+        app.state.metrics.add_pool_collector(services.sandboxes.pool_counts)
         sweeper = asyncio.create_task(services.sessions.run_idle_sweeper())
         log.info(
             "Ash %s listening on %s:%d (data: %s)",
@@ -137,7 +140,9 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.state.metrics = Metrics()
     app.add_middleware(RequestSizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     app.include_router(health.router)
     app.include_router(agents.router)
     app.include_router(sessions.router)
@@ -145,4 +150,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(commands.router)
     app.include_router(credentials.router)
     app.include_router(usage.router)
+    app.include_router(metrics.router)
     return app

@@ -78,6 +78,9 @@ class Settings(BaseSettings):
         description="Folders on the server from which agents may be deployed by `path` (os.pathsep- or "
         "comma-separated). Empty: deploying by path is refused and agents are uploaded as files.",
     )
+    metrics_token: SecretStr | None = Field(
+        None, description="A bearer token that may read /metrics only (for scrapers). API keys work too."
+    )
     sse_keepalive_ms: int = Field(15_000, ge=100, description="Interval of SSE keepalive comments on quiet streams.")
     sse_write_timeout_ms: int = Field(
         30_000, ge=100, description="A stream client that accepts no data for this long is dropped (the turn goes on)."

@@ -35,7 +35,15 @@ def short_tempdir() -> Path:
 
 
 class AshServer:
-    def __init__(self, model_url: str, *, data_dir: Path | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        model_url: str,
+        *,
+        data_dir: Path | None = None,
+        env: dict[str, str] | None = None,
+        database_url: str | None = None,
+    ) -> None:
+        """`database_url`: a PostgreSQL URL (tests/support/postgres.py) instead of SQLite in the data dir."""
         self.root = short_tempdir() if data_dir is None else None
         self.data_dir = data_dir or (self.root / "data")  # type: ignore[operator]
         self.port = free_port()
@@ -49,8 +57,10 @@ class AshServer:
             "ANTHROPIC_BASE_URL": model_url,
             "ANTHROPIC_API_KEY": "sk-ant-test-server-key",
             "CLAUDE_CODE_MAX_RETRIES": "0",
+            **({"ASH_DATABASE_URL": database_url} if database_url else {}),
             **(env or {}),
         }
+        self.database_url = database_url
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = self.data_dir.parent / f"server-{self.port}.log"
 

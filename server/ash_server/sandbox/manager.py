@@ -83,6 +83,11 @@ class SandboxManager:
         """The network of a sandbox whose agent does not ask for more: none, unless nothing can take it away."""
         return "none" if self._launcher.name == "bwrap" else "full"
 
+    def pool_counts(self) -> dict[str, int]:
+        """Live sandboxes by state, for the metrics collector."""
+        alive = sum(1 for sandbox in self._live.values() if sandbox.alive)
+        return {"running": alive, "warming": self._starting}
+
     @property
     def owner(self) -> tuple[int, int] | None:
         """(uid, gid) that owns sandbox files, or None when sandboxes run as the server's own user."""

@@ -22,6 +22,7 @@ from ash_bridge.protocol import Command
 from .. import __version__
 from ..agents import AgentService, validate_env
 from ..errors import AshError, Conflict, Gone, Invalid, NotFound
+from ..observability.metrics import Metrics
 from ..paths import DataDir
 from ..sandbox.manager import SandboxManager, SandboxRequest
 from ..sandbox.sandbox import Sandbox
@@ -122,6 +123,7 @@ class SessionService:
         self._sandboxes = sandboxes
         self._live: dict[uuid.UUID, LiveSession] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self.metrics: Metrics | None = None  # set by the app once metrics exist
         self.resume_warm_hits = 0
         self.resume_cold_hits = 0
 
@@ -376,6 +378,10 @@ class SessionService:
             if live.turn is turn:
                 live.turn = None
             live.last_used = time.monotonic()
+            if self.metrics is not None:
+                self.metrics.turn_seconds.observe(time.perf_counter() - started)
+                if first_event_ms is not None:
+                    self.metrics.first_event_seconds.observe(first_event_ms / 1000)
             if self._debug_timing:
                 log.info(
                     "timing session=%s turn=%s first_bridge_event_ms=%.2f total_ms=%.2f",

@@ -56,8 +56,20 @@ class Base(DeclarativeBase):
     pass
 
 
+class Tenant(Base):
+    """A tenant: the owner of API keys, agents, sessions and credentials. Created by `ash admin create-tenant`
+    (and `default` by the first start). Its id names its folders on disk, so it is short and path-safe."""
+
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    label: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
 class ApiKey(Base):
     __tablename__ = "api_keys"
+    __table_args__ = (Index("ix_api_keys_tenant_created", "tenant_id", "created_at"),)
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True, default=uuid.uuid4)
     tenant_id: Mapped[str] = mapped_column(String(255), default=DEFAULT_TENANT)
@@ -92,6 +104,8 @@ class Session(Base):
         Index("ix_sessions_tenant_created", "tenant_id", "created_at"),
         Index("ix_sessions_tenant_status", "tenant_id", "status"),
         Index("ix_sessions_tenant_agent", "tenant_id", "agent_name"),
+        # /health counts active sessions of every tenant; start-up recovery finds them.
+        Index("ix_sessions_status", "status"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True, default=uuid.uuid4)
@@ -108,6 +122,11 @@ class Session(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     last_active_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The last message and timeline event sequences handed out. Writers reserve sequences by incrementing these in
+    # their inserting transaction (`UPDATE ... RETURNING`), which locks this row until they commit: concurrent
+    # writers, in any process, take turns, and a rolled-back writer gives its numbers back (no gaps).
+    last_message_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_event_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Message(Base):

@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from typing import Any
 
 from alembic import context
-from sqlalchemy import pool
+from sqlalchemy import pool, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from ash_server.store.models import Base
 
+log = logging.getLogger("ash_server.store.migrations")
+
 config = context.config
 target_metadata = Base.metadata
+# pg_advisory_xact_lock key ("ashmigr" in ASCII): servers starting together on one PostgreSQL database migrate
+# one at a time; the others then find the schema at head and apply nothing.
+MIGRATION_LOCK_KEY = 0x61_73_68_6D_69_67_72
+
+
+def _applied(*, step: Any, **_kw: Any) -> None:
+    revision = step.up_revision_id if step.is_upgrade else step.down_revision_ids
+    log.info("applied migration %s: %s", revision, step.up_revision.doc if step.is_upgrade else "downgrade")
+    applied = config.attributes.get("applied")
+    if isinstance(applied, list) and step.is_upgrade:
+        applied.append(str(revision))
 
 
 def _run(connection: Connection) -> None:
@@ -21,8 +36,13 @@ def _run(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        on_version_apply=_applied,
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # Held until this transaction commits; PostgreSQL migrations run in one transaction (DDL included),
+            # so the next server reads alembic_version only after this one's changes are committed.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         context.run_migrations()
 
 

@@ -1,0 +1,105 @@
+"""Prometheus metrics of one server. A registry per app (no process-global state), scraped at /metrics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# Latency buckets from 0.5 ms (Ash's own overhead) to 10 min (a long agent turn).
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "ash_http_requests_total", "HTTP requests by route and status.", ["method", "route", "status"], registry=r
+        )
+        self.request_seconds = Histogram(
+            "ash_http_request_duration_seconds",
+            "HTTP request latency (for streams: until the response starts).",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.turn_seconds = Histogram(
+            "ash_turn_duration_seconds", "Whole turn, message in to done.", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.first_event_seconds = Histogram(
+            "ash_turn_first_event_seconds",
+            "From the message to the bridge's first event of the turn.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.session_create_seconds = Histogram(
+            "ash_session_create_seconds", "Session creation.", ["path"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.resume_seconds = Histogram(
+            "ash_session_resume_seconds", "Session resume by path.", ["path"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.sandbox_starts = Counter("ash_sandbox_starts_total", "Sandboxes started.", registry=r)
+        self.sandbox_failures = Counter(
+            "ash_sandbox_failures_total", "Sandboxes that failed or were killed, by cause.", ["cause"], registry=r
+        )
+        self.tokens = Counter(
+            "ash_gateway_tokens_total", "Model tokens relayed by the gateway.", ["kind", "model"], registry=r
+        )
+        self.open_streams = Gauge("ash_sse_open_streams", "Open SSE streams.", registry=r)
+
+    def add_pool_collector(self, stats: Callable[[], dict[str, int]]) -> None:
+        """Pool gauges read at scrape time from the pool's own counts, so they can never drift."""
+        self.registry.register(_PoolCollector(stats))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _PoolCollector(Collector):
+    def __init__(self, stats: Callable[[], dict[str, int]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        family = GaugeMetricFamily("ash_pool_sandboxes", "Sandboxes in the pool by state.", labels=["state"])
+        for state, count in self._stats().items():
+            family.add_metric([state], count)
+        return [family]
+
+
+class RequestMetrics:
+    """ASGI middleware: counts and times every request by its route template (never the raw path)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def timed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                route = _route(scope)
+                self.metrics.request_seconds.labels(scope["method"], route).observe(time.perf_counter() - started)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, timed_send)
+        finally:
+            self.metrics.requests.labels(scope["method"], _route(scope), str(status)).inc()
+
+
+def _route(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
