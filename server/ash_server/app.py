@@ -21,6 +21,7 @@ from .auth import Authenticator, load_secret
 from .credentials import CredentialService
 from .errors import AshError
 from .gateway import Gateway
+from .observability.logs import RequestIds
 from .observability.metrics import Metrics, RequestMetrics
 from .paths import DataDir
 from .sandbox.isolation import IsolationUnavailable, runtime_paths, select_launcher
@@ -143,6 +144,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.metrics = Metrics()
     app.add_middleware(RequestSizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)
+    app.add_middleware(RequestIds)
     app.include_router(health.router)
     app.include_router(agents.router)
     app.include_router(sessions.router)

@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-import logging
 import os
 
 import uvicorn
 
 from .app import create_app
+from .observability.logs import configure_logging
 from .settings import Settings
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # httpx logs every request at INFO: one line per model call through the gateway. Keep that for debug.
-    if level != "debug":
-        logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def serve(settings: Settings | None = None) -> None:
     settings = settings or Settings()
-    configure_logging(settings.log_level)
+    secrets = [s.get_secret_value() for s in (settings.anthropic_api_key, settings.api_key) if s is not None]
+    configure_logging(settings.log_level, settings.log_format, secrets)
     # Files the server creates are private unless it opens them up on purpose (DataDir.prepare does).
     os.umask(0o077)
     uvicorn.run(
@@ -33,6 +24,7 @@ def serve(settings: Settings | None = None) -> None:
         loop="uvloop",
         http="httptools",
         log_level=settings.log_level,
+        log_config=None,  # our handlers (JSON, ids, masking) stay in charge
         access_log=settings.log_level == "debug",
         timeout_graceful_shutdown=30,
     )

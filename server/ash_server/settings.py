@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     )
     debug_timing: bool = Field(False, description="Log per-message hot-path timings.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Server log level.")
+    log_format: Literal["json", "text"] = Field(
+        "json", description="`json`: one object per line with request, session and sandbox ids; `text` for people."
+    )
     sandbox_uid: int | None = Field(
         None,
         description="Host uid sandboxes run as when the server runs as root. Unset: 65534 (nobody). Ignored when "

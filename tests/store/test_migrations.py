@@ -1,70 +1,118 @@
-"""Migrations build exactly the schema the models describe, on SQLite and on PostgreSQL."""
+"""Migrations build exactly the schema the models describe, on SQLite and on PostgreSQL, and servers starting
+together migrate once."""
 
 from __future__ import annotations
 
-import os
-import shutil
+import asyncio
+import json
 import subprocess
-import tempfile
-from collections.abc import Iterator
+import sys
+import uuid
 from pathlib import Path
 
 import pytest
 from alembic import command
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
 
-from ash_server.store.database import alembic_config
-from tests.support.server import free_port
+from ash_server.store.database import alembic_config, create_engine
+from tests.support.postgres import PostgresCluster, asyncpg_url
+from tests.support.server import REPO
 
-PG_BIN = max(Path("/usr/lib/postgresql").glob("*/bin"), default=Path("/usr/lib/postgresql/missing/bin"))
+UPGRADE = "import json, sys; from ash_server.store.database import upgrade; print(json.dumps(upgrade(sys.argv[1])))"
 
 
-def upgrade_and_check(url: str) -> None:
-    config = alembic_config(url)
+def empty_database(engine: str, tmp_path: Path, postgres: PostgresCluster | None) -> str:
+    if engine == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'ash.db'}"
+    assert postgres is not None
+    return asyncpg_url(postgres.database())
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    postgres = request.getfixturevalue("postgres") if request.param == "postgresql" else None
+    return empty_database(request.param, tmp_path, postgres)
+
+
+def test_schema_matches_the_models(empty_url: str) -> None:
+    config = alembic_config(empty_url)
     command.upgrade(config, "head")
     command.check(config)  # raises if autogenerate would emit anything: models and migrations agree
 
 
-def test_sqlite_schema_matches_the_models(tmp_path: Path) -> None:
-    upgrade_and_check(f"sqlite+aiosqlite:///{tmp_path / 'ash.db'}")
-
-
-def test_downgrade_to_empty_and_back(tmp_path: Path) -> None:
-    config = alembic_config(f"sqlite+aiosqlite:///{tmp_path / 'ash.db'}")
+def test_downgrade_to_empty_and_back(empty_url: str) -> None:
+    config = alembic_config(empty_url)
     command.upgrade(config, "head")
     command.downgrade(config, "base")
-    upgrade_and_check(f"sqlite+aiosqlite:///{tmp_path / 'ash.db'}")
+    command.upgrade(config, "head")
+    command.check(config)
 
 
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    if not (PG_BIN / "initdb").exists():
-        pytest.skip("PostgreSQL binaries not found (apt-get install postgresql)")
-    root = Path(tempfile.mkdtemp(prefix="ash-pg-"))
-    shutil.chown(root, "postgres")
-    data, port = root / "data", free_port()
+def test_the_chain_is_linear() -> None:
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    assert len(script.get_heads()) == 1
+    assert len(script.get_bases()) == 1
 
-    def run(*argv: str) -> None:
-        subprocess.run(["runuser", "-u", "postgres", "--", *argv], check=True, capture_output=True)
 
-    run(str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres")
-    run(
-        str(PG_BIN / "pg_ctl"),
-        "-D",
-        str(data),
-        "-w",
-        "-l",
-        str(root / "log"),
-        "-o",
-        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off",
-        "start",
-    )
+def test_concurrent_upgrades_apply_each_migration_once(empty_url: str) -> None:
+    """What servers starting together on an empty database do (advisory lock on PostgreSQL, a file lock on
+    SQLite): every revision is applied by exactly one of them, and none fails. Processes, as servers are."""
+    processes = [
+        subprocess.Popen([sys.executable, "-c", UPGRADE, empty_url], cwd=REPO, stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    results = [json.loads(p.communicate(timeout=120)[0]) for p in processes]
+    assert [p.returncode for p in processes] == [0] * 4
+    head = ScriptDirectory.from_config(alembic_config(empty_url)).get_current_head()
+    applied = [revision for result in results for revision in result]
+    assert sorted(applied) == sorted(set(applied)) and head in applied
+    assert sum(1 for result in results if result) == 1  # one did all the work, the others found it done
+
+
+async def _backfill_check(url: str) -> None:
+    engine = create_engine(url)
+    session_id = uuid.uuid4().hex if url.startswith("sqlite") else str(uuid.uuid4())
     try:
-        yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}/postgres"
+        async with engine.begin() as db:
+            await db.execute(
+                text(
+                    "INSERT INTO sessions (id, tenant_id, agent_name, agent_version, sandbox_id, status, config,"
+                    " created_at, last_active_at) VALUES (:id, 'default', 'a', 1, '', 'paused', '{}', :now, :now)"
+                ),
+                {"id": session_id, "now": "2026-11-23 10:00:00"},
+            )
+            for seq in (1, 2, 3):
+                await db.execute(
+                    text(
+                        "INSERT INTO messages (id, session_id, tenant_id, role, content, sequence, created_at)"
+                        " VALUES (:id, :sid, 'default', 'user', '{}', :seq, :now)"
+                    ),
+                    {
+                        "id": uuid.uuid4().hex if url.startswith("sqlite") else str(uuid.uuid4()),
+                        "sid": session_id,
+                        "seq": seq,
+                        "now": "2026-11-23 10:00:00",
+                    },
+                )
     finally:
-        run(str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
-        shutil.rmtree(root, ignore_errors=True)
+        await engine.dispose()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="starting PostgreSQL here needs root (runuser)")
-def test_postgresql_schema_matches_the_models(postgres_url: str) -> None:
-    upgrade_and_check(postgres_url)
+async def _counters(url: str) -> tuple[int, int, list[str]]:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as db:
+            row = (await db.execute(text("SELECT last_message_seq, last_event_seq FROM sessions"))).one()
+            tenants = [r[0] for r in (await db.execute(text("SELECT id FROM tenants"))).all()]
+            return int(row[0]), int(row[1]), tenants
+    finally:
+        await engine.dispose()
+
+
+def test_sequence_counters_start_where_existing_rows_are(empty_url: str) -> None:
+    config = alembic_config(empty_url)
+    command.upgrade(config, "0003")
+    asyncio.run(_backfill_check(empty_url))
+    command.upgrade(config, "head")
+    assert asyncio.run(_counters(empty_url)) == (3, 0, ["default"])

@@ -22,6 +22,7 @@ from ash_bridge.protocol import Command
 from .. import __version__
 from ..agents import AgentService, validate_env
 from ..errors import AshError, Conflict, Gone, Invalid, NotFound
+from ..observability import logs
 from ..observability.metrics import Metrics
 from ..paths import DataDir
 from ..sandbox.manager import SandboxManager, SandboxRequest
@@ -304,6 +305,9 @@ class SessionService:
             live.turn_started.set()
             live.turn_started = asyncio.Event()
             turn.publish("session_start", {"sessionId": turn.session_id, "version": __version__})
+            # The turn's task inherits these: its log lines carry the session and sandbox they belong to.
+            logs.session_id.set(str(session.id))
+            logs.sandbox_id.set(sandbox.id)
             turn.task = asyncio.create_task(self._run_turn(session, live, sandbox, turn, content, options))
         return turn
 
@@ -378,6 +382,12 @@ class SessionService:
             if live.turn is turn:
                 live.turn = None
             live.last_used = time.monotonic()
+            log.info(
+                "turn %s finished in %.0f ms%s",
+                turn.id,
+                (time.perf_counter() - started) * 1000,
+                " (interrupted)" if turn.interrupted else " with an error" if turn.had_error else "",
+            )
             if self.metrics is not None:
                 self.metrics.turn_seconds.observe(time.perf_counter() - started)
                 if first_event_ms is not None:

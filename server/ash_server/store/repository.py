@@ -10,8 +10,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from ..errors import NotFound
 from .database import session_factory
 from .models import (
     Agent,
@@ -22,6 +24,7 @@ from .models import (
     Session,
     SessionEvent,
     StreamEvent,
+    Tenant,
     UsageEvent,
     utcnow,
 )
@@ -31,17 +34,18 @@ class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._sessions: async_sessionmaker[AsyncSession] = session_factory(engine)
-        # Timeline events have two writers per session (its turn, and the model gateway's usage records); their
-        # sequences are max+1, so the writers take turns.
-        self._event_locks: weakref.WeakValueDictionary[uuid.UUID, asyncio.Lock] = weakref.WeakValueDictionary()
+        # Writers of one session's messages and events (its turn, the model gateway's usage records) take turns in
+        # this process before they take the session row's lock in the database: correctness comes from the row
+        # lock (see _reserve), this only keeps them from queueing inside the database.
+        self._write_locks: weakref.WeakValueDictionary[uuid.UUID, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def db(self) -> AsyncSession:
         return self._sessions()
 
-    def _event_lock(self, session_id: uuid.UUID) -> asyncio.Lock:
-        lock = self._event_locks.get(session_id)
+    def _write_lock(self, session_id: uuid.UUID) -> asyncio.Lock:
+        lock = self._write_locks.get(session_id)
         if lock is None:
-            lock = self._event_locks[session_id] = asyncio.Lock()
+            lock = self._write_locks[session_id] = asyncio.Lock()
         return lock
 
     async def close(self) -> None:
@@ -59,9 +63,73 @@ class Store:
             db.add(key)
         return key
 
+    async def add_api_key_if_absent(self, key: ApiKey) -> bool:
+        """Insert unless a key with the same hash exists (two servers starting together with one ASH_API_KEY)."""
+        try:
+            await self.add_api_key(key)
+        except IntegrityError:
+            return False
+        return True
+
     async def count_api_keys(self) -> int:
         async with self.db() as db:
             return int(await db.scalar(select(func.count()).select_from(ApiKey)) or 0)
+
+    async def list_api_keys(self, tenant_id: str) -> Sequence[ApiKey]:
+        query = select(ApiKey).where(ApiKey.tenant_id == tenant_id).order_by(ApiKey.created_at, ApiKey.id)
+        async with self.db() as db:
+            return (await db.scalars(query)).all()
+
+    async def get_api_key(self, tenant_id: str, key_id: uuid.UUID) -> ApiKey | None:
+        async with self.db() as db:
+            key: ApiKey | None = await db.scalar(
+                select(ApiKey).where(ApiKey.tenant_id == tenant_id, ApiKey.id == key_id)
+            )
+            return key
+
+    async def count_usable_api_keys(self, tenant_id: str, now: datetime) -> int:
+        query = (
+            select(func.count())
+            .select_from(ApiKey)
+            .where(
+                ApiKey.tenant_id == tenant_id,
+                ApiKey.revoked_at.is_(None),
+                (ApiKey.expires_at.is_(None)) | (ApiKey.expires_at > now),
+            )
+        )
+        async with self.db() as db:
+            return int(await db.scalar(query) or 0)
+
+    async def revoke_api_key(self, tenant_id: str, key_id: uuid.UUID, when: datetime) -> ApiKey | None:
+        """Mark a key revoked (once: a second revoke keeps the first time). None if the tenant has no such key."""
+        async with self.db() as db, db.begin():
+            await db.execute(
+                update(ApiKey)
+                .where(ApiKey.tenant_id == tenant_id, ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+                .values(revoked_at=when)
+                .execution_options(synchronize_session=False)
+            )
+        return await self.get_api_key(tenant_id, key_id)
+
+    # -- Tenants --------------------------------------------------------------------------------------------
+
+    async def get_tenant(self, tenant_id: str) -> Tenant | None:
+        async with self.db() as db:
+            tenant: Tenant | None = await db.get(Tenant, tenant_id)
+            return tenant
+
+    async def add_tenant(self, tenant: Tenant) -> bool:
+        """Insert a tenant; False if one with that id exists already."""
+        try:
+            async with self.db() as db, db.begin():
+                db.add(tenant)
+        except IntegrityError:
+            return False
+        return True
+
+    async def list_tenants(self) -> Sequence[Tenant]:
+        async with self.db() as db:
+            return (await db.scalars(select(Tenant).order_by(Tenant.id))).all()
 
     async def touch_api_key(self, key_id: uuid.UUID, when: datetime) -> None:
         async with self.db() as db, db.begin():
@@ -135,21 +203,42 @@ class Store:
             await db.execute(update(Session).where(Session.id == session_id).values(**values))
 
     # -- Messages and events --------------------------------------------------------------------------------
-    # Sequences are per session, assigned inside the inserting transaction. The session's turn lock and the
-    # event lock serialise writers within a server; the unique constraints make a second writer fail loudly
-    # instead of duplicating.
+    # Sequences are per session, 1, 2, 3... without gaps. A writer reserves its numbers by incrementing the
+    # session row's counters as the first statement of its inserting transaction (UPDATE ... RETURNING): the row
+    # stays locked until the transaction ends, so writers in any number of processes take turns, and a writer that
+    # rolls back gives its numbers back. On SQLite the same UPDATE takes the database's write lock. The unique
+    # constraints on (session_id, sequence) are the last line: a writer that bypassed this fails loudly.
+
+    async def _reserve(
+        self, db: AsyncSession, session_id: uuid.UUID, *, messages: int = 0, events: int = 0
+    ) -> tuple[int, int]:
+        """Reserve `messages` message and `events` event sequences; returns the last sequences before them."""
+        statement = (
+            update(Session)
+            .where(Session.id == session_id)
+            .values(
+                last_message_seq=Session.last_message_seq + messages,
+                last_event_seq=Session.last_event_seq + events,
+            )
+            .returning(Session.last_message_seq, Session.last_event_seq)
+            .execution_options(synchronize_session=False)
+        )
+        row = (await db.execute(statement)).one_or_none()
+        if row is None:
+            raise NotFound(f"session {session_id} not found", session_id=str(session_id))
+        return int(row[0]) - messages, int(row[1]) - events
 
     async def append_messages(self, session: Session, items: Sequence[tuple[str, str]]) -> list[Message]:
         """Append (role, JSON content) rows, returning them with their sequences."""
-        async with self.db() as db, db.begin():
-            last = await db.scalar(select(func.max(Message.sequence)).where(Message.session_id == session.id))
+        async with self._write_lock(session.id), self.db() as db, db.begin():
+            last, _ = await self._reserve(db, session.id, messages=len(items))
             rows = [
                 Message(
                     session_id=session.id,
                     tenant_id=session.tenant_id,
                     role=role,
                     content=content,
-                    sequence=(last or 0) + i + 1,
+                    sequence=last + i + 1,
                     created_at=utcnow(),
                 )
                 for i, (role, content) in enumerate(items)
@@ -161,8 +250,8 @@ class Store:
         self, session: Session, role: str, content: str, events: Sequence[tuple[str, str | None]]
     ) -> None:
         """One SDK message and the timeline events derived from it, in one transaction."""
-        async with self._event_lock(session.id), self.db() as db, db.begin():
-            last_message = await db.scalar(select(func.max(Message.sequence)).where(Message.session_id == session.id))
+        async with self._write_lock(session.id), self.db() as db, db.begin():
+            last_message, last_event = await self._reserve(db, session.id, messages=1, events=len(events))
             now = utcnow()
             db.add(
                 Message(
@@ -170,21 +259,18 @@ class Store:
                     tenant_id=session.tenant_id,
                     role=role,
                     content=content,
-                    sequence=(last_message or 0) + 1,
+                    sequence=last_message + 1,
                     created_at=now,
                 )
             )
             if events:
-                last_event = await db.scalar(
-                    select(func.max(SessionEvent.sequence)).where(SessionEvent.session_id == session.id)
-                )
                 db.add_all(
                     SessionEvent(
                         session_id=session.id,
                         tenant_id=session.tenant_id,
                         type=kind,
                         data=data,
-                        sequence=(last_event or 0) + i + 1,
+                        sequence=last_event + i + 1,
                         created_at=now,
                     )
                     for i, (kind, data) in enumerate(events)
@@ -205,15 +291,15 @@ class Store:
     async def append_events(self, session: Session, items: Sequence[tuple[str, str | None]]) -> None:
         if not items:
             return
-        async with self._event_lock(session.id), self.db() as db, db.begin():
-            last = await db.scalar(select(func.max(SessionEvent.sequence)).where(SessionEvent.session_id == session.id))
+        async with self._write_lock(session.id), self.db() as db, db.begin():
+            _, last = await self._reserve(db, session.id, events=len(items))
             db.add_all(
                 SessionEvent(
                     session_id=session.id,
                     tenant_id=session.tenant_id,
                     type=kind,
                     data=data,
-                    sequence=(last or 0) + i + 1,
+                    sequence=last + i + 1,
                     created_at=utcnow(),
                 )
                 for i, (kind, data) in enumerate(items)
@@ -336,7 +422,8 @@ class Store:
     ) -> None:
         """One model call's usage rows and its `usage` timeline event, in one transaction."""
         now = utcnow()
-        async with self._event_lock(session_id), self.db() as db, db.begin():
+        async with self._write_lock(session_id), self.db() as db, db.begin():
+            _, last = await self._reserve(db, session_id, events=1)
             db.add_all(
                 UsageEvent(
                     tenant_id=tenant_id,
@@ -349,14 +436,13 @@ class Store:
                 )
                 for kind, value in metrics
             )
-            last = await db.scalar(select(func.max(SessionEvent.sequence)).where(SessionEvent.session_id == session_id))
             db.add(
                 SessionEvent(
                     session_id=session_id,
                     tenant_id=tenant_id,
                     type="usage",
                     data=timeline,
-                    sequence=(last or 0) + 1,
+                    sequence=last + 1,
                     created_at=now,
                 )
             )

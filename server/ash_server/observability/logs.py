@@ -1,0 +1,95 @@
+"""Structured logs: one JSON object per line, with the request, session and sandbox they belong to.
+
+Secrets never reach a log line: known secret shapes (Ash API keys, Anthropic keys) are masked by a filter on every
+handler, as a last line of defence behind not logging them in the first place. Message bodies are logged at debug
+level only.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from contextvars import ContextVar
+
+from pythonjsonlogger.json import JsonFormatter
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+session_id: ContextVar[str | None] = ContextVar("session_id", default=None)
+sandbox_id: ContextVar[str | None] = ContextVar("sandbox_id", default=None)
+
+SECRET_PATTERNS = re.compile(r"(ash_[A-Za-z0-9_-]{16,}|sk-ant-[A-Za-z0-9_-]{8,}|sk-[A-Za-z0-9]{20,})")
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class ContextFilter(logging.Filter):
+    """Adds the ids of the current request, session and sandbox, and masks secret-shaped strings."""
+
+    def __init__(self, secrets: list[str] | None = None) -> None:
+        super().__init__()
+        self._secrets = [s for s in (secrets or []) if len(s) >= 8]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get()
+        record.session_id = session_id.get()
+        record.sandbox_id = sandbox_id.get()
+        message = record.getMessage()
+        masked = self.mask(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
+
+    def mask(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return SECRET_PATTERNS.sub("***", text)
+
+
+def configure_logging(level: str, fmt: str = "json", secrets: list[str] | None = None) -> None:
+    handler = logging.StreamHandler()
+    if fmt == "json":
+        handler.setFormatter(
+            JsonFormatter(
+                "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s %(session_id)s %(sandbox_id)s",
+                rename_fields={"asctime": "ts", "levelname": "level", "name": "logger"},
+                timestamp=False,
+            )
+        )
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(ContextFilter(secrets))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+    # httpx logs every request at INFO: one line per model call through the gateway. Keep that for debug.
+    if level != "debug":
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+class RequestIds:
+    """ASGI middleware: every request gets an id (the caller's X-Request-ID if sane), echoed in the response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode(errors="replace")
+        rid = given if REQUEST_ID_RE.match(given) else uuid.uuid4().hex
+        token = request_id.set(rid)
+
+        async def with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", rid.encode())]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, with_id)
+        finally:
+            request_id.reset(token)
