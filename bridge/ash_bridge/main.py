@@ -75,6 +75,10 @@ class Bridge:
     async def _run_turn(self, command: Command) -> None:
         assert command.prompt is not None
         rid = command.id
+        traceparent = command.options.get("traceparent")
+        if isinstance(traceparent, str):
+            # One line per turn in the sandbox log, so its output can be matched with the server's trace.
+            print(f"ash-bridge: turn {rid} traceparent={traceparent}", file=sys.stderr, flush=True)
         try:
             await self._driver.prepare(command.options)
             async for message in self._driver.turn(command.prompt):

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from opentelemetry.trace import TracerProvider
 
 from . import __version__
 from .agents import AgentService
@@ -23,6 +24,7 @@ from .errors import AshError
 from .gateway import Gateway
 from .observability.logs import RequestIds
 from .observability.metrics import Metrics, RequestMetrics
+from .observability.tracing import build_tracer_provider, tracer_from
 from .paths import DataDir
 from .sandbox.isolation import IsolationUnavailable, runtime_paths, select_launcher
 from .sandbox.limits import detect_backend
@@ -111,12 +113,16 @@ async def build_services(settings: Settings) -> Services:
     )
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, tracer_provider: TracerProvider | None = None) -> FastAPI:
+    """The app. Tracing: `tracer_provider` if given (tests pass one), else OTLP when OTEL_* asks for it."""
+    provider = tracer_provider if tracer_provider is not None else build_tracer_provider()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await build_services(settings)
         app.state.services = services
         services.sessions.metrics = app.state.metrics
+        services.sessions.tracer = tracer_from(provider)
         app.state.metrics.add_pool_collector(services.sandboxes.pool_counts)
         sweeper = asyncio.create_task(services.sessions.run_idle_sweeper())
         log.info(
@@ -133,6 +139,9 @@ def create_app(settings: Settings) -> FastAPI:
             await services.sessions.shutdown()
             await services.gateway.aclose()
             await services.store.close()
+            shutdown = getattr(provider, "shutdown", None)
+            if tracer_provider is None and shutdown is not None:
+                shutdown()  # flush spans still batched for export
 
     app = FastAPI(
         title="Ash",

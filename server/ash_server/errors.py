@@ -13,6 +13,11 @@ class AshError(Exception):
         self.message = message
         self.fields = fields
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the error response carries (Retry-After for 429)."""
+        return {}
+
 
 class Invalid(AshError):
     status_code = 400
@@ -36,6 +41,20 @@ class Gone(AshError):
 
 class PayloadTooLarge(AshError):
     status_code = 413
+
+
+class RateLimited(AshError):
+    """Too many requests of one kind from one API key (or failed sign-ins from one client IP)."""
+
+    status_code = 429
+
+    def __init__(self, message: str, *, retry_after_s: int, **fields: Any) -> None:
+        super().__init__(message, retry_after_s=retry_after_s, **fields)
+        self.retry_after_s = retry_after_s
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
 
 
 class CapacityExhausted(AshError):

@@ -5,7 +5,9 @@ docs/configuration.md lists the same variables; tests/test_settings.py keeps the
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -13,6 +15,11 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_ANTHROPIC_BASE_URL = "https://api.anthropic.com"
+
+
+def split_list(value: str) -> list[str]:
+    """`a, b,c` → ["a", "b", "c"]: the format of the list-valued settings."""
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 class Settings(BaseSettings):
@@ -27,6 +34,16 @@ class Settings(BaseSettings):
     mode: Literal["standalone", "coordinator"] = Field("standalone", description="Deployment mode.")
     database_url: str | None = Field(
         None, description="SQLAlchemy URL of the database. Unset: SQLite at <data dir>/ash.db."
+    )
+    database_pool_size: int = Field(10, ge=1, description="Connections each server keeps open to PostgreSQL.")
+    database_max_overflow: int = Field(
+        10, ge=0, description="Connections opened beyond the pool size under load (closed again when returned)."
+    )
+    database_pool_timeout_ms: int = Field(
+        30_000, ge=100, description="How long a request waits for a free database connection before it fails."
+    )
+    database_startup_timeout_ms: int = Field(
+        60_000, ge=0, description="How long the server retries connecting to the database at start, with backoff."
     )
     max_sandboxes: int = Field(1000, ge=1, description="Maximum number of live sandboxes.")
     idle_timeout_ms: int = Field(1_800_000, ge=1000, description="Idle sandbox timeout in milliseconds.")
@@ -99,6 +116,23 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         50 * 1024 * 1024, ge=1, description="Largest accepted agent upload (sum of decoded files)."
     )
+    rate_limit_sessions_per_minute: int = Field(
+        60, ge=0, description="Sessions one API key may create per minute (bursts up to this many); 0: no limit."
+    )
+    rate_limit_messages_per_minute: int = Field(
+        300, ge=0, description="Messages one API key may send per minute (bursts up to this many); 0: no limit."
+    )
+    rate_limit_auth_failures_per_minute: int = Field(
+        30, ge=0, description="Failed authentications one client IP may make per minute before 429; 0: no limit."
+    )
+    trusted_proxies: str = Field(
+        "",
+        description="Comma-separated IPs or CIDR networks of reverse proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto are believed. Empty: none (the client IP is the connection's).",
+    )
+    allowed_origins: str = Field(
+        "", description="Comma-separated browser origins allowed to call the API (CORS). Empty: none."
+    )
 
     # The model endpoint and key the sandboxes use. Deliberately the standard Anthropic names, so the same
     # server runs against the real API, a proxy or a test double without Ash-specific configuration.
@@ -142,6 +176,34 @@ class Settings(BaseSettings):
         if raw.lower() in {"changeme", "change-me", "secret", "password", "xxx", "your-api-key"} or len(raw) < 16:
             raise ValueError("refusing a placeholder or short secret (use 16+ random characters)")
         return SecretStr(raw)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for entry in split_list(value):
+            if entry == "*":
+                continue
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR network") from None
+        return value
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        for entry in split_list(value):
+            if entry != "*" and not re.fullmatch(r"https?://[^/\s]+", entry):
+                raise ValueError(f"{entry!r} is not an origin (scheme://host[:port], no path)")
+        return value
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        return split_list(self.trusted_proxies)
+
+    @property
+    def allowed_origin_list(self) -> list[str]:
+        return split_list(self.allowed_origins)
 
     @property
     def effective_database_url(self) -> str:

@@ -78,21 +78,20 @@ async def _backfill_check(url: str) -> None:
             await db.execute(
                 text(
                     "INSERT INTO sessions (id, tenant_id, agent_name, agent_version, sandbox_id, status, config,"
-                    " created_at, last_active_at) VALUES (:id, 'default', 'a', 1, '', 'paused', '{}', :now, :now)"
+                    " created_at, last_active_at) VALUES (:id, 'default', 'a', 1, '', 'paused', '{}', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
                 ),
-                {"id": session_id, "now": "2026-11-23 10:00:00"},
+                {"id": session_id},
             )
             for seq in (1, 2, 3):
                 await db.execute(
                     text(
                         "INSERT INTO messages (id, session_id, tenant_id, role, content, sequence, created_at)"
-                        " VALUES (:id, :sid, 'default', 'user', '{}', :seq, :now)"
+                        " VALUES (:id, :sid, 'default', 'user', '{}', :seq, CURRENT_TIMESTAMP)"
                     ),
                     {
                         "id": uuid.uuid4().hex if url.startswith("sqlite") else str(uuid.uuid4()),
                         "sid": session_id,
                         "seq": seq,
-                        "now": "2026-11-23 10:00:00",
                     },
                 )
     finally:

@@ -33,7 +33,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def ash_error(_request: Request, exc: AshError) -> JSONResponse:
         if exc.status_code >= 500:
             log.warning("%s: %s", type(exc).__name__, exc.message)
-        return error_response(exc.status_code, exc.message)
+        return error_response(exc.status_code, exc.message, headers=exc.headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -17,6 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.trace import Tracer
+
 from ash_bridge.protocol import Command
 
 from .. import __version__
@@ -24,6 +27,7 @@ from ..agents import AgentService, validate_env
 from ..errors import AshError, Conflict, Gone, Invalid, NotFound
 from ..observability import logs
 from ..observability.metrics import Metrics
+from ..observability.tracing import current_traceparent, traced
 from ..paths import DataDir
 from ..sandbox.manager import SandboxManager, SandboxRequest
 from ..sandbox.sandbox import Sandbox
@@ -125,6 +129,7 @@ class SessionService:
         self._live: dict[uuid.UUID, LiveSession] = {}
         self._background: set[asyncio.Task[None]] = set()
         self.metrics: Metrics | None = None  # set by the app once metrics exist
+        self.tracer: Tracer = trace.NoOpTracer()  # set by the app when tracing is configured
         self.resume_warm_hits = 0
         self.resume_cold_hits = 0
 
@@ -153,6 +158,7 @@ class SessionService:
 
     # -- Lifecycle --------------------------------------------------------------------------------------------
 
+    @traced("session.create")
     async def create(self, tenant_id: str, agent_name: str, options: dict[str, Any]) -> Session:
         agent = await self._agents.get(tenant_id, agent_name)
         config = _validated_config(options)
@@ -167,6 +173,7 @@ class SessionService:
                 last_active_at=utcnow(),
             )
         )
+        trace.get_current_span().set_attribute("ash.session_id", str(session.id))
         workspace = self._data.workspace(tenant_id, str(session.id))
         self._data.make_session(tenant_id, str(session.id), self._sandboxes.owner)
         await asyncio.to_thread(shutil.copytree, self._agents.folder(agent), workspace, symlinks=True)
@@ -176,6 +183,7 @@ class SessionService:
         await self._event(session, "lifecycle", {"action": "created", "agentVersion": agent.version})
         return session
 
+    @traced("sandbox.start")
     async def _start_sandbox(self, session: Session, live: LiveSession) -> None:
         """Start a sandbox on the session's folder (cold path); the caller holds the session's lock."""
         agent = await self._store.get_agent(session.tenant_id, session.agent_name)
@@ -220,6 +228,7 @@ class SessionService:
         await self._event(session, "lifecycle", {"action": "paused"})
         return session
 
+    @traced("session.resume")
     async def resume(self, tenant_id: str, session_id: uuid.UUID) -> Session:
         session = await self.get(tenant_id, session_id)
         live = self._live_of(session.id)
@@ -276,6 +285,7 @@ class SessionService:
 
     # -- Turns ------------------------------------------------------------------------------------------------
 
+    @traced("session.message")
     async def send(
         self, tenant_id: str, session_id: uuid.UUID, content: str | list[dict[str, Any]], options: TurnOptions
     ) -> Turn:
@@ -315,6 +325,7 @@ class SessionService:
         if live.turn is not None and not live.turn.finished:
             raise Conflict(f"a turn is already running on this session ({live.turn.id})", turn_id=live.turn.id)
 
+    @traced("bridge.query")
     async def _run_turn(
         self,
         session: Session,
@@ -330,7 +341,8 @@ class SessionService:
             id=turn.id,
             prompt=content,
             include_partial_messages=True,
-            options=effective_sdk_options(session.config, options),
+            # The trace context travels to the bridge with the query, so the sandbox side can join the trace.
+            options={**effective_sdk_options(session.config, options), "traceparent": current_traceparent()},
         )
         sdk_session_id = session.sdk_session_id
         first_event_ms: float | None = None
