@@ -1,20 +1,28 @@
-"""Session create and warm-message latency against the fake model (answers instantly): Ash + the SDK, no LLM.
+"""Session latency against the fake model (answers instantly): Ash + the SDK, no LLM.
 
     .venv/bin/python bench/session_latency.py [--runs 20]
 
-Prints p50/p95/p99 and writes docs/benchmarks/session_latency.json. Measured from the client side with a
-keep-alive httpx client, so the numbers include HTTP; the server runs as it does in production (uvicorn+uvloop).
+Measures, per run: session create served from the warm pool and cold (a sandbox start), the first and a warm
+message, warm resume (pause → resume, sandbox alive) and cold resume (stop → resume: a new sandbox on the session's
+folder, conversation resumed). Prints p50/p95/p99 and writes docs/benchmarks/session_latency.json. Measured from the
+client side with a keep-alive httpx client (about 1.5 ms of each number is the client); the server runs as in
+production (uvicorn + uvloop). Each warm create waits until the pool's replacement is ready, so no measurement
+shares the CPU with a sandbox start it did not cause.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -40,64 +48,92 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
+def timed(client: httpx.Client, url: str, body: dict[str, Any] | None = None) -> tuple[float, httpx.Response]:
+    """A POST, timed."""
+    t0 = time.perf_counter()
+    response = client.post(url, json=body)
+    elapsed = (time.perf_counter() - t0) * 1000
+    response.raise_for_status()
+    return elapsed, response
+
+
+def wait_warm(client: httpx.Client) -> None:
+    deadline = time.monotonic() + 120
+    while client.get("/health").json()["pool"]["warm"] < 1:
+        if time.monotonic() > deadline:
+            raise SystemExit("the warm pool did not fill within 120 s")
+        time.sleep(0.02)
+
+
+def message(client: httpx.Client, sid: str) -> tuple[float, float]:
+    """(whole turn, first SDK message) in ms."""
+    t0 = time.perf_counter()
+    first: float | None = None
+    with client.stream("POST", f"/api/sessions/{sid}/messages", json={"content": "ping"}) as r:
+        for chunk in r.iter_bytes():
+            if first is None and b"event: message" in chunk:
+                first = (time.perf_counter() - t0) * 1000
+    total = (time.perf_counter() - t0) * 1000
+    return total, first or total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
+    results: dict[str, list[float]] = {
+        name: []
+        for name in (
+            "session_create_warm_pool_ms",
+            "session_create_cold_ms",
+            "first_message_turn_ms",
+            "warm_message_turn_ms",
+            "warm_message_first_sdk_message_ms",
+            "resume_warm_ms",
+            "resume_cold_ms",
+        )
+    }
     with FakeAnthropic() as fake:
         fake.on("ping", text("pong"))
         server = AshServer(fake.url).start()
         try:
             client = server.client()
             path = str(REPO / "examples" / "hello-agent")
-            client.post("/api/agents", json={"name": "bench", "path": path}).raise_for_status()
-            create_ms: list[float] = []
-            first_turn_ms: list[float] = []
-            warm_ms: list[float] = []
-            warm_first_byte_ms: list[float] = []
+            for name, size in (("bench", 1), ("bench-cold", 0)):
+                client.post("/api/agents", json={"name": name, "path": path}).raise_for_status()
+                client.patch(f"/api/agents/{name}/config", json={"warmPoolSize": size}).raise_for_status()
             for _ in range(args.runs):
-                t0 = time.perf_counter()
-                response = client.post("/api/sessions", json={"agent": "bench"})
-                response.raise_for_status()
-                create_ms.append((time.perf_counter() - t0) * 1000)
+                wait_warm(client)
+                hits = client.get("/health").json()["pool"]["preWarmHits"]
+                elapsed, response = timed(client, "/api/sessions", {"agent": "bench"})
+                assert client.get("/health").json()["pool"]["preWarmHits"] == hits + 1, "not served warm"
+                results["session_create_warm_pool_ms"].append(elapsed)
                 sid = response.json()["session"]["id"]
-                for attempt in range(2):
-                    t0 = time.perf_counter()
-                    first: float | None = None
-                    with client.stream("POST", f"/api/sessions/{sid}/messages", json={"content": "ping"}) as r:
-                        for chunk in r.iter_bytes():
-                            if first is None and b"event: message" in chunk:
-                                first = (time.perf_counter() - t0) * 1000
-                    total = (time.perf_counter() - t0) * 1000
-                    if attempt == 0:
-                        first_turn_ms.append(total)
-                    else:
-                        warm_ms.append(total)
-                        warm_first_byte_ms.append(first or total)
+                wait_warm(client)
+                results["first_message_turn_ms"].append(message(client, sid)[0])
+                total, first = message(client, sid)
+                results["warm_message_turn_ms"].append(total)
+                results["warm_message_first_sdk_message_ms"].append(first)
+                client.post(f"/api/sessions/{sid}/pause").raise_for_status()
+                results["resume_warm_ms"].append(timed(client, f"/api/sessions/{sid}/resume")[0])
+                client.post(f"/api/sessions/{sid}/stop").raise_for_status()
+                results["resume_cold_ms"].append(timed(client, f"/api/sessions/{sid}/resume")[0])
                 client.delete(f"/api/sessions/{sid}").raise_for_status()
+                elapsed, response = timed(client, "/api/sessions", {"agent": "bench-cold"})
+                results["session_create_cold_ms"].append(elapsed)
+                client.delete(f"/api/sessions/{response.json()['session']['id']}").raise_for_status()
         finally:
             server.cleanup()
-    result = {
-        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": _cpus()},
-        "session_create_ms": summary(create_ms),
-        "first_message_turn_ms": summary(first_turn_ms),
-        "warm_message_turn_ms": summary(warm_ms),
-        "warm_message_first_sdk_message_ms": summary(warm_first_byte_ms),
+    report: dict[str, object] = {
+        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
+        **{name: summary(values) for name, values in results.items()},
     }
     out = ROOT / "docs" / "benchmarks" / "session_latency.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    for name, stats in result.items():
-        if name != "machine":
-            print(
-                f"{name:36s} p50 {stats['p50']:8.1f}  p95 {stats['p95']:8.1f}  p99 {stats['p99']:8.1f} (n={stats['n']})"
-            )
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    for name, values in results.items():
+        stats = summary(values)
+        print(f"{name:36s} p50 {stats['p50']:8.1f}  p95 {stats['p95']:8.1f}  p99 {stats['p99']:8.1f} (n={stats['n']})")
     print(f"wrote {out}")
-
-
-def _cpus() -> int:
-    import os
-
-    return os.cpu_count() or 0
 
 
 if __name__ == "__main__":

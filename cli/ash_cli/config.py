@@ -43,9 +43,17 @@ class StoredConfig:
     api_key: str | None = None
     data_dir: str | None = None
     pid: int | None = None
+    # The container of a server started with `ash start --docker` (then there is no pid).
+    container: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        out = {"serverUrl": self.server_url, "apiKey": self.api_key, "dataDir": self.data_dir, "pid": self.pid}
+        out = {
+            "serverUrl": self.server_url,
+            "apiKey": self.api_key,
+            "dataDir": self.data_dir,
+            "pid": self.pid,
+            "container": self.container,
+        }
         return {k: v for k, v in out.items() if v is not None}
 
     @classmethod
@@ -60,6 +68,7 @@ class StoredConfig:
             api_key=text("apiKey"),
             data_dir=text("dataDir"),
             pid=pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None,
+            container=text("container"),
         )
 
 

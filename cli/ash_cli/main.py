@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .commands import agents, server, sessions
+from .commands import admin, agents, server, sessions
 from .context import State, explain
 from .errors import AshClientError, CliError
 from .output import error
@@ -50,3 +50,4 @@ def main(
 server.register(app)
 agents.register(app)
 sessions.register(app)
+admin.register(app)

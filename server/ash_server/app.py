@@ -14,24 +14,29 @@ from opentelemetry.trace import TracerProvider
 
 from . import __version__
 from .agents import AgentService
-from .api import agents, commands, credentials, files, health, metrics, sessions, usage
+from .api import agents, api_keys, commands, credentials, files, health, metrics, sessions, usage
 from .api.deps import Services
 from .api.errors import install_error_handlers
 from .api.limits import RequestSizeLimit
+from .api.middleware import RequestIds, RequestMetrics
+from .api.network import install_network_middleware
 from .auth import Authenticator, load_secret
 from .credentials import CredentialService
-from .errors import AshError
+from .errors import AshError, SnapshotError
 from .gateway import Gateway
-from .observability.logs import RequestIds
-from .observability.metrics import Metrics, RequestMetrics
+from .observability.metrics import Metrics
 from .observability.tracing import build_tracer_provider, tracer_from
 from .paths import DataDir
+from .ratelimit import RateLimiter, RateLimits
 from .sandbox.isolation import IsolationUnavailable, runtime_paths, select_launcher
 from .sandbox.limits import detect_backend
 from .sandbox.manager import SandboxManager, sandbox_runtime_readable
+from .sandbox.pool import SandboxPool
 from .sessions.service import SessionService
 from .settings import Settings
-from .store.database import create_engine, migrate
+from .snapshots import SnapshotStore, open_store
+from .snapshots.service import SnapshotService
+from .store.database import DatabaseUnavailable, PoolOptions, create_engine, migrate, wait_for_database
 from .store.repository import Store
 
 log = logging.getLogger(__name__)
@@ -44,8 +49,6 @@ class StartupError(AshError):
 def check_supported(settings: Settings) -> None:
     if settings.mode != "standalone":
         raise StartupError(f"ASH_MODE={settings.mode} is not available in this version; use standalone")
-    if settings.snapshot_url:
-        raise StartupError("ASH_SNAPSHOT_URL is not available in this version; unset it")
     problem = sandbox_runtime_readable(settings.sandbox_ids, [*runtime_paths(), settings.data_dir])
     if problem:
         raise StartupError(
@@ -66,15 +69,43 @@ def _private_sqlite_file(settings: Settings) -> None:
             os.chmod(path, 0o600)
 
 
+async def _snapshot_store(settings: Settings) -> SnapshotStore | None:
+    """The store ASH_SNAPSHOT_URL names, checked now: a server that cannot snapshot says why at start."""
+    if not settings.snapshot_url:
+        return None
+    try:
+        backend = open_store(settings.snapshot_url, s3_endpoint_url=settings.s3_endpoint_url)
+        await backend.check()
+    except ValueError as exc:
+        raise StartupError(str(exc)) from exc
+    except SnapshotError as exc:
+        raise StartupError(f"ASH_SNAPSHOT_URL: {exc.message}") from exc
+    log.info("snapshots: %s", backend.url)
+    return backend
+
+
 async def build_services(settings: Settings) -> Services:
     check_supported(settings)
     data = DataDir(settings.data_dir)
     data.prepare()
     _private_sqlite_file(settings)
     url = settings.effective_database_url
-    await migrate(url)
-    store = Store(create_engine(url))
-    auth = Authenticator(store, load_secret(settings))
+    try:
+        await wait_for_database(url, timeout_s=settings.database_startup_timeout_ms / 1000)
+    except DatabaseUnavailable as exc:
+        raise StartupError(exc.message) from exc
+    applied = await migrate(url)  # under a lock: servers starting together migrate once
+    if applied:
+        log.info("database schema migrated to %s", applied[-1])
+    pool = PoolOptions(
+        size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+        timeout_s=settings.database_pool_timeout_ms / 1000,
+    )
+    store = Store(create_engine(url, pool))
+    auth = Authenticator(
+        store, load_secret(settings), failures=RateLimiter(settings.rate_limit_auth_failures_per_minute)
+    )
     await auth.bootstrap(settings)
     credential_service = CredentialService.from_settings(store, settings)
     gateway = Gateway(settings, store, credential_service)
@@ -84,8 +115,19 @@ async def build_services(settings: Settings) -> Services:
         raise StartupError(exc.message) from exc
     limits = detect_backend(settings.data_dir, (settings.sandbox_ids or (os.getuid(), os.getgid()))[0])
     log.info("sandboxes: isolation %s, limits by %s", launcher.name, limits.name)
-    sandboxes = SandboxManager(settings, store, data, launcher, gateway=gateway, limits=limits)
-    await sandboxes.reap_orphans()
+    sandboxes = SandboxManager(settings, data, launcher, gateway=gateway, limits=limits)
+    server_id = data.server_id()
+    sandbox_pool = SandboxPool(
+        store,
+        sandboxes,
+        data,
+        server_id=server_id,
+        max_sandboxes=settings.max_sandboxes,
+        warm_pool_size=settings.warm_pool_size,
+    )
+    snapshots = SnapshotService(
+        store, await _snapshot_store(settings), data, server_id=server_id, owner=settings.sandbox_ids
+    )
     agent_service = AgentService(
         store, data, path_roots=settings.agent_root_paths, max_upload_bytes=settings.max_upload_bytes
     )
@@ -94,7 +136,10 @@ async def build_services(settings: Settings) -> Services:
         data,
         agent_service,
         sandboxes,
+        pool=sandbox_pool,
+        snapshots=snapshots,
         idle_timeout_s=settings.idle_timeout_ms / 1000,
+        retention_s=settings.session_retention_ms / 1000,
         debug_timing=settings.debug_timing,
     )
     recovered = await session_service.recover()
@@ -107,9 +152,15 @@ async def build_services(settings: Settings) -> Services:
         agents=agent_service,
         sessions=session_service,
         sandboxes=sandboxes,
+        pool=sandbox_pool,
+        snapshots=snapshots,
         started_at=time.monotonic(),
         credentials=credential_service,
         gateway=gateway,
+        rate_limits=RateLimits(
+            sessions=RateLimiter(settings.rate_limit_sessions_per_minute),
+            messages=RateLimiter(settings.rate_limit_messages_per_minute),
+        ),
     )
 
 
@@ -119,12 +170,17 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await build_services(settings)
+        try:
+            services = await build_services(settings)
+        except StartupError as exc:
+            log.error("cannot start: %s", exc.message)  # one clear line before uvicorn's traceback
+            raise
         app.state.services = services
         services.sessions.metrics = app.state.metrics
         services.sessions.tracer = tracer_from(provider)
-        app.state.metrics.add_pool_collector(services.sandboxes.pool_counts)
+        app.state.metrics.add_pool_collector(services.pool.counts)
         sweeper = asyncio.create_task(services.sessions.run_idle_sweeper())
+        warm_pool = asyncio.create_task(services.pool.maintain())
         log.info(
             "Ash %s listening on %s:%d (data: %s)",
             __version__,
@@ -136,6 +192,7 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
             yield
         finally:
             sweeper.cancel()
+            warm_pool.cancel()
             await services.sessions.shutdown()
             await services.gateway.aclose()
             await services.store.close()
@@ -154,12 +211,14 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
     app.add_middleware(RequestSizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     app.add_middleware(RequestIds)
+    install_network_middleware(app, settings)  # last: the outermost layers
     app.include_router(health.router)
     app.include_router(agents.router)
     app.include_router(sessions.router)
     app.include_router(files.router)
     app.include_router(commands.router)
     app.include_router(credentials.router)
+    app.include_router(api_keys.router)
     app.include_router(usage.router)
     app.include_router(metrics.router)
     return app

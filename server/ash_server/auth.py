@@ -1,4 +1,8 @@
-"""Bearer API keys: generated as `ash_<random>`, stored only as an HMAC keyed with the server secret."""
+"""Bearer API keys: generated as `ash_<random>`, stored only as an HMAC keyed with the server secret.
+
+Every request looks its key up in the database (one indexed read), so a revoked or expired key stops working at
+once, on every server sharing the database.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +11,24 @@ import hmac
 import logging
 import os
 import secrets
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from .errors import Unauthorized
+from .errors import Conflict, Invalid, NotFound, Unauthorized
+from .ratelimit import RateLimiter, too_many
 from .settings import Settings
-from .store.models import DEFAULT_TENANT, ApiKey, utcnow
+from .store.models import DEFAULT_TENANT, ApiKey, Tenant, utcnow
 from .store.repository import Store
 
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "ash_"
+# What the API shows of a key: `ash_` and 8 of its 43 random characters, enough to tell keys apart.
+SHOWN_PREFIX_CHARS = 12
+MAX_KEYS_PER_TENANT = 100
 API_KEY_FILE = "api-key"
 SECRET_KEY_FILE = "secret-key"
 # lastUsedAt is informational; writing it on every request would put a database write on the hot path.
@@ -58,14 +68,28 @@ def load_secret(settings: Settings) -> bytes:
 
 
 class Authenticator:
-    def __init__(self, store: Store, secret: bytes) -> None:
+    def __init__(self, store: Store, secret: bytes, *, failures: RateLimiter | None = None) -> None:
         self._store = store
         self._secret = secret
+        # Failed authentications per client IP: guessing keys gets 429s, not an oracle at full speed.
+        self._failures = failures or RateLimiter(0)
 
     def hash(self, key: str) -> str:
         return hash_key(self._secret, key)
 
-    async def authenticate(self, authorization: str | None) -> Principal:
+    async def authenticate(self, authorization: str | None, client_ip: str | None = None) -> Principal:
+        if client_ip is not None:
+            wait = self._failures.retry_after(client_ip)
+            if wait is not None:
+                raise too_many("failed authentications", self._failures.per_minute, wait)
+        try:
+            return await self._authenticate(authorization)
+        except Unauthorized:
+            if client_ip is not None:
+                self._failures.hit(client_ip)
+            raise
+
+    async def _authenticate(self, authorization: str | None) -> Principal:
         if not authorization:
             raise Unauthorized("missing Authorization header (expected: Bearer <api key>)")
         scheme, _, token = authorization.partition(" ")
@@ -88,14 +112,16 @@ class Authenticator:
         ASH_API_KEY is registered for the default tenant. Without it, the very first start generates a key and
         leaves the plaintext in the data dir (0600) for `ash` on this host to pick up.
         """
+        await self._store.add_tenant(Tenant(id=DEFAULT_TENANT, label="default tenant", created_at=utcnow()))
         if settings.api_key is not None:
             plaintext = settings.api_key.get_secret_value()
             if await self._store.find_api_key(self.hash(plaintext)) is None:
-                await self._store.add_api_key(
+                # If-absent: servers starting together with the same ASH_API_KEY may both get here.
+                await self._store.add_api_key_if_absent(
                     ApiKey(
                         tenant_id=DEFAULT_TENANT,
                         key_hash=self.hash(plaintext),
-                        prefix=plaintext[:8],
+                        prefix=plaintext[:SHOWN_PREFIX_CHARS],
                         label="ASH_API_KEY",
                     )
                 )
@@ -107,9 +133,65 @@ class Authenticator:
             ApiKey(
                 tenant_id=DEFAULT_TENANT,
                 key_hash=self.hash(plaintext),
-                prefix=plaintext[:8],
+                prefix=plaintext[:SHOWN_PREFIX_CHARS],
                 label="generated on first start",
             )
         )
         write_private(settings.data_dir / API_KEY_FILE, plaintext + "\n")
         log.info("generated an API key; it is in %s", settings.data_dir / API_KEY_FILE)
+
+    # -- Managing keys (the API's /api/api-keys and `ash admin`) ----------------------------------------------
+
+    async def create_key(
+        self, tenant_id: str, *, label: str | None = None, expires_at: datetime | None = None
+    ) -> tuple[ApiKey, str]:
+        """A new key for the tenant: the stored row and the plaintext, which exists only in this return value."""
+        now = utcnow()
+        if expires_at is not None:
+            expires_at = expires_at.replace(tzinfo=UTC) if expires_at.tzinfo is None else expires_at
+            if expires_at <= now:
+                raise Invalid("expiresAt must be in the future", expires_at=expires_at.isoformat())
+        if await self._store.count_usable_api_keys(tenant_id, now) >= MAX_KEYS_PER_TENANT:
+            raise Conflict(
+                f"a tenant may have at most {MAX_KEYS_PER_TENANT} usable API keys; revoke some first",
+                limit=MAX_KEYS_PER_TENANT,
+            )
+        plaintext = generate_key()
+        key = await self._store.add_api_key(
+            ApiKey(
+                id=uuid.uuid4(),
+                tenant_id=tenant_id,
+                key_hash=self.hash(plaintext),
+                prefix=plaintext[:SHOWN_PREFIX_CHARS],
+                label=label,
+                created_at=now,
+                expires_at=expires_at,
+            )
+        )
+        return key, plaintext
+
+    async def list_keys(self, tenant_id: str) -> Sequence[ApiKey]:
+        return await self._store.list_api_keys(tenant_id)
+
+    async def get_key(self, tenant_id: str, key_id: uuid.UUID) -> ApiKey:
+        key = await self._store.get_api_key(tenant_id, key_id)
+        if key is None:
+            raise NotFound(f"API key {key_id} not found", key_id=str(key_id))
+        return key
+
+    async def revoke_key(self, tenant_id: str, key_id: uuid.UUID) -> ApiKey:
+        """Revoke a key of the tenant; it fails authentication from the next request on. Refused (409) for the
+        tenant's last usable key, which would lock the tenant out (create the replacement first)."""
+        key = await self.get_key(tenant_id, key_id)
+        if key.revoked_at is not None:
+            return key
+        now = utcnow()
+        usable = key.expires_at is None or key.expires_at > now
+        if usable and await self._store.count_usable_api_keys(tenant_id, now) <= 1:
+            raise Conflict(
+                "this is the tenant's last usable API key: create its replacement before revoking it",
+                key_id=str(key_id),
+            )
+        revoked = await self._store.revoke_api_key(tenant_id, key_id, now)
+        assert revoked is not None
+        return revoked

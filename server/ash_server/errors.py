@@ -73,6 +73,13 @@ class SandboxError(AshError):
     status_code = 503
 
 
+class SnapshotError(AshError):
+    """A session's snapshot could not be taken or restored (store unreachable, object missing or damaged). The
+    session is left as it was: resumable from the files that exist."""
+
+    status_code = 503
+
+
 class BridgeError(AshError):
     """The bridge broke the protocol or went away mid-turn."""
 

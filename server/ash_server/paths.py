@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 from pathlib import Path, PurePosixPath
 
 from .errors import Invalid
@@ -40,7 +41,8 @@ def is_within(path: Path, roots: list[Path]) -> bool:
 
 
 class DataDir:
-    """The data dir layout: ash.db, agents/<tenant>/<name>, sessions/<tenant>/<id>/{workspace,home}, sandboxes/."""
+    """The data dir layout: ash.db, agents/<tenant>/<name>, sessions/<tenant>/<id>/{workspace,home},
+    sandboxes/<tenant>/<id>."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -69,11 +71,39 @@ class DataDir:
             os.chown(folder, *owner)
         return folder
 
+    def server_id(self) -> str:
+        """This server's id, stable across its restarts (kept in <data dir>/server-id): what marks the pool rows it
+        owns and the sessions it runs, when servers share a database."""
+        path = self.root / "server-id"
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            pass
+        value = "srv-" + secrets.token_hex(8)
+        temp = path.with_name(f".server-id.{value}")
+        temp.write_text(value + "\n")
+        try:
+            os.link(temp, path)  # first writer wins, if two processes race on one data dir
+        except FileExistsError:
+            pass
+        finally:
+            temp.unlink()
+        return path.read_text().strip()
+
     def workspace(self, tenant_id: str, session_id: str) -> Path:
         return self.session(tenant_id, session_id) / "workspace"
 
     def home(self, tenant_id: str, session_id: str) -> Path:
         return self.session(tenant_id, session_id) / "home"
 
-    def sandbox(self, sandbox_id: str) -> Path:
-        return self.root / "sandboxes" / sandbox_id
+    def sandbox(self, tenant_id: str, sandbox_id: str) -> Path:
+        return self.root / "sandboxes" / tenant_id / sandbox_id
+
+    def make_sandbox(self, tenant_id: str, sandbox_id: str) -> Path:
+        """Create a sandbox's folder (its sockets and bridge config), private, under its tenant's."""
+        tenant_dir = self.root / "sandboxes" / tenant_id
+        tenant_dir.mkdir(exist_ok=True)
+        os.chmod(tenant_dir, 0o711)
+        folder = tenant_dir / sandbox_id
+        folder.mkdir(mode=0o700)
+        return folder

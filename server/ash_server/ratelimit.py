@@ -55,7 +55,7 @@ class RateLimiter:
 
     def retry_after(self, key: str) -> float | None:
         """Seconds until `key` may act again, or None if it may now (nothing is consumed)."""
-        if not self.enabled:
+        if not self.enabled or key not in self._buckets:  # no bucket yet: a full one (and none is made)
             return None
         bucket = self._bucket(key)
         return None if bucket.tokens >= 1 else (1 - bucket.tokens) / self._rate

@@ -26,5 +26,7 @@ def serve(settings: Settings | None = None) -> None:
         log_level=settings.log_level,
         log_config=None,  # our handlers (JSON, ids, masking) stay in charge
         access_log=settings.log_level == "debug",
+        # Forwarding headers are believed only from ASH_TRUSTED_PROXIES (api/network.py), not uvicorn's default.
+        proxy_headers=False,
         timeout_graceful_shutdown=30,
     )

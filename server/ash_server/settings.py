@@ -47,6 +47,17 @@ class Settings(BaseSettings):
     )
     max_sandboxes: int = Field(1000, ge=1, description="Maximum number of live sandboxes.")
     idle_timeout_ms: int = Field(1_800_000, ge=1000, description="Idle sandbox timeout in milliseconds.")
+    warm_pool_size: int = Field(
+        0,
+        ge=0,
+        description="Sandboxes kept started ahead for each agent (bridge up, SDK client connected), so a new "
+        "session does not wait for a process start. An agent's config `warmPoolSize` overrides it.",
+    )
+    session_retention_ms: int = Field(
+        7 * 24 * 3_600_000,
+        ge=0,
+        description="How long an ended session's files (workspace, transcript, snapshots) are kept.",
+    )
     api_key: SecretStr | None = Field(
         None,
         description="A bearer API key accepted for the default tenant. Unset: the first start generates one and "
@@ -57,7 +68,12 @@ class Settings(BaseSettings):
         description="Server secret used to hash API keys (HMAC). Unset: generated on first start and kept in "
         "<data dir>/secret-key (mode 0600).",
     )
-    snapshot_url: str | None = Field(None, description="Where workspace snapshots go (file://, s3://, gs://).")
+    snapshot_url: str | None = Field(
+        None, description="Where session snapshots go (file:///path, s3://bucket/prefix, gs://bucket/prefix)."
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="S3 endpoint for s3:// snapshots (an S3-compatible store, or a test server)."
+    )
     bridge_entry: str | None = Field(
         None,
         description="Command that starts the bridge inside a sandbox. Unset: the bundled bridge "
@@ -114,7 +130,9 @@ class Settings(BaseSettings):
     )
     max_message_chars: int = Field(500_000, ge=1, description="Longest accepted text message.")
     max_upload_bytes: int = Field(
-        50 * 1024 * 1024, ge=1, description="Largest accepted agent upload (sum of decoded files)."
+        50 * 1024 * 1024,
+        ge=1,
+        description="Largest accepted upload (sum of decoded files): agent files, session files, workspace bundles.",
     )
     rate_limit_sessions_per_minute: int = Field(
         60, ge=0, description="Sessions one API key may create per minute (bursts up to this many); 0: no limit."

@@ -1,23 +1,31 @@
-"""A session's workspace read from the server's side: listed and read without following the agent's symlinks.
+"""A session's workspace from the server's side: listed, read, written and deleted without following the agent's
+symlinks.
 
-The agent may change its workspace while the server reads it, and the server runs with more rights than the
+The agent may change its workspace while the server works on it, and the server runs with more rights than the
 agent (root, when sandboxes run as their own user). So paths are checked (`paths.confine`) and then opened one
-component at a time without following symlinks: a symlink swapped in after the check makes the read fail
-instead of leading out of the workspace.
+component at a time without following symlinks: a symlink swapped in after the check makes the operation fail
+instead of leading out of the workspace. What the server writes belongs to the sandbox user.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import gzip
+import io
 import os
+import shutil
 import stat
+import tarfile
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
+from typing import IO
 
+from . import archive
 from .errors import Invalid, NotFound, PayloadTooLarge
-from .paths import confine
+from .paths import confine, relative_path
 
 MAX_LISTED_FILES = 10_000
 # Never listed: big and never useful to browse. Hidden ones are left out when the client asks.
@@ -110,3 +118,143 @@ def _open_beneath(root: Path, rel: PurePosixPath, raw: str) -> int:
         if fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+# -- Writing ----------------------------------------------------------------------------------------------------
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _escape(raw: str) -> Invalid:
+    return Invalid(f"path escapes its folder: {raw!r}", path=raw)
+
+
+def _open_parent(root: Path, rel: PurePosixPath, raw: str, owner: tuple[int, int] | None, *, create: bool) -> int:
+    """An fd of the directory that holds `rel` under `root`, each component opened without following symlinks;
+    missing ones are created (owned by `owner`) when `create`."""
+    try:
+        fd = os.open(root, _DIR_FLAGS)
+    except OSError as exc:
+        raise NotFound("the session has no workspace") from exc
+    try:
+        for part in rel.parts[:-1]:
+            parent, fd = fd, -1
+            try:
+                try:
+                    fd = os.open(part, _DIR_FLAGS, dir_fd=parent)
+                except FileNotFoundError:
+                    if not create:
+                        raise
+                    os.mkdir(part, 0o755, dir_fd=parent)
+                    if owner is not None:
+                        os.chown(part, *owner, dir_fd=parent, follow_symlinks=False)
+                    fd = os.open(part, _DIR_FLAGS, dir_fd=parent)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise _escape(raw) from exc
+                if exc.errno == errno.ENOENT:
+                    raise NotFound(f"no file {raw!r} in the workspace", path=raw) from exc
+                raise
+            finally:
+                os.close(parent)
+        return fd
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        raise
+
+
+def write_file(root: Path, raw: str, data: bytes, owner: tuple[int, int] | None) -> None:
+    """Create or replace the regular file `raw` under `root` (parents created as needed)."""
+    rel = relative_path(raw)
+    confine(root, raw)  # a clear 400 for a path that resolves outside; the opens below are what is safe
+    parent = _open_parent(root, rel, raw, owner, create=True)
+    try:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            fd = os.open(rel.parts[-1], flags, 0o644, dir_fd=parent)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise _escape(raw) from exc
+            if exc.errno in (errno.EISDIR, errno.ENXIO):
+                raise Invalid(f"{raw!r} exists and is not a regular file", path=raw) from exc
+            raise
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise Invalid(f"{raw!r} exists and is not a regular file", path=raw)
+            os.ftruncate(fd, 0)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if owner is not None:
+                os.fchown(fd, *owner)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(parent)
+
+
+def delete_path(root: Path, raw: str) -> None:
+    """Remove the file, symlink (not its target) or directory tree `raw` under `root`."""
+    rel = relative_path(raw)
+    parent = _open_parent(root, rel, raw, None, create=False)
+    name = rel.parts[-1]
+    try:
+        try:
+            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError as exc:
+            raise NotFound(f"no file {raw!r} in the workspace", path=raw) from exc
+        if stat.S_ISDIR(st.st_mode):
+            # rmtree with dir_fd works on descriptors and never follows a symlink, even one swapped in.
+            shutil.rmtree(name, dir_fd=parent)
+        else:
+            os.unlink(name, dir_fd=parent)
+    finally:
+        os.close(parent)
+
+
+def extract_bundle(root: Path, bundle: bytes, owner: tuple[int, int] | None, *, max_bytes: int) -> int:
+    """Write a tar.gz into the workspace: regular files and directories only. Every entry is checked before
+    anything is written (a refused bundle changes nothing). Returns the number of files written."""
+    try:
+        with tarfile.open(fileobj=io.BytesIO(bundle), mode="r:gz") as tar:
+            members = tar.getmembers()
+            total = 0
+            for member in members:
+                rel = archive.member_path(member.name)
+                if member.issym() or member.islnk():
+                    raise Invalid(f"bundle entry {member.name!r} is a link; links are not accepted", entry=member.name)
+                if not (member.isreg() or member.isdir()):
+                    raise Invalid(f"bundle entry {member.name!r} is not a file or directory", entry=member.name)
+                if rel.parts:
+                    confine(root, rel.as_posix())  # no `..`, and not through one of the agent's symlinks
+                total += member.size if member.isreg() else 0
+                if total > max_bytes:
+                    raise PayloadTooLarge(f"bundle expands to more than {max_bytes} bytes", limit=max_bytes)
+            written = 0
+            for member in members:
+                rel = archive.member_path(member.name)
+                if not rel.parts:
+                    continue
+                if member.isdir():
+                    make_dirs(root, rel, owner)
+                    continue
+                source = tar.extractfile(member)
+                assert source is not None
+                write_file(root, rel.as_posix(), source.read(), owner)
+                written += 1
+            return written
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise Invalid(f"bundle is not a valid tar.gz: {exc}") from exc
+
+
+def make_dirs(root: Path, rel: PurePosixPath, owner: tuple[int, int] | None) -> None:
+    """Create the directory `rel` under `root` and its parents, as `write_file` would."""
+    os.close(_open_parent(root, rel / "_", rel.as_posix(), owner, create=True))
+
+
+def pack_workspace(root: Path, out: IO[bytes]) -> None:
+    """The workspace as a tar.gz written to `out`; symlinks stay symlinks."""
+    if root.is_symlink() or not root.is_dir():
+        raise NotFound("the session has no workspace")
+    archive.pack([("", root)], out, gzip=True)

@@ -13,7 +13,11 @@ import pytest
 from tests.fakes.anthropic_api import FakeAnthropic, text
 from tests.support.server import REPO, AshServer, short_tempdir
 
-pytestmark = pytest.mark.slow
+# Both engines: the same server behaviour on SQLite and on PostgreSQL (one server per engine for the module).
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.parametrize("ash_server", ["sqlite", "postgresql"], indirect=True, scope="module"),
+]
 
 
 def _b64(data: bytes) -> str:

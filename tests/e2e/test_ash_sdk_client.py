@@ -11,7 +11,11 @@ from ash_sdk.streaming import DoneEvent, MessageEvent, SessionStartEvent, TextDe
 from tests.fakes.anthropic_api import FakeAnthropic, text
 from tests.support.server import REPO, AshServer
 
-pytestmark = pytest.mark.slow
+# Both engines: the same server behaviour on SQLite and on PostgreSQL (one server per engine for the module).
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.parametrize("ash_server", ["sqlite", "postgresql"], indirect=True, scope="module"),
+]
 
 
 def test_full_session_lifecycle_through_the_python_client(ash_server: AshServer, model: FakeAnthropic) -> None:

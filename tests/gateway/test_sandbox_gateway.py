@@ -111,7 +111,7 @@ def test_the_model_socket_relays_byte_for_byte_and_meters_usage(
     model.on("count my tokens", text("Counted them all.", chunks=3))
     session = new_session(client)
     sid, sandbox_id = session["id"], session["sandboxId"]
-    socket = server.data_dir / "sandboxes" / sandbox_id / "model.sock"
+    socket = server.data_dir / "sandboxes" / "default" / sandbox_id / "model.sock"
     st = socket.stat()
     assert st.st_mode & 0o777 == 0o600
     if os.geteuid() == 0:
@@ -168,7 +168,7 @@ def test_the_sandbox_never_holds_a_real_key(server: AshServer, client: httpx.Cli
     output = tool_output(turn(client, sid, "look around"))
 
     # The agent could see its sandbox's environments and command lines: the gateway's socket and the placeholder.
-    assert f"ANTHROPIC_UNIX_SOCKET={server.data_dir}/sandboxes/{sandbox_id}/model.sock" in output
+    assert f"ANTHROPIC_UNIX_SOCKET={server.data_dir}/sandboxes/default/{sandbox_id}/model.sock" in output
     assert PLACEHOLDER in output and "ANTHROPIC_BASE_URL=http://localhost" in output
     for secret in (SERVER_KEY, CREDENTIAL_KEY):
         assert secret not in output
@@ -186,7 +186,7 @@ def test_the_sandbox_never_holds_a_real_key(server: AshServer, client: httpx.Cli
             assert SERVER_KEY.encode() not in data and CREDENTIAL_KEY.encode() not in data, (pid, name)
         placeholders += f"ANTHROPIC_API_KEY={PLACEHOLDER}".encode() in Path(f"/proc/{pid}/environ").read_bytes()
     assert placeholders >= 2  # the bridge and the CLI hold the placeholder, nothing else
-    folders = [server.data_dir / "sessions" / "default" / sid, server.data_dir / "sandboxes" / sandbox_id]
+    folders = [server.data_dir / "sessions" / "default" / sid, server.data_dir / "sandboxes" / "default" / sandbox_id]
     scanned = 0
     for folder in folders:
         for path in folder.rglob("*"):
@@ -293,7 +293,7 @@ def test_an_allowlist_lets_one_destination_through(
     )
     model.on("reach out", [tool_use("Bash", {"command": command}), text("Reached.")])
     session = new_session(client, agent="egress-agent")
-    sandbox_dir = server.data_dir / "sandboxes" / session["sandboxId"]
+    sandbox_dir = server.data_dir / "sandboxes" / "default" / session["sandboxId"]
     assert (sandbox_dir / "egress.sock").exists() and (sandbox_dir / "model.sock").exists()
     output = tool_output(turn(client, session["id"], "reach out"))
     assert "proxy=http://127.0.0.1:" in output

@@ -20,7 +20,7 @@ def setting_names() -> set[str]:
 
 def documented_names() -> set[str]:
     server_table = DOC.read_text().split("## Passed into sandboxes")[0]
-    return set(re.findall(r"^\| `([A-Z_]+)` \|", server_table, flags=re.MULTILINE))
+    return set(re.findall(r"^\| `([A-Z][A-Z0-9_]*)` \|", server_table, flags=re.MULTILINE))
 
 
 def test_every_setting_is_documented_and_nothing_else() -> None:

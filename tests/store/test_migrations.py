@@ -78,7 +78,8 @@ async def _backfill_check(url: str) -> None:
             await db.execute(
                 text(
                     "INSERT INTO sessions (id, tenant_id, agent_name, agent_version, sandbox_id, status, config,"
-                    " created_at, last_active_at) VALUES (:id, 'default', 'a', 1, '', 'paused', '{}', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                    " created_at, last_active_at)"
+                    " VALUES (:id, 'default', 'a', 1, '', 'paused', '{}', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
                 ),
                 {"id": session_id},
             )

@@ -42,19 +42,26 @@ class PostgresCluster:
         self._as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
     @classmethod
-    def start_new(cls) -> PostgresCluster:
+    def create(cls) -> PostgresCluster:
+        """A cluster not started yet (its port is chosen): `start()` it."""
         bin_dir = find_bin()
         if bin_dir is None:
             raise Unavailable(MISSING)
         if os.geteuid() == 0 and shutil.which("runuser") is None:
             raise Unavailable("running as root needs runuser (util-linux) to start PostgreSQL as `postgres`")
-        cluster = cls(bin_dir)
+        return cls(bin_dir)
+
+    @classmethod
+    def start_new(cls) -> PostgresCluster:
+        return cls.create().start()
+
+    def start(self) -> PostgresCluster:
         try:
-            cluster._start()
+            self._start()
         except BaseException:
-            cluster.stop()
+            self.stop()
             raise
-        return cluster
+        return self
 
     def _server_tool(self, *argv: str) -> None:
         result = subprocess.run([*self._as_user, *argv], capture_output=True, text=True)
@@ -78,8 +85,10 @@ class PostgresCluster:
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         result = subprocess.run(
-            [str(self.bin / "psql"), "-h", self.host, "-p", str(self.port), "-U", "postgres", "-d", database]
-            + ["-v", "ON_ERROR_STOP=1", "-tAq", "-c", sql],
+            [
+                *(str(self.bin / "psql"), "-h", self.host, "-p", str(self.port), "-U", "postgres", "-d", database),
+                *("-v", "ON_ERROR_STOP=1", "-tAq", "-c", sql),
+            ],
             capture_output=True,
             text=True,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -65,11 +66,19 @@ class AshServer:
         self.log_path = self.data_dir.parent / f"server-{self.port}.log"
 
     def start(self, timeout: float = 60) -> AshServer:
+        return self.launch().wait_healthy(timeout)
+
+    def launch(self) -> AshServer:
+        """Start the process without waiting for it (`wait_healthy()` does)."""
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "ash_server"], env=self.env, stdout=log, stderr=subprocess.STDOUT
             )
+        return self
+
+    def wait_healthy(self, timeout: float = 60) -> AshServer:
+        assert self.process is not None, "launch() first"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -93,6 +102,21 @@ class AshServer:
         return httpx.Client(
             base_url=self.url, headers={"Authorization": f"Bearer {self.api_key}"}, timeout=120, **kwargs
         )
+
+    def admin(self, *args: str) -> dict[str, Any]:
+        """`ash --json admin ...` on this server's host: its data dir, database and secret, as an operator would."""
+        result = subprocess.run(
+            [sys.executable, "-m", "ash_cli", "--json", "admin", *args],
+            env=self.env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"ash admin {' '.join(args)} failed: {result.stderr}")
+        created: dict[str, Any] = json.loads(result.stdout)
+        return created
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

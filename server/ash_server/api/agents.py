@@ -41,6 +41,7 @@ async def deploy_agent(body: AgentCreate, principal: PrincipalDep, services: Ser
         system_prompt=body.system_prompt,
         env=body.env,
     )
+    services.pool.agents_changed()  # warm sandboxes of the old version go, new ones start
     return AgentResponse(agent=AgentPublic.of(agent))
 
 
@@ -59,12 +60,14 @@ async def update_agent(name: str, body: AgentUpdate, principal: PrincipalDep, se
     if body.config is not None:
         _check_limits(body.config, services)
     agent = await services.agents.update(principal.tenant_id, name, env=body.env, config=body.config)
+    services.pool.agents_changed()
     return AgentResponse(agent=AgentPublic.of(agent))
 
 
 @router.delete("/{name}", response_model=OkResponse)
 async def delete_agent(name: str, principal: PrincipalDep, services: ServicesDep) -> OkResponse:
     await services.agents.delete(principal.tenant_id, name)
+    services.pool.agents_changed()
     return OkResponse()
 
 
@@ -79,13 +82,18 @@ async def update_agent_config(
 ) -> ConfigResponse:
     _check_limits(body, services)
     agent = await services.agents.update(principal.tenant_id, name, env=None, config=dict(body))
+    services.pool.agents_changed()
     return ConfigResponse(config=agent.config)
 
 
 def _check_limits(config: Mapping[str, object], services: ServicesDep) -> None:
-    """Refuse (400) sandbox limits that are malformed or above the server's, before they are stored."""
+    """Refuse (400) sandbox limits that are malformed or above the server's, and bad warm pool sizes, before they are
+    stored."""
     if config.get("limits") is not None:
         validate_limits(config["limits"], server_limits(services.settings))
+    size = config.get("warmPoolSize")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= 100):
+        raise Invalid("warmPoolSize must be an integer from 0 to 100", warmPoolSize=size)
 
 
 @router.get("/{name}/files", response_model=AgentFilesResponse)

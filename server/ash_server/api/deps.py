@@ -11,9 +11,12 @@ from ..agents import AgentService
 from ..auth import Authenticator, Principal
 from ..credentials import CredentialService
 from ..gateway import Gateway
+from ..ratelimit import RateLimits
 from ..sandbox.manager import SandboxManager
+from ..sandbox.pool import SandboxPool
 from ..sessions.service import SessionService
 from ..settings import Settings
+from ..snapshots.service import SnapshotService
 from ..store.repository import Store
 from .sse import StreamCounter
 
@@ -26,10 +29,13 @@ class Services:
     agents: AgentService
     sessions: SessionService
     sandboxes: SandboxManager
+    pool: SandboxPool
+    snapshots: SnapshotService
     started_at: float
     credentials: CredentialService
     gateway: Gateway
     streams: StreamCounter = field(default_factory=StreamCounter)
+    rate_limits: RateLimits = field(default_factory=RateLimits.unlimited)
 
 
 def get_services(request: Request) -> Services:
@@ -39,8 +45,21 @@ def get_services(request: Request) -> Services:
 
 async def get_principal(request: Request) -> Principal:
     services = get_services(request)
-    return await services.auth.authenticate(request.headers.get("authorization"))
+    # The client as ASH_TRUSTED_PROXIES lets us see it (api/network.py rewrote the scope for trusted proxies).
+    client_ip = request.client.host if request.client is not None else None
+    return await services.auth.authenticate(request.headers.get("authorization"), client_ip)
+
+
+async def limit_session_creation(principal: Annotated[Principal, Depends(get_principal)], request: Request) -> None:
+    get_services(request).rate_limits.sessions.check(principal.key_id, "sessions")
+
+
+async def limit_messages(principal: Annotated[Principal, Depends(get_principal)], request: Request) -> None:
+    get_services(request).rate_limits.messages.check(principal.key_id, "messages")
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+# Per-key abuse limits (429 with Retry-After), as route dependencies: `dependencies=[SESSION_RATE_LIMIT]`.
+SESSION_RATE_LIMIT = Depends(limit_session_creation)
+MESSAGE_RATE_LIMIT = Depends(limit_messages)

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from ..store.models import Agent, Credential, Message, Session, SessionEvent, UsageEvent
+from ..store.models import Agent, ApiKey, Credential, Message, Session, SessionEvent, UsageEvent
 
 
 class Schema(BaseModel):
@@ -320,6 +320,52 @@ class CredentialsResponse(Schema):
     credentials: list[CredentialPublic]
 
 
+# -- API keys -------------------------------------------------------------------------------------------------
+
+
+class ApiKeyCreate(Schema):
+    label: str | None = Field(None, max_length=255)
+    expires_at: datetime | None = Field(
+        None, description="When the key stops working (ISO 8601; without an offset, UTC). Unset: never."
+    )
+
+
+class ApiKeyPublic(Schema):
+    id: uuid.UUID
+    tenant_id: str
+    label: str | None
+    prefix: str = Field(description="The key's first characters (`ash_AbCd1234`), to tell keys apart.")
+    created_at: datetime
+    last_used_at: datetime | None = Field(description="Updated at most once a minute.")
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, key: ApiKey) -> ApiKeyPublic:
+        return cls(
+            id=key.id,
+            tenant_id=key.tenant_id,
+            label=key.label,
+            prefix=key.prefix,
+            created_at=key.created_at,
+            last_used_at=key.last_used_at,
+            expires_at=key.expires_at,
+            revoked_at=key.revoked_at,
+        )
+
+
+class ApiKeyResponse(Schema):
+    api_key: ApiKeyPublic
+
+
+class ApiKeysResponse(Schema):
+    api_keys: list[ApiKeyPublic]
+
+
+class ApiKeyCreated(ApiKeyResponse):
+    key: str = Field(description="The API key itself. Shown in this response only: it is stored as a keyed hash.")
+
+
 # -- Usage ----------------------------------------------------------------------------------------------------
 
 # Usage event types and the stats total each one adds to.
@@ -412,6 +458,34 @@ class SessionFilesResponse(Schema):
     )
 
 
+class SessionFileUpload(Schema):
+    path: str = Field(min_length=1, max_length=4096, description="Relative to `targetPath`; no `..`.")
+    content: str = Field(description="File content, base64.")
+    mime_type: str | None = Field(None, description="Accepted and ignored.")
+
+
+class SessionFilesUpload(Schema):
+    files: list[SessionFileUpload] = Field(min_length=1, max_length=10_000)
+    target_path: str = Field(".", max_length=4096, description="A folder of the workspace to write under.")
+
+
+class WrittenResponse(Schema):
+    written: list[str] = Field(description="The workspace paths written.")
+
+
+class DeletedResponse(Schema):
+    deleted: bool
+
+
+class WorkspaceUpload(Schema):
+    bundle: str = Field(description="A tar.gz, base64: regular files and directories only.")
+
+
+class WorkspaceUploadResponse(Schema):
+    message: str
+    written: int = Field(description="Files written.")
+
+
 class ExecCreate(Schema):
     command: str = Field(min_length=1, max_length=100_000, description="Run with bash -c in the workspace.")
     timeout: int | None = Field(
@@ -431,16 +505,19 @@ class ExecResponse(Schema):
 
 
 class PoolStats(Schema):
-    total: int
-    cold: int
-    warming: int
-    warm: int
-    waiting: int
-    running: int
-    max_capacity: int
-    resume_warm_hits: int
-    resume_cold_hits: int
-    pre_warm_hits: int
+    """This server's sandbox pool (docs/architecture/sandbox-pool.md)."""
+
+    total: int = Field(description="Live sandboxes: warming + warm + waiting + running (what counts against capacity).")
+    cold: int = Field(description="Sessions whose sandbox was stopped (evicted, idle, stopped, restart); files kept.")
+    warming: int = Field(description="Starting.")
+    warm: int = Field(description="Started ahead (warm pool), not yet claimed by a session.")
+    waiting: int = Field(description="A session's, between turns.")
+    running: int = Field(description="A session's, running a turn (never evicted).")
+    max_capacity: int = Field(description="ASH_MAX_SANDBOXES.")
+    resume_warm_hits: int = Field(description="Resumes that found the session's sandbox alive (since start).")
+    resume_cold_hits: int = Field(description="Resumes and messages that started a sandbox for a session.")
+    pre_warm_hits: int = Field(description="Sessions created on a warm sandbox (no process started).")
+    evictions: int = Field(0, description="Idle sandboxes stopped to make room (since start).")
 
 
 class HealthResponse(Schema):
@@ -455,6 +532,8 @@ class HealthResponse(Schema):
     network: str = Field(description="Network of a sandbox whose agent does not ask for more: none, or full.")
     limits: str = Field(description="What enforces sandbox limits: cgroup-v2, cgroup-v1 or rlimit.")
     open_streams: int
+    server_id: str = Field(description="This server's id: the `runnerId` of the sessions it runs.")
+    snapshots: str | None = Field(description="Where snapshots go (ASH_SNAPSHOT_URL), or null when they are off.")
     pool: PoolStats
 
 

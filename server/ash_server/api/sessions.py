@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, Query
 
 from ..errors import Invalid, PayloadTooLarge
 from ..sessions.service import TurnOptions
-from .deps import PrincipalDep, Services, ServicesDep
+from .deps import MESSAGE_RATE_LIMIT, SESSION_RATE_LIMIT, PrincipalDep, Services, ServicesDep
 from .schemas import (
     EventPublic,
     EventsResponse,
@@ -72,7 +72,7 @@ def _check_size(body: MessageCreate, services: Services) -> str | list[dict[str,
     return blocks
 
 
-@router.post("", status_code=201, response_model=SessionResponse)
+@router.post("", status_code=201, response_model=SessionResponse, dependencies=[SESSION_RATE_LIMIT])
 async def create_session(body: SessionCreate, principal: PrincipalDep, services: ServicesDep) -> SessionResponse:
     options = body.model_dump(by_alias=True, exclude={"agent", "credential_id"}, exclude_none=True)
     if body.credential_id is not None:
@@ -112,7 +112,13 @@ async def update_session_config(
     return SessionResponse(session=SessionPublic.of(session))
 
 
-@router.post("/{session_id}/messages", status_code=200, response_class=EventStream, responses=SSE_RESPONSE)
+@router.post(
+    "/{session_id}/messages",
+    status_code=200,
+    response_class=EventStream,
+    responses=SSE_RESPONSE,
+    dependencies=[MESSAGE_RATE_LIMIT],
+)
 async def send_message(
     session_id: uuid.UUID,
     body: MessageCreate,
@@ -226,6 +232,13 @@ async def resume_session(session_id: uuid.UUID, principal: PrincipalDep, service
 @router.post("/{session_id}/stop", response_model=SessionResponse)
 async def stop_session(session_id: uuid.UUID, principal: PrincipalDep, services: ServicesDep) -> SessionResponse:
     return SessionResponse(session=SessionPublic.of(await services.sessions.stop(principal.tenant_id, session_id)))
+
+
+@router.post("/{session_id}/fork", status_code=201, response_model=SessionResponse, dependencies=[SESSION_RATE_LIMIT])
+async def fork_session(session_id: uuid.UUID, principal: PrincipalDep, services: ServicesDep) -> SessionResponse:
+    """A new paused session (`parentSessionId`) whose workspace, conversation and messages are copies of this
+    one's now; resume it to continue from here, independently. 409 while a turn runs."""
+    return SessionResponse(session=SessionPublic.of(await services.sessions.fork(principal.tenant_id, session_id)))
 
 
 @router.delete("/{session_id}", response_model=SessionResponse)

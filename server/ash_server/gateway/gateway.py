@@ -53,8 +53,33 @@ class Gateway:
         if session is None:
             raise NotFound(f"session {session_id} not found", session_id=session_id)
         agent = await self._store.get_agent(tenant_id, session.agent_name)
-        network = parse_network(agent.config.get("network") if agent is not None else None)
-        credential_id = session.config.get("credentialId")
+        return await self.link(
+            sandbox_id,
+            directory,
+            session_id=session_id,
+            tenant_id=tenant_id,
+            agent_name=session.agent_name,
+            network_config=agent.config.get("network") if agent is not None else None,
+            credential_id=session.config.get("credentialId"),
+            owner=owner,
+        )
+
+    async def link(
+        self,
+        sandbox_id: str,
+        directory: Path,
+        *,
+        session_id: str,
+        tenant_id: str,
+        agent_name: str,
+        network_config: object,
+        credential_id: object,
+        owner: tuple[int, int] | None,
+        assigned: bool = True,
+    ) -> SandboxLink:
+        """`attach` with everything given: what the sandbox pool uses. A sandbox started ahead of its session
+        (the warm pool) is linked with `assigned=False`: its model socket refuses requests until `assign`."""
+        network = parse_network(network_config)
         auth = self._server_auth
         if credential_id:
             try:
@@ -65,7 +90,7 @@ class Gateway:
                     credential_id=str(credential_id),
                 ) from exc
         model_socket = directory / MODEL_SOCKET
-        route = ModelRoute(sandbox_id, session_id, tenant_id, session.agent_name, auth)
+        route = ModelRoute(sandbox_id, session_id, tenant_id, agent_name, auth, assigned=assigned)
         await self.model.open(route, model_socket, owner)
         env = {
             # The CLI talks HTTP over this socket; the http:// base URL keeps it from trying TLS on it.
@@ -82,6 +107,10 @@ class Gateway:
                 raise
             env["ASH_EGRESS_SOCKET"] = str(egress_socket)
         return SandboxLink(env=env, network=network)
+
+    def assign(self, sandbox_id: str, session_id: str) -> None:
+        """A warm sandbox was claimed: its model traffic belongs to `session_id` from now on."""
+        self.model.assign(sandbox_id, session_id)
 
     async def detach(self, sandbox_id: str) -> None:
         await self.model.close(sandbox_id)

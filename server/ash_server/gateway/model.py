@@ -65,6 +65,8 @@ class ModelRoute:
     agent_name: str
     auth: UpstreamAuth | None
     revoked: bool = False
+    # False while the sandbox waits in the warm pool for a session: nothing may be spent on its behalf yet.
+    assigned: bool = True
 
 
 UsageSink = Callable[[ModelRoute, CallUsage], Coroutine[Any, Any, None]]
@@ -127,6 +129,12 @@ class ModelGateway:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    def assign(self, sandbox_id: str, session_id: str) -> None:
+        """Point the sandbox's socket at the session that claimed it (the warm pool's hand-over)."""
+        route = self._routes.get(sandbox_id)
+        if route is not None:
+            self._routes[sandbox_id] = replace(route, session_id=session_id, assigned=True)
 
     def revoke(self, credential_id: str) -> int:
         """A deleted credential stops working at once for the sandboxes that hold it; returns how many."""
@@ -192,6 +200,8 @@ class ModelGateway:
                 raise _Refusal(503, "api_error", "this sandbox is shutting down")
             if route.revoked:
                 raise _Refusal(401, "authentication_error", "the credential of this session was deleted")
+            if not route.assigned:
+                raise _Refusal(503, "api_error", "this sandbox is not assigned to a session yet")
         except _Refusal as refusal:
             await _send_error(conn, writer, refusal)
             return conn.their_state is h11.DONE  # an unread body leaves the connection unusable

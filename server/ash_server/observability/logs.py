@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
 from contextvars import ContextVar
 
 from pythonjsonlogger.json import JsonFormatter
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 session_id: ContextVar[str | None] = ContextVar("session_id", default=None)
@@ -68,28 +66,3 @@ def configure_logging(level: str, fmt: str = "json", secrets: list[str] | None =
     # httpx logs every request at INFO: one line per model call through the gateway. Keep that for debug.
     if level != "debug":
         logging.getLogger("httpx").setLevel(logging.WARNING)
-
-
-class RequestIds:
-    """ASGI middleware: every request gets an id (the caller's X-Request-ID if sane), echoed in the response."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        given = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode(errors="replace")
-        rid = given if REQUEST_ID_RE.match(given) else uuid.uuid4().hex
-        token = request_id.set(rid)
-
-        async def with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", rid.encode())]}
-            await send(message)
-
-        try:
-            await self.app(scope, receive, with_id)
-        finally:
-            request_id.reset(token)

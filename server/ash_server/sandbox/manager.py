@@ -1,4 +1,8 @@
-"""Starts, tracks and stops sandboxes; after a crash, finds and kills the previous server's leftovers."""
+"""Starts, tracks and stops sandbox processes; after a crash, kills the previous server's leftovers.
+
+The mechanism only: which sandboxes exist, when they start and stop, and what the database says about them is the
+pool's business (pool.py).
+"""
 
 from __future__ import annotations
 
@@ -10,18 +14,15 @@ import shlex
 import shutil
 import sys
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import CapacityExhausted, Invalid, SandboxError
+from ..errors import Invalid, SandboxError
 from ..gateway import Gateway
 from ..paths import DataDir
 from ..settings import Settings
-from ..store.models import Sandbox as SandboxRow
-from ..store.models import utcnow
-from ..store.repository import Store
 from .commands import CommandResult, run_command, shell_argv
 from .disk import DiskQuota
 from .environment import sandbox_environment
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class SandboxRequest:
-    """Everything that decides what a sandbox looks like for one session."""
+    """Everything that decides what a sandbox looks like for one session (sandbox/profile.py hashes it)."""
 
     session_id: str
     tenant_id: str
@@ -46,13 +47,22 @@ class SandboxRequest:
     home: Path
     bridge_config: dict[str, Any]
     user_env: dict[str, str]
+    agent_name: str = ""
+    # The agent's config: its limits and network (the rest is not the sandbox's business).
+    agent_config: dict[str, Any] = field(default_factory=dict)
+    credential_id: str | None = None
+    # False for a sandbox started ahead of its session (the warm pool): no model traffic until it is claimed.
+    assigned: bool = True
+
+
+Launched = Callable[[Sandbox], Awaitable[None]]
+Exited = Callable[[Sandbox], Awaitable[None]]
 
 
 class SandboxManager:
     def __init__(
         self,
         settings: Settings,
-        store: Store,
         data: DataDir,
         launcher: Launcher,
         *,
@@ -60,14 +70,14 @@ class SandboxManager:
         limits: LimitsBackend | None = None,
     ) -> None:
         self._settings = settings
-        self._store = store
         self._data = data
         self._launcher = launcher
         self._gateway = gateway
         self._limits: LimitsBackend = limits or RlimitBackend((settings.sandbox_ids or (os.getuid(), 0))[0])
         self._live: dict[str, Sandbox] = {}
-        self._starting = 0
         self._reapers: set[asyncio.Task[None]] = set()
+        # Told when a sandbox ended on its own (crash, OOM, killed), after it was cleaned up.
+        self.on_exited: Exited | None = None
 
     @property
     def isolation(self) -> str:
@@ -83,15 +93,14 @@ class SandboxManager:
         """The network of a sandbox whose agent does not ask for more: none, unless nothing can take it away."""
         return "none" if self._launcher.name == "bwrap" else "full"
 
-    def pool_counts(self) -> dict[str, int]:
-        """Live sandboxes by state, for the metrics collector."""
-        alive = sum(1 for sandbox in self._live.values() if sandbox.alive)
-        return {"running": alive, "warming": self._starting}
-
     @property
     def owner(self) -> tuple[int, int] | None:
         """(uid, gid) that owns sandbox files, or None when sandboxes run as the server's own user."""
         return self._settings.sandbox_ids
+
+    @property
+    def gateway(self) -> Gateway:
+        return self._gateway
 
     @property
     def live(self) -> dict[str, Sandbox]:
@@ -102,23 +111,13 @@ class SandboxManager:
             return shlex.split(self._settings.bridge_entry)
         return [sys.executable, "-I", "-m", "ash_bridge"]
 
-    async def start(self, request: SandboxRequest) -> Sandbox:
-        if len(self._live) + self._starting >= self._settings.max_sandboxes:
-            raise CapacityExhausted(
-                f"all {self._settings.max_sandboxes} sandboxes are in use; try again later",
-                max_sandboxes=self._settings.max_sandboxes,
-            )
-        self._starting += 1
-        try:
-            return await self._start(request)
-        finally:
-            self._starting -= 1
-
-    async def _start(self, request: SandboxRequest) -> Sandbox:
+    async def start(self, request: SandboxRequest, *, on_launched: Launched | None = None) -> Sandbox:
+        """Start a sandbox and wait until its bridge is ready (its SDK client connected). `on_launched` runs once
+        the process exists, before that wait: the pool records its pid then, so a crash leaves no orphan behind.
+        Capacity is the pool's business."""
         ids = self._settings.sandbox_ids
         sandbox_id = "sbx-" + uuid.uuid4().hex[:16]
-        directory = self._data.sandbox(sandbox_id)
-        directory.mkdir(mode=0o700)
+        directory = self._data.make_sandbox(request.tenant_id, sandbox_id)
         config_path = directory / "bridge.json"
         config_path.write_text(json.dumps(request.bridge_config))
         request.home.mkdir(parents=True, exist_ok=True)
@@ -131,8 +130,16 @@ class SandboxManager:
         await sandbox.listen(ids)
         try:
             # The model socket (and the egress socket, if the agent allows some domains) exist before the bridge.
-            link = await self._gateway.attach(
-                sandbox_id, directory, session_id=request.session_id, tenant_id=request.tenant_id, owner=ids
+            link = await self._gateway.link(
+                sandbox_id,
+                directory,
+                session_id=request.session_id,
+                tenant_id=request.tenant_id,
+                agent_name=request.agent_name,
+                network_config=request.agent_config.get("network"),
+                credential_id=request.credential_id,
+                owner=ids,
+                assigned=request.assigned,
             )
         except BaseException:
             await sandbox.close()
@@ -182,39 +189,18 @@ class SandboxManager:
         sandbox.attach(process, spec, guard)
         self._live[sandbox_id] = sandbox
         self._reapers.add(asyncio.create_task(self._forget_when_exited(sandbox)))
-        await self._store.save_sandbox(
-            SandboxRow(
-                id=sandbox_id,
-                tenant_id=request.tenant_id,
-                session_id=uuid.UUID(request.session_id),
-                state="warming",
-                pid=process.pid,
-                created_at=utcnow(),
-                last_used_at=utcnow(),
-            )
-        )
         try:
+            if on_launched is not None:
+                await on_launched(sandbox)
             await sandbox.wait_ready(self._settings.bridge_start_timeout_ms / 1000)
         except BaseException:
             await self.stop(sandbox)
             raise
-        await self._store.save_sandbox(
-            SandboxRow(
-                id=sandbox_id,
-                tenant_id=request.tenant_id,
-                session_id=uuid.UUID(request.session_id),
-                state="running",
-                pid=process.pid,
-                last_used_at=utcnow(),
-            )
-        )
         return sandbox
 
     async def _guard(self, sandbox_id: str, request: SandboxRequest) -> SandboxGuard:
         """The limits of this session's agent, set up (cgroup created, disk measured) before the sandbox starts."""
-        session = await self._store.get_session(request.tenant_id, uuid.UUID(request.session_id))
-        agent = await self._store.get_agent(request.tenant_id, session.agent_name) if session is not None else None
-        limits = agent_limits(agent.config if agent is not None else {}, server_limits(self._settings))
+        limits = agent_limits(request.agent_config, server_limits(self._settings))
         try:
             confinement = self._limits.confine(sandbox_id, limits)
         except OSError as exc:
@@ -245,8 +231,12 @@ class SandboxManager:
             await self._gateway.detach(sandbox.id)
             if sandbox.guard is not None:
                 await sandbox.guard.release()
-            await self._store.delete_sandbox(sandbox.id)
             shutil.rmtree(sandbox.directory, ignore_errors=True)
+            if self.on_exited is not None:
+                try:
+                    await self.on_exited(sandbox)
+                except Exception:
+                    log.exception("recording the end of sandbox %s failed", sandbox.id)
         task = asyncio.current_task()
         if task is not None:
             self._reapers.discard(task)
@@ -257,7 +247,6 @@ class SandboxManager:
         await self._gateway.detach(sandbox.id)
         if sandbox.guard is not None:
             await sandbox.guard.release()
-        await self._store.delete_sandbox(sandbox.id)
         shutil.rmtree(sandbox.directory, ignore_errors=True)
 
     async def stop_all(self) -> None:
@@ -266,14 +255,14 @@ class SandboxManager:
             task.cancel()
         self._limits.close()
 
-    async def reap_orphans(self) -> int:
-        """Kill the process groups of sandboxes a previous (crashed) server left behind, and their folders."""
+    async def reap_orphans(self, processes: Sequence[tuple[str, int | None]]) -> int:
+        """Kill the process groups of the `(sandbox id, pid)` a previous (crashed) server of this data dir left
+        behind, and remove their folders and cgroups. Returns how many were still running."""
         killed = 0
-        for row in await self._store.list_sandboxes():
-            if row.pid and _is_our_sandbox(row.pid, row.id):
-                kill_group(row.pid)
+        for sandbox_id, pid in processes:
+            if pid and _is_our_sandbox(pid, sandbox_id):
+                kill_group(pid)
                 killed += 1
-            await self._store.delete_sandbox(row.id)
         sandboxes = self._data.root / "sandboxes"
         for leftover in sandboxes.iterdir() if sandboxes.is_dir() else []:
             shutil.rmtree(leftover, ignore_errors=True)

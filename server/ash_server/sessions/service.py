@@ -1,8 +1,11 @@
-"""Sessions: create, converse, pause, resume, stop, end; and recovery after a restart.
+"""Sessions: create, converse, pause, resume, stop, end, fork; recovery after a restart and draining at shutdown.
 
 A session's files live in `sessions/<tenant>/<id>/` (workspace and the SDK's config dir with its transcripts), so a
 sandbox is disposable: a new one started on the same folder with `resume=<sdk session id>` continues the same
-conversation (the cold path). The warm path keeps the sandbox, and its connected SDK client, alive.
+conversation (the cold path). The warm path keeps the sandbox, and its connected SDK client, alive. Snapshots
+(snapshots/) copy that folder to a store that other servers share, so the cold path also works on a server that
+never saw the session: the server that last ran a session is its `runnerId`, and another server restores the
+latest snapshot before it starts a sandbox. docs/architecture/session-lifecycle.md draws the state machine.
 """
 
 from __future__ import annotations
@@ -13,25 +16,31 @@ import logging
 import shutil
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
 
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
 
 from ash_bridge.protocol import Command
 
-from .. import __version__
+from .. import __version__, archive
 from ..agents import AgentService, validate_env
-from ..errors import AshError, Conflict, Gone, Invalid, NotFound
+from ..errors import AshError, Conflict, Gone, Invalid, NotFound, SnapshotError
 from ..observability import logs
 from ..observability.metrics import Metrics
 from ..observability.tracing import current_traceparent, traced
 from ..paths import DataDir
+from ..sandbox.launcher import chown_tree
 from ..sandbox.manager import SandboxManager, SandboxRequest
+from ..sandbox.pool import PoolEntry, SandboxPool, Slot
+from ..sandbox.profile import profile_key
 from ..sandbox.sandbox import Sandbox
-from ..store.models import Session, StreamEvent, utcnow
+from ..snapshots.service import SnapshotService
+from ..store.models import Agent, Session, StreamEvent, utcnow
 from ..store.repository import Store
 from .events import dumps, message_role, sse_events, timeline_events
 from .turn import Frame, Subscription, Turn
@@ -53,16 +62,23 @@ SDK_OPTIONS = (
 )
 # How long an interrupted turn may take to end before its sandbox is stopped.
 INTERRUPT_GRACE_S = 10.0
+# At shutdown, how long running turns may go on before they are interrupted (uvicorn has already waited for the
+# streams of the turns whose clients are still there).
+DRAIN_TURNS_S = 10.0
+# A session folder without a session row is left alone this long (a warm sandbox's may be in the making).
+ORPHAN_FOLDER_AGE_S = 3600.0
+MESSAGE_COPY_BATCH = 500
+T = TypeVar("T")
 
 
 @dataclass
 class LiveSession:
     """What exists of a session in this process: its sandbox and its running turn."""
 
+    tenant_id: str
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     sandbox: Sandbox | None = None
     turn: Turn | None = None
-    last_used: float = field(default_factory=time.monotonic)
     # The next SSE id (stream frame sequence) of this session; loaded from the store at its first turn here.
     next_seq: int | None = None
     turn_started: asyncio.Event = field(default_factory=asyncio.Event)
@@ -117,26 +133,34 @@ class SessionService:
         agents: AgentService,
         sandboxes: SandboxManager,
         *,
+        pool: SandboxPool,
+        snapshots: SnapshotService,
         idle_timeout_s: float,
+        retention_s: float,
         debug_timing: bool = False,
     ) -> None:
         self._idle_timeout_s = idle_timeout_s
+        self._retention_s = retention_s
         self._debug_timing = debug_timing
         self._store = store
         self._data = data
         self._agents = agents
         self._sandboxes = sandboxes
+        self._pool = pool
+        self._snapshots = snapshots
+        self.server_id = pool.server_id
         self._live: dict[uuid.UUID, LiveSession] = {}
         self._background: set[asyncio.Task[None]] = set()
         self.metrics: Metrics | None = None  # set by the app once metrics exist
         self.tracer: Tracer = trace.NoOpTracer()  # set by the app when tracing is configured
-        self.resume_warm_hits = 0
-        self.resume_cold_hits = 0
+        pool.evictor = self._evict
+        pool.prepare_warm = self.prepare_warm
+        pool.profile_of = profile_key
 
-    def _live_of(self, session_id: uuid.UUID) -> LiveSession:
-        live = self._live.get(session_id)
+    def _live_of(self, session: Session) -> LiveSession:
+        live = self._live.get(session.id)
         if live is None:
-            live = self._live[session_id] = LiveSession()
+            live = self._live[session.id] = LiveSession(session.tenant_id)
         return live
 
     # -- Queries ----------------------------------------------------------------------------------------------
@@ -160,120 +184,298 @@ class SessionService:
 
     @traced("session.create")
     async def create(self, tenant_id: str, agent_name: str, options: dict[str, Any]) -> Session:
+        started = time.perf_counter()
         agent = await self._agents.get(tenant_id, agent_name)
         config = _validated_config(options)
-        session = await self._store.add_session(
-            Session(
-                tenant_id=tenant_id,
-                agent_name=agent.name,
-                agent_version=agent.version,
-                status="starting",
-                config=config,
-                created_at=utcnow(),
-                last_active_at=utcnow(),
-            )
-        )
+        # A sandbox started ahead for exactly this agent version and configuration: no process start at all.
+        entry = self._pool.claim(profile_key(agent, config)) if self._pool.has_warm(tenant_id, agent.name) else None
+        if entry is not None:
+            session = await self._create_on_warm(agent, config, entry)
+            path = "warm"
+        else:
+            session = await self._create_cold(agent, config)
+            path = "cold"
         trace.get_current_span().set_attribute("ash.session_id", str(session.id))
-        workspace = self._data.workspace(tenant_id, str(session.id))
-        self._data.make_session(tenant_id, str(session.id), self._sandboxes.owner)
-        await asyncio.to_thread(shutil.copytree, self._agents.folder(agent), workspace, symlinks=True)
-        live = self._live_of(session.id)
-        async with live.lock:
-            await self._start_sandbox(session, live)
-        await self._event(session, "lifecycle", {"action": "created", "agentVersion": agent.version})
+        if self.metrics is not None:
+            self.metrics.session_create_seconds.labels(path).observe(time.perf_counter() - started)
+        await self._event(session, "lifecycle", {"action": "created", "agentVersion": agent.version, "path": path})
         return session
 
+    async def _create_cold(self, agent: Agent, config: dict[str, Any]) -> Session:
+        slot = await self._pool.reserve()  # 503 before anything exists when every sandbox is busy
+        try:
+            session = await self._store.add_session(
+                Session(
+                    tenant_id=agent.tenant_id,
+                    agent_name=agent.name,
+                    agent_version=agent.version,
+                    status="starting",
+                    config=config,
+                    runner_id=self.server_id,
+                    created_at=utcnow(),
+                    last_active_at=utcnow(),
+                )
+            )
+            self._data.make_session(agent.tenant_id, str(session.id), self._sandboxes.owner)
+            await self._copy_agent(agent, self._data.workspace(agent.tenant_id, str(session.id)))
+            live = self._live_of(session)
+            async with live.lock:
+                await self._start_sandbox(session, live, slot=slot)
+        finally:
+            slot.release()
+        return session
+
+    async def _create_on_warm(self, agent: Agent, config: dict[str, Any], entry: PoolEntry) -> Session:
+        """The session takes the id, folder and sandbox the warm pool reserved for it."""
+        try:
+            session = await self._store.add_session(
+                Session(
+                    id=uuid.UUID(entry.session_id),
+                    tenant_id=agent.tenant_id,
+                    agent_name=agent.name,
+                    agent_version=agent.version,
+                    status="active",
+                    config=config,
+                    sandbox_id=entry.id,
+                    runner_id=self.server_id,
+                    created_at=utcnow(),
+                    last_active_at=utcnow(),
+                )
+            )
+        except BaseException:
+            await self._pool.retire(entry)
+            raise
+        self._pool.claimed(entry)
+        self._live_of(session).sandbox = entry.sandbox
+        return session
+
+    async def prepare_warm(self, agent: Agent) -> tuple[str, SandboxRequest] | None:
+        """For the warm pool: reserve a session id and its folder (the agent's files copied in, as at create) and
+        say what its sandbox looks like for a session of this agent with the default configuration."""
+        if not self._agents.folder(agent).is_dir():
+            return None  # deployed on another server: this one has no copy of its files
+        session_id = str(uuid.uuid4())
+        self._data.make_session(agent.tenant_id, session_id, self._sandboxes.owner)
+        await self._copy_agent(agent, self._data.workspace(agent.tenant_id, session_id))
+        return session_id, self._request(agent, session_id, {}, resume=None, assigned=False)
+
+    async def _copy_agent(self, agent: Agent, workspace: Path) -> None:
+        folder = self._agents.folder(agent)
+        if not folder.is_dir():
+            raise NotFound(
+                f"the files of agent {agent.name!r} are not on this server; deploy it here", agent=agent.name
+            )
+        await asyncio.to_thread(shutil.copytree, folder, workspace, symlinks=True)
+
+    def _request(
+        self, agent: Agent, session_id: str, config: dict[str, Any], *, resume: str | None, assigned: bool = True
+    ) -> SandboxRequest:
+        """What a sandbox of this session looks like: the warm pool's profile key covers every input here."""
+        workspace = self._data.workspace(agent.tenant_id, session_id)
+        bridge_config: dict[str, Any] = {"cwd": str(workspace), **effective_sdk_options(config, TurnOptions())}
+        if resume:
+            bridge_config["resume"] = resume
+        credential = config.get("credentialId")
+        return SandboxRequest(
+            session_id=session_id,
+            tenant_id=agent.tenant_id,
+            agent_dir=self._agents.folder(agent),
+            workspace=workspace,
+            home=self._data.home(agent.tenant_id, session_id),
+            bridge_config=bridge_config,
+            user_env={**agent.env, **config.get("extraEnv", {})},
+            agent_name=agent.name,
+            agent_config=dict(agent.config),
+            credential_id=str(credential) if credential else None,
+            assigned=assigned,
+        )
+
     @traced("sandbox.start")
-    async def _start_sandbox(self, session: Session, live: LiveSession) -> None:
-        """Start a sandbox on the session's folder (cold path); the caller holds the session's lock."""
+    async def _start_sandbox(self, session: Session, live: LiveSession, slot: Slot | None = None) -> None:
+        """Start a sandbox on the session's folder (cold path); the caller holds the session's lock. The files
+        come from the latest snapshot when this server's copy is missing or another server ran the session since.
+        """
         agent = await self._store.get_agent(session.tenant_id, session.agent_name)
         if agent is None:
             raise NotFound(f"agent {session.agent_name!r} of this session no longer exists")
-        sid = str(session.id)
-        bridge_config: dict[str, Any] = {
-            "cwd": str(self._data.workspace(session.tenant_id, sid)),
-            **effective_sdk_options(session.config, TurnOptions()),
-        }
-        if session.sdk_session_id:
-            bridge_config["resume"] = session.sdk_session_id
-        request = SandboxRequest(
-            session_id=sid,
-            tenant_id=session.tenant_id,
-            agent_dir=self._agents.folder(agent),
-            workspace=self._data.workspace(session.tenant_id, sid),
-            home=self._data.home(session.tenant_id, sid),
-            bridge_config=bridge_config,
-            user_env={**agent.env, **session.config.get("extraEnv", {})},
-        )
+        await self._ensure_files(session)  # SnapshotError leaves the session as it was
+        if session.runner_id != self.server_id:
+            await self._set(session, runner_id=self.server_id)
+        request = self._request(agent, str(session.id), session.config, resume=session.sdk_session_id)
+        own_slot = slot is None
+        if slot is None:
+            slot = await self._pool.reserve()
         try:
-            sandbox = await self._sandboxes.start(request)
+            sandbox = await self._pool.start(request, slot)
         except AshError:
             await self._set(session, status="error", sandbox_id="")
             raise
+        finally:
+            if own_slot:
+                slot.release()
         live.sandbox = sandbox
-        live.last_used = time.monotonic()
         await self._set(session, status="active", sandbox_id=sandbox.id, last_active_at=utcnow())
+
+    async def _ensure_files(self, session: Session) -> None:
+        """Make this server's copy of the session's folder current: it is, if this server ran the session last;
+        otherwise (or if there is none) the latest snapshot replaces it."""
+        sid = str(session.id)
+        local = self._data.workspace(session.tenant_id, sid).is_dir()
+        if local and session.runner_id in (None, self.server_id):
+            return
+        restored = await self._snapshots.restore(session)
+        if restored is not None:
+            return
+        if not local:
+            elsewhere = f"; it last ran on server {session.runner_id}" if session.runner_id else ""
+            raise SnapshotError(
+                f"session {sid} has no files on this server and no snapshot to restore them from{elsewhere}",
+                session_id=sid,
+            )
+        log.warning("session %s last ran on %s and has no snapshot; using this server's copy", sid, session.runner_id)
+
+    async def _drop_if_stale(self, session: Session, live: LiveSession) -> None:
+        """Another server has run this session since this one started its sandbox: that sandbox (and the files
+        it has) are out of date. It goes, without a snapshot; the cold path restores the newer state."""
+        if live.sandbox is not None and session.runner_id not in (None, self.server_id):
+            log.info("session %s moved to server %s; dropping its stale sandbox here", session.id, session.runner_id)
+            await self._drop_sandbox(live, cold=False)
+
+    async def _persist(self, session: Session) -> None:
+        """Snapshot the session now, if snapshots are on (SnapshotError if that fails: nothing is freed then)."""
+        await self._snapshots.take(session)
 
     async def pause(self, tenant_id: str, session_id: uuid.UUID) -> Session:
         session = await self.get(tenant_id, session_id)
-        live = self._live_of(session.id)
+        live = self._live_of(session)
         async with live.lock:
+            session = await self.get(tenant_id, session_id)
             if session.status == "ended":
                 raise Gone(f"session {session_id} has ended")
             if session.status in ("paused", "stopped"):
                 return session
             self._refuse_while_running(live)
-            # Warm pause: the sandbox stays up so resume is immediate; eviction may still reclaim it.
+            await self._drop_if_stale(session, live)
+            # Warm pause: the sandbox stays up so resume is immediate; eviction may still reclaim it. The snapshot
+            # is taken first, so another server can resume the session from here.
+            await self._persist(session)
             await self._set(session, status="paused")
         await self._event(session, "lifecycle", {"action": "paused"})
         return session
 
     @traced("session.resume")
     async def resume(self, tenant_id: str, session_id: uuid.UUID) -> Session:
+        started = time.perf_counter()
         session = await self.get(tenant_id, session_id)
-        live = self._live_of(session.id)
+        live = self._live_of(session)
         async with live.lock:
+            session = await self.get(tenant_id, session_id)
             if session.status == "ended":
                 raise Gone(f"session {session_id} has ended")
+            await self._drop_if_stale(session, live)
             if session.status == "active" and live.sandbox is not None and live.sandbox.alive:
                 return session
             if live.sandbox is not None and live.sandbox.alive:
-                self.resume_warm_hits += 1
-                live.last_used = time.monotonic()
+                self._pool.resume_warm_hits += 1
+                self._pool.touch(live.sandbox.id)
                 await self._set(session, status="active", last_active_at=utcnow())
                 path = "warm"
             else:
-                await self._drop_sandbox(live)
-                self.resume_cold_hits += 1
+                await self._drop_sandbox(live, cold=False)
                 await self._start_sandbox(session, live)
+                self._pool.resume_cold_hits += 1
                 path = "cold"
+        if self.metrics is not None:
+            self.metrics.resume_seconds.labels(path).observe(time.perf_counter() - started)
         await self._event(session, "lifecycle", {"action": "resumed", "path": path})
         return session
 
     async def stop(self, tenant_id: str, session_id: uuid.UUID) -> Session:
         session = await self.get(tenant_id, session_id)
-        live = self._live_of(session.id)
+        live = self._live_of(session)
         async with live.lock:
+            session = await self.get(tenant_id, session_id)
             if session.status == "ended":
                 raise Gone(f"session {session_id} has ended")
             await self._finish_turn(live)
-            await self._drop_sandbox(live)
+            await self._drop_if_stale(session, live)
+            if live.sandbox is not None:
+                await self._persist(session)
+            await self._drop_sandbox(live, cold=True)
             await self._set(session, status="stopped", sandbox_id="")
         await self._event(session, "lifecycle", {"action": "stopped"})
         return session
 
     async def end(self, tenant_id: str, session_id: uuid.UUID) -> Session:
         session = await self.get(tenant_id, session_id)
-        live = self._live_of(session.id)
+        live = self._live_of(session)
         async with live.lock:
+            session = await self.get(tenant_id, session_id)
             if session.status == "ended":
                 return session
             await self._finish_turn(live)
-            await self._drop_sandbox(live)
+            await self._drop_sandbox(live, cold=False)
+            await self._store.delete_cold_sandboxes(session.id)
             await self._set(session, status="ended", sandbox_id="", ended_at=utcnow())
         self._live.pop(session.id, None)
         await self._event(session, "lifecycle", {"action": "ended"})
         return session
+
+    async def fork(self, tenant_id: str, session_id: uuid.UUID) -> Session:
+        """A new, paused session whose workspace, transcript and message history are copies of this one's now.
+        Resuming it continues the conversation from here, independently of the parent."""
+        parent = await self.get(tenant_id, session_id)
+        live = self._live_of(parent)
+        child_id = uuid.uuid4()
+        async with live.lock:
+            parent = await self.get(tenant_id, session_id)
+            if parent.status == "ended":
+                raise Gone(f"session {session_id} has ended; it cannot be forked")
+            self._refuse_while_running(live)
+            await self._drop_if_stale(parent, live)
+            await self._ensure_files(parent)
+            source = self._data.session(tenant_id, str(parent.id))
+            target = self._data.make_session(tenant_id, str(child_id), self._sandboxes.owner)
+            try:
+                await asyncio.to_thread(self._copy_session_files, source, target)
+                child = await self._store.add_session(
+                    Session(
+                        id=child_id,
+                        tenant_id=tenant_id,
+                        agent_name=parent.agent_name,
+                        agent_version=parent.agent_version,
+                        status="paused",
+                        config=dict(parent.config),
+                        sdk_session_id=parent.sdk_session_id,
+                        parent_session_id=parent.id,
+                        runner_id=self.server_id,
+                        created_at=utcnow(),
+                        last_active_at=utcnow(),
+                    )
+                )
+            except BaseException:
+                shutil.rmtree(target, ignore_errors=True)
+                raise
+            after = 0
+            while batch := await self._store.list_messages(tenant_id, parent.id, after=after, limit=MESSAGE_COPY_BATCH):
+                await self._store.append_messages(child, [(m.role, m.content) for m in batch])
+                after = batch[-1].sequence
+        await self._event(parent, "lifecycle", {"action": "forked", "childSessionId": str(child.id)})
+        await self._event(child, "lifecycle", {"action": "created", "forkedFrom": str(parent.id), "path": "fork"})
+        try:
+            await self._persist(child)
+        except AshError as exc:
+            log.warning("fork %s of session %s: snapshot failed: %s", child.id, parent.id, exc.message)
+        return child
+
+    def _copy_session_files(self, source: Path, target: Path) -> None:
+        # The parent's sandbox may be alive: its files are copied without following any symlink (archive.py).
+        for name in ("workspace", "home"):
+            if (source / name).is_dir():
+                archive.copy_tree(source / name, target / name)
+            else:
+                (target / name).mkdir()
+            chown_tree(target / name, self._sandboxes.owner)
 
     async def update_config(self, tenant_id: str, session_id: uuid.UUID, changes: dict[str, Any]) -> Session:
         session = await self.get(tenant_id, session_id)
@@ -290,8 +492,9 @@ class SessionService:
         self, tenant_id: str, session_id: uuid.UUID, content: str | list[dict[str, Any]], options: TurnOptions
     ) -> Turn:
         session = await self.get(tenant_id, session_id)
-        live = self._live_of(session.id)
+        live = self._live_of(session)
         async with live.lock:
+            session = await self.get(tenant_id, session_id)
             if session.status != "active":
                 raise Invalid(
                     f"session {session_id} is {session.status}"
@@ -299,13 +502,15 @@ class SessionService:
                     status=session.status,
                 )
             self._refuse_while_running(live)
+            await self._drop_if_stale(session, live)
             if live.sandbox is None or not live.sandbox.alive:
                 # The sandbox is gone (evicted, crashed, or the server restarted): continue on a new one.
-                await self._drop_sandbox(live)
-                self.resume_cold_hits += 1
+                await self._drop_sandbox(live, cold=False)
                 await self._start_sandbox(session, live)
+                self._pool.resume_cold_hits += 1
             sandbox = live.sandbox
             assert sandbox is not None
+            self._pool.mark(sandbox.id, "running")
             # The user's message is stored before anything runs: once the stream starts it is acknowledged.
             await self._store.append_messages(session, [("user", dumps({"type": "user", "content": content}))])
             if live.next_seq is None:
@@ -393,7 +598,9 @@ class SessionService:
             turn.finish()
             if live.turn is turn:
                 live.turn = None
-            live.last_used = time.monotonic()
+            self._pool.mark(sandbox.id, "waiting")
+            # After the stream's `done`: the snapshot never holds the turn's client back.
+            self._snapshots.schedule(session)
             log.info(
                 "turn %s finished in %.0f ms%s",
                 turn.id,
@@ -462,7 +669,7 @@ class SessionService:
             rows = await self._store.stream_events_after(session.id, after_seq, before=before, limit=limit)
             return [Frame(r.seq, r.event, r.data, r.partial) for r in rows]
 
-        waiter = self._live_of(session.id).wait_for_turn if follow else None
+        waiter = self._live_of(session).wait_for_turn if follow else None
         return Subscription(
             after, include_partial=include_partial, loader=load, turn=turn, sender=sender, next_turn=waiter
         )
@@ -511,56 +718,180 @@ class SessionService:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(turn.task), timeout=INTERRUPT_GRACE_S + 5)
 
-    async def _drop_sandbox(self, live: LiveSession) -> None:
+    async def _drop_sandbox(self, live: LiveSession, *, cold: bool) -> None:
+        """Stop the session's sandbox. `cold`: the session lives on without one (its files are persisted)."""
         if live.sandbox is not None:
-            await self._sandboxes.stop(live.sandbox)
+            await self._pool.release(live.sandbox, cold=cold)
             live.sandbox = None
 
-    # -- Idle sweep -------------------------------------------------------------------------------------------
+    # -- Eviction and sweeps ----------------------------------------------------------------------------------
+
+    async def _evict(self, entry: PoolEntry, reason: str) -> bool:
+        """The pool wants this idle session's sandbox back: persist the session, then stop the sandbox. False if
+        the session is busy (a request holds it, a turn runs) or its snapshot failed: it keeps its sandbox."""
+        sid = uuid.UUID(entry.session_id)
+        live = self._live.get(sid)
+        if live is None or live.sandbox is not entry.sandbox:
+            await self._pool.release(entry.sandbox, cold=True)
+            return True
+        if live.lock.locked() or (live.turn is not None and not live.turn.finished):
+            return False
+        async with live.lock:  # free: taken at once, nothing ran in between
+            session = await self._store.get_session(live.tenant_id, sid)
+            if session is None:
+                await self._drop_sandbox(live, cold=False)
+                return True
+            try:
+                await self._persist(session)
+            except AshError as exc:
+                log.warning("not evicting session %s: its snapshot failed: %s", sid, exc.message)
+                return False
+            await self._drop_sandbox(live, cold=True)
+            await self._store.update_session(sid, sandbox_id="")
+        await self._event(session, "lifecycle", {"action": "sandbox_stopped", "reason": reason})
+        return True
 
     async def sweep_idle(self) -> int:
         """Stop sandboxes idle longer than ASH_IDLE_TIMEOUT_MS. Their sessions keep their status and continue on
         a new sandbox (cold path) with their next message or resume."""
-        now = time.monotonic()
-        reclaimed = 0
-        for session_id, live in list(self._live.items()):
-            if live.sandbox is None or (live.turn is not None and not live.turn.finished):
-                continue
-            if now - live.last_used < self._idle_timeout_s or live.lock.locked():
-                continue
-            async with live.lock:
-                if live.sandbox is not None and (live.turn is None or live.turn.finished):
-                    await self._drop_sandbox(live)
-                    await self._store.update_session(session_id, sandbox_id="")
-                    reclaimed += 1
-        return reclaimed
+        return await self._pool.sweep_idle(self._idle_timeout_s)
+
+    async def sweep_retention(self) -> int:
+        """Remove the files (local folder, snapshots) of sessions ended longer than ASH_SESSION_RETENTION_MS ago.
+        Returns how many local folders went."""
+        cutoff = utcnow() - timedelta(seconds=self._retention_s)
+        folders: dict[uuid.UUID, Path] = {}
+        sessions_dir = self._data.root / "sessions"
+        for tenant_dir in sessions_dir.iterdir() if sessions_dir.is_dir() else []:
+            for folder in tenant_dir.iterdir() if tenant_dir.is_dir() else []:
+                with contextlib.suppress(ValueError):
+                    if not folder.name.startswith("."):
+                        folders[uuid.UUID(folder.name)] = folder
+        removed = 0
+        ids = list(folders)
+        for start in range(0, len(ids), 500):
+            states = await self._store.session_states(ids[start : start + 500])
+            for session_id in ids[start : start + 500]:
+                state = states.get(session_id)
+                folder = folders[session_id]
+                if state is None:
+                    # No session: a failed create, or a warm sandbox's folder (maybe in the making).
+                    reserved = any(e.session_id == str(session_id) for e in self._pool.entries())
+                    with contextlib.suppress(OSError):
+                        if reserved or time.time() - folder.stat().st_mtime < ORPHAN_FOLDER_AGE_S:
+                            continue
+                elif state[0] != "ended" or state[1] is None or state[1] > cutoff:
+                    continue
+                await asyncio.to_thread(shutil.rmtree, folder, True)
+                removed += 1
+        await self._snapshots.expire(cutoff)
+        return removed
 
     async def run_idle_sweeper(self) -> None:
+        """The idle sweep, and (less often) the retention sweep, until cancelled."""
         interval = max(1.0, min(60.0, self._idle_timeout_s / 4))
+        retention_every = max(1.0, min(600.0, self._retention_s / 4))
+        last_retention = 0.0
         while True:
             await asyncio.sleep(interval)
             try:
                 reclaimed = await self.sweep_idle()
-            except Exception:
-                log.exception("idle sweep failed")
-            else:
                 if reclaimed:
                     log.info("stopped %d idle sandbox(es)", reclaimed)
+                if time.monotonic() - last_retention >= retention_every:
+                    last_retention = time.monotonic()
+                    if removed := await self.sweep_retention():
+                        log.info("removed the files of %d ended session(s)", removed)
+            except Exception:
+                log.exception("sweep failed")
 
     # -- Start-up and shutdown --------------------------------------------------------------------------------
 
     async def recover(self) -> int:
-        """After a restart no sandbox exists: sessions that had one are paused, resumable on the cold path."""
-        recovered = await self._store.sessions_with_status(["active", "starting"])
+        """After a restart no sandbox of this server exists: what its predecessor left is killed (the pool), and
+        the sessions it was running are paused, resumable on the cold path. Other servers' sessions are theirs."""
+        await self._pool.recover()
+        recovered = await self._store.sessions_with_status(["active", "starting"], runner_id=self.server_id)
         for session in recovered:
             await self._set(session, status="paused", sandbox_id="")
             await self._event(session, "lifecycle", {"action": "paused", "reason": "server restarted"})
         return len(recovered)
 
     async def shutdown(self) -> None:
+        """Drain: let running turns finish (for a while), interrupt the rest, persist every session that has a
+        sandbox here, then stop everything. Sessions that were active are left paused, resumable anywhere."""
+        turns = [live.turn.task for live in self._live.values() if live.turn is not None and live.turn.task]
+        pending = [t for t in turns if t is not None and not t.done()]
+        if pending:
+            log.info("waiting up to %.0f s for %d running turn(s)", DRAIN_TURNS_S, len(pending))
+            await asyncio.wait(pending, timeout=DRAIN_TURNS_S)
         for live in list(self._live.values()):
             await self._finish_turn(live)
+        for session_id, live in list(self._live.items()):
+            if live.sandbox is None:
+                continue
+            async with live.lock:
+                session = await self._store.get_session(live.tenant_id, session_id)
+                if session is None or live.sandbox is None:
+                    continue
+                try:
+                    await self._persist(session)
+                except AshError as exc:
+                    log.warning("session %s: snapshot at shutdown failed: %s", session_id, exc.message)
+                await self._drop_sandbox(live, cold=True)
+                if session.status in ("active", "starting"):
+                    await self._set(session, status="paused", sandbox_id="")
+                    await self._event(session, "lifecycle", {"action": "paused", "reason": "server shutting down"})
+                else:
+                    await self._set(session, sandbox_id="")
+        await self._snapshots.close()
+        await self._pool.close()
         await self._sandboxes.stop_all()
+
+    # -- Workspace access ---------------------------------------------------------------------------------------
+
+    async def workspace_for_read(self, tenant_id: str, session_id: uuid.UUID) -> tuple[Path, str]:
+        """The folder to read the session's workspace from, and `sandbox` (a live sandbox may still change it) or
+        `snapshot` (restored here first if this server's copy is missing or out of date)."""
+        session = await self.get(tenant_id, session_id)
+        workspace = self._data.workspace(tenant_id, str(session.id))
+        live = self._live.get(session.id)
+        alive = live is not None and live.sandbox is not None and live.sandbox.alive
+        if alive and session.runner_id in (None, self.server_id):
+            return workspace, "sandbox"
+        live = self._live_of(session)
+        async with live.lock:
+            session = await self.get(tenant_id, session_id)
+            await self._ensure_files(session)
+        return workspace, "snapshot"
+
+    async def change_workspace(
+        self, tenant_id: str, session_id: uuid.UUID, change: Callable[[Path, tuple[int, int] | None], T]
+    ) -> T:
+        """Run `change(workspace, owner)` (in a thread) on this server's up-to-date copy of the workspace, live or
+        not; a snapshot follows. 409 while another server runs the session."""
+        session = await self.get(tenant_id, session_id)
+        live = self._live_of(session)
+        async with live.lock:
+            session = await self.get(tenant_id, session_id)
+            if session.status == "ended":
+                raise Gone(f"session {session_id} has ended")
+            elsewhere = await self._store.live_sandbox_elsewhere(session.id, self.server_id)
+            if elsewhere is not None:
+                raise Conflict(
+                    f"session {session_id} is running on another server ({elsewhere.server_id}); send this there, "
+                    "or pause it first",
+                    server_id=elsewhere.server_id,
+                )
+            await self._drop_if_stale(session, live)
+            await self._ensure_files(session)
+            if session.runner_id != self.server_id:
+                await self._set(session, runner_id=self.server_id)
+            result = await asyncio.to_thread(
+                change, self._data.workspace(tenant_id, str(session.id)), self._sandboxes.owner
+            )
+        self._snapshots.schedule(session)
+        return result
 
     # -- Helpers ----------------------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     Float,
     ForeignKey,
@@ -177,7 +178,10 @@ class StreamEvent(Base):
 
 
 class Sandbox(Base):
-    """A live (or recently live) sandbox process. The row is what lets a restarted server find and kill orphans."""
+    """A sandbox of the pool (docs/architecture/sandbox-pool.md): `warming`, `warm` (started ahead, unclaimed: its
+    `session_id` is the id reserved for the session that will claim it), `waiting`, `running`, or `cold` (its
+    process is gone; its session's files are persisted and it resumes on the cold path). The row is also what lets
+    a restarted server find and kill its orphans; `server_id` says which server's it is."""
 
     __tablename__ = "sandboxes"
 
@@ -188,6 +192,25 @@ class Sandbox(Base):
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     last_used_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    server_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+
+
+class Snapshot(Base):
+    """A complete, uploaded archive of a session's workspace and home (snapshots/). The row is written only after
+    the upload finished, so a half-written archive is never restored; `sha256` catches one damaged later."""
+
+    __tablename__ = "snapshots"
+    __table_args__ = (UniqueConstraint("session_id", "generation", name="uq_snapshots_session_generation"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(255), default=DEFAULT_TENANT)
+    session_id: Mapped[uuid.UUID] = mapped_column(Uuid(), ForeignKey("sessions.id", ondelete="CASCADE"))
+    generation: Mapped[int] = mapped_column(Integer)
+    key: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    server_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class Credential(Base):

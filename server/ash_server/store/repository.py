@@ -23,6 +23,7 @@ from .models import (
     Sandbox,
     Session,
     SessionEvent,
+    Snapshot,
     StreamEvent,
     Tenant,
     UsageEvent,
@@ -188,10 +189,22 @@ class Store:
         async with self.db() as db:
             return (await db.scalars(query)).all()
 
-    async def sessions_with_status(self, statuses: Sequence[str]) -> Sequence[Session]:
-        """All tenants: used only by start-up recovery, never by a request."""
+    async def sessions_with_status(self, statuses: Sequence[str], *, runner_id: str | None = None) -> Sequence[Session]:
+        """All tenants: used only by start-up recovery and shutdown, never by a request. With `runner_id`, only the
+        sessions that server ran last (or that no server has claimed)."""
+        query = select(Session).where(Session.status.in_(statuses))
+        if runner_id is not None:
+            query = query.where((Session.runner_id == runner_id) | Session.runner_id.is_(None))
         async with self.db() as db:
-            return (await db.scalars(select(Session).where(Session.status.in_(statuses)))).all()
+            return (await db.scalars(query)).all()
+
+    async def session_states(self, session_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, tuple[str, datetime | None]]:
+        """(status, ended_at) of each of these sessions that exists, any tenant (the retention sweep)."""
+        if not session_ids:
+            return {}
+        query = select(Session.id, Session.status, Session.ended_at).where(Session.id.in_(session_ids))
+        async with self.db() as db:
+            return {row[0]: (row[1], row[2]) for row in (await db.execute(query)).all()}
 
     async def count_sessions(self, statuses: Sequence[str]) -> int:
         async with self.db() as db:
@@ -375,9 +388,88 @@ class Store:
         async with self.db() as db, db.begin():
             await db.execute(delete(Sandbox).where(Sandbox.id == sandbox_id))
 
-    async def list_sandboxes(self) -> Sequence[Sandbox]:
+    async def list_sandboxes(self, server_id: str | None = None) -> Sequence[Sandbox]:
+        """Every pool row, or those of one server (and rows written before servers were told apart)."""
+        query = select(Sandbox)
+        if server_id is not None:
+            query = query.where((Sandbox.server_id == server_id) | Sandbox.server_id.is_(None))
         async with self.db() as db:
-            return (await db.scalars(select(Sandbox))).all()
+            return (await db.scalars(query)).all()
+
+    async def update_sandbox(self, sandbox_id: str, **values: Any) -> None:
+        async with self.db() as db, db.begin():
+            await db.execute(update(Sandbox).where(Sandbox.id == sandbox_id).values(**values))
+
+    async def delete_cold_sandboxes(self, session_id: uuid.UUID) -> None:
+        """The session has a sandbox again (or has ended): its cold rows, on any server, no longer stand for it."""
+        async with self.db() as db, db.begin():
+            await db.execute(delete(Sandbox).where(Sandbox.session_id == session_id, Sandbox.state == "cold"))
+
+    async def live_sandbox_elsewhere(self, session_id: uuid.UUID, server_id: str) -> Sandbox | None:
+        """A sandbox of this session that another server runs (waiting or running), if any."""
+        query = select(Sandbox).where(
+            Sandbox.session_id == session_id,
+            Sandbox.state.in_(("waiting", "running")),
+            Sandbox.server_id != server_id,
+        )
+        async with self.db() as db:
+            row: Sandbox | None = await db.scalar(query.limit(1))
+            return row
+
+    async def count_sandboxes(self, server_id: str, state: str) -> int:
+        query = select(func.count()).select_from(Sandbox).where(Sandbox.server_id == server_id, Sandbox.state == state)
+        async with self.db() as db:
+            return int(await db.scalar(query) or 0)
+
+    async def all_agents(self) -> Sequence[Agent]:
+        """Every tenant's agents: what the warm pool keeps sandboxes for. Never used by a request."""
+        async with self.db() as db:
+            return (await db.scalars(select(Agent).order_by(Agent.tenant_id, Agent.name))).all()
+
+    # -- Snapshots ------------------------------------------------------------------------------------------
+
+    async def latest_snapshot(self, session_id: uuid.UUID) -> Snapshot | None:
+        query = select(Snapshot).where(Snapshot.session_id == session_id).order_by(Snapshot.generation.desc())
+        async with self.db() as db:
+            row: Snapshot | None = await db.scalar(query.limit(1))
+            return row
+
+    async def commit_snapshot(self, snapshot: Snapshot, runner_id: str) -> bool:
+        """Record an uploaded snapshot as its session's latest, unless another server has taken the session over
+        since (its copy is newer than ours). Its generation is the next one of its session."""
+        async with self.db() as db, db.begin():
+            runner = await db.scalar(select(Session.runner_id).where(Session.id == snapshot.session_id))
+            if runner is not None and runner != runner_id:
+                return False
+            last = await db.scalar(
+                select(func.max(Snapshot.generation)).where(Snapshot.session_id == snapshot.session_id)
+            )
+            snapshot.generation = (last or 0) + 1
+            db.add(snapshot)
+        return True
+
+    async def older_snapshots(self, session_id: uuid.UUID, keep: int) -> Sequence[Snapshot]:
+        """The session's snapshots but its `keep` latest."""
+        query = (
+            select(Snapshot).where(Snapshot.session_id == session_id).order_by(Snapshot.generation.desc()).offset(keep)
+        )
+        async with self.db() as db:
+            return (await db.scalars(query)).all()
+
+    async def expired_snapshots(self, ended_before: datetime, limit: int = 500) -> Sequence[Snapshot]:
+        """Snapshots of sessions that ended before `ended_before` (their retention is over)."""
+        query = (
+            select(Snapshot)
+            .join(Session, Session.id == Snapshot.session_id)
+            .where(Session.status == "ended", Session.ended_at < ended_before)
+            .limit(limit)
+        )
+        async with self.db() as db:
+            return (await db.scalars(query)).all()
+
+    async def delete_snapshot_row(self, snapshot_id: str) -> None:
+        async with self.db() as db, db.begin():
+            await db.execute(delete(Snapshot).where(Snapshot.id == snapshot_id))
 
     # -- Credentials ----------------------------------------------------------------------------------------
 

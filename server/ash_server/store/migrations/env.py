@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from alembic import context
+from alembic.runtime.migration import MigrationContext, MigrationInfo
 from sqlalchemy import pool, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -22,12 +24,14 @@ target_metadata = Base.metadata
 MIGRATION_LOCK_KEY = 0x61_73_68_6D_69_67_72
 
 
-def _applied(*, step: Any, **_kw: Any) -> None:
-    revision = step.up_revision_id if step.is_upgrade else step.down_revision_ids
-    log.info("applied migration %s: %s", revision, step.up_revision.doc if step.is_upgrade else "downgrade")
+def _applied(ctx: MigrationContext, step: MigrationInfo, heads: Collection[Any], run_args: Mapping[str, Any]) -> None:
+    if not step.is_upgrade:
+        log.info("reverted migration %s", step.up_revision_id)
+        return
+    log.info("applied migration %s: %s", step.up_revision_id, getattr(step.up_revision, "doc", ""))
     applied = config.attributes.get("applied")
-    if isinstance(applied, list) and step.is_upgrade:
-        applied.append(str(revision))
+    if isinstance(applied, list):
+        applied.append(str(step.up_revision_id))
 
 
 def _run(connection: Connection) -> None:

@@ -1,0 +1,1 @@
+"""Ash on AWS as a Pulumi program: one ComponentResource per concern, assembled by stack.build()."""

@@ -1,0 +1,57 @@
+#!/bin/bash
+# Install Ash from an unpacked source archive and start systemd/ash.service. The boot scripts of infra/aws and
+# infra/gcp run it as root after they have written /etc/ash/ash.env from the cloud's secret store; it is the cloud
+# counterpart of the Ansible roles (same packages, virtualenv, sandbox user and unit).
+#   install-ash.sh SOURCE_DIR EXTRAS      e.g. install-ash.sh /opt/ash/src postgres,s3
+set -euo pipefail
+
+src="$1"
+extras="$2"
+venv=/opt/ash/venv
+uv_version=0.13.9
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends python3 python3-venv bubblewrap util-linux ca-certificates nftables
+
+# The virtualenv is built on the system interpreter: sandboxes run it as the sandbox user.
+[[ -x "$venv/bin/python" ]] || python3 -m venv "$venv"
+"$venv/bin/pip" install -q --disable-pip-version-check "uv==$uv_version"
+VIRTUAL_ENV="$venv" "$venv/bin/uv" pip install -q --reinstall-package ash \
+  --constraint "$src/requirements.lock" "${src}[$extras]"
+chmod -R a+rX /opt/ash
+
+# The unprivileged user every sandbox runs as.
+id ash-sandbox >/dev/null 2>&1 ||
+  useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin \
+    --comment "Ash sandboxes" ash-sandbox
+{
+  echo "ASH_SANDBOX_UID=$(id -u ash-sandbox)"
+  echo "ASH_SANDBOX_GID=$(id -g ash-sandbox)"
+} >>/etc/ash/ash.env
+chmod 0600 /etc/ash/ash.env
+
+# Sandboxes of agents with network "full" share the host's network: keep them off the metadata server and its
+# instance credentials. The owner match sees the sandbox uid even inside bubblewrap's user namespace.
+mkdir -p /etc/nftables.d
+cat >/etc/nftables.d/ash-metadata.nft <<'NFT'
+table inet ash_metadata
+delete table inet ash_metadata
+table inet ash_metadata {
+  chain output {
+    type filter hook output priority filter; policy accept;
+    meta skuid "ash-sandbox" ip daddr 169.254.169.254 reject
+    meta skuid "ash-sandbox" ip6 daddr fd00:ec2::254 reject
+  }
+}
+NFT
+grep -q '^include "/etc/nftables.d/\*.nft"' /etc/nftables.conf ||
+  echo 'include "/etc/nftables.d/*.nft"' >>/etc/nftables.conf
+nft -f /etc/nftables.d/ash-metadata.nft
+systemctl enable nftables
+
+# The unit, unchanged (systemd/ash.service).
+install -m 0644 "$src/systemd/ash.service" /etc/systemd/system/ash.service
+systemctl daemon-reload
+systemctl enable ash
+systemctl restart ash

@@ -1,0 +1,57 @@
+"""The interface every snapshot backend implements: put, get, delete and list whole objects by key.
+
+A backend only moves files. What a snapshot contains, how it is named and when it counts as the session's latest
+are decided above it (snapshots/service.py): an object is referenced only once a database row says so, and that
+row is written after the upload completed, so a backend need not make partial objects invisible by itself (all
+three do anyway: S3 and GCS publish an object when its upload completes, the local one renames a finished file).
+"""
+
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+
+from ..errors import SnapshotError
+
+
+class SnapshotStoreError(SnapshotError):
+    """The snapshot store could not be reached or refused an operation."""
+
+
+class SnapshotMissing(SnapshotStoreError):
+    """No object under that key."""
+
+
+def valid_key(key: str) -> str:
+    """Keys are relative, `/`-separated, without `.`/`..` parts: the same on every backend."""
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\\" in key or "\0" in key:
+        raise ValueError(f"invalid snapshot key {key!r}")
+    return key
+
+
+class SnapshotStore(abc.ABC):
+    """Objects addressed by keys under one base URL. Blocking client libraries run in threads."""
+
+    #: The URL the store was opened with (for messages; never holds credentials).
+    url: str
+
+    @abc.abstractmethod
+    async def check(self) -> None:
+        """Raise SnapshotStoreError, saying why, if the store cannot be used (no bucket, no access)."""
+
+    @abc.abstractmethod
+    async def put(self, key: str, source: Path) -> None:
+        """Upload the file `source` as `key`, streaming it. The object appears whole or not at all."""
+
+    @abc.abstractmethod
+    async def get(self, key: str, target: Path) -> None:
+        """Download `key` into the file `target`, streaming it; SnapshotMissing if there is no such object."""
+
+    @abc.abstractmethod
+    async def delete(self, key: str) -> None:
+        """Remove `key`; removing a missing key is not an error."""
+
+    @abc.abstractmethod
+    async def list(self, prefix: str) -> list[str]:
+        """The keys that start with `prefix`, sorted."""

@@ -1,0 +1,317 @@
+"""ansible/: lint, syntax, and a real run of site.yml on this machine into a staged root, twice.
+
+The run is real except for what a folder cannot have: apt, systemd and loading the firewall into the kernel
+(`ash_manage_system` is false when `ash_root` is not "/"). PostgreSQL is a throwaway cluster this test starts, so the
+ash_postgresql role really creates its role and database. The playbook reads its secrets from an Ansible Vault file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+ANSIBLE = REPO / "ansible"
+BIN = Path(sys.executable).parent
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+VAULT_PASSWORD = "test-vault-password"
+SECRETS = {
+    "ash_server_api_key": "ash_staged-test-key-0123456789",
+    "ash_server_anthropic_api_key": "sk-ant-staged-test",
+    "ash_server_credential_key": "credential-key-0123456789abcdef",
+    "ash_postgresql_password": "pg-password-0123456789abcdef",
+}
+
+
+def ansible_env(home: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+        "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"),
+        "ANSIBLE_HOME": str(home),
+        "ANSIBLE_LOCAL_TEMP": str(home / "tmp"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Postgres:
+    port: int
+    socket_dir: Path
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Postgres]:
+    if not (PG_BIN / "initdb").exists():
+        pytest.skip("PostgreSQL 15 is not installed (apt-get install postgresql)")
+    root = Path(tempfile.mkdtemp(prefix="ash-pg-"))
+    shutil.chown(root, "postgres", "postgres")
+    data, sockets, port = root / "data", root / "sock", free_port()
+    sockets.mkdir()
+    shutil.chown(sockets, "postgres", "postgres")
+
+    def as_postgres(*argv: str) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", *argv], check=True, capture_output=True, cwd=root)
+
+    as_postgres(str(PG_BIN / "initdb"), "-D", str(data), "--auth-local=peer", "--auth-host=scram-sha-256")
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {sockets} -c fsync=off"
+    as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", options, "-w", "-l", str(root / "log"), "start")
+    try:
+        yield Postgres(port, sockets)
+    finally:
+        as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
+class Staged:
+    stage: Path
+    inventory: Path
+    home: Path
+    runs: list[subprocess.CompletedProcess[str]]
+
+    def playbook(self, *extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                str(BIN / "ansible-playbook"),
+                "-i",
+                str(self.inventory / "hosts.yml"),
+                "--vault-password-file",
+                str(self.home / "vault-password"),
+                "-e",
+                "ansible_become=false",
+                *extra,
+                str(ANSIBLE / "site.yml"),
+            ],
+            env=ansible_env(self.home),
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=ANSIBLE,
+        )
+
+
+def recap(result: subprocess.CompletedProcess[str]) -> dict[str, int]:
+    match = re.search(r"localhost\s*:\s*(ok=\d+.*)$", result.stdout, flags=re.MULTILINE)
+    assert match, result.stdout[-3000:] + result.stderr[-3000:]
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(1))}
+
+
+@pytest.fixture(scope="module")
+def staged(postgres: Postgres) -> Iterator[Staged]:
+    root = Path(tempfile.mkdtemp(prefix="ash-ansible-"))
+    stage, inventory, home = root / "stage", root / "inventory", root / "home"
+    (stage / "etc").mkdir(parents=True)
+    for name in ("passwd", "group", "shadow", "gshadow", "login.defs"):
+        shutil.copy2(Path("/etc") / name, stage / "etc" / name)
+    (inventory / "group_vars" / "all").mkdir(parents=True)
+    (home / "tmp").mkdir(parents=True)
+    (home / "vault-password").write_text(VAULT_PASSWORD + "\n")
+    hosts = {
+        "all": {
+            "hosts": {"localhost": {"ansible_connection": "local"}},
+            "vars": {"ansible_python_interpreter": sys.executable},
+            "children": {
+                "ash_servers": {"hosts": {"localhost": {}}},
+                "ash_postgresql": {"hosts": {"localhost": {}}},
+                "ash_runners": {"hosts": {}},
+            },
+        }
+    }
+    (inventory / "hosts.yml").write_text(json.dumps(hosts))
+    settings = {
+        "ash_root": str(stage),
+        "ash_postgresql_socket_dir": str(postgres.socket_dir),
+        "ash_postgresql_port": postgres.port,
+        "ash_postgresql_psql": str(PG_BIN / "psql"),
+        "ash_server_database_url": "postgresql://ash:{{ ash_postgresql_password | urlencode }}@127.0.0.1:"
+        f"{postgres.port}/ash",
+        "ash_server_settings": {"ASH_MAX_SANDBOXES": 50, "ASH_LOG_LEVEL": "info"},
+        "ash_server_firewall_api_sources": ["10.0.0.0/16", "fd00::/8"],
+    }
+    (inventory / "group_vars" / "all" / "main.yml").write_text(json.dumps(settings))
+    vault = inventory / "group_vars" / "all" / "vault.yml"
+    vault.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in SECRETS.items()))
+    subprocess.run(
+        [str(BIN / "ansible-vault"), "encrypt", "--vault-password-file", str(home / "vault-password"), str(vault)],
+        env=ansible_env(home),
+        check=True,
+        capture_output=True,
+    )
+    runs = Staged(stage, inventory, home, [])
+    try:
+        runs.runs.append(runs.playbook())
+        runs.runs.append(runs.playbook())
+        yield runs
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_site_yml_installs_into_the_staged_root_and_a_second_run_changes_nothing(staged: Staged) -> None:
+    first, second = staged.runs
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
+    assert recap(first)["changed"] > 0
+    assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-2000:]
+    assert recap(second)["changed"] == 0, second.stdout[-4000:]
+    assert staged.inventory.joinpath("group_vars/all/vault.yml").read_text().startswith("$ANSIBLE_VAULT;")
+    for secret in SECRETS.values():
+        assert secret not in first.stdout + first.stderr + second.stdout + second.stderr
+
+
+def test_the_sandbox_user_and_the_settings_file(staged: Staged) -> None:
+    entry = next(line for line in (staged.stage / "etc/passwd").read_text().splitlines() if line.startswith("ash-"))
+    name, _, uid, gid, _, home, shell = entry.split(":")
+    assert (name, home, shell) == ("ash-sandbox", "/nonexistent", "/usr/sbin/nologin")
+    assert 0 < int(uid) < 1000  # a system user
+    assert "ash-sandbox" not in Path("/etc/passwd").read_text()  # the host's own accounts are untouched
+
+    env_file = staged.stage / "etc/ash/ash.env"
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE((staged.stage / "etc/ash").stat().st_mode) == 0o700
+    settings = dict(
+        line.split("=", 1) for line in env_file.read_text().splitlines() if line and not line.startswith("#")
+    )
+    assert settings["ASH_SANDBOX_UID"] == f'"{uid}"' and settings["ASH_SANDBOX_GID"] == f'"{gid}"'
+    assert settings["ASH_API_KEY"] == f'"{SECRETS["ash_server_api_key"]}"'
+    assert settings["ANTHROPIC_API_KEY"] == f'"{SECRETS["ash_server_anthropic_api_key"]}"'
+    assert settings["ASH_HOST"] == '"0.0.0.0"' and settings["ASH_MAX_SANDBOXES"] == '"50"'
+    assert settings["ASH_DATABASE_URL"].startswith('"postgresql://ash:pg-password-')
+    assert stat.S_IMODE((staged.stage / "var/lib/ash").stat().st_mode) == 0o711
+
+
+def test_the_unit_is_the_repository_s_and_verifies_against_the_staged_install(staged: Staged) -> None:
+    unit = staged.stage / "etc/systemd/system/ash.service"
+    assert unit.read_bytes() == (REPO / "systemd/ash.service").read_bytes()
+    # systemd-analyze resolves ExecStart (/opt/ash/venv/bin/ash) inside --root: the staged virtualenv must have it.
+    units = staged.stage / "usr/lib/systemd/system"
+    if not units.exists():
+        shutil.copytree("/usr/lib/systemd/system", units, symlinks=True)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", f"--root={staged.stage}", "--man=no", "ash.service"],
+        capture_output=True,
+        text=True,
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_the_virtualenv_runs_ash_and_the_sandbox_user_can_read_it(staged: Staged) -> None:
+    venv = staged.stage / "opt/ash/venv"
+    result = subprocess.run([str(venv / "bin/ash"), "--help"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "serve" in result.stdout
+    imported = subprocess.run(
+        [str(venv / "bin/python"), "-c", "import ash_server, ash_bridge, asyncpg; print(ash_server.__file__)"],
+        capture_output=True,
+        text=True,
+    )
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout.startswith(str(venv))  # installed from the wheel, not the checkout
+    bridge = next((venv / "lib").glob("python3*/site-packages/ash_bridge/__init__.py"))
+    assert bridge.stat().st_mode & 0o004
+
+
+def test_the_firewall_opens_only_ssh_and_the_api_port(staged: Staged) -> None:
+    rules = (staged.stage / "etc/nftables.d/ash.nft").read_text()
+    assert "policy drop;" in rules
+    accepted = re.findall(r"^\s*(ip6?) saddr (\S+) tcp dport (\d+) accept$", rules, flags=re.MULTILINE)
+    assert sorted(accepted) == sorted(
+        [("ip", "0.0.0.0/0", "22"), ("ip6", "::/0", "22"), ("ip", "10.0.0.0/16", "4100"), ("ip6", "fd00::/8", "4100")]
+    )
+    assert 'include "/etc/nftables.d/*.nft"' in (staged.stage / "etc/nftables.conf").read_text()
+    if shutil.which("nft"):
+        check = subprocess.run(["nft", "--check", "--file", str(staged.stage / "etc/nftables.d/ash.nft")])
+        assert check.returncode == 0
+
+
+def test_postgresql_role_and_database_exist_and_the_password_works(staged: Staged, postgres: Postgres) -> None:
+    result = subprocess.run(
+        [
+            str(PG_BIN / "psql"),
+            "-X",
+            "-A",
+            "-t",
+            f"host=127.0.0.1 port={postgres.port} dbname=ash user=ash",
+            "-c",
+            "SELECT current_user, (SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'ash')",
+        ],
+        env={**os.environ, "PGPASSWORD": SECRETS["ash_postgresql_password"]},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ash|ash"
+
+
+def test_the_runner_role_refuses_until_runner_mode_exists(staged: Staged) -> None:
+    hosts = json.loads((staged.inventory / "hosts.yml").read_text())
+    for group in ("ash_servers", "ash_postgresql"):
+        hosts["all"]["children"][group]["hosts"] = {}
+    hosts["all"]["children"]["ash_runners"]["hosts"] = {"localhost": {}}
+    runner_inventory = staged.inventory.with_name("runner-inventory")
+    shutil.copytree(staged.inventory, runner_inventory, dirs_exist_ok=True)
+    (runner_inventory / "hosts.yml").write_text(json.dumps(hosts))
+    started = time.monotonic()
+    result = subprocess.run(
+        [
+            str(BIN / "ansible-playbook"),
+            "-i",
+            str(runner_inventory / "hosts.yml"),
+            "--vault-password-file",
+            str(staged.home / "vault-password"),
+            "-e",
+            "ansible_become=false",
+            str(ANSIBLE / "site.yml"),
+        ],
+        env=ansible_env(staged.home),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ANSIBLE,
+    )
+    assert result.returncode != 0
+    assert "Runner mode (ASH_MODE=coordinator and `ash runner`) is not available" in result.stdout
+    assert recap(result)["changed"] == 0
+    assert not (staged.stage / "etc/systemd/system/ash-runner.service").exists()
+    assert time.monotonic() - started < 120
+
+
+def test_ansible_lint_production_profile_and_syntax_check(tmp_path: Path) -> None:
+    env = ansible_env(tmp_path)
+    (tmp_path / "tmp").mkdir()
+    syntax = subprocess.run(
+        [str(BIN / "ansible-playbook"), "--syntax-check", "-i", "inventory/example", "site.yml"],
+        cwd=ANSIBLE,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert syntax.returncode == 0, syntax.stdout + syntax.stderr
+    lint = subprocess.run(
+        [str(BIN / "ansible-lint"), "--offline", "--profile", "production", "--nocolor"],
+        cwd=ANSIBLE,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    assert "Profile 'production' was required, and it passed" in lint.stdout + lint.stderr
