@@ -14,7 +14,8 @@ sudo_cmd=()
 [[ "$(id -u)" -ne 0 ]] && sudo_cmd=(sudo)
 
 packages=(python3 python3-venv python3-dev bubblewrap util-linux ca-certificates)
-[[ $dev -eq 1 ]] && packages+=(postgresql)
+# nftables and systemd: tests/infra checks the firewall rules (nft --check) and the units (systemd-analyze).
+[[ $dev -eq 1 ]] && packages+=(postgresql nftables systemd)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -45,14 +46,15 @@ fi
 [[ "$venv" != "$repo/.venv" ]] && ln -sfn "$venv" "$repo/.venv"
 
 "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip uv
+# The lock pins every package any extra can pull in; installing with it as constraints takes only what this
+# install needs (the server and CLI; with --dev also the test, PostgreSQL, snapshot and distribution tools).
+extras="[s3,gcs]"
+[[ $dev -eq 1 ]] && extras="[dev,postgres,s3,gcs,infra]"
 echo "==> installing pinned dependencies"
-VIRTUAL_ENV="$venv" "$venv/bin/uv" pip install -q -r "$repo/requirements.lock"
-extras=""
-[[ $dev -eq 1 ]] && extras="[dev,postgres]"
 if [[ $editable -eq 1 ]]; then
-  VIRTUAL_ENV="$venv" "$venv/bin/uv" pip install -q --no-deps -e "$repo$extras"
+  VIRTUAL_ENV="$venv" "$venv/bin/uv" pip install -q -c "$repo/requirements.lock" -e "$repo$extras"
 else
-  VIRTUAL_ENV="$venv" "$venv/bin/uv" pip install -q --no-deps --reinstall-package ash "$repo$extras"
+  VIRTUAL_ENV="$venv" "$venv/bin/uv" pip install -q -c "$repo/requirements.lock" --reinstall-package ash "$repo$extras"
 fi
 chmod -R a+rX "$venv"
 echo "==> installed: $venv/bin/ash"

@@ -222,6 +222,7 @@ def _ensure_image(docker: Docker, image: str, pull: bool, say: Callable[[str], N
 
 def start(options: DockerOptions, environ: Mapping[str, str], api_key: str | None, say: Callable[[str], None]) -> str:
     """Run the container (without waiting for it, see `wait_until_healthy`); returns the API key it accepts."""
+    extra = parse_env(options.env, environ)  # before anything happens: a typo costs nothing
     docker = Docker(environ)
     check_daemon(docker)
     existing = state(docker)
@@ -236,7 +237,7 @@ def start(options: DockerOptions, environ: Mapping[str, str], api_key: str | Non
     # host, so the CLI chooses the key and hands it over like any other setting.
     key = api_key or "ash_" + secrets.token_urlsafe(32)
     values = {name: environ[name] for name in passthrough_names(environ)}
-    values.update(parse_env(options.env, environ))
+    values.update(extra)
     if options.database_url:
         values["ASH_DATABASE_URL"] = options.database_url
     values["ASH_API_KEY"] = key

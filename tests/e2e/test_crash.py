@@ -14,6 +14,7 @@ import httpx
 import pytest
 import zstandard
 
+from ash_server.sandbox.limits import instance_name
 from tests.fakes.anthropic_api import FakeAnthropic, echo, text
 from tests.support.processes import pids_with_env
 from tests.support.server import REPO, AshServer, short_tempdir
@@ -66,6 +67,12 @@ def setup_session(server: AshServer) -> dict[str, Any]:
         return session
 
 
+def cgroups_of(server: AshServer, sandbox_id: str) -> list[Path]:
+    """The sandbox's cgroup folders, in every hierarchy (`<server's cgroup>/ash-<data dir hash>/<sandbox id>`)."""
+    instance = instance_name(server.data_dir)
+    return [p for p in Path("/sys/fs/cgroup").glob(f"**/{instance}/{sandbox_id}") if p.is_dir()]
+
+
 def running(server: AshServer) -> bool:
     return bool(httpx.get(server.url + "/health", timeout=10).json()["pool"]["running"])
 
@@ -80,6 +87,8 @@ def test_kill_9_in_the_middle_of_a_turn(model: FakeAnthropic) -> None:
         sid, sandbox_id = session["id"], session["sandboxId"]
         background = Background(server, sid, "a long task")
         wait_for(lambda: running(server), "the turn to run")
+        by_cgroups = httpx.get(server.url + "/health").json()["limits"].startswith("cgroup")
+        assert bool(cgroups_of(server, sandbox_id)) == by_cgroups
         server.kill()
         background.join()
         wait_for(lambda: not pids_with_env("ASH_SANDBOX_ID", sandbox_id), "the sandbox to die with the server", 15)
@@ -96,6 +105,7 @@ def test_kill_9_in_the_middle_of_a_turn(model: FakeAnthropic) -> None:
             assert (stats["total"], stats["running"], stats["waiting"], stats["cold"]) == (0, 0, 0, 1)
             assert not pids_with_env("ASH_SANDBOX_ID", sandbox_id)
             assert not list((server.data_dir / "sandboxes").rglob("*.sock"))
+            assert cgroups_of(server, sandbox_id) == []  # the restarted server removed the dead one's cgroups
             # And the session goes on.
             assert client.post(f"/api/sessions/{sid}/resume").json()["session"]["status"] == "active"
             assert "event: done" in turn(client, sid, "what do you remember")

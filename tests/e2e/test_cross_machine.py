@@ -129,6 +129,11 @@ def test_a_session_paused_on_one_server_continues_on_another(model: FakeAnthropi
             seen = model.user_texts(model.requests_with_prompt("what is my name")[-1])
             assert seen == ["my name is Grace", "keep a file for me", "what is my name"]
             assert on_b.get(f"/api/sessions/{sid}/files/carried.txt").text == "carried\n"
+            # B runs it now: A may read its files, but not pause it or change them.
+            conflict = on_a.post(f"/api/sessions/{sid}/pause")
+            assert conflict.status_code == 409 and b_id in conflict.json()["error"]
+            files = {"files": [{"path": "x.txt", "content": "eA=="}]}
+            assert on_a.post(f"/api/sessions/{sid}/files", json=files).status_code == 409
             assert on_b.post(f"/api/sessions/{sid}/pause").status_code == 200
 
             # A damaged snapshot: server A (whose copy is out of date) refuses clearly and changes nothing.

@@ -49,7 +49,9 @@ def test_metrics_after_a_turn(model: FakeAnthropic) -> None:
         assert found[("ash_http_request_duration_seconds_count", message_route)] == 1
         assert found[("ash_turn_duration_seconds_count", ())] == 1
         assert found[("ash_turn_first_event_seconds_count", ())] == 1
-        assert found[("ash_pool_sandboxes", (("state", "running"),))] == 1
+        # The session's sandbox is idle between turns: waiting, not running (sandbox/pool.py).
+        assert found[("ash_pool_sandboxes", (("state", "waiting"),))] == 1
+        assert found[("ash_pool_sandboxes", (("state", "running"),))] == 0
         # Raw paths (with ids) never become label values: cardinality stays bounded.
         assert sid not in by_token.text
     finally:

@@ -67,9 +67,9 @@ async def test_pool_rows_are_scoped_by_server(store: Store) -> None:
         await store.save_sandbox(row)
     assert {r.id for r in await store.list_sandboxes(ME)} == {mine.id, legacy.id}
     assert len(await store.list_sandboxes()) == 3
-    elsewhere = await store.live_sandbox_elsewhere(session.id, ME)
-    assert elsewhere is not None and elsewhere.id == theirs.id
-    assert await store.live_sandbox_elsewhere(session.id, OTHER) is not None  # mine is waiting: live too
+    live = await store.live_sandbox_on(session.id, OTHER)
+    assert live is not None and live.id == theirs.id
+    assert await store.live_sandbox_on(session.id, "srv-third") is None
     await store.update_sandbox(mine.id, state="cold", pid=None)
     assert await store.count_sandboxes(ME, "cold") == 1
     await store.delete_cold_sandboxes(session.id)

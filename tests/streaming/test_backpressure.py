@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import time
@@ -15,8 +16,9 @@ from tests.support.sse import read_all
 
 pytestmark = pytest.mark.slow
 
-# About 6 MB of frames with partial messages: far more than the sender's allowed lag plus the socket buffers.
-REPLY = text("".join(f"{i:05d}" + "y" * 1019 for i in range(1500)), chunks=1500)
+# About 10 MB of delta frames alone: far more than the sender's allowed lag (512 frames) plus the kernel's socket
+# buffers (up to 4 MB here) and uvicorn's write buffer, so a stalled sender must hold the turn mid-reply.
+REPLY = text("".join(f"{i:05d}" + "y" * 1019 for i in range(4000)), chunks=4000)
 
 
 def stored_frames(client: httpx.Client, sid: str) -> tuple[int, bool]:
@@ -42,12 +44,13 @@ def test_stalled_sender_holds_the_turn_until_dropped(model: FakeAnthropic) -> No
     env = {"ASH_SSE_WRITE_TIMEOUT_MS": "4000", "ASH_SSE_KEEPALIVE_MS": "300"}
     server = AshServer(model.url, env=env).start()
     try:
-        with server.client() as client:
+        with server.client() as client, contextlib.ExitStack() as stack:
             path = str(REPO / "examples" / "hello-agent")
             assert client.post("/api/agents", json={"name": "held", "path": path}).status_code == 201
             sid = client.post("/api/sessions", json={"agent": "held"}).json()["session"]["id"]
             body = json.dumps({"content": "hold me back", "includePartialMessages": True}).encode()
             sender = socket.socket()
+            stack.callback(sender.close)
             sender.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: no window auto-tuning
             sender.connect(("127.0.0.1", server.port))
             sender.sendall(
@@ -73,6 +76,5 @@ def test_stalled_sender_holds_the_turn_until_dropped(model: FakeAnthropic) -> No
             assert frames[-1].event == "done"
             results = [f for f in frames if f.event == "turn_complete"]
             assert results and results[0].data["result"] == REPLY.text
-            sender.close()
     finally:
         server.cleanup()

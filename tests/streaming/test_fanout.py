@@ -44,19 +44,22 @@ def request(server: AshServer, method: str, path: str, body: bytes = b"") -> byt
 
 async def read_to_done(server: AshServer, path: str, method: str = "GET", body: bytes = b"") -> int:
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    writer.write(request(server, method, path, body))
-    await writer.drain()
     received = 0
     tail = b""
-    while True:
-        chunk = await reader.read(256 * 1024)
-        if not chunk:
-            break
-        received += len(chunk)
-        tail = (tail + chunk)[-4096:]
-        if b"event: done" in tail:
-            break
-    writer.close()
+    try:
+        writer.write(request(server, method, path, body))
+        await writer.drain()
+        while True:
+            chunk = await reader.read(256 * 1024)
+            if not chunk:
+                break
+            received += len(chunk)
+            tail = (tail + chunk)[-4096:]
+            if b"event: done" in tail:
+                break
+    finally:
+        writer.close()
+        await writer.wait_closed()
     assert b"event: done" in tail, f"stream ended without done after {received} bytes"
     return received
 
@@ -112,6 +115,7 @@ def test_fanout_with_stalled_readers(model: FakeAnthropic) -> None:
             await asyncio.sleep(0.5)  # the turns are running: attach everyone else to them
             stream = "/api/sessions/{}/stream?includePartialMessages=true&lastEventId=0"
             stalled = [stalled_reader(server, stream.format(sids[i % TURNS])) for i in range(STALLED_READERS)]
+            opened.extend(stalled)
             fast = [
                 asyncio.create_task(read_to_done(server, stream.format(sids[i % TURNS]))) for i in range(FAST_READERS)
             ]
@@ -123,7 +127,13 @@ def test_fanout_with_stalled_readers(model: FakeAnthropic) -> None:
             assert min(sizes) > len(REPLY.text)  # everyone who read got the whole reply (plus framing)
             return stalled
 
-        stalled = asyncio.run(scenario())
+        opened: list[socket.socket] = []  # closed whatever happens, so a failure leaks no sockets
+        try:
+            stalled = asyncio.run(scenario())
+        except BaseException:
+            for sock in opened:
+                sock.close()
+            raise
         with server.client() as client:
             health = client.get("/health").json()
             # Every fast reader finished while the stalled ones were still connected: nobody waited for them.

@@ -65,7 +65,7 @@ class Database(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["password"]),
         )
         # asyncpg takes ssl=require from the URL: the server's connection is encrypted, as rds.force_ssl demands.
-        self.url = pulumi.Output.secret(
+        self.url: pulumi.Output[str] = pulumi.Output.secret(
             pulumi.Output.all(self.instance.address, self.instance.port, args.password).apply(
                 lambda parts: f"postgresql://ash:{quote(str(parts[2]), safe='')}@{parts[0]}:{parts[1]}/ash?ssl=require"
             )

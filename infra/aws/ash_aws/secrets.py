@@ -30,7 +30,7 @@ class Secrets(pulumi.ComponentResource):
         aws.kms.Alias(
             name, name=f"alias/{name}", target_key_id=self.key.key_id, opts=pulumi.ResourceOptions(parent=self)
         )
-        self.parameters = {}
+        self.parameters: dict[str, aws.ssm.Parameter] = {}
         self.register_outputs({"keyArn": self.key.arn, "prefix": args.prefix})
 
     def put(self, key: str, value: pulumi.Input[str]) -> aws.ssm.Parameter:

@@ -60,6 +60,11 @@ class PoolEntry:
     agent: tuple[str, str] | None = None
     created: float = field(default_factory=time.monotonic)
     last_used: float = field(default_factory=time.monotonic)
+    # Claimed, its session not inserted yet: never a victim in between.
+    claiming: bool = False
+    # The state its row says. `waiting` ⇄ `running` changes reach the row in the background (`sync_states`), never
+    # on a turn's path: on SQLite a write there would contend with the turn's own.
+    recorded: str = "warming"
 
     @property
     def id(self) -> str:
@@ -181,7 +186,7 @@ class SandboxPool:
         warm = [e for e in self._entries.values() if e.state == "warm" and e.id not in tried]
         if warm:
             return min(warm, key=lambda e: e.created)
-        idle = [e for e in self._entries.values() if e.state == "waiting" and e.id not in tried]
+        idle = [e for e in self._entries.values() if e.state == "waiting" and not e.claiming and e.id not in tried]
         return min(idle, key=lambda e: e.last_used) if idle else None
 
     # -- Starting -----------------------------------------------------------------------------------------------
@@ -228,9 +233,12 @@ class SandboxPool:
         assert entry is not None
         if state != "warm":
             self._drop_cold_rows(request.session_id)
-        entry.state = state
-        entry.last_used = time.monotonic()
+        # In order after the rows written so far, and written before the entry can be claimed (a claim writes its
+        # row directly, in the claiming session's insert).
         self._write(entry.id, {"state": state, "last_used_at": utcnow()})
+        await self.flush()
+        entry.state = entry.recorded = state
+        entry.last_used = time.monotonic()
         return sandbox
 
     # -- Claims and states --------------------------------------------------------------------------------------
@@ -246,27 +254,38 @@ class SandboxPool:
         if not candidates:
             return None
         entry = min(candidates, key=lambda e: e.created)
-        entry.state = "waiting"
+        entry.state = entry.recorded = "waiting"  # the claiming session's insert writes the row
         entry.profile = None
+        entry.claiming = True
         entry.last_used = time.monotonic()
         self.pre_warm_hits += 1
-        self._wake.set()  # start its replacement
         return entry
 
     def claimed(self, entry: PoolEntry) -> None:
-        """The claiming session exists: the sandbox's model socket serves it from now on."""
+        """The claiming session exists (its insert marked the row `waiting`): the sandbox's model socket serves it
+        from now on. Call `refill` once the request's own writes are done."""
         self._manager.gateway.assign(entry.id, entry.session_id)
-        self._write(entry.id, {"state": "waiting", "last_used_at": utcnow()})
-        self._drop_cold_rows(entry.session_id)
+        entry.claiming = False
+
+    def refill(self) -> None:
+        """Start replacements for claimed warm sandboxes (after the claiming request's database writes, which
+        would otherwise contend with the new sandbox's row on SQLite)."""
+        self._wake.set()
 
     def mark(self, sandbox_id: str, state: str) -> None:
-        """`running` when a turn starts, `waiting` when it ends (the row follows, off the turn's path)."""
+        """`running` when a turn starts, `waiting` when it ends. Memory only: the row follows in the background."""
         entry = self._entries.get(sandbox_id)
         if entry is None or entry.state == state:
             return
         entry.state = state
         entry.last_used = time.monotonic()
-        self._write(sandbox_id, {"state": state, "last_used_at": utcnow()})
+
+    def sync_states(self) -> None:
+        """Bring the rows of sessions' sandboxes in line with their `waiting`/`running` state and last use."""
+        for entry in self._entries.values():
+            if entry.state in ("waiting", "running") and entry.recorded != entry.state and not entry.claiming:
+                entry.recorded = entry.state
+                self._write(entry.id, {"state": entry.state, "last_used_at": utcnow()})
 
     def touch(self, sandbox_id: str) -> None:
         entry = self._entries.get(sandbox_id)
@@ -309,7 +328,11 @@ class SandboxPool:
         ready is their job."""
         now = time.monotonic()
         reclaimed = 0
-        idle = [e for e in self._entries.values() if e.state == "waiting" and now - e.last_used >= idle_timeout_s]
+        idle = [
+            e
+            for e in self._entries.values()
+            if e.state == "waiting" and not e.claiming and now - e.last_used >= idle_timeout_s
+        ]
         for entry in idle:
             if self.evictor is not None and await self.evictor(entry, "idle"):
                 reclaimed += 1
@@ -327,6 +350,7 @@ class SandboxPool:
         while not self._closing:
             try:
                 await self._replenish()
+                self.sync_states()
             except Exception:
                 log.exception("warm pool maintenance failed")
             with contextlib.suppress(TimeoutError):
@@ -373,21 +397,20 @@ class SandboxPool:
         except CapacityExhausted:
             return False
         prepared = None
+        started = False
         try:
             prepared = await self.prepare_warm(agent)
-            if prepared is None:
-                slot.release()
-                return False
-            _, request = prepared
-            await self.start(request, slot, state="warm", profile=profile, agent=(agent.tenant_id, agent.name))
+            if prepared is not None:
+                await self.start(prepared[1], slot, state="warm", profile=profile, agent=(agent.tenant_id, agent.name))
+                started = True
         except (AshError, OSError) as exc:
-            slot.release()
             message = exc.message if isinstance(exc, AshError) else str(exc)
             log.warning("warm sandbox for agent %s/%s failed to start: %s", agent.tenant_id, agent.name, message)
-            if prepared is not None:
+        finally:
+            slot.release()
+            if prepared is not None and not started:  # failed, or cancelled at shutdown: its folder goes too
                 shutil.rmtree(self._data.session(agent.tenant_id, prepared[0]), ignore_errors=True)
-            return False
-        return True
+        return started
 
     # -- Start-up and shutdown ----------------------------------------------------------------------------------
 

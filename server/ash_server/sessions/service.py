@@ -199,6 +199,8 @@ class SessionService:
         if self.metrics is not None:
             self.metrics.session_create_seconds.labels(path).observe(time.perf_counter() - started)
         await self._event(session, "lifecycle", {"action": "created", "agentVersion": agent.version, "path": path})
+        if path == "warm":
+            self._pool.refill()
         return session
 
     async def _create_cold(self, agent: Agent, config: dict[str, Any]) -> Session:
@@ -216,8 +218,12 @@ class SessionService:
                     last_active_at=utcnow(),
                 )
             )
-            self._data.make_session(agent.tenant_id, str(session.id), self._sandboxes.owner)
-            await self._copy_agent(agent, self._data.workspace(agent.tenant_id, str(session.id)))
+            try:
+                self._data.make_session(agent.tenant_id, str(session.id), self._sandboxes.owner)
+                await self._copy_agent(agent, self._data.workspace(agent.tenant_id, str(session.id)))
+            except BaseException:
+                await self._set(session, status="error")
+                raise
             live = self._live_of(session)
             async with live.lock:
                 await self._start_sandbox(session, live, slot=slot)
@@ -228,7 +234,7 @@ class SessionService:
     async def _create_on_warm(self, agent: Agent, config: dict[str, Any], entry: PoolEntry) -> Session:
         """The session takes the id, folder and sandbox the warm pool reserved for it."""
         try:
-            session = await self._store.add_session(
+            session = await self._store.add_session_on_sandbox(
                 Session(
                     id=uuid.UUID(entry.session_id),
                     tenant_id=agent.tenant_id,
@@ -240,7 +246,8 @@ class SessionService:
                     runner_id=self.server_id,
                     created_at=utcnow(),
                     last_active_at=utcnow(),
-                )
+                ),
+                entry.id,
             )
         except BaseException:
             await self._pool.retire(entry)
@@ -342,8 +349,22 @@ class SessionService:
             await self._drop_sandbox(live, cold=False)
 
     async def _persist(self, session: Session) -> None:
-        """Snapshot the session now, if snapshots are on (SnapshotError if that fails: nothing is freed then)."""
-        await self._snapshots.take(session)
+        """Snapshot the session now, if snapshots are on and this server runs it (SnapshotError if that fails:
+        nothing is freed then)."""
+        if session.runner_id in (None, self.server_id):
+            await self._snapshots.take(session)
+
+    async def _refuse_if_elsewhere(self, session: Session) -> None:
+        """409 when the server that runs this session (another one) has a sandbox for it: only that server can
+        persist or stop it. (Other servers' sandboxes of a session this server runs are stale, not a conflict.)"""
+        runner = session.runner_id
+        if runner in (None, self.server_id):
+            return
+        assert runner is not None
+        if await self._store.live_sandbox_on(session.id, runner) is not None:
+            raise Conflict(
+                f"session {session.id} is running on another server ({runner}); send this there", server_id=runner
+            )
 
     async def pause(self, tenant_id: str, session_id: uuid.UUID) -> Session:
         session = await self.get(tenant_id, session_id)
@@ -355,6 +376,7 @@ class SessionService:
             if session.status in ("paused", "stopped"):
                 return session
             self._refuse_while_running(live)
+            await self._refuse_if_elsewhere(session)
             await self._drop_if_stale(session, live)
             # Warm pause: the sandbox stays up so resume is immediate; eviction may still reclaim it. The snapshot
             # is taken first, so another server can resume the session from here.
@@ -397,6 +419,7 @@ class SessionService:
             session = await self.get(tenant_id, session_id)
             if session.status == "ended":
                 raise Gone(f"session {session_id} has ended")
+            await self._refuse_if_elsewhere(session)
             await self._finish_turn(live)
             await self._drop_if_stale(session, live)
             if live.sandbox is not None:
@@ -510,7 +533,6 @@ class SessionService:
                 self._pool.resume_cold_hits += 1
             sandbox = live.sandbox
             assert sandbox is not None
-            self._pool.mark(sandbox.id, "running")
             # The user's message is stored before anything runs: once the stream starts it is acknowledged.
             await self._store.append_messages(session, [("user", dumps({"type": "user", "content": content}))])
             if live.next_seq is None:
@@ -524,6 +546,7 @@ class SessionService:
             logs.session_id.set(str(session.id))
             logs.sandbox_id.set(sandbox.id)
             turn.task = asyncio.create_task(self._run_turn(session, live, sandbox, turn, content, options))
+            self._pool.mark(sandbox.id, "running")  # never evicted while the turn runs
         return turn
 
     def _refuse_while_running(self, live: LiveSession) -> None:
@@ -738,8 +761,8 @@ class SessionService:
             return False
         async with live.lock:  # free: taken at once, nothing ran in between
             session = await self._store.get_session(live.tenant_id, sid)
-            if session is None:
-                await self._drop_sandbox(live, cold=False)
+            if session is None or session.status == "ended" or session.runner_id not in (None, self.server_id):
+                await self._drop_sandbox(live, cold=False)  # nothing to keep here
                 return True
             try:
                 await self._persist(session)
@@ -834,6 +857,9 @@ class SessionService:
                 session = await self._store.get_session(live.tenant_id, session_id)
                 if session is None or live.sandbox is None:
                     continue
+                if session.runner_id not in (None, self.server_id):
+                    await self._drop_sandbox(live, cold=False)  # another server runs it now: not ours to persist
+                    continue
                 try:
                     await self._persist(session)
                 except AshError as exc:
@@ -876,13 +902,7 @@ class SessionService:
             session = await self.get(tenant_id, session_id)
             if session.status == "ended":
                 raise Gone(f"session {session_id} has ended")
-            elsewhere = await self._store.live_sandbox_elsewhere(session.id, self.server_id)
-            if elsewhere is not None:
-                raise Conflict(
-                    f"session {session_id} is running on another server ({elsewhere.server_id}); send this there, "
-                    "or pause it first",
-                    server_id=elsewhere.server_id,
-                )
+            await self._refuse_if_elsewhere(session)
             await self._drop_if_stale(session, live)
             await self._ensure_files(session)
             if session.runner_id != self.server_id:

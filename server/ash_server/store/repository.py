@@ -396,6 +396,17 @@ class Store:
         async with self.db() as db:
             return (await db.scalars(query)).all()
 
+    async def add_session_on_sandbox(self, session: Session, sandbox_id: str) -> Session:
+        """Insert a session that claims a warm sandbox, and mark that sandbox `waiting` for it: one transaction."""
+        async with self.db() as db, db.begin():
+            db.add(session)
+            await db.execute(
+                update(Sandbox)
+                .where(Sandbox.id == sandbox_id)
+                .values(state="waiting", session_id=session.id, last_used_at=utcnow())
+            )
+        return session
+
     async def update_sandbox(self, sandbox_id: str, **values: Any) -> None:
         async with self.db() as db, db.begin():
             await db.execute(update(Sandbox).where(Sandbox.id == sandbox_id).values(**values))
@@ -405,12 +416,12 @@ class Store:
         async with self.db() as db, db.begin():
             await db.execute(delete(Sandbox).where(Sandbox.session_id == session_id, Sandbox.state == "cold"))
 
-    async def live_sandbox_elsewhere(self, session_id: uuid.UUID, server_id: str) -> Sandbox | None:
-        """A sandbox of this session that another server runs (waiting or running), if any."""
+    async def live_sandbox_on(self, session_id: uuid.UUID, server_id: str) -> Sandbox | None:
+        """A live (waiting or running) sandbox of this session on that server, if any."""
         query = select(Sandbox).where(
             Sandbox.session_id == session_id,
             Sandbox.state.in_(("waiting", "running")),
-            Sandbox.server_id != server_id,
+            Sandbox.server_id == server_id,
         )
         async with self.db() as db:
             row: Sandbox | None = await db.scalar(query.limit(1))

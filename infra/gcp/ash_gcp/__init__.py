@@ -1,0 +1,1 @@
+"""Ash on Google Cloud as a Pulumi program: one ComponentResource per concern, assembled by stack.build()."""

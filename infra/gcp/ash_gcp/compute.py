@@ -1,0 +1,167 @@
+"""The instances: a service account with least privilege, an instance template (Debian 12, Shielded VM, no external
+address, OS Login) and a managed instance group of one server whose data disk survives re-creation (stateful disk),
+healed when /health fails; and the runner group for multi-machine mode."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_gcp as gcp
+
+from .network import API_PORT, RUNNER_TAG, SERVER_TAG
+
+IMAGE = "debian-cloud/debian-12"
+DATA_DEVICE = "ash-data"
+
+
+def service_account(
+    name: str, project: str, roles: list[str], opts: pulumi.ResourceOptions
+) -> gcp.serviceaccount.Account:
+    account = gcp.serviceaccount.Account(name, account_id=name[:30], display_name=f"Ash {name} instances", opts=opts)
+    for role in roles:
+        gcp.projects.IAMMember(
+            f"{name}-{role.split('/')[-1]}",
+            project=project,
+            role=role,
+            member=account.email.apply(lambda email: f"serviceAccount:{email}"),
+            opts=opts,
+        )
+    return account
+
+
+def instance_template(
+    name: str,
+    *,
+    machine_type: str,
+    subnet_id: pulumi.Input[str],
+    account_email: pulumi.Input[str],
+    startup_script: pulumi.Input[str],
+    tag: str,
+    data_disk_gb: int | None,
+    opts: pulumi.ResourceOptions,
+) -> gcp.compute.InstanceTemplate:
+    disks = [gcp.compute.InstanceTemplateDiskArgs(source_image=IMAGE, boot=True, auto_delete=True, disk_size_gb=30)]
+    if data_disk_gb:
+        disks.append(
+            gcp.compute.InstanceTemplateDiskArgs(
+                device_name=DATA_DEVICE,
+                disk_type="pd-balanced",
+                disk_size_gb=data_disk_gb,
+                auto_delete=False,
+                boot=False,
+            )
+        )
+    return gcp.compute.InstanceTemplate(
+        name,
+        name_prefix=f"{name}-",
+        machine_type=machine_type,
+        tags=[tag],
+        disks=disks,
+        # No access_configs: no external address. Outbound traffic goes through Cloud NAT.
+        network_interfaces=[gcp.compute.InstanceTemplateNetworkInterfaceArgs(subnetwork=subnet_id)],
+        service_account=gcp.compute.InstanceTemplateServiceAccountArgs(email=account_email, scopes=["cloud-platform"]),
+        shielded_instance_config=gcp.compute.InstanceTemplateShieldedInstanceConfigArgs(
+            enable_secure_boot=True, enable_vtpm=True, enable_integrity_monitoring=True
+        ),
+        metadata={"enable-oslogin": "TRUE", "block-project-ssh-keys": "true"},
+        metadata_startup_script=startup_script,
+        opts=opts,
+    )
+
+
+@dataclass
+class ServerArgs:
+    project: str
+    zone: str
+    machine_type: str
+    subnet_id: pulumi.Input[str]
+    account_email: pulumi.Input[str]
+    startup_script: pulumi.Input[str]
+    data_disk_gb: int = 100
+
+
+class Server(pulumi.ComponentResource):
+    def __init__(self, name: str, args: ServerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("ash:gcp:Server", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.health_check = gcp.compute.HealthCheck(
+            name,
+            check_interval_sec=15,
+            timeout_sec=5,
+            healthy_threshold=2,
+            unhealthy_threshold=3,
+            http_health_check=gcp.compute.HealthCheckHttpHealthCheckArgs(port=API_PORT, request_path="/health"),
+            opts=child,
+        )
+        self.template = instance_template(
+            name,
+            machine_type=args.machine_type,
+            subnet_id=args.subnet_id,
+            account_email=args.account_email,
+            startup_script=args.startup_script,
+            tag=SERVER_TAG,
+            data_disk_gb=args.data_disk_gb,
+            opts=child,
+        )
+        # One server (standalone mode); the group re-creates it when /health fails, keeping its data disk.
+        self.group = gcp.compute.InstanceGroupManager(
+            name,
+            base_instance_name=name,
+            zone=args.zone,
+            target_size=1,
+            versions=[gcp.compute.InstanceGroupManagerVersionArgs(instance_template=self.template.self_link_unique)],
+            named_ports=[gcp.compute.InstanceGroupManagerNamedPortArgs(name="api", port=API_PORT)],
+            auto_healing_policies=gcp.compute.InstanceGroupManagerAutoHealingPoliciesArgs(
+                health_check=self.health_check.id, initial_delay_sec=600
+            ),
+            stateful_disks=[
+                gcp.compute.InstanceGroupManagerStatefulDiskArgs(device_name=DATA_DEVICE, delete_rule="NEVER")
+            ],
+            update_policy=gcp.compute.InstanceGroupManagerUpdatePolicyArgs(
+                type="PROACTIVE",
+                minimal_action="REPLACE",
+                replacement_method="RECREATE",
+                max_surge_fixed=0,
+                max_unavailable_fixed=1,
+            ),
+            opts=child,
+        )
+        self.register_outputs({"group": self.group.instance_group})
+
+
+@dataclass
+class RunnerGroupArgs:
+    zone: str
+    count: int
+    machine_type: str
+    subnet_id: pulumi.Input[str]
+    account_email: pulumi.Input[str]
+    startup_script: pulumi.Input[str]
+
+
+class RunnerGroup(pulumi.ComponentResource):
+    """Runners for multi-machine mode: the stack refuses ash:runnerCount > 0 until Ash has it."""
+
+    def __init__(self, name: str, args: RunnerGroupArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("ash:gcp:RunnerGroup", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        template = instance_template(
+            name,
+            machine_type=args.machine_type,
+            subnet_id=args.subnet_id,
+            account_email=args.account_email,
+            startup_script=args.startup_script,
+            tag=RUNNER_TAG,
+            data_disk_gb=None,
+            opts=child,
+        )
+        self.group = gcp.compute.InstanceGroupManager(
+            name,
+            base_instance_name=name,
+            zone=args.zone,
+            target_size=args.count,
+            versions=[gcp.compute.InstanceGroupManagerVersionArgs(instance_template=template.self_link_unique)],
+            opts=child,
+        )
+        self.register_outputs({"group": self.group.instance_group})

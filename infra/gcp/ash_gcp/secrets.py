@@ -1,0 +1,44 @@
+"""The stack's secrets in Secret Manager. The server's service account may read each of them (and nothing else in
+Secret Manager); the startup script fetches them by name at boot, so no value is in instance metadata."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_gcp as gcp
+
+
+@dataclass
+class SecretsArgs:
+    reader: pulumi.Input[str]  # "serviceAccount:<email>"
+
+
+class Secrets(pulumi.ComponentResource):
+    def __init__(self, name: str, args: SecretsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("ash:gcp:Secrets", name, None, opts)
+        self._name = name
+        self._reader = args.reader
+        self.secrets: dict[str, gcp.secretmanager.Secret] = {}
+        self.register_outputs({})
+
+    def put(self, key: str, value: pulumi.Input[str]) -> gcp.secretmanager.Secret:
+        child = pulumi.ResourceOptions(parent=self)
+        secret = gcp.secretmanager.Secret(
+            f"{self._name}-{key}",
+            secret_id=f"{self._name}-{key}",
+            replication=gcp.secretmanager.SecretReplicationArgs(auto=gcp.secretmanager.SecretReplicationAutoArgs()),
+            opts=child,
+        )
+        gcp.secretmanager.SecretVersion(
+            f"{self._name}-{key}", secret=secret.id, secret_data=pulumi.Output.secret(value), opts=child
+        )
+        gcp.secretmanager.SecretIamMember(
+            f"{self._name}-{key}",
+            secret_id=secret.id,
+            role="roles/secretmanager.secretAccessor",
+            member=self._reader,
+            opts=child,
+        )
+        self.secrets[key] = secret
+        return secret
