@@ -32,7 +32,7 @@ LABEL org.opencontainers.image.title="Ash" \
       org.opencontainers.image.description="Deploys Claude agents and runs each session in a bubblewrap sandbox." \
       org.opencontainers.image.licenses="MIT"
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 bubblewrap util-linux tini ca-certificates \
+ && apt-get install -y --no-install-recommends python3 bubblewrap util-linux tini ca-certificates postgresql-client \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 ash-sandbox \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
