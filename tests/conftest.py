@@ -7,6 +7,7 @@ import pytest
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.support.postgres import PostgresCluster, Unavailable
 from tests.support.server import AshServer
+from tests.support.storage import GcsServer, S3Server
 
 
 @pytest.fixture(scope="session")
@@ -46,3 +47,22 @@ def ash_server(request: pytest.FixtureRequest, fake_model: FakeAnthropic) -> Ite
         yield server
     finally:
         server.cleanup()
+
+
+# S3 (moto in server mode) and GCS (gcp-storage-emulator) over real HTTP, one of each for the whole run.
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    server = S3Server().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def gcs_server() -> Iterator[GcsServer]:
+    server = GcsServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import secrets
 import shutil
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -55,24 +54,6 @@ class Bucket:
         else:
             assert self.gcs is not None
             self.gcs.client().bucket(self.name).blob(key).delete()
-
-
-@pytest.fixture(scope="module")
-def s3_server() -> Iterator[S3Server]:
-    server = S3Server().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def gcs_server() -> Iterator[GcsServer]:
-    server = GcsServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(params=["s3", "gcs"])
