@@ -10,9 +10,7 @@ import asyncio
 import ipaddress
 import shutil
 import socket
-import threading
-from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -20,32 +18,6 @@ import pytest
 from ash_server.gateway.egress import EgressProxy
 from ash_server.gateway.network import parse_network
 from tests.support.server import short_tempdir
-
-
-class Hello(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = f"hello from {self.server.server_address[1]} host={self.headers['Host']}".encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture(scope="module")
-def targets() -> Iterator[tuple[int, int]]:
-    servers = [ThreadingHTTPServer(("127.0.0.1", 0), Hello) for _ in range(2)]
-    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
-    for thread in threads:
-        thread.start()
-    try:
-        yield servers[0].server_address[1], servers[1].server_address[1]
-    finally:
-        for server in servers:
-            server.shutdown()
-            server.server_close()
 
 
 @pytest.fixture

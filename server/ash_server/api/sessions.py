@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query
 
 from ..errors import Invalid, PayloadTooLarge
 from ..sessions.service import TurnOptions
+from ..sessions.turn import Subscription
 from .deps import MESSAGE_RATE_LIMIT, SESSION_RATE_LIMIT, PrincipalDep, Services, ServicesDep
 from .schemas import (
     EventPublic,
@@ -37,7 +39,11 @@ SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _event_stream(services: Services, subscription: Any, on_disconnect: Any = None) -> EventStream:
+def _event_stream(
+    services: Services,
+    subscription: Subscription,
+    on_disconnect: Callable[[], Awaitable[None]] | None = None,
+) -> EventStream:
     settings = services.settings
     return EventStream(
         subscription,
