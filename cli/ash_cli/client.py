@@ -101,6 +101,11 @@ class AshClient:
     def health(self, *, timeout: float | None = None) -> Health:
         return cast(Health, self._request("GET", "/health", timeout=timeout))
 
+    # -- runners (coordinator mode) -----------------------------------------------------------------------------
+
+    def list_runners(self) -> list[dict[str, Any]]:
+        return cast(list[dict[str, Any]], self._field(self._request("GET", "/api/internal/runners"), "runners"))
+
     # -- agents -----------------------------------------------------------------------------------------------
 
     def deploy_agent(

@@ -1,24 +1,34 @@
 """Agents: folders with a CLAUDE.md, deployed from a server path or uploaded files, versioned on re-deploy.
 
 Every deploy copies the folder under the data dir, so a version is immutable: a later edit of the source folder
-does not change what sessions of that version run.
+does not change what sessions of that version run. The copy is also packed into the database (`agent_bundles`):
+a server that starts a session of an agent deployed elsewhere (another coordinator's runner, or a second standalone
+server on the same database) unpacks the current version from there first (`materialize`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import hashlib
+import io
 import shutil
+import tarfile
 import uuid
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
+import zstandard
+
+from . import archive
 from .errors import Invalid, NotFound, PayloadTooLarge
 from .gateway.network import parse_network
 from .paths import NAME_RE, DataDir, confine, is_within, relative_path
-from .store.models import Agent, utcnow
+from .store.models import Agent, AgentBundle, utcnow
 from .store.repository import Store
 
 SYSTEM_PROMPT_FILE = "CLAUDE.md"
@@ -46,6 +56,24 @@ def decode_files(files: Sequence[UploadedFile], max_bytes: int) -> list[tuple[st
     return decoded
 
 
+def pack_folder(folder: Path) -> bytes:
+    """An agent folder as tar + zstd, symlinks kept as links (archive.py)."""
+    out = io.BytesIO()
+    with zstandard.ZstdCompressor(level=3).stream_writer(cast(IO[bytes], out), closefd=False) as stream:
+        archive.pack([("", folder)], stream)
+    return out.getvalue()
+
+
+def unpack_folder(data: bytes, dest: Path) -> None:
+    """Extract a bundle into the fresh folder `dest` (same refusals as any archive: no `..`, no writes through
+    symlinks, no devices)."""
+    with (
+        zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)) as stream,
+        tarfile.open(fileobj=stream, mode="r|") as tar,
+    ):
+        archive.extract(tar, dest, allow_symlinks=True)
+
+
 def validate_env(env: dict[str, Any]) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in env.items():
@@ -63,6 +91,7 @@ class AgentService:
         self._data = data
         self._path_roots = path_roots
         self._max_upload_bytes = max_upload_bytes
+        self._materializing: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def get(self, tenant_id: str, name: str) -> Agent:
         agent = await self._store.get_agent(tenant_id, name)
@@ -75,6 +104,62 @@ class AgentService:
 
     def folder(self, agent: Agent) -> Path:
         return self._data.agent(agent.tenant_id, agent.name)
+
+    def _version_file(self, tenant_id: str, name: str) -> Path:
+        return self._data.root / "agents" / tenant_id / f".{name}.version"
+
+    def _local_version(self, agent: Agent) -> int | None:
+        try:
+            return int(self._version_file(agent.tenant_id, agent.name).read_text())
+        except (OSError, ValueError):
+            return None
+
+    async def materialize(self, agent: Agent) -> Path:
+        """The agent's folder on this server at `agent.version`, unpacked from the database when this server's
+        copy is missing or older (the agent was deployed through another server)."""
+        folder = self.folder(agent)
+        if self._local_version(agent) == agent.version and folder.is_dir():
+            return folder
+        key = (agent.tenant_id, agent.name)
+        lock = self._materializing.get(key)
+        if lock is None:
+            lock = self._materializing[key] = asyncio.Lock()
+        async with lock:
+            if self._local_version(agent) == agent.version and folder.is_dir():
+                return folder
+            bundle = await self._store.get_agent_bundle(agent.id)
+            if bundle is None or bundle.version != agent.version:
+                if folder.is_dir() and bundle is None:
+                    return folder  # deployed here before bundles existed
+                raise NotFound(
+                    f"the files of agent {agent.name!r} version {agent.version} are not available; deploy it again",
+                    agent=agent.name,
+                )
+            await asyncio.to_thread(self._install, agent, bundle.archive)
+        return folder
+
+    def _install(self, agent: Agent, data: bytes) -> None:
+        parent = self.folder(agent).parent
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = parent / f".{agent.name}.{uuid.uuid4().hex}"
+        staging.mkdir(mode=0o755)
+        try:
+            unpack_folder(data, staging)
+            staging.chmod(0o755)
+            self._swap(staging, self.folder(agent))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        self._version_file(agent.tenant_id, agent.name).write_text(str(agent.version))
+
+    @staticmethod
+    def _swap(staging: Path, target: Path) -> None:
+        """Replace `target` by `staging` by rename, so a session starting right now copies either the old or the
+        new version, never a mix."""
+        old = target.with_name(f".{target.name}.old.{uuid.uuid4().hex}")
+        if target.exists():
+            target.rename(old)
+        staging.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
 
     async def deploy(
         self,
@@ -99,12 +184,8 @@ class AgentService:
                 raise Invalid(f"an agent folder needs a {SYSTEM_PROMPT_FILE} (or a systemPrompt)", name=name)
             target = self._data.agent(tenant_id, name)
             existing = await self._store.get_agent(tenant_id, name)
-            # Swap folders by rename so a session starting right now copies either the old or the new version.
-            old = target.with_name(f".{name}.old.{uuid.uuid4().hex}")
-            if target.exists():
-                target.rename(old)
-            staging.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
+            packed = await asyncio.to_thread(pack_folder, staging)
+            self._swap(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         now = utcnow()
@@ -128,7 +209,18 @@ class AgentService:
             agent.managed = source is None
             agent.env = clean_env if env is not None else agent.env
             agent.updated_at = now
-        return await self._store.save_agent(agent)
+        saved = await self._store.save_agent(agent)
+        await self._store.save_agent_bundle(
+            AgentBundle(
+                agent_id=saved.id,
+                version=saved.version,
+                archive=packed,
+                size=len(packed),
+                sha256=hashlib.sha256(packed).hexdigest(),
+            )
+        )
+        self._version_file(tenant_id, name).write_text(str(saved.version))
+        return saved
 
     def _stage(self, staging: Path, *, path: str | None, files: Sequence[UploadedFile] | None) -> str | None:
         if path is not None and files:
@@ -175,3 +267,4 @@ class AgentService:
         if not await self._store.delete_agent(tenant_id, name):
             raise NotFound(f"agent {name!r} not found", agent=name)
         shutil.rmtree(self._data.agent(tenant_id, name), ignore_errors=True)
+        self._version_file(tenant_id, name).unlink(missing_ok=True)

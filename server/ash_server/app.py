@@ -8,19 +8,38 @@ import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from opentelemetry.trace import TracerProvider
 
 from . import __version__
 from .agents import AgentService
-from .api import agents, api_keys, commands, credentials, files, health, metrics, sessions, usage
+from .api import (
+    agents,
+    api_keys,
+    commands,
+    coordinator,
+    credentials,
+    files,
+    health,
+    internal,
+    metrics,
+    sessions,
+    usage,
+)
 from .api.deps import Services
 from .api.errors import install_error_handlers
 from .api.limits import RequestSizeLimit
 from .api.middleware import RequestIds, RequestMetrics
 from .api.network import install_network_middleware
+from .api.signed import SignedRequests, coordinator_protects, runner_protects
 from .auth import Authenticator, load_secret
+from .cluster import tls
+from .cluster.proxy import RunnerClient
+from .cluster.registry import Registry
+from .cluster.runner import RunnerAgent
+from .cluster.signing import RequestSigner
 from .credentials import CredentialService
 from .errors import AshError, SnapshotError
 from .gateway import Gateway
@@ -29,6 +48,7 @@ from .observability.tracing import build_tracer_provider, tracer_from
 from .paths import DataDir
 from .ratelimit import RateLimiter, RateLimits
 from .sandbox.isolation import IsolationUnavailable, runtime_paths, select_launcher
+from .sandbox.launcher import ProcessLauncher
 from .sandbox.limits import detect_backend
 from .sandbox.manager import SandboxManager, sandbox_runtime_readable
 from .sandbox.pool import SandboxPool
@@ -47,8 +67,24 @@ class StartupError(AshError):
 
 
 def check_supported(settings: Settings) -> None:
-    if settings.mode != "standalone":
-        raise StartupError(f"ASH_MODE={settings.mode} is not available in this version; use standalone")
+    if settings.mode in ("coordinator", "runner"):
+        if settings.internal_secret is None:
+            raise StartupError(
+                f"ASH_MODE={settings.mode} needs ASH_INTERNAL_SECRET (the same 32+ random characters on every "
+                "coordinator and runner; it signs their requests to each other)"
+            )
+        if not settings.effective_database_url.startswith("postgresql"):
+            raise StartupError(
+                f"ASH_MODE={settings.mode} needs a PostgreSQL database that every coordinator and runner shares "
+                "(ASH_DATABASE_URL=postgresql://...)"
+            )
+    if settings.mode == "runner" and not settings.server_url:
+        raise StartupError("ASH_MODE=runner needs ASH_SERVER_URL: the coordinator it registers with")
+    problem = tls.check(settings)
+    if problem:
+        raise StartupError(problem)
+    if settings.mode == "coordinator":
+        return  # sandboxes run on the runners
     problem = sandbox_runtime_readable(settings.sandbox_ids, [*runtime_paths(), settings.data_dir])
     if problem:
         raise StartupError(
@@ -106,23 +142,28 @@ async def build_services(settings: Settings) -> Services:
     auth = Authenticator(
         store, load_secret(settings), failures=RateLimiter(settings.rate_limit_auth_failures_per_minute)
     )
-    await auth.bootstrap(settings)
+    if settings.mode != "runner":  # runners take no API keys: coordinators authenticate
+        await auth.bootstrap(settings)
     credential_service = CredentialService.from_settings(store, settings)
     gateway = Gateway(settings, store, credential_service)
     try:
-        launcher = await select_launcher(settings)
+        # A coordinator starts no sandbox: it needs no isolation (its runners check theirs).
+        launcher = ProcessLauncher() if settings.mode == "coordinator" else await select_launcher(settings)
     except IsolationUnavailable as exc:
         raise StartupError(exc.message) from exc
     limits = detect_backend(settings.data_dir, (settings.sandbox_ids or (os.getuid(), os.getgid()))[0])
     log.info("sandboxes: isolation %s, limits by %s", launcher.name, limits.name)
     sandboxes = SandboxManager(settings, data, launcher, gateway=gateway, limits=limits)
-    server_id = data.server_id()
+    # A runner is known by its runner id (the `runnerId` of its sessions); other servers by their data dir's id.
+    server_id = settings.effective_runner_id if settings.mode == "runner" else data.server_id()
     sandbox_pool = SandboxPool(
         store,
         sandboxes,
         data,
         server_id=server_id,
-        max_sandboxes=settings.max_sandboxes,
+        max_sandboxes=(settings.runner_max_sandboxes or settings.max_sandboxes)
+        if settings.mode == "runner"
+        else settings.max_sandboxes,
         warm_pool_size=settings.warm_pool_size,
     )
     snapshots = SnapshotService(
@@ -141,10 +182,20 @@ async def build_services(settings: Settings) -> Services:
         idle_timeout_s=settings.idle_timeout_ms / 1000,
         retention_s=settings.session_retention_ms / 1000,
         debug_timing=settings.debug_timing,
+        exclusive=settings.mode == "runner",
     )
-    recovered = await session_service.recover()
-    if recovered:
-        log.info("paused %d session(s) that were live when the server last stopped", recovered)
+    if settings.mode != "coordinator":
+        recovered = await session_service.recover()
+        if recovered:
+            log.info("paused %d session(s) that were live when the server last stopped", recovered)
+    signer = RequestSigner(settings.internal_secret.get_secret_value()) if settings.internal_secret else None
+    cluster: dict[str, Any] = {}
+    if settings.mode == "coordinator":
+        assert signer is not None
+        cluster = {"registry": Registry(store, settings), "runner_client": RunnerClient(settings, signer)}
+    elif settings.mode == "runner":
+        assert signer is not None
+        cluster = {"runner_agent": RunnerAgent(settings, signer, session_service, sandbox_pool)}
     return Services(
         settings=settings,
         store=store,
@@ -157,10 +208,14 @@ async def build_services(settings: Settings) -> Services:
         started_at=time.monotonic(),
         credentials=credential_service,
         gateway=gateway,
-        rate_limits=RateLimits(
+        # On a runner the coordinators have applied the limits already.
+        rate_limits=RateLimits.unlimited()
+        if settings.mode == "runner"
+        else RateLimits(
             sessions=RateLimiter(settings.rate_limit_sessions_per_minute),
             messages=RateLimiter(settings.rate_limit_messages_per_minute),
         ),
+        **cluster,
     )
 
 
@@ -178,22 +233,27 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
         app.state.services = services
         services.sessions.metrics = app.state.metrics
         services.sessions.tracer = tracer_from(provider)
-        app.state.metrics.add_pool_collector(services.pool.counts)
-        sweeper = asyncio.create_task(services.sessions.run_idle_sweeper())
-        warm_pool = asyncio.create_task(services.pool.maintain())
+        tasks = _background_tasks(services, app.state.metrics)
         log.info(
-            "Ash %s listening on %s:%d (data: %s)",
+            "Ash %s (%s) listening on %s:%d (data: %s)",
             __version__,
+            settings.mode,
             settings.host,
-            settings.port,
+            settings.runner_port if settings.mode == "runner" else settings.port,
             settings.data_dir,
         )
         try:
             yield
         finally:
-            sweeper.cancel()
-            warm_pool.cancel()
+            for task in tasks:
+                task.cancel()
+            if services.runner_agent is not None:
+                await services.runner_agent.drain()
             await services.sessions.shutdown()
+            if services.runner_agent is not None:
+                await services.runner_agent.deregister()
+            if services.runner_client is not None:
+                await services.runner_client.aclose()
             await services.gateway.aclose()
             await services.store.close()
             shutdown = getattr(provider, "shutdown", None)
@@ -210,15 +270,42 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
     app.state.metrics = Metrics()
     app.add_middleware(RequestSizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)
+    if settings.mode != "standalone" and settings.internal_secret is not None:
+        app.add_middleware(
+            SignedRequests,
+            signer=RequestSigner(settings.internal_secret.get_secret_value()),
+            protects=runner_protects if settings.mode == "runner" else coordinator_protects,
+            max_bytes=settings.max_request_bytes,
+            internal_port=settings.internal_port if settings.mode == "coordinator" and settings.tls_enabled else None,
+        )
     app.add_middleware(RequestIds)
     install_network_middleware(app, settings)  # last: the outermost layers
-    app.include_router(health.router)
-    app.include_router(agents.router)
-    app.include_router(sessions.router)
-    app.include_router(files.router)
-    app.include_router(commands.router)
-    app.include_router(credentials.router)
-    app.include_router(api_keys.router)
-    app.include_router(usage.router)
-    app.include_router(metrics.router)
+    for router in routers_for(settings.mode):
+        app.include_router(router)
     return app
+
+
+def routers_for(mode: str) -> list[APIRouter]:
+    """What each mode serves: a coordinator has no sandboxes (sessions go to runners); a runner serves only the
+    session API, to coordinators."""
+    sessions_api = [sessions.router, files.router, commands.router]
+    if mode == "runner":
+        return [health.router, *sessions_api, metrics.router]
+    account = [agents.router, credentials.router, api_keys.router, usage.router]
+    if mode == "coordinator":
+        return [health.router, *account, coordinator.router, internal.router, metrics.router]
+    return [health.router, *account, *sessions_api, internal.router, metrics.router]
+
+
+def _background_tasks(services: Services, metrics: Metrics) -> list[asyncio.Task[None]]:
+    if services.registry is not None:
+        metrics.add_runner_collector(services.registry.cached_runners)
+        return [asyncio.create_task(services.registry.run_sweeper())]
+    metrics.add_pool_collector(services.pool.counts)
+    tasks = [
+        asyncio.create_task(services.sessions.run_idle_sweeper()),
+        asyncio.create_task(services.pool.maintain()),
+    ]
+    if services.runner_agent is not None:
+        tasks.append(asyncio.create_task(services.runner_agent.run()))
+    return tasks

@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
 from .errors import Conflict, Invalid, NotFound, Unauthorized
 from .ratelimit import RateLimiter, too_many
 from .settings import Settings
@@ -61,6 +64,10 @@ def write_private(path: Path, content: str) -> None:
 def load_secret(settings: Settings) -> bytes:
     if settings.secret_key is not None:
         return settings.secret_key.get_secret_value().encode()
+    if settings.mode == "coordinator" and settings.internal_secret is not None:
+        # Every coordinator must hash keys alike; they all hold the internal secret, so derive it from that.
+        derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"ash api key hashing v1")
+        return derived.derive(settings.internal_secret.get_secret_value().encode()).hex().encode()
     path = settings.data_dir / SECRET_KEY_FILE
     if not path.exists():
         write_private(path, secrets.token_hex(32))

@@ -39,6 +39,14 @@ class Gone(AshError):
     status_code = 410
 
 
+class SessionMoved(Conflict):
+    """A runner was asked for a session another runner runs now (the coordinator routes again on the header)."""
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"X-Ash-Session-Moved": str(self.fields.get("runner_id", ""))}
+
+
 class PayloadTooLarge(AshError):
     status_code = 413
 

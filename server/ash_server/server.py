@@ -1,32 +1,102 @@
-"""Run the server in the foreground with uvicorn (what `ash serve`, systemd and Docker run)."""
+"""Run the server in the foreground with uvicorn (what `ash serve`, `ash runner`, systemd and Docker run)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import signal
+from typing import Any
 
 import uvicorn
+import uvloop
 
 from .app import create_app
+from .cluster import tls
 from .observability.logs import configure_logging
 from .settings import Settings
 
 
 def serve(settings: Settings | None = None) -> None:
     settings = settings or Settings()
-    secrets = [s.get_secret_value() for s in (settings.anthropic_api_key, settings.api_key) if s is not None]
+    secrets = [
+        s.get_secret_value()
+        for s in (settings.anthropic_api_key, settings.api_key, settings.internal_secret)
+        if s is not None
+    ]
     configure_logging(settings.log_level, settings.log_format, secrets)
     # Files the server creates are private unless it opens them up on purpose (DataDir.prepare does).
     os.umask(0o077)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        log_level=settings.log_level,
-        log_config=None,  # our handlers (JSON, ids, masking) stay in charge
-        access_log=settings.log_level == "debug",
+    app = create_app(settings)
+    common: dict[str, Any] = {
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_level": settings.log_level,
+        "log_config": None,  # our handlers (JSON, ids, masking) stay in charge
+        "access_log": settings.log_level == "debug",
         # Forwarding headers are believed only from ASH_TRUSTED_PROXIES (api/network.py), not uvicorn's default.
-        proxy_headers=False,
-        timeout_graceful_shutdown=30,
+        "proxy_headers": False,
+        "timeout_graceful_shutdown": 30,
+    }
+    if settings.mode == "runner":
+        # Coordinators are its only clients: mutual TLS on its one port when configured.
+        uvicorn.run(app, host=settings.host, port=settings.runner_port, **common, **tls.server_options(settings))
+    elif settings.mode == "coordinator" and settings.tls_enabled:
+        _serve_two(app, settings, common)
+    else:
+        uvicorn.run(app, host=settings.host, port=settings.port, **common)
+
+
+class _Listener(uvicorn.Server):
+    """One of two listeners of one app: the process handles the signals for both (see _serve_two)."""
+
+    def install_signal_handlers(self) -> None:  # uvicorn < 0.29
+        pass
+
+    def capture_signals(self) -> Any:  # uvicorn >= 0.29: a context manager
+        return contextlib.nullcontext()
+
+
+def _serve_two(app: Any, settings: Settings, common: dict[str, Any]) -> None:
+    """A coordinator with mutual TLS: the public API on ASH_PORT, runner traffic on ASH_INTERNAL_PORT (TLS,
+    client certificate required). api/signed.py keeps each listener to its own routes."""
+    public = _Listener(uvicorn.Config(app, host=settings.host, port=settings.port, **common))
+    internal = _Listener(
+        uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.internal_port,
+            lifespan="off",  # the public listener runs the app's start-up and shutdown
+            **common,
+            **tls.server_options(settings),
+        )
     )
+
+    async def both() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, _stop, public, internal)
+
+        async def public_then_stop() -> None:
+            try:
+                await public.serve()
+            finally:
+                internal.should_exit = True
+
+        await asyncio.gather(public_then_stop(), _after_startup(public, internal))
+
+    uvloop.run(both())
+
+
+async def _after_startup(public: uvicorn.Server, internal: uvicorn.Server) -> None:
+    """The internal listener starts once the app has started (the public listener ran its lifespan)."""
+    while not public.started:
+        if public.should_exit:
+            return
+        await asyncio.sleep(0.05)
+    await internal.serve()
+
+
+def _stop(*servers: uvicorn.Server) -> None:
+    for server in servers:
+        server.should_exit = True

@@ -9,7 +9,11 @@ from fastapi import Depends, Request
 
 from ..agents import AgentService
 from ..auth import Authenticator, Principal
+from ..cluster.proxy import RunnerClient
+from ..cluster.registry import Registry
+from ..cluster.runner import RunnerAgent
 from ..credentials import CredentialService
+from ..errors import Unauthorized
 from ..gateway import Gateway
 from ..ratelimit import RateLimits
 from ..sandbox.manager import SandboxManager
@@ -36,6 +40,10 @@ class Services:
     gateway: Gateway
     streams: StreamCounter = field(default_factory=StreamCounter)
     rate_limits: RateLimits = field(default_factory=RateLimits.unlimited)
+    # Coordinator mode: the runners and the client that forwards to them. Runner mode: the registration agent.
+    registry: Registry | None = None
+    runner_client: RunnerClient | None = None
+    runner_agent: RunnerAgent | None = None
 
 
 def get_services(request: Request) -> Services:
@@ -45,6 +53,12 @@ def get_services(request: Request) -> Services:
 
 async def get_principal(request: Request) -> Principal:
     services = get_services(request)
+    if services.settings.mode == "runner":
+        # A runner serves coordinators only: they sign each request with the principal they authenticated.
+        signed = getattr(request.state, "signed", None)
+        if signed is None or not signed.tenant_id:
+            raise Unauthorized("this runner serves coordinators only")
+        return Principal(tenant_id=signed.tenant_id, key_id=signed.key_id)
     # The client as ASH_TRUSTED_PROXIES lets us see it (api/network.py rewrote the scope for trusted proxies).
     client_ip = request.client.host if request.client is not None else None
     return await services.auth.authenticate(request.headers.get("authorization"), client_ip)

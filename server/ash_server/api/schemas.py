@@ -535,6 +535,47 @@ class HealthResponse(Schema):
     server_id: str = Field(description="This server's id: the `runnerId` of the sessions it runs.")
     snapshots: str | None = Field(description="Where snapshots go (ASH_SNAPSHOT_URL), or null when they are off.")
     pool: PoolStats
+    mode: str = Field("standalone", description="standalone, coordinator or runner.")
+    runners: list[RunnerPublic] | None = Field(
+        None, description="Coordinator mode: every runner with its health and pool (`pool` sums the live ones)."
+    )
+
+
+# -- Runners (coordinator mode) -------------------------------------------------------------------------------
+
+
+class RunnerRegistration(Schema):
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    url: str = Field(pattern=r"^https?://[^/\s]+$", max_length=512)
+    max_sandboxes: int = Field(ge=1)
+    version: str = Field(max_length=64)
+
+
+class RunnerHeartbeat(Schema):
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    sandboxes: int = Field(ge=0)
+    received: int = Field(ge=0)
+    stats: dict[str, int] = Field(default_factory=dict)
+
+
+class RunnerRef(Schema):
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+class RunnerPublic(Schema):
+    id: str
+    url: str
+    status: Literal["live", "draining", "dead"]
+    max_sandboxes: int
+    load: int = Field(description="Sandboxes it holds, counting sessions placed on it since its last heartbeat.")
+    pool: dict[str, int] = Field(description="Its pool's counts at its last heartbeat (as /health's `pool`).")
+    version: str
+    registered_at: datetime
+    last_heartbeat_at: datetime
+
+
+class RunnersResponse(Schema):
+    runners: list[RunnerPublic]
 
 
 class ErrorResponse(Schema):

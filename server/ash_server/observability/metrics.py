@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from ..cluster.registry import RunnerView
 
 # Latency buckets from 0.5 ms (Ash's own overhead) to 10 min (a long agent turn).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600)
@@ -54,6 +59,10 @@ class Metrics:
         """Pool gauges read at scrape time from the pool's own counts, so they can never drift."""
         self.registry.register(_PoolCollector(stats))
 
+    def add_runner_collector(self, runners: Callable[[], Sequence[RunnerView]]) -> None:
+        """Coordinator mode: runner gauges, from what the registry last read of the database."""
+        self.registry.register(_RunnerCollector(runners))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -67,3 +76,32 @@ class _PoolCollector(Collector):
         for state, count in self._stats().items():
             family.add_metric([state], count)
         return [family]
+
+
+class _RunnerCollector(Collector):
+    def __init__(self, runners: Callable[[], Sequence[RunnerView]]) -> None:
+        self._runners = runners
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        now = time.time()
+        by_status = GaugeMetricFamily("ash_runners", "Runners by status.", labels=["status"])
+        load = GaugeMetricFamily(
+            "ash_runner_load", "Sandboxes a runner holds, counting fresh placements.", labels=["runner"]
+        )
+        capacity = GaugeMetricFamily("ash_runner_capacity", "Sandboxes a runner may hold.", labels=["runner"])
+        pool = GaugeMetricFamily("ash_runner_sandboxes", "A runner's sandboxes by state.", labels=["runner", "state"])
+        age = GaugeMetricFamily(
+            "ash_runner_heartbeat_age_seconds", "Time since a runner's last heartbeat.", labels=["runner"]
+        )
+        counts = dict.fromkeys(("live", "draining", "dead"), 0)
+        for runner in self._runners():
+            counts[runner.status] = counts.get(runner.status, 0) + 1
+            load.add_metric([runner.id], runner.load)
+            capacity.add_metric([runner.id], runner.max_sandboxes)
+            age.add_metric([runner.id], max(0.0, now - runner.last_heartbeat_at.timestamp()))
+            for state in ("warming", "warm", "waiting", "running", "cold"):
+                if state in runner.stats:
+                    pool.add_metric([runner.id, state], runner.stats[state])
+        for status, n in counts.items():
+            by_status.add_metric([status], n)
+        return [by_status, load, capacity, pool, age]

@@ -136,6 +136,11 @@ class SandboxPool:
     def _occupied(self) -> int:
         return len(self._entries) + self._reserved
 
+    @property
+    def occupied(self) -> int:
+        """Sandboxes that exist or are being started (warm ones included)."""
+        return self._occupied()
+
     def counts(self) -> dict[str, int]:
         """Sandboxes by state (cold: this server's sessions whose sandbox is gone, files persisted)."""
         counts = dict.fromkeys(STATES, 0)

@@ -29,7 +29,7 @@ from ash_bridge.protocol import Command
 
 from .. import __version__, archive
 from ..agents import AgentService, validate_env
-from ..errors import AshError, Conflict, Gone, Invalid, NotFound, SnapshotError
+from ..errors import AshError, Conflict, Gone, Invalid, NotFound, SessionMoved, SnapshotError
 from ..observability import logs
 from ..observability.metrics import Metrics
 from ..observability.tracing import current_traceparent, traced
@@ -138,7 +138,15 @@ class SessionService:
         idle_timeout_s: float,
         retention_s: float,
         debug_timing: bool = False,
+        exclusive: bool = False,
     ) -> None:
+        """`exclusive` (runner mode): serve only the sessions assigned to this server (`runnerId`); coordinators
+        move sessions between runners, a runner never takes one over by itself."""
+        self._exclusive = exclusive
+        # Runner load reporting (cluster/runner.py): creates received since start, and those not yet holding a
+        # pool slot (after that the pool counts them).
+        self.creates_received = 0
+        self.creates_pending = 0
         self._idle_timeout_s = idle_timeout_s
         self._retention_s = retention_s
         self._debug_timing = debug_timing
@@ -169,6 +177,11 @@ class SessionService:
         session = await self._store.get_session(tenant_id, session_id)
         if session is None:
             raise NotFound(f"session {session_id} not found", session_id=str(session_id))
+        if self._exclusive and session.runner_id not in (None, self.server_id):
+            raise SessionMoved(
+                f"session {session_id} is run by runner {session.runner_id}, not this one",
+                runner_id=session.runner_id,
+            )
         return session
 
     async def list_sessions(
@@ -185,16 +198,22 @@ class SessionService:
     @traced("session.create")
     async def create(self, tenant_id: str, agent_name: str, options: dict[str, Any]) -> Session:
         started = time.perf_counter()
-        agent = await self._agents.get(tenant_id, agent_name)
-        config = _validated_config(options)
-        # A sandbox started ahead for exactly this agent version and configuration: no process start at all.
-        entry = self._pool.claim(profile_key(agent, config)) if self._pool.has_warm(tenant_id, agent.name) else None
-        if entry is not None:
-            session = await self._create_on_warm(agent, config, entry)
-            path = "warm"
-        else:
-            session = await self._create_cold(agent, config)
-            path = "cold"
+        arrival = _Arrival(self)
+        try:
+            agent = await self._agents.get(tenant_id, agent_name)
+            config = _validated_config(options)
+            # A sandbox started ahead for exactly this agent version and configuration: no process start at all.
+            warm = self._pool.has_warm(tenant_id, agent.name)
+            entry = self._pool.claim(profile_key(agent, config)) if warm else None
+            if entry is not None:
+                arrival.settle()
+                session = await self._create_on_warm(agent, config, entry)
+                path = "warm"
+            else:
+                session = await self._create_cold(agent, config, arrival)
+                path = "cold"
+        finally:
+            arrival.settle()
         trace.get_current_span().set_attribute("ash.session_id", str(session.id))
         if self.metrics is not None:
             self.metrics.session_create_seconds.labels(path).observe(time.perf_counter() - started)
@@ -203,8 +222,9 @@ class SessionService:
             self._pool.refill()
         return session
 
-    async def _create_cold(self, agent: Agent, config: dict[str, Any]) -> Session:
+    async def _create_cold(self, agent: Agent, config: dict[str, Any], arrival: _Arrival) -> Session:
         slot = await self._pool.reserve()  # 503 before anything exists when every sandbox is busy
+        arrival.settle()
         try:
             session = await self._store.add_session(
                 Session(
@@ -259,19 +279,17 @@ class SessionService:
     async def prepare_warm(self, agent: Agent) -> tuple[str, SandboxRequest] | None:
         """For the warm pool: reserve a session id and its folder (the agent's files copied in, as at create) and
         say what its sandbox looks like for a session of this agent with the default configuration."""
-        if not self._agents.folder(agent).is_dir():
-            return None  # deployed on another server: this one has no copy of its files
+        try:
+            await self._agents.materialize(agent)
+        except NotFound:
+            return None  # its files are not to be had (deployed before bundles, on another server)
         session_id = str(uuid.uuid4())
         self._data.make_session(agent.tenant_id, session_id, self._sandboxes.owner)
         await self._copy_agent(agent, self._data.workspace(agent.tenant_id, session_id))
         return session_id, self._request(agent, session_id, {}, resume=None, assigned=False)
 
     async def _copy_agent(self, agent: Agent, workspace: Path) -> None:
-        folder = self._agents.folder(agent)
-        if not folder.is_dir():
-            raise NotFound(
-                f"the files of agent {agent.name!r} are not on this server; deploy it here", agent=agent.name
-            )
+        folder = await self._agents.materialize(agent)
         await asyncio.to_thread(shutil.copytree, folder, workspace, symlinks=True)
 
     def _request(
@@ -306,6 +324,7 @@ class SessionService:
         if agent is None:
             raise NotFound(f"agent {session.agent_name!r} of this session no longer exists")
         await self._ensure_files(session)  # SnapshotError leaves the session as it was
+        await self._agents.materialize(agent)  # the sandbox mounts the agent's folder
         if session.runner_id != self.server_id:
             await self._set(session, runner_id=self.server_id)
         request = self._request(agent, str(session.id), session.config, resume=session.sdk_session_id)
@@ -328,7 +347,7 @@ class SessionService:
         otherwise (or if there is none) the latest snapshot replaces it."""
         sid = str(session.id)
         local = self._data.workspace(session.tenant_id, sid).is_dir()
-        if local and session.runner_id in (None, self.server_id):
+        if local and session.runner_id in (None, self.server_id) and await self._snapshots.is_current(session):
             return
         restored = await self._snapshots.restore(session)
         if restored is not None:
@@ -828,6 +847,33 @@ class SessionService:
             except Exception:
                 log.exception("sweep failed")
 
+    # -- Runner mode ------------------------------------------------------------------------------------------
+
+    def load(self) -> tuple[int, int]:
+        """(sandboxes held or about to be, creates received): what a runner reports in its heartbeats. Read in
+        one go, so a create is counted in exactly one of the two (cluster/registry.py)."""
+        return self._pool.occupied + self.creates_pending, self.creates_received
+
+    def reset_load(self) -> None:
+        """A runner registers (again): coordinators count placements from zero."""
+        self.creates_received = 0
+
+    async def drop_moved(self) -> int:
+        """Drop this server's sandboxes of sessions a coordinator has moved to another runner (this runner was
+        declared dead meanwhile) or that ended: their files here are stale, and two copies must never run."""
+        held = [sid for sid, live in self._live.items() if live.sandbox is not None or live.turn is not None]
+        moved = await self._store.moved_sessions(held, self.server_id)
+        for session_id in moved:
+            live = self._live.get(session_id)
+            if live is None:
+                continue
+            async with live.lock:
+                log.warning("session %s moved to another runner; dropping its sandbox here", session_id)
+                await self._finish_turn(live)
+                await self._drop_sandbox(live, cold=False)
+            self._live.pop(session_id, None)
+        return len(moved)
+
     # -- Start-up and shutdown --------------------------------------------------------------------------------
 
     async def recover(self) -> int:
@@ -922,6 +968,21 @@ class SessionService:
 
     async def _event(self, session: Session, kind: str, data: dict[str, Any]) -> None:
         await self._store.append_events(session, [(kind, dumps(data))])
+
+
+class _Arrival:
+    """A create this server has received but not yet given a pool slot (see SessionService.load)."""
+
+    def __init__(self, service: SessionService) -> None:
+        self._service = service
+        self._pending = True
+        service.creates_received += 1
+        service.creates_pending += 1
+
+    def settle(self) -> None:
+        if self._pending:
+            self._pending = False
+            self._service.creates_pending -= 1
 
 
 def _validated_config(options: dict[str, Any]) -> dict[str, Any]:

@@ -43,6 +43,8 @@ SUFFIX = ".tar.zst"
 # The latest and the one before: a server still downloading the previous latest is not cut off.
 KEEP = 2
 FOLDERS = ("workspace", "home")
+# In a session folder, next to those: the id of the snapshot its contents were last saved to or restored from.
+MARKER = ".snapshot"
 READ_CHUNK = 1024 * 1024
 
 
@@ -173,6 +175,7 @@ class SnapshotService:
             log.warning("session %s is run by another server now; dropped this server's stale snapshot", sid)
             await backend.delete(key)
             return None
+        self._mark(session, snapshot_id)
         log.info("snapshot %s of session %s: %d bytes", snapshot_id, sid, size)
         for old in await self._store.older_snapshots(session.id, KEEP):
             with contextlib.suppress(AshError):
@@ -216,6 +219,26 @@ class SnapshotService:
             await asyncio.wait(tasks, timeout=timeout_s)
 
     # -- Restoring ----------------------------------------------------------------------------------------------
+
+    def _mark(self, session: Session, snapshot_id: str) -> None:
+        folder = self._data.session(session.tenant_id, str(session.id))
+        with contextlib.suppress(OSError):
+            (folder / MARKER).write_text(snapshot_id)
+
+    async def is_current(self, session: Session) -> bool:
+        """Whether this server's copy of the session's folder is at least as new as its latest snapshot: it was
+        saved to or restored from that snapshot here (and maybe changed since), or no snapshot was taken
+        elsewhere. A runner that ran a session, lost it to another and gets it back must restore, not reuse."""
+        if self._backend is None:
+            return True
+        latest = await self._store.latest_snapshot(session.id)
+        if latest is None:
+            return True
+        try:
+            marker = (self._data.session(session.tenant_id, str(session.id)) / MARKER).read_text().strip()
+        except OSError:
+            return latest.server_id == self._server_id
+        return marker == latest.id
 
     async def latest(self, session_id: uuid.UUID) -> Snapshot | None:
         return await self._store.latest_snapshot(session_id)
@@ -266,6 +289,7 @@ class SnapshotService:
                 reason = exc.message if isinstance(exc, AshError) else str(exc) or type(exc).__name__
                 raise SnapshotError(f"{where} cannot be unpacked: {reason}", **fields) from exc
             await asyncio.to_thread(self._swap_in, session, staging)
+            self._mark(session, snapshot.id)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()

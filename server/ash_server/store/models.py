@@ -9,11 +9,13 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -248,3 +250,37 @@ class UsageEvent(Base):
     event_type: Mapped[str] = mapped_column(String(32))
     value: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class AgentBundle(Base):
+    """The files of an agent's current version, packed (tar + zstd). Every server that starts sessions of the agent
+    unpacks it from here (agents.py), so an agent deployed through one coordinator runs on any runner."""
+
+    __tablename__ = "agent_bundles"
+
+    agent_id: Mapped[uuid.UUID] = mapped_column(Uuid(), ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    archive: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+
+
+class Runner(Base):
+    """A runner of a coordinator deployment (cluster/): where coordinators reach it and its load at its last
+    heartbeat. `placed` counts sessions coordinators sent it and `received` those it had seen when it last
+    reported, so placements between two heartbeats count as load at once (cluster/registry.py)."""
+
+    __tablename__ = "runners"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="live")
+    max_sandboxes: Mapped[int] = mapped_column(Integer)
+    sandboxes: Mapped[int] = mapped_column(Integer, default=0)
+    placed: Mapped[int] = mapped_column(Integer, default=0)
+    received: Mapped[int] = mapped_column(Integer, default=0)
+    stats: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    version: Mapped[str] = mapped_column(String(64))
+    draining: Mapped[bool] = mapped_column(Boolean, default=False)
+    registered_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

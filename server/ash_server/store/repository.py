@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -17,9 +17,11 @@ from ..errors import NotFound
 from .database import session_factory
 from .models import (
     Agent,
+    AgentBundle,
     ApiKey,
     Credential,
     Message,
+    Runner,
     Sandbox,
     Session,
     SessionEvent,
@@ -156,6 +158,15 @@ class Store:
         async with self.db() as db, db.begin():
             result = await db.execute(delete(Agent).where(Agent.tenant_id == tenant_id, Agent.name == name))
             return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def save_agent_bundle(self, bundle: AgentBundle) -> None:
+        async with self.db() as db, db.begin():
+            await db.merge(bundle)
+
+    async def get_agent_bundle(self, agent_id: uuid.UUID) -> AgentBundle | None:
+        async with self.db() as db:
+            bundle: AgentBundle | None = await db.get(AgentBundle, agent_id)
+            return bundle
 
     # -- Sessions -------------------------------------------------------------------------------------------
 
@@ -449,7 +460,10 @@ class Store:
         """Record an uploaded snapshot as its session's latest, unless another server has taken the session over
         since (its copy is newer than ours). Its generation is the next one of its session."""
         async with self.db() as db, db.begin():
-            runner = await db.scalar(select(Session.runner_id).where(Session.id == snapshot.session_id))
+            # FOR UPDATE: a coordinator moving the session to another runner (move_session) waits for this commit.
+            runner = await db.scalar(
+                select(Session.runner_id).where(Session.id == snapshot.session_id).with_for_update()
+            )
             if runner is not None and runner != runner_id:
                 return False
             last = await db.scalar(
@@ -607,3 +621,109 @@ class Store:
         ).group_by(UsageEvent.model, UsageEvent.event_type)
         async with self.db() as db:
             return [(str(m), str(t), float(v or 0)) for m, t, v in (await db.execute(query)).all()]
+
+    # -- Runners (coordinator mode; cluster/registry.py) ----------------------------------------------------
+
+    async def register_runner(self, runner: Runner) -> None:
+        """Insert or replace a runner's row: live, not draining, counters from zero (a runner counts the
+        placements it receives from its registration on)."""
+        async with self.db() as db, db.begin():
+            await db.merge(runner)
+
+    async def runner_heartbeat(
+        self, runner_id: str, *, sandboxes: int, received: int, stats: dict[str, Any], now: datetime
+    ) -> bool:
+        """Record a live runner's load. False when no live runner has this id (unknown, or declared dead): the
+        runner registers again."""
+        query = (
+            update(Runner)
+            .where(Runner.id == runner_id, Runner.status == "live")
+            .values(sandboxes=sandboxes, received=received, stats=stats, last_heartbeat_at=now)
+        )
+        async with self.db() as db, db.begin():
+            return bool((await db.execute(query)).rowcount)  # type: ignore[attr-defined]
+
+    async def set_runner_draining(self, runner_id: str) -> bool:
+        async with self.db() as db, db.begin():
+            query = update(Runner).where(Runner.id == runner_id).values(draining=True)
+            return bool((await db.execute(query)).rowcount)  # type: ignore[attr-defined]
+
+    async def delete_runner(self, runner_id: str) -> bool:
+        async with self.db() as db, db.begin():
+            return bool((await db.execute(delete(Runner).where(Runner.id == runner_id))).rowcount)  # type: ignore[attr-defined]
+
+    async def get_runner(self, runner_id: str) -> Runner | None:
+        async with self.db() as db:
+            runner: Runner | None = await db.get(Runner, runner_id)
+            return runner
+
+    async def list_runners(self) -> Sequence[Runner]:
+        async with self.db() as db:
+            return (await db.scalars(select(Runner).order_by(Runner.id))).all()
+
+    async def place_session(self, heard_since: datetime, exclude: Sequence[str] = ()) -> Runner | None:
+        """Choose the least-loaded live runner for a new session and count the placement on it, in one
+        transaction that every coordinator serializes on (an advisory lock on PostgreSQL, the write lock on
+        SQLite): a burst of creates spreads instead of landing where the last heartbeat said there was room.
+        Load = sandboxes at its last heartbeat + placements it had not received then, over its capacity."""
+        async with self.db() as db, db.begin():
+            if self.engine.dialect.name == "postgresql":
+                await db.execute(text("SELECT pg_advisory_xact_lock(4242000007)"))
+            else:
+                await db.execute(update(Runner).where(Runner.id == "").values(placed=Runner.placed))
+            query = select(Runner).where(
+                Runner.status == "live", Runner.draining.is_(False), Runner.last_heartbeat_at >= heard_since
+            )
+            if exclude:
+                query = query.where(Runner.id.not_in(exclude))
+            candidates = [r for r in (await db.scalars(query)).all() if runner_load(r) < r.max_sandboxes]
+            if not candidates:
+                return None
+            chosen = min(candidates, key=lambda r: (runner_load(r) / r.max_sandboxes, runner_load(r), r.id))
+            await db.execute(update(Runner).where(Runner.id == chosen.id).values(placed=Runner.placed + 1))
+            chosen.placed += 1
+            return chosen
+
+    async def unplace(self, runner_id: str) -> None:
+        """A placement that never reached its runner (the call failed before it was sent) is not load."""
+        async with self.db() as db, db.begin():
+            await db.execute(update(Runner).where(Runner.id == runner_id).values(placed=Runner.placed - 1))
+
+    async def mark_dead_runners(self, silent_since: datetime) -> list[str]:
+        """Declare dead the live runners not heard from since `silent_since`; returns their ids (each is returned
+        to exactly one caller, however many coordinators sweep at once)."""
+        async with self.db() as db, db.begin():
+            rows = await db.execute(
+                update(Runner)
+                .where(Runner.status == "live", Runner.last_heartbeat_at < silent_since)
+                .values(status="dead")
+                .returning(Runner.id)
+            )
+            return [str(r[0]) for r in rows.all()]
+
+    async def sessions_on_runner(self, runner_id: str, statuses: Sequence[str]) -> Sequence[Session]:
+        query = select(Session).where(Session.runner_id == runner_id, Session.status.in_(statuses))
+        async with self.db() as db:
+            return (await db.scalars(query)).all()
+
+    async def moved_sessions(self, session_ids: Sequence[uuid.UUID], runner_id: str) -> list[uuid.UUID]:
+        """Which of these sessions another runner runs now (or that ended): a runner drops its sandboxes of them."""
+        if not session_ids:
+            return []
+        query = select(Session.id).where(
+            Session.id.in_(session_ids), (Session.runner_id != runner_id) | (Session.status == "ended")
+        )
+        async with self.db() as db:
+            return [r for r in (await db.scalars(query)).all()]
+
+    async def move_session(self, session_id: uuid.UUID, from_runner: str | None, to_runner: str) -> bool:
+        """Hand a session whose runner is gone to another one, if nobody has since (compare and set)."""
+        where = Session.runner_id.is_(None) if from_runner is None else Session.runner_id == from_runner
+        async with self.db() as db, db.begin():
+            query = update(Session).where(Session.id == session_id, where).values(runner_id=to_runner, sandbox_id="")
+            return bool((await db.execute(query)).rowcount)  # type: ignore[attr-defined]
+
+
+def runner_load(runner: Runner) -> int:
+    """Sandboxes a runner holds, counting the sessions placed on it since its last heartbeat."""
+    return runner.sandboxes + max(0, runner.placed - runner.received)

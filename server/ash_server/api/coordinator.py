@@ -1,0 +1,129 @@
+"""/api/sessions on a coordinator: sessions run on runners, so every request about one goes to its runner.
+
+A new session goes to the least-loaded live runner (cluster/registry.py); a request for an existing one goes to the
+runner that runs it, or, if that runner is dead or gone, to a live runner the session moves to. The runner answers
+exactly as a standalone server would, and the answer (an SSE stream included) is relayed as it comes
+(cluster/proxy.py). Listing reads the shared database directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import httpx
+from fastapi import APIRouter, Query, Request, Response
+
+from ..auth import Principal
+from ..cluster.proxy import FORWARDED_REQUEST_HEADERS, RunnerClient, RunnerUnreachable, relay
+from ..cluster.registry import Registry
+from ..errors import Invalid, NotFound
+from ..store.models import Runner
+from .deps import PrincipalDep, Services, ServicesDep
+from .schemas import SessionPublic, SessionsResponse
+from .sessions import SESSION_STATUSES
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api/sessions", tags=["sessions"])
+PLACEMENT_ATTEMPTS = 3
+PROXIED_METHODS = ["GET", "POST", "PATCH", "PUT", "DELETE"]
+
+
+def _cluster(services: Services) -> tuple[Registry, RunnerClient]:
+    assert services.registry is not None and services.runner_client is not None
+    return services.registry, services.runner_client
+
+
+async def _forward(
+    services: Services, runner: Runner, request: Request, principal: Principal, body: bytes
+) -> httpx.Response:
+    _, client = _cluster(services)
+    headers = {k: v for k, v in request.headers.items() if k.lower() in FORWARDED_REQUEST_HEADERS}
+    return await client.send(
+        client.build(
+            runner.url,
+            request.method,
+            request.url.path,
+            request.scope.get("query_string", b""),
+            body,
+            headers=headers,
+            tenant=principal.tenant_id,
+            key_id=principal.key_id,
+        )
+    )
+
+
+@router.post("", status_code=201, include_in_schema=False)
+async def create_session(request: Request, principal: PrincipalDep, services: ServicesDep) -> Response:
+    services.rate_limits.sessions.check(principal.key_id, "sessions")
+    registry, _ = _cluster(services)
+    body = await request.body()
+    tried: list[str] = []
+    for attempt in range(PLACEMENT_ATTEMPTS):
+        runner = await registry.place(tried)
+        try:
+            return relay(await _forward(services, runner, request, principal, body))
+        except RunnerUnreachable as exc:
+            # Nothing reached that runner: the session can go to another one.
+            await registry.unplace(runner)
+            tried.append(runner.id)
+            log.warning("placing a session: %s; trying another runner", exc.message)
+            if attempt == PLACEMENT_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+@router.get("", response_model=SessionsResponse)
+async def list_sessions(
+    principal: PrincipalDep,
+    services: ServicesDep,
+    agent: str | None = Query(None, max_length=255),
+    status: str | None = Query(None, pattern=SESSION_STATUSES),
+    limit: int = Query(100, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
+) -> SessionsResponse:
+    rows = await services.store.list_sessions(
+        principal.tenant_id, agent=agent, status=status, limit=limit, offset=offset
+    )
+    return SessionsResponse(sessions=[SessionPublic.of(s) for s in rows])
+
+
+async def _session_request(session_id: str, request: Request, principal: Principal, services: Services) -> Response:
+    try:
+        sid = uuid.UUID(session_id)
+    except ValueError:
+        raise Invalid(f"{session_id!r} is not a session id") from None
+    session = await services.store.get_session(principal.tenant_id, sid)
+    if session is None:
+        raise NotFound(f"session {sid} not found", session_id=str(sid))
+    if request.method == "POST" and request.url.path.endswith("/messages"):
+        services.rate_limits.messages.check(principal.key_id, "messages")
+    registry, _ = _cluster(services)
+    body = await request.body()
+    avoid: str | None = None
+    while True:
+        runner = await registry.route(session, avoid=avoid)
+        # RunnerUnreachable (503, Retry-After): the runner is down but not yet declared dead; by the time the
+        # client retries, the liveness sweep has moved its sessions.
+        upstream = await _forward(services, runner, request, principal, body)
+        if upstream.status_code != 409 or "x-ash-session-moved" not in upstream.headers or avoid is not None:
+            return relay(upstream)
+        # The runner says another one runs the session now (a move raced this request): route again, once.
+        await upstream.aclose()
+        fresh = await services.store.get_session(principal.tenant_id, sid)
+        if fresh is None:
+            raise NotFound(f"session {sid} not found", session_id=str(sid))
+        session, avoid = fresh, runner.id
+
+
+@router.api_route("/{session_id}", methods=PROXIED_METHODS, include_in_schema=False)
+async def session_root(session_id: str, request: Request, principal: PrincipalDep, services: ServicesDep) -> Response:
+    return await _session_request(session_id, request, principal, services)
+
+
+@router.api_route("/{session_id}/{rest:path}", methods=PROXIED_METHODS, include_in_schema=False)
+async def session_path(
+    session_id: str, rest: str, request: Request, principal: PrincipalDep, services: ServicesDep
+) -> Response:
+    return await _session_request(session_id, request, principal, services)

@@ -1,0 +1,79 @@
+"""/api/internal: runners registering and heartbeating (signed, cluster/), and the runner list for operators.
+
+`/api/internal/cluster/*` is for runners only: api/signed.py refuses anything not signed with ASH_INTERNAL_SECRET
+before it gets here. `GET /api/internal/runners` is for operators: an API key of the default tenant.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from ..cluster.registry import Registry, RunnerView
+from ..errors import NotFound, Unauthorized
+from ..store.models import DEFAULT_TENANT
+from .deps import PrincipalDep, Services, ServicesDep
+from .schemas import OkResponse, RunnerHeartbeat, RunnerPublic, RunnerRef, RunnerRegistration, RunnersResponse
+
+router = APIRouter(prefix="/api/internal", tags=["runners"])
+
+
+def registry_of(services: Services) -> Registry:
+    if services.registry is None:
+        raise NotFound("this server is not a coordinator (ASH_MODE=coordinator)")
+    return services.registry
+
+
+def _machine(request: Request) -> None:
+    signed = getattr(request.state, "signed", None)
+    if signed is None or signed.tenant_id:
+        raise Unauthorized("runner endpoints take requests signed by a runner")
+
+
+def runner_public(view: RunnerView) -> RunnerPublic:
+    return RunnerPublic(
+        id=view.id,
+        url=view.url,
+        status=view.status,
+        max_sandboxes=view.max_sandboxes,
+        load=view.load,
+        pool=view.stats,
+        version=view.version,
+        registered_at=view.registered_at,
+        last_heartbeat_at=view.last_heartbeat_at,
+    )
+
+
+@router.post("/cluster/register", response_model=OkResponse, include_in_schema=False)
+async def register(body: RunnerRegistration, request: Request, services: ServicesDep) -> OkResponse:
+    _machine(request)
+    await registry_of(services).register(body.id, body.url, body.max_sandboxes, body.version)
+    return OkResponse(ok=True)
+
+
+@router.post("/cluster/heartbeat", response_model=OkResponse, include_in_schema=False)
+async def heartbeat(body: RunnerHeartbeat, request: Request, services: ServicesDep) -> OkResponse:
+    _machine(request)
+    await registry_of(services).heartbeat(body.id, sandboxes=body.sandboxes, received=body.received, stats=body.stats)
+    return OkResponse(ok=True)
+
+
+@router.post("/cluster/drain", response_model=OkResponse, include_in_schema=False)
+async def drain(body: RunnerRef, request: Request, services: ServicesDep) -> OkResponse:
+    _machine(request)
+    await registry_of(services).drain(body.id)
+    return OkResponse(ok=True)
+
+
+@router.post("/cluster/deregister", response_model=OkResponse, include_in_schema=False)
+async def deregister(body: RunnerRef, request: Request, services: ServicesDep) -> OkResponse:
+    _machine(request)
+    await registry_of(services).deregister(body.id)
+    return OkResponse(ok=True)
+
+
+@router.get("/runners", response_model=RunnersResponse)
+async def list_runners(principal: PrincipalDep, services: ServicesDep) -> RunnersResponse:
+    """Every runner with its status (live, draining, dead), load and pool. Operators only (default tenant)."""
+    if principal.tenant_id != DEFAULT_TENANT:
+        raise NotFound("not found")
+    return RunnersResponse(runners=[runner_public(v) for v in await registry_of(services).runners()])
