@@ -185,7 +185,9 @@ def _sse(event: str, data: JSONDict) -> bytes:
 class FakeAnthropic:
     """A fake ``POST /v1/messages`` endpoint served on 127.0.0.1 from a background thread."""
 
-    def __init__(self, default: Reply | None = None) -> None:
+    def __init__(self, default: Reply | None = None, *, host: str = "127.0.0.1") -> None:
+        """`host`: the address to serve on (multi-machine tests use a bridge address other namespaces reach)."""
+        self.host = host
         self._lock = threading.Lock()
         self._rules: list[_Rule] = []
         self._default: Reply = default if default is not None else text("ok")
@@ -206,7 +208,7 @@ class FakeAnthropic:
     def url(self) -> str:
         if self._port is None:
             raise RuntimeError("FakeAnthropic is not started")
-        return f"http://127.0.0.1:{self._port}"
+        return f"http://{self.host}:{self._port}"
 
     @property
     def port(self) -> int:
@@ -219,7 +221,7 @@ class FakeAnthropic:
             raise RuntimeError("FakeAnthropic already started")
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((self.host, 0))
         sock.listen(128)
         sock.setblocking(False)
         self._port = sock.getsockname()[1]

@@ -31,25 +31,27 @@ class Unavailable(RuntimeError):
 class PostgresCluster:
     """One PostgreSQL server on loopback. `database()` hands out fresh, empty databases."""
 
-    def __init__(self, bin_dir: Path) -> None:
+    def __init__(self, bin_dir: Path, host: str = "127.0.0.1", clients: str | None = None) -> None:
+        """`host`: the address it listens on; `clients`: a network (CIDR) also trusted, besides loopback."""
+        self.clients = clients
         self.bin = bin_dir
         self.root = Path(tempfile.mkdtemp(prefix="ash-pg-"))
         self.data = self.root / "data"
         self.port = free_port()
-        self.host = "127.0.0.1"
+        self.host = host
         self._names = itertools.count(1)
         # initdb refuses root: run the server as the postgres system user, in a folder it owns.
         self._as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
     @classmethod
-    def create(cls) -> PostgresCluster:
+    def create(cls, host: str = "127.0.0.1", clients: str | None = None) -> PostgresCluster:
         """A cluster not started yet (its port is chosen): `start()` it."""
         bin_dir = find_bin()
         if bin_dir is None:
             raise Unavailable(MISSING)
         if os.geteuid() == 0 and shutil.which("runuser") is None:
             raise Unavailable("running as root needs runuser (util-linux) to start PostgreSQL as `postgres`")
-        return cls(bin_dir)
+        return cls(bin_dir, host, clients)
 
     @classmethod
     def start_new(cls) -> PostgresCluster:
@@ -75,6 +77,9 @@ class PostgresCluster:
             except (LookupError, PermissionError) as exc:
                 raise Unavailable(f"cannot hand {self.root} to the postgres user: {exc}") from exc
         self._server_tool(str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8")
+        if self.clients:
+            with (self.data / "pg_hba.conf").open("a") as hba:
+                hba.write(f"host all all {self.clients} trust\n")
         options = (
             f"-p {self.port} -k {self.root} -c listen_addresses={self.host} -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"

@@ -43,17 +43,22 @@ class AshServer:
         data_dir: Path | None = None,
         env: dict[str, str] | None = None,
         database_url: str | None = None,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        argv_prefix: list[str] | None = None,
     ) -> None:
-        """`database_url`: a PostgreSQL URL (tests/support/postgres.py) instead of SQLite in the data dir."""
+        """`database_url`: a PostgreSQL URL (tests/support/postgres.py) instead of SQLite in the data dir.
+        `host`/`port`: where it listens and is reached; `argv_prefix`: run it through this (`ip netns exec ns`)."""
         self.root = short_tempdir() if data_dir is None else None
         self.data_dir = data_dir or (self.root / "data")  # type: ignore[operator]
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.port = port or free_port()
+        self.url = f"http://{host}:{self.port}"
+        self.argv_prefix = argv_prefix or []
         self.env = {
             **os.environ,
             "ASH_DATA_DIR": str(self.data_dir),
             "ASH_PORT": str(self.port),
-            "ASH_HOST": "127.0.0.1",
+            "ASH_HOST": host,
             "ASH_AGENT_ROOTS": str(REPO / "examples") + "," + tempfile.gettempdir(),
             "ANTHROPIC_BASE_URL": model_url,
             "ANTHROPIC_API_KEY": "sk-ant-test-server-key",
@@ -73,7 +78,10 @@ class AshServer:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "ash_server"], env=self.env, stdout=log, stderr=subprocess.STDOUT
+                [*self.argv_prefix, sys.executable, "-m", "ash_server"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         return self
 

@@ -12,11 +12,11 @@ REGION = "us-east-1"
 class S3Server:
     """moto's S3 in server mode on a free loopback port (what boto3 reaches with an endpoint URL)."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         from moto.server import ThreadedMotoServer
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._server = ThreadedMotoServer(ip_address=host, port=0, verbose=False)
 
     def start(self) -> S3Server:
         self._server.start()

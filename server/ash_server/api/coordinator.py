@@ -3,7 +3,7 @@
 A new session goes to the least-loaded live runner (cluster/registry.py); a request for an existing one goes to the
 runner that runs it, or, if that runner is dead or gone, to a live runner the session moves to. The runner answers
 exactly as a standalone server would, and the answer (an SSE stream included) is relayed as it comes
-(cluster/proxy.py). Listing reads the shared database directly.
+(cluster/proxy.py). Listing, and reading a session, its messages and its events, read the shared database directly.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from ..cluster.proxy import FORWARDED_REQUEST_HEADERS, RunnerClient, RunnerUnrea
 from ..cluster.registry import Registry
 from ..errors import Invalid, NotFound
 from ..store.models import Runner
+from . import sessions
 from .deps import PrincipalDep, Services, ServicesDep
-from .schemas import SessionPublic, SessionsResponse
+from .schemas import EventsResponse, MessagesResponse, SessionPublic, SessionResponse, SessionsResponse
 from .sessions import SESSION_STATUSES
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,12 @@ async def _session_request(session_id: str, request: Request, principal: Princip
         if fresh is None:
             raise NotFound(f"session {sid} not found", session_id=str(sid))
         session, avoid = fresh, runner.id
+
+
+# Reads of what the database holds are answered here, even while the session's runner is down.
+router.add_api_route("/{session_id}", sessions.get_session, methods=["GET"], response_model=SessionResponse)
+router.add_api_route("/{session_id}/messages", sessions.list_messages, methods=["GET"], response_model=MessagesResponse)
+router.add_api_route("/{session_id}/events", sessions.list_events, methods=["GET"], response_model=EventsResponse)
 
 
 @router.api_route("/{session_id}", methods=PROXIED_METHODS, include_in_schema=False)

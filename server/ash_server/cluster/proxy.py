@@ -69,7 +69,7 @@ class RunnerClient:
         tenant: str = "",
         key_id: str = "",
     ) -> httpx.Request:
-        url = httpx.URL(base_url.rstrip("/") + path, query=query)
+        url = httpx.URL(base_url.rstrip("/") + path, query=query) if query else httpx.URL(base_url.rstrip("/") + path)
         request = self._client.build_request(
             method, url, content=body, headers={**headers, "accept-encoding": "identity"}
         )
