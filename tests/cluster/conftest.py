@@ -26,6 +26,7 @@ LIVENESS_MS = 2500
 class Deployment:
     def __init__(self, net: Network, pg: PostgresCluster, s3: S3Server, model: FakeAnthropic) -> None:
         self.net = net
+        self.pg = pg
         self.model = model
         self.secret = secrets.token_hex(32)
         self.api_key = "ash_cluster_" + secrets.token_hex(16)
@@ -43,17 +44,19 @@ class Deployment:
         self.servers: list[AshServer] = []
         self.folder = short_tempdir()
 
-    def coordinator(self, env: dict[str, str] | None = None) -> AshServer:
+    def coordinator(self, env: dict[str, str] | None = None, database_url: str | None = None) -> AshServer:
         server = AshServer(
             self.model.url,
             host=self.net.host,
-            database_url=self.database_url,
+            database_url=database_url or self.database_url,
             env={**self.env, "ASH_MODE": "coordinator", **(env or {})},
         )
         self.servers.append(server)
         return server
 
-    def runner(self, name: str, coordinator: AshServer, env: dict[str, str] | None = None) -> AshServer:
+    def runner(
+        self, name: str, coordinator: AshServer, env: dict[str, str] | None = None, database_url: str | None = None
+    ) -> AshServer:
         """A runner on its own machine (namespace); the same name is the same machine (and data dir) again."""
         if name not in self.machines:
             self.machines[name] = self.net.machine(name)
@@ -64,7 +67,7 @@ class Deployment:
             host=address,
             port=RUNNER_PORT,
             argv_prefix=self.net.exec_prefix(ns),
-            database_url=self.database_url,
+            database_url=database_url or self.database_url,
             env={
                 **self.env,
                 "ASH_MODE": "runner",
