@@ -222,6 +222,16 @@ class Store:
             query = select(func.count()).select_from(Session).where(Session.status.in_(statuses))
             return int(await db.scalar(query) or 0)
 
+    async def session_counts(self, tenant_id: str) -> list[tuple[str, str, int]]:
+        """(agent name, status, number of sessions) of a tenant: the dashboard's totals, in one query."""
+        query = (
+            select(Session.agent_name, Session.status, func.count())
+            .where(Session.tenant_id == tenant_id)
+            .group_by(Session.agent_name, Session.status)
+        )
+        async with self.db() as db:
+            return [(str(agent), str(status), int(n)) for agent, status, n in (await db.execute(query)).all()]
+
     async def update_session(self, session_id: uuid.UUID, **values: Any) -> None:
         async with self.db() as db, db.begin():
             await db.execute(update(Session).where(Session.id == session_id).values(**values))
@@ -680,8 +690,8 @@ class Store:
             if not candidates:
                 return None
             chosen = min(candidates, key=lambda r: (runner_load(r) / r.max_sandboxes, runner_load(r), r.id))
+            db.expunge(chosen)  # a plain value for the caller: the count is changed by the statement only
             await db.execute(update(Runner).where(Runner.id == chosen.id).values(placed=Runner.placed + 1))
-            chosen.placed += 1
             return chosen
 
     async def unplace(self, runner_id: str) -> None:
