@@ -48,7 +48,9 @@ def metric(body: str, name: str, labels: dict[str, str]) -> float | None:
     return None
 
 
-def test_runners_are_visible_in_the_api_health_metrics_and_cli(cluster: tuple[AshServer, ...]) -> None:
+def test_runners_are_visible_in_the_api_health_metrics_and_cli(
+    cluster: tuple[AshServer, ...], deployment: Deployment
+) -> None:
     c1, c2, _, _ = cluster
     runners = runners_of(c2)  # the other coordinator sees them too: the registry is the database
     assert {r: v["status"] for r, v in runners.items()} == {"alpha": "live", "beta": "live"}
@@ -69,6 +71,10 @@ def test_runners_are_visible_in_the_api_health_metrics_and_cli(cluster: tuple[As
     )
     assert cli.returncode == 0, cli.stderr
     assert {r["id"] for r in json.loads(cli.stdout)} == {"alpha", "beta"}
+    # A coordinator that forgets a runner (its row gone) hears from it again: it re-registers by itself.
+    database = deployment.database_url.rsplit("/", 1)[1]
+    deployment.pg.psql("DELETE FROM runners WHERE id = 'beta'", database)
+    wait_for(lambda: runners_of(c1).get("beta", {}).get("status") == "live", 10, "beta registered again")
     # Runner lists are for the operator's tenant only.
     other = c1.admin("create-tenant", "acme")["key"]
     refused = httpx.get(c1.url + "/api/internal/runners", headers={"Authorization": f"Bearer {other}"})
@@ -101,12 +107,22 @@ def test_a_second_coordinator_serves_a_session_created_through_the_first(
     deployment.model.on("through the other door", text("hello from a runner", chunks=3))
     with c1.client() as client:
         session = client.post("/api/sessions", json={"agent": "helper"}).json()["session"]
+    deployment.model.on("tell it slowly", text("one two three four five six", chunks=6, delay=0.3))
     with c2.client() as client:
         body = stream(client, session["id"], "through the other door")
         assert "hello from a runner" in body and "event: done" in body
         # A stream re-attached through the other coordinator replays the same turn.
         with client.stream("GET", f"/api/sessions/{session['id']}/stream") as replay:
             assert "hello from a runner" in "".join(replay.iter_text())
+        # Relayed as it comes, not buffered by the coordinator: the first delta reaches the client while the model
+        # is still sending the rest.
+        request = {"content": "tell it slowly", "includePartialMessages": True}
+        with client.stream("POST", f"/api/sessions/{session['id']}/messages", json=request) as response:
+            for line in response.iter_lines():
+                if line == "event: text_delta":
+                    calls = [e for e in deployment.model.request_log if e["messages_endpoint"]]
+                    assert calls[-1]["completed"] is False
+                    break
     with c1.client() as client:
         messages = client.get(f"/api/sessions/{session['id']}/messages").json()["messages"]
         assert [m["role"] for m in messages][:2] == ["user", "assistant"]
@@ -205,3 +221,7 @@ def test_failover_when_a_runner_dies_and_a_restarted_runner_leaves_the_moved_ses
         assert client.get(f"/api/sessions/{sid}").json()["session"]["runnerId"] == survivor
     # No sandbox of it (or of anything) runs on the restarted machine.
     assert httpx.get(restarted.url + "/health").json()["pool"]["total"] == 0
+    # SIGTERM: it drains and deregisters (gone from the list, not dead).
+    restarted.stop()
+    assert restarted.process is not None and restarted.process.returncode in (0, -15)
+    assert home not in runners_of(c1)
