@@ -14,8 +14,9 @@ sudo_cmd=()
 [[ "$(id -u)" -ne 0 ]] && sudo_cmd=(sudo)
 
 packages=(python3 python3-venv python3-dev bubblewrap util-linux ca-certificates)
-# nftables and systemd: tests/infra checks the firewall rules (nft --check) and the units (systemd-analyze).
-[[ $dev -eq 1 ]] && packages+=(postgresql nftables systemd)
+# nftables and systemd: tests/infra checks the firewall rules (nft --check) and the units (systemd-analyze);
+# chromium: tests/dashboard drives the dashboard in headless Chromium.
+[[ $dev -eq 1 ]] && packages+=(postgresql nftables systemd chromium)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -21,6 +21,7 @@ from .api import (
     commands,
     coordinator,
     credentials,
+    dashboard,
     files,
     health,
     internal,
@@ -294,7 +295,7 @@ def routers_for(mode: str) -> list[APIRouter]:
     account = [agents.router, credentials.router, api_keys.router, usage.router]
     if mode == "coordinator":
         return [health.router, *account, coordinator.router, internal.router, metrics.router]
-    return [health.router, *account, *sessions_api, internal.router, metrics.router]
+    return [health.router, *account, *sessions_api, internal.router, metrics.router, dashboard.router]
 
 
 def _background_tasks(services: Services, metrics: Metrics) -> list[asyncio.Task[None]]:

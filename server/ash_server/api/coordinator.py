@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import AsyncIterator
 
 import httpx
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
 from ..auth import Principal
-from ..cluster.proxy import FORWARDED_REQUEST_HEADERS, RunnerClient, RunnerUnreachable, relay
+from ..cluster.proxy import FORWARDED_REQUEST_HEADERS, RELAYED_RESPONSE_HEADERS, RunnerClient, RunnerUnreachable
 from ..cluster.registry import Registry
 from ..errors import Invalid, NotFound
 from ..store.models import Runner
@@ -53,6 +55,23 @@ async def _forward(
             key_id=principal.key_id,
         )
     )
+
+
+def relay(upstream: httpx.Response) -> Response:
+    """The runner's response, streamed to the client as it arrives; the upstream connection closes when the
+    client goes away."""
+    headers = {k: v for k, v in upstream.headers.items() if k.lower() in RELAYED_RESPONSE_HEADERS}
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in upstream.aiter_raw():
+                yield chunk
+        except httpx.HTTPError:
+            return  # the runner went away mid-stream: the client sees the stream end (and reattaches)
+        finally:
+            await upstream.aclose()
+
+    return StreamingResponse(body(), status_code=upstream.status_code, headers=headers)
 
 
 @router.post("", status_code=201, include_in_schema=False)

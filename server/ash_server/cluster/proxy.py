@@ -8,10 +8,7 @@ runner, and TCP carries that back to the runner's stream, whose sender lag holds
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
-from starlette.responses import Response, StreamingResponse
 
 from ..errors import AshError
 from ..settings import Settings
@@ -85,20 +82,3 @@ class RunnerClient:
             raise RunnerUnreachable(f"runner at {request.url.host} cannot be reached: {exc}") from exc
         except httpx.HTTPError as exc:
             raise RunnerUnreachable(f"runner at {request.url.host} failed: {type(exc).__name__}") from exc
-
-
-def relay(upstream: httpx.Response) -> Response:
-    """The runner's response, streamed to the client as it arrives; the upstream connection closes when the
-    client goes away."""
-    headers = {k: v for k, v in upstream.headers.items() if k.lower() in RELAYED_RESPONSE_HEADERS}
-
-    async def body() -> AsyncIterator[bytes]:
-        try:
-            async for chunk in upstream.aiter_raw():
-                yield chunk
-        except httpx.HTTPError:
-            return  # the runner went away mid-stream: the client sees the stream end (and reattaches)
-        finally:
-            await upstream.aclose()
-
-    return StreamingResponse(body(), status_code=upstream.status_code, headers=headers)
