@@ -114,16 +114,17 @@ async def _session_request(session_id: str, request: Request, principal: Princip
         sid = uuid.UUID(session_id)
     except ValueError:
         raise Invalid(f"{session_id!r} is not a session id") from None
-    session = await services.store.get_session(principal.tenant_id, sid)
-    if session is None:
+    found = await services.store.session_and_runner(principal.tenant_id, sid)
+    if found is None:
         raise NotFound(f"session {sid} not found", session_id=str(sid))
+    session, runner_row = found
     if request.method == "POST" and request.url.path.endswith("/messages"):
         services.rate_limits.messages.check(principal.key_id, "messages")
     registry, _ = _cluster(services)
     body = await request.body()
     avoid: str | None = None
     while True:
-        runner = await registry.route(session, avoid=avoid)
+        runner = await registry.route(session, avoid=avoid, runner=runner_row)
         # RunnerUnreachable (503, Retry-After): the runner is down but not yet declared dead; by the time the
         # client retries, the liveness sweep has moved its sessions.
         upstream = await _forward(services, runner, request, principal, body)

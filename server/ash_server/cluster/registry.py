@@ -133,13 +133,14 @@ class Registry:
     async def unplace(self, runner: Runner) -> None:
         await self._store.unplace(runner.id)
 
-    async def route(self, session: Session, *, avoid: str | None = None) -> Runner:
+    async def route(self, session: Session, *, avoid: str | None = None, runner: Runner | None = None) -> Runner:
         """The runner that serves this session: its own while that is alive, else a live one it moves to (`avoid`:
-        a runner that just said the session is not its, or could not be reached)."""
+        a runner that just said the session is not its; `runner`: the session's runner row, if already read)."""
         for _ in range(MOVE_ATTEMPTS):
             current = session.runner_id
             if current is not None and current != avoid:
-                runner = await self._store.get_runner(current)
+                if runner is None or runner.id != current:
+                    runner = await self._store.get_runner(current)
                 if runner is not None and self._status(runner, self._heard_since()) != "dead":
                     return runner
             target = await self.place([avoid] if avoid else None)

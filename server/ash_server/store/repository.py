@@ -694,6 +694,17 @@ class Store:
             await db.execute(update(Runner).where(Runner.id == chosen.id).values(placed=Runner.placed + 1))
             return chosen
 
+    async def session_and_runner(self, tenant_id: str, session_id: uuid.UUID) -> tuple[Session, Runner | None] | None:
+        """A session and the runner that runs it, in one query (a coordinator's per-request routing lookup)."""
+        query = (
+            select(Session, Runner)
+            .outerjoin(Runner, Runner.id == Session.runner_id)
+            .where(Session.tenant_id == tenant_id, Session.id == session_id)
+        )
+        async with self.db() as db:
+            row = (await db.execute(query)).first()
+            return None if row is None else (row[0], row[1])
+
     async def unplace(self, runner_id: str) -> None:
         """A placement that never reached its runner (the call failed before it was sent) is not load."""
         async with self.db() as db, db.begin():
