@@ -85,7 +85,16 @@ async def test_a_session_moves_once_and_its_old_runner_cannot_snapshot_it(store:
     assert not await store.move_session(session.id, "a", "c")  # someone moved it first
     assert await store.moved_sessions([session.id, uuid.uuid4()], "a") == [session.id]
     assert await store.moved_sessions([session.id], "b") == []
-    stale = Snapshot(id="s1", tenant_id="default", session_id=session.id, generation=0, key="k", size=1,
-                     sha256="0" * 64, server_id="a", created_at=utcnow())  # fmt: skip
+    stale = Snapshot(
+        id="s1",
+        tenant_id="default",
+        session_id=session.id,
+        generation=0,
+        key="k",
+        size=1,
+        sha256="0" * 64,
+        server_id="a",
+        created_at=utcnow(),
+    )
     assert not await store.commit_snapshot(stale, "a")
     assert await store.latest_snapshot(session.id) is None

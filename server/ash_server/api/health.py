@@ -44,8 +44,7 @@ async def _coordinator_health(services: Services) -> HealthResponse:
     assert services.registry is not None
     runners = await services.registry.runners()
     live = [r for r in runners if r.status != "dead"]
-    fields = ("total", "cold", "warming", "warm", "waiting", "running", "maxCapacity", "resumeWarmHits",
-              "resumeColdHits", "preWarmHits", "evictions")  # fmt: skip
+    fields = [field.alias or name for name, field in PoolStats.model_fields.items()]
     pool = {name: sum(int(r.stats.get(name, 0)) for r in live) for name in fields}
     return HealthResponse(
         status="ok",

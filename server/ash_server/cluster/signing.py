@@ -46,10 +46,8 @@ def derive_key(secret: str) -> bytes:
 
 
 def _message(method: str, target: bytes, body_sha256: str, ts: str, nonce: str, tenant: str, key_id: str) -> bytes:
-    return b"\n".join(
-        [method.upper().encode(), target, body_sha256.encode(), ts.encode(), nonce.encode(), tenant.encode(),
-         key_id.encode()]
-    )  # fmt: skip
+    fields = [method.upper(), body_sha256, ts, nonce, tenant, key_id]
+    return target + b"\n" + "\n".join(fields).encode()
 
 
 class RequestSigner:
