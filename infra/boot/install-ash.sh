@@ -1,12 +1,21 @@
 #!/bin/bash
 # Install Ash from an unpacked source archive and start systemd/ash.service. The boot scripts of infra/aws and
 # infra/gcp run it as root after they have written /etc/ash/ash.env from the cloud's secret store; it is the cloud
-# counterpart of the Ansible roles (same packages, virtualenv, sandbox user and unit).
-#   install-ash.sh SOURCE_DIR EXTRAS      e.g. install-ash.sh /opt/ash/src postgres,s3
+# counterpart of the Ansible roles (same packages, virtualenv, server and sandbox users and unit).
+#   install-ash.sh SOURCE_DIR EXTRAS [UNIT]   e.g. install-ash.sh /opt/ash/src postgres,s3
+# UNIT is ash (the default: a standalone server or a coordinator) or ash-runner (a runner, `ash runner`).
 set -euo pipefail
 
 src="$1"
 extras="$2"
+unit="${3:-ash}"
+case "$unit" in
+  ash | ash-runner) ;;
+  *)
+    echo "install-ash.sh: UNIT must be ash or ash-runner, not $unit" >&2
+    exit 2
+    ;;
+esac
 venv=/opt/ash/venv
 uv_version=0.13.9
 
@@ -21,10 +30,17 @@ VIRTUAL_ENV="$venv" "$venv/bin/uv" pip install -q --reinstall-package ash \
   --constraint "$src/requirements.lock" "${src}[$extras]"
 chmod -R a+rX /opt/ash
 
-# The unprivileged user every sandbox runs as.
+# The server's user (systemd/ash.service: User=ash, six ambient capabilities) and the unprivileged user every
+# sandbox runs as.
+id ash >/dev/null 2>&1 ||
+  useradd --system --user-group --no-create-home --home-dir /var/lib/ash --shell /usr/sbin/nologin \
+    --comment "Ash server" ash
 id ash-sandbox >/dev/null 2>&1 ||
   useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin \
     --comment "Ash sandboxes" ash-sandbox
+# The data dir is the server user's before the unit first starts: StateDirectory= would chown one owned by anyone
+# else recursively, session folders (the sandbox user's) included.
+install -d -m 0711 -o ash -g ash /var/lib/ash
 {
   echo "ASH_SANDBOX_UID=$(id -u ash-sandbox)"
   echo "ASH_SANDBOX_GID=$(id -g ash-sandbox)"
@@ -50,8 +66,12 @@ grep -q '^include "/etc/nftables.d/\*.nft"' /etc/nftables.conf ||
 nft -f /etc/nftables.d/ash-metadata.nft
 systemctl enable nftables
 
-# The unit, unchanged (systemd/ash.service).
-install -m 0644 "$src/systemd/ash.service" /etc/systemd/system/ash.service
+# The unit, unchanged (systemd/ash.service, or systemd/ash-runner.service on a runner).
+if [[ "$unit" == ash-runner ]]; then
+  install -m 0644 "$src/systemd/ash-runner.service" /etc/systemd/system/ash-runner.service
+else
+  install -m 0644 "$src/systemd/ash.service" /etc/systemd/system/ash.service
+fi
 systemctl daemon-reload
-systemctl enable ash
-systemctl restart ash
+systemctl enable "$unit"
+systemctl restart "$unit"

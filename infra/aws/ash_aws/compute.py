@@ -1,6 +1,7 @@
 """The instances: the server (a launch template, one instance in a private subnet, an encrypted data volume that
-outlives it, daily snapshots of that volume) and the runner group (a launch template and an Auto Scaling group, for
-multi-machine mode). No public address, no SSH: IMDSv2 only, Session Manager for a shell."""
+outlives it, daily snapshots of that volume) and the runner group (a launch template and an Auto Scaling group in the
+private subnets, for multi-machine mode: ash:runnerCount > 0). No public address, no SSH: IMDSv2 only, Session
+Manager for a shell."""
 
 from __future__ import annotations
 
@@ -65,6 +66,7 @@ def launch_template(
     kms_key_arn: pulumi.Input[str],
     user_data: pulumi.Input[str],
     opts: pulumi.ResourceOptions,
+    root_volume_gb: int = 30,
 ) -> aws.ec2.LaunchTemplate:
     return aws.ec2.LaunchTemplate(
         name,
@@ -79,7 +81,7 @@ def launch_template(
             aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
                 device_name="/dev/xvda",
                 ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
-                    volume_size=30, volume_type="gp3", encrypted="true", kms_key_id=kms_key_arn
+                    volume_size=root_volume_gb, volume_type="gp3", encrypted="true", kms_key_id=kms_key_arn
                 ),
             )
         ],
@@ -204,10 +206,13 @@ class RunnerGroupArgs:
     kms_key_arn: pulumi.Input[str]
     policy: pulumi.Input[str]
     user_data: pulumi.Input[str]
+    disk_gb: int = 100  # the root volume: the system, Ash and the sessions this runner holds
 
 
 class RunnerGroup(pulumi.ComponentResource):
-    """Runners for multi-machine mode: the stack refuses ash:runnerCount > 0 until Ash has it."""
+    """Runners for multi-machine mode (`ash runner`): a fixed number of instances in the private subnets, with their
+    own role. A new launch template version (a new release, new settings) replaces them one at a time: each drains
+    at SIGTERM (its sessions are snapshotted and resume on another runner)."""
 
     def __init__(self, name: str, args: RunnerGroupArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("ash:aws:RunnerGroup", name, None, opts)
@@ -221,14 +226,23 @@ class RunnerGroup(pulumi.ComponentResource):
             kms_key_arn=args.kms_key_arn,
             user_data=args.user_data,
             opts=child,
+            root_volume_gb=args.disk_gb,
         )
+        self.launch_template = template
         self.group = aws.autoscaling.Group(
             name,
             min_size=args.count,
             max_size=args.count,
             desired_capacity=args.count,
             vpc_zone_identifiers=args.subnet_ids,
-            launch_template=aws.autoscaling.GroupLaunchTemplateArgs(id=template.id, version="$Latest"),
+            # The version itself (not "$Latest"), so that a new one changes the group and starts the refresh below.
+            launch_template=aws.autoscaling.GroupLaunchTemplateArgs(
+                id=template.id, version=template.latest_version.apply(str)
+            ),
+            instance_refresh=aws.autoscaling.GroupInstanceRefreshArgs(
+                strategy="Rolling",
+                preferences=aws.autoscaling.GroupInstanceRefreshPreferencesArgs(min_healthy_percentage=50),
+            ),
             health_check_type="EC2",
             tags=[aws.autoscaling.GroupTagArgs(key="Name", value=name, propagate_at_launch=True)],
             opts=child,

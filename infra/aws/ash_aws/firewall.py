@@ -1,6 +1,7 @@
 """Security groups: the internet reaches the load balancer only; the load balancer reaches the server's API port;
-the server reaches the database (and, in multi-machine mode, runners). Rules are separate resources so that groups
-can name each other."""
+the server reaches the database (and, in multi-machine mode, the runners' port, while the runners reach the database
+and the server's API port, where they register and heartbeat). Rules are separate resources so that groups can name
+each other."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ POSTGRES_PORT = 5432
 class FirewallArgs:
     vpc_id: pulumi.Input[str]
     allowed_cidrs: list[str]
+    runners: bool = False  # multi-machine mode: runners register and heartbeat on the server's API port
 
 
 class Firewall(pulumi.ComponentResource):
@@ -55,6 +57,8 @@ class Firewall(pulumi.ComponentResource):
         self._allow(f"{name}-server-to-db", self.server, self.database, POSTGRES_PORT, child)
         self._allow(f"{name}-runner-to-db", self.runner, self.database, POSTGRES_PORT, child)
         self._allow(f"{name}-server-to-runner", self.server, self.runner, RUNNER_PORT, child)
+        if args.runners:
+            self._allow(f"{name}-runner-to-server", self.runner, self.server, API_PORT, child)
         # Instances reach the model API, PyPI, Debian and AWS APIs (through the NAT gateway): HTTPS and HTTP out.
         for role, sg in (("server", self.server), ("runner", self.runner)):
             for port in (443, 80):

@@ -1,4 +1,5 @@
-"""The instances' IAM policy, as data: only their parameters, their key, their bucket prefixes and their log group."""
+"""The instances' IAM policy, as data: only their parameters, their key, their bucket prefixes and their log group.
+The server and the runners each have their own role; a runner's names the parameters it reads one by one."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ Statement = dict[str, Any]
 def instance_policy(
     *,
     parameter_arn_prefix: str,
+    parameter_names: list[str] | None = None,
     key_arn: str,
     bucket_arn: str,
     log_group_arn: str,
@@ -22,7 +24,10 @@ def instance_policy(
             "Sid": "ReadOwnParameters",
             "Effect": "Allow",
             "Action": ["ssm:GetParameter", "ssm:GetParameters"],
-            "Resource": f"{parameter_arn_prefix}/*",
+            # Every parameter of the stack (the server), or only the named ones (runners).
+            "Resource": f"{parameter_arn_prefix}/*"
+            if parameter_names is None
+            else [f"{parameter_arn_prefix}/{name}" for name in parameter_names],
         },
         {
             "Sid": "UseStackKey",
@@ -43,11 +48,14 @@ def instance_policy(
             "Resource": f"{bucket_arn}/snapshots/*",
         },
         {
+            # s3:ListBucket is also what HeadBucket needs (the server checks the bucket at start), and HeadBucket has
+            # no prefix: "IfExists", or the check is refused and the server does not start. Listings stay limited to
+            # snapshots/ whenever they name a prefix.
             "Sid": "ListSnapshots",
             "Effect": "Allow",
             "Action": ["s3:ListBucket"],
             "Resource": bucket_arn,
-            "Condition": {"StringLike": {"s3:prefix": ["snapshots/*"]}},
+            "Condition": {"StringLikeIfExists": {"s3:prefix": ["snapshots/*"]}},
         },
         {
             "Sid": "ShipLogs",

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
 
 from .boot import BootArgs, user_data
-from .compute import Server, ServerArgs, architecture
+from .compute import RunnerGroup, RunnerGroupArgs, Server, ServerArgs, architecture
 from .config import StackConfig
 from .database import Database, DatabaseArgs
 from .firewall import Firewall, FirewallArgs
+from .internal import CoordinatorName, CoordinatorNameArgs
 from .loadbalancer import LoadBalancer, LoadBalancerArgs
 from .monitoring import Monitoring, MonitoringArgs
 from .network import Network, NetworkArgs
@@ -32,6 +34,12 @@ class Stack:
     load_balancer: LoadBalancer
     server: Server
     monitoring: Monitoring
+    coordinator_name: CoordinatorName | None = None  # with runners only
+    runners: RunnerGroup | None = None
+
+
+# What a runner reads from Parameter Store: not the API key (runners take no API keys; coordinators authenticate).
+RUNNER_SECRETS = ("anthropic-api-key", "credential-key", "database-url", "internal-secret")
 
 
 def build(config: StackConfig) -> Stack:
@@ -44,8 +52,9 @@ def build(config: StackConfig) -> Stack:
             "relays the Anthropic API (docs/security.md): keep ash:anthropicApiKey set until Bedrock support lands"
         )
 
+    runners = config.runner_count > 0  # multi-machine mode: the server is the coordinator
     network = Network(name, NetworkArgs(cidr=config.vpc_cidr))
-    firewall = Firewall(name, FirewallArgs(vpc_id=network.vpc.id, allowed_cidrs=config.allowed_cidrs))
+    firewall = Firewall(name, FirewallArgs(vpc_id=network.vpc.id, allowed_cidrs=config.allowed_cidrs, runners=runners))
     secrets = Secrets(name, SecretsArgs(prefix=f"/ash/{name}"))
     key_arn = secrets.key.arn
     database = Database(
@@ -67,6 +76,10 @@ def build(config: StackConfig) -> Stack:
         values["anthropic-api-key"] = config.anthropic_api_key
     if config.credential_key is not None:
         values["credential-key"] = config.credential_key
+    if runners:
+        if config.internal_secret is None:
+            raise ValueError("runners need config.internal_secret")  # load_config() requires it
+        values["internal-secret"] = config.internal_secret
     for key, value in values.items():
         secrets.put(key, value)
     archive, digest = source_archive()
@@ -92,19 +105,24 @@ def build(config: StackConfig) -> Stack:
 
     log_group = f"/ash/{name}"
     namespace = f"Ash/{name}"
-    policy = pulumi.Output.all(region, account, key_arn, storage.bucket.arn).apply(
-        lambda a: json.dumps(
-            instance_policy(
-                parameter_arn_prefix=f"arn:aws:ssm:{a[0]}:{a[1]}:parameter/ash/{name}",
-                key_arn=a[2],
-                bucket_arn=a[3],
-                log_group_arn=f"arn:aws:logs:{a[0]}:{a[1]}:log-group:{log_group}",
-                metrics_namespace=namespace,
-                region=a[0],
-                bedrock=config.model_provider == "bedrock",
+
+    def role_policy(parameter_names: list[str] | None) -> pulumi.Output[str]:
+        return pulumi.Output.all(region, account, key_arn, storage.bucket.arn).apply(
+            lambda a: json.dumps(
+                instance_policy(
+                    parameter_arn_prefix=f"arn:aws:ssm:{a[0]}:{a[1]}:parameter/ash/{name}",
+                    parameter_names=parameter_names,
+                    key_arn=a[2],
+                    bucket_arn=a[3],
+                    log_group_arn=f"arn:aws:logs:{a[0]}:{a[1]}:log-group:{log_group}",
+                    metrics_namespace=namespace,
+                    region=a[0],
+                    bedrock=config.model_provider == "bedrock",
+                )
             )
         )
-    )
+
+    policy = role_policy(None)
 
     def boot(volume_id: pulumi.Output[str]) -> pulumi.Output[str]:
         return pulumi.Output.all(region, storage.bucket.bucket, storage.artifact.key, volume_id).apply(
@@ -121,6 +139,7 @@ def build(config: StackConfig) -> Stack:
                     arch=architecture(config.instance_type),
                     snapshot_url=f"s3://{a[1]}/snapshots" if config.snapshots else None,
                     settings=config.settings,
+                    coordinator=runners,
                 )
             )
         )
@@ -150,6 +169,11 @@ def build(config: StackConfig) -> Stack:
             alarm_email=config.alarm_email,
         ),
     )
+    coordinator_name = runner_group = None
+    if runners:
+        coordinator_name, runner_group = build_runners(
+            config, network, firewall, secrets, storage, server, region, sorted(values), role_policy
+        )
 
     pulumi.export("url", f"https://{config.domain}")
     pulumi.export("loadBalancerDnsName", load_balancer.alb.dns_name)
@@ -160,4 +184,62 @@ def build(config: StackConfig) -> Stack:
     pulumi.export("databaseEndpoint", database.instance.address)
     pulumi.export("parameterPrefix", f"/ash/{name}")
     pulumi.export("logGroup", monitoring.log_group.name)
-    return Stack(network, firewall, secrets, storage, database, load_balancer, server, monitoring)
+    if coordinator_name is not None and runner_group is not None:
+        pulumi.export("coordinatorUrl", coordinator_name.url)
+        pulumi.export("runnerGroup", runner_group.group.name)
+    return Stack(
+        network, firewall, secrets, storage, database, load_balancer, server, monitoring, coordinator_name, runner_group
+    )
+
+
+def build_runners(
+    config: StackConfig,
+    network: Network,
+    firewall: Firewall,
+    secrets: Secrets,
+    storage: Storage,
+    server: Server,
+    region: pulumi.Output[str],
+    secret_names: list[str],
+    role_policy: Callable[[list[str] | None], pulumi.Output[str]],
+) -> tuple[CoordinatorName, RunnerGroup]:
+    """Multi-machine mode: the coordinator's private name and the runners, which register with it."""
+    name = config.name
+    coordinator_name = CoordinatorName(
+        name, CoordinatorNameArgs(vpc_id=network.vpc.id, private_ip=server.instance.private_ip)
+    )
+    runner_secrets = [key for key in secret_names if key in RUNNER_SECRETS]
+    runner_data = pulumi.Output.all(region, storage.bucket.bucket, storage.artifact.key).apply(
+        lambda a: user_data(
+            BootArgs(
+                region=a[0],
+                bucket=a[1],
+                archive_key=a[2],
+                parameter_prefix=f"/ash/{name}",
+                secret_parameters=runner_secrets,
+                data_volume_id=None,
+                log_group=f"/ash/{name}",
+                metrics_namespace=f"Ash/{name}",
+                arch=architecture(config.runner_instance_type),
+                snapshot_url=f"s3://{a[1]}/snapshots",
+                settings=config.settings,
+                role="runner",
+                server_url=coordinator_name.url,
+            )
+        )
+    )
+    runner_group = RunnerGroup(
+        f"{name}-runners",
+        RunnerGroupArgs(
+            count=config.runner_count,
+            instance_type=config.runner_instance_type,
+            subnet_ids=[s.id for s in network.private_subnets],
+            security_group_id=firewall.runner.id,
+            kms_key_arn=secrets.key.arn,
+            policy=role_policy(runner_secrets),
+            user_data=runner_data,
+            disk_gb=config.runner_disk_gb,
+        ),
+        opts=pulumi.ResourceOptions(depends_on=[secrets, storage, server, coordinator_name]),
+    )
+    return coordinator_name, runner_group

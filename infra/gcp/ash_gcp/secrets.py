@@ -1,5 +1,6 @@
 """The stack's secrets in Secret Manager. The server's service account may read each of them (and nothing else in
-Secret Manager); the startup script fetches them by name at boot, so no value is in instance metadata."""
+Secret Manager), the runners' one only those a runner needs; the startup script fetches them by name at boot, so no
+value is in instance metadata."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pulumi_gcp as gcp
 @dataclass
 class SecretsArgs:
     reader: pulumi.Input[str]  # "serviceAccount:<email>"
+    runner_reader: pulumi.Input[str] | None = None  # the runners' service account, in multi-machine mode
 
 
 class Secrets(pulumi.ComponentResource):
@@ -19,10 +21,12 @@ class Secrets(pulumi.ComponentResource):
         super().__init__("ash:gcp:Secrets", name, None, opts)
         self._name = name
         self._reader = args.reader
+        self._runner_reader = args.runner_reader
         self.secrets: dict[str, gcp.secretmanager.Secret] = {}
         self.register_outputs({})
 
-    def put(self, key: str, value: pulumi.Input[str]) -> gcp.secretmanager.Secret:
+    def put(self, key: str, value: pulumi.Input[str], *, runners: bool = False) -> gcp.secretmanager.Secret:
+        """The secret `<stack>-<key>`, readable by the server and, with `runners`, by the runners."""
         child = pulumi.ResourceOptions(parent=self)
         secret = gcp.secretmanager.Secret(
             f"{self._name}-{key}",
@@ -40,5 +44,15 @@ class Secrets(pulumi.ComponentResource):
             member=self._reader,
             opts=child,
         )
+        if runners:
+            if self._runner_reader is None:
+                raise ValueError("no runner service account to grant")
+            gcp.secretmanager.SecretIamMember(
+                f"{self._name}-{key}-runner",
+                secret_id=secret.id,
+                role="roles/secretmanager.secretAccessor",
+                member=self._runner_reader,
+                opts=child,
+            )
         self.secrets[key] = secret
         return secret

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 import pulumi
 
 from .boot import BootArgs, startup_script
-from .compute import Server, ServerArgs, service_account
+from .compute import RunnerGroup, RunnerGroupArgs, Server, ServerArgs, service_account
 from .config import StackConfig
 from .database import Database, DatabaseArgs
 from .loadbalancer import LoadBalancer, LoadBalancerArgs
-from .network import Network, NetworkArgs
+from .network import API_PORT, Network, NetworkArgs
 from .secrets import Secrets, SecretsArgs
 from .source import source_archive
 from .storage import Storage, StorageArgs
@@ -20,6 +20,8 @@ from .storage import Storage, StorageArgs
 # is granted on one resource at a time (each secret, the bucket).
 PROJECT_ROLES = ["roles/logging.logWriter", "roles/monitoring.metricWriter"]
 VERTEX_ROLE = "roles/aiplatform.user"
+# What a runner reads from Secret Manager: not the API key (runners take no API keys; coordinators authenticate).
+RUNNER_SECRETS = ("anthropic-api-key", "credential-key", "database-url", "internal-secret")
 
 
 @dataclass
@@ -30,6 +32,8 @@ class Stack:
     database: Database
     server: Server
     load_balancer: LoadBalancer
+    runners: RunnerGroup | None = None  # multi-machine mode only
+    coordinator_url: pulumi.Output[str] | None = None
 
 
 def build(config: StackConfig) -> Stack:
@@ -43,8 +47,11 @@ def build(config: StackConfig) -> Stack:
     child = pulumi.ResourceOptions()
     account = service_account(f"{name}-server", config.project, roles, child)
     member = account.email.apply(lambda email: f"serviceAccount:{email}")
+    runners = config.runner_count > 0  # multi-machine mode: the server is the coordinator
+    runner_account = service_account(f"{name}-runner", config.project, roles, child) if runners else None
+    runner_member = runner_account.email.apply(lambda e: f"serviceAccount:{e}") if runner_account else None
 
-    network = Network(name, NetworkArgs(region=config.region, cidr=config.subnet_cidr))
+    network = Network(name, NetworkArgs(region=config.region, cidr=config.subnet_cidr, runners=runners))
     database = Database(
         name,
         DatabaseArgs(
@@ -58,14 +65,18 @@ def build(config: StackConfig) -> Stack:
             deletion_protection=config.db_deletion_protection,
         ),
     )
-    secrets = Secrets(name, SecretsArgs(reader=member))
+    secrets = Secrets(name, SecretsArgs(reader=member, runner_reader=runner_member))
     values: dict[str, pulumi.Input[str]] = {"api-key": config.api_key, "database-url": database.url}
     if config.anthropic_api_key is not None:
         values["anthropic-api-key"] = config.anthropic_api_key
     if config.credential_key is not None:
         values["credential-key"] = config.credential_key
+    if runners:
+        if config.internal_secret is None:
+            raise ValueError("runners need config.internal_secret")  # load_config() requires it
+        values["internal-secret"] = config.internal_secret
     for key, value in values.items():
-        secrets.put(key, value)
+        secrets.put(key, value, runners=runners and key in RUNNER_SECRETS)
 
     archive, digest = source_archive()
     storage = Storage(
@@ -76,6 +87,7 @@ def build(config: StackConfig) -> Stack:
             archive_key=f"artifacts/ash-{digest}.zip",
             writer=member,
             noncurrent_days=config.snapshot_noncurrent_days,
+            runner=runner_member,
         ),
     )
     script = pulumi.Output.all(storage.bucket.name, storage.artifact.name).apply(
@@ -88,9 +100,11 @@ def build(config: StackConfig) -> Stack:
                 secret_names=sorted(values),
                 snapshot_url=f"gs://{a[0]}/snapshots" if config.snapshots else None,
                 settings=config.settings,
+                coordinator=runners,
             )
         )
     )
+    coordinator = network.coordinator_address
     server = Server(
         name,
         ServerArgs(
@@ -101,6 +115,7 @@ def build(config: StackConfig) -> Stack:
             account_email=account.email,
             startup_script=script,
             data_disk_gb=config.data_disk_gb,
+            network_ip=coordinator.address if coordinator is not None else None,
         ),
         opts=pulumi.ResourceOptions(depends_on=[secrets, storage, database]),
     )
@@ -118,4 +133,39 @@ def build(config: StackConfig) -> Stack:
     pulumi.export("snapshotUrl", storage.bucket.name.apply(lambda b: f"gs://{b}/snapshots"))
     pulumi.export("databasePrivateIp", database.instance.private_ip_address)
     pulumi.export("serviceAccount", account.email)
-    return Stack(network, secrets, storage, database, server, load_balancer)
+    runner_group = coordinator_url = None
+    if coordinator is not None and runner_account is not None:
+        # Plain HTTP inside the VPC: every request between coordinator and runners is HMAC-signed (no mutual TLS here).
+        coordinator_url = coordinator.address.apply(lambda ip: f"http://{ip}:{API_PORT}")
+        runner_script = pulumi.Output.all(storage.bucket.name, storage.artifact.name, coordinator_url).apply(
+            lambda a: startup_script(
+                BootArgs(
+                    project=config.project,
+                    bucket=a[0],
+                    archive_key=a[1],
+                    secret_prefix=name,
+                    secret_names=[key for key in sorted(values) if key in RUNNER_SECRETS],
+                    snapshot_url=f"gs://{a[0]}/snapshots",
+                    settings=config.settings,
+                    role="runner",
+                    server_url=a[2],
+                )
+            )
+        )
+        runner_group = RunnerGroup(
+            f"{name}-runners",
+            RunnerGroupArgs(
+                zone=config.zone,
+                count=config.runner_count,
+                machine_type=config.runner_machine_type,
+                subnet_id=network.subnet.id,
+                account_email=runner_account.email,
+                startup_script=runner_script,
+                disk_gb=config.runner_disk_gb,
+            ),
+            opts=pulumi.ResourceOptions(depends_on=[secrets, storage, database, server]),
+        )
+        pulumi.export("coordinatorUrl", coordinator_url)
+        pulumi.export("runnerGroup", runner_group.group.name)
+        pulumi.export("runnerServiceAccount", runner_account.email)
+    return Stack(network, secrets, storage, database, server, load_balancer, runner_group, coordinator_url)

