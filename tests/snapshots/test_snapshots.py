@@ -115,7 +115,11 @@ async def test_a_snapshot_brings_back_workspace_and_transcript_exactly(
     assert (taken.size, taken.sha256) == file_digest(backend.root / taken.key)
     shutil.rmtree(folder)  # another machine: nothing local
     assert await snapshots.restore(session) is not None
-    assert tree(folder) == before
+    restored = tree(folder)
+    # Next to the files: which snapshot this copy came from (a runner that gets a session back compares it).
+    marker = restored.pop(".snapshot")
+    assert isinstance(marker, tuple) and marker[0] == taken.id.encode()
+    assert restored == before
     assert os.readlink(folder / "workspace" / "outside-link") == "/etc/passwd"
 
 
@@ -262,3 +266,27 @@ async def test_a_hostile_snapshot_is_refused_and_writes_nothing_outside(
     assert tree(folder) == before
     assert not Path("/tmp/absolute-escape").exists() and not (tmp_path / "escaped").exists()
     assert not (data.root / "sessions" / "escaped").exists()
+
+
+async def test_a_copy_is_current_only_if_it_holds_the_latest_snapshot(
+    store: Store, data: DataDir, backend: LocalSnapshotStore, tmp_path: Path
+) -> None:
+    """A runner that ran a session, lost it to another runner and gets it back must restore, not reuse its copy."""
+    here = service(store, data, backend)
+    session = await new_session(store, data)
+    assert await here.is_current(session)  # no snapshot anywhere: the local copy is all there is
+    await here.take(session)
+    assert await here.is_current(session)  # saved from this copy
+    # The session moves to another machine (its own data dir), which snapshots its newer state.
+    await store.update_session(session.id, runner_id="elsewhere")
+    session.runner_id = "elsewhere"
+    other_data = DataDir(tmp_path / "other")
+    other_data.prepare()
+    there = service(store, other_data, backend, server_id="elsewhere")
+    await there.restore(session)
+    (other_data.workspace("tenant-a", str(session.id)) / "newer.txt").write_text("from elsewhere")
+    await there.take(session)
+    assert not await here.is_current(session)  # this machine's copy is older than the latest snapshot
+    await here.restore(session)
+    assert await here.is_current(session)
+    assert (data.workspace("tenant-a", str(session.id)) / "newer.txt").read_text() == "from elsewhere"
