@@ -1,6 +1,6 @@
 """The cost of the runner hop: the same turns through a standalone server and through a coordinator + runner.
 
-    .venv/bin/python -m bench.runner_hop [--turns 100]
+    .venv/bin/python -m bench.runner_hop [--quick]
 
 Both deployments use the same throwaway PostgreSQL (coordinator mode needs it; the standalone server uses it too, so
 only the hop differs), the fake model answering instantly, and a session whose sandbox is warm. Measured from the
@@ -12,41 +12,19 @@ docs/benchmarks/runner_hop.json.
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
 import secrets
-import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
+from tests.fakes.anthropic_api import FakeAnthropic, text
+from tests.support.postgres import PostgresCluster
+from tests.support.server import REPO, AshServer, free_port
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.fakes.anthropic_api import FakeAnthropic, text  # noqa: E402
-from tests.support.postgres import PostgresCluster  # noqa: E402
-from tests.support.server import REPO, AshServer, free_port  # noqa: E402
+from bench.common import machine, print_table, summary, write_result
 
 PROMPT = "measure the hop"
 WARMUP = 5
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    return {
-        "n": len(values),
-        "p50": round(statistics.median(values), 2),
-        "p95": round(percentile(values, 95), 2),
-        "p99": round(percentile(values, 99), 2),
-    }
 
 
 class Conversation:
@@ -84,11 +62,8 @@ def paired(hop: list[float], direct: list[float]) -> dict[str, float]:
     return summary([h - d for h, d in zip(hop, direct, strict=True)])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--turns", type=int, default=100)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "runner_hop.json")
-    args = parser.parse_args()
+def run(quick: bool = False) -> dict[str, Any]:
+    count = 20 if quick else 200
     pg = PostgresCluster.start_new()
     model = FakeAnthropic(text("ok")).start()
     model.on(PROMPT, text("hop measured"))
@@ -122,7 +97,7 @@ def main() -> None:
                 raise RuntimeError("the runner did not register")
             time.sleep(0.1)
         direct, hop = Conversation(standalone), Conversation(coordinator)
-        for i in range(args.turns + WARMUP):
+        for i in range(count + WARMUP):
             # Interleaved, alternating who goes first: both deployments share the machine's background load.
             for conversation in (direct, hop) if i % 2 else (hop, direct):
                 conversation.turn(record=i >= WARMUP)
@@ -133,11 +108,9 @@ def main() -> None:
             server.cleanup()
         model.stop()
         pg.stop()
-
     result: dict[str, Any] = {
-        "benchmark": "runner_hop",
-        "machine": {"cpus": platform.machine(), "python": platform.python_version(), "system": platform.platform()},
-        "turns": args.turns,
+        "machine": machine(),
+        "turns": count,
         "standalone": {"first_event_ms": summary(direct.first), "turn_ms": summary(direct.whole)},
         "coordinator_runner": {"first_event_ms": summary(hop.first), "turn_ms": summary(hop.whole)},
         "hop_overhead_ms": {
@@ -145,15 +118,27 @@ def main() -> None:
             "turn_ms": paired(hop.whole, direct.whole),
         },
     }
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{'':23}{'p50':>9}{'p95':>9}{'p99':>9}  (ms, {args.turns} turns)")
-    for label, key in (("standalone", "standalone"), ("coordinator + runner", "coordinator_runner")):
-        for metric in ("first_event_ms", "turn_ms"):
-            s = result[key][metric]
-            print(f"{label[:12]:12} {metric[:-3]:10}{s['p50']:9.2f}{s['p95']:9.2f}{s['p99']:9.2f}")
-    for metric, values in result["hop_overhead_ms"].items():
-        print(f"{'hop (paired)':12} {metric[:-3]:10}{values['p50']:9.2f}{values['p95']:9.2f}{values['p99']:9.2f}")
-    print(f"wrote {args.out}")
+    print_table(
+        f"Runner hop ({count} interleaved turns; coordinator and runner on loopback, PostgreSQL)",
+        [
+            ("standalone: first event", result["standalone"]["first_event_ms"]),
+            ("standalone: whole turn", result["standalone"]["turn_ms"]),
+            ("coordinator + runner: first event", result["coordinator_runner"]["first_event_ms"]),
+            ("coordinator + runner: whole turn", result["coordinator_runner"]["turn_ms"]),
+            ("hop cost, paired: first event", result["hop_overhead_ms"]["first_event_ms"]),
+            ("hop cost, paired: whole turn", result["hop_overhead_ms"]["turn_ms"]),
+        ],
+    )
+    return result
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="The cost of the runner hop against standalone mode.")
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (results go to *.quick.json)")
+    args = parser.parse_args()
+    print("wrote", write_result("runner_hop", run(args.quick), quick=args.quick))
 
 
 if __name__ == "__main__":

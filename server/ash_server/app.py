@@ -232,7 +232,7 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
             log.error("cannot start: %s", exc.message)  # one clear line before uvicorn's traceback
             raise
         app.state.services = services
-        services.sessions.metrics = app.state.metrics
+        services.sessions.metrics = services.pool.metrics = services.gateway.metrics = app.state.metrics
         services.sessions.tracer = tracer_from(provider)
         tasks = _background_tasks(services, app.state.metrics)
         log.info(

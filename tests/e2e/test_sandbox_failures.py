@@ -10,6 +10,7 @@ import pytest
 
 from tests.api.test_bad_input import assert_error
 from tests.fakes.anthropic_api import FakeAnthropic, text
+from tests.support.metrics import samples, total
 from tests.support.processes import pids_with_env
 from tests.support.server import REPO, AshServer
 
@@ -26,6 +27,9 @@ def test_bridge_that_cannot_start_is_a_503_and_the_session_is_in_error(model: Fa
             sessions = client.get("/api/sessions", params={"agent": "broken"}).json()["sessions"]
             assert [s["status"] for s in sessions] == ["error"]
             assert client.get("/health").json()["status"] == "ok"
+            found = samples(client.get("/metrics").text)
+            assert total(found, "ash_sandbox_failures_total", cause="start") == 1
+            assert total(found, "ash_sandbox_starts_total") == 0
     finally:
         server.cleanup()
 
@@ -48,6 +52,7 @@ def test_sandbox_killed_mid_session_continues_on_a_new_one(model: FakeAnthropic)
             while client.get("/health").json()["pool"]["total"] and time.monotonic() < deadline:
                 time.sleep(0.1)
             assert client.get("/health").json()["pool"]["total"] == 0  # the dead sandbox no longer counts
+            assert total(samples(client.get("/metrics").text), "ash_sandbox_failures_total", cause="crash") == 1
             with client.stream("POST", f"/api/sessions/{sid}/messages", json={"content": "after the crash"}) as r:
                 body = "".join(r.iter_text())
             assert "still here" in body

@@ -219,7 +219,9 @@ class FakeAnthropic:
     def start(self) -> FakeAnthropic:
         if self._thread is not None:
             raise RuntimeError("FakeAnthropic already started")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP named explicitly: asyncio disables Nagle (TCP_NODELAY) only on connections accepted from a
+        # socket whose proto says TCP; with proto 0 every streamed reply stalled ~40 ms on the client's delayed ACK.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, 0))
         sock.listen(128)

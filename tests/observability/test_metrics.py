@@ -1,23 +1,19 @@
-"""/metrics after a turn: request counters and latency histograms, turn histograms, pool gauges; auth enforced."""
+"""/metrics after a turn: request counters and latency histograms, turn, create and resume histograms, sandbox
+starts, gateway tokens, pool gauges; auth enforced. (Sandbox failures by cause: tests/e2e/test_sandbox_failures.py
+and tests/sandbox/test_limits_e2e.py.)"""
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fakes.anthropic_api import FakeAnthropic, text
+from tests.support.metrics import samples, total
 from tests.support.server import REPO, AshServer
 
 pytestmark = pytest.mark.slow
-
-
-def samples(body: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    found = {}
-    for family in text_string_to_metric_families(body):
-        for sample in family.samples:
-            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return found
 
 
 def test_metrics_after_a_turn(model: FakeAnthropic) -> None:
@@ -31,7 +27,14 @@ def test_metrics_after_a_turn(model: FakeAnthropic) -> None:
             sid = client.post("/api/sessions", json={"agent": "metered"}).json()["session"]["id"]
             with client.stream("POST", f"/api/sessions/{sid}/messages", json={"content": "measure me"}) as r:
                 assert "event: done" in "".join(r.iter_text())
+            assert client.post(f"/api/sessions/{sid}/pause").status_code == 200
+            assert client.post(f"/api/sessions/{sid}/resume").status_code == 200
             assert client.get("/api/agents/nope").status_code == 404
+            # The gateway records a call's usage once its response has been relayed, off the turn's path.
+            deadline = time.monotonic() + 10
+            while not total(samples(client.get("/metrics").text), "ash_gateway_tokens_total", kind="output"):
+                assert time.monotonic() < deadline, "no gateway tokens counted"
+                time.sleep(0.05)
             by_key = client.get("/metrics")
         by_token = httpx.get(
             server.url + "/metrics", headers={"Authorization": "Bearer scraper-token-0123456789abcdef"}
@@ -49,6 +52,12 @@ def test_metrics_after_a_turn(model: FakeAnthropic) -> None:
         assert found[("ash_http_request_duration_seconds_count", message_route)] == 1
         assert found[("ash_turn_duration_seconds_count", ())] == 1
         assert found[("ash_turn_first_event_seconds_count", ())] == 1
+        assert found[("ash_session_create_seconds_count", (("path", "cold"),))] == 1
+        assert found[("ash_session_resume_seconds_count", (("path", "warm"),))] == 1
+        assert found[("ash_sandbox_starts_total", ())] == 1
+        assert total(found, "ash_sandbox_failures_total") == 0
+        assert total(found, "ash_gateway_tokens_total", kind="input") > 0
+        assert total(found, "ash_gateway_tokens_total", kind="output") > 0
         # The session's sandbox is idle between turns: waiting, not running (sandbox/pool.py).
         assert found[("ash_pool_sandboxes", (("state", "waiting"),))] == 1
         assert found[("ash_pool_sandboxes", (("state", "running"),))] == 0

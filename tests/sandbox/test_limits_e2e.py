@@ -11,6 +11,7 @@ import pytest
 
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.sandbox.support import bash, deploy, healthy, new_session
+from tests.support.metrics import samples, total
 from tests.support.processes import pids_with_env
 from tests.support.server import AshServer
 
@@ -49,6 +50,14 @@ def assert_gone(sandbox_id: str) -> None:
     assert pids_with_env("ASH_SANDBOX_ID", sandbox_id) == []
 
 
+def assert_counted(client: httpx.Client, cause: str) -> None:
+    """/metrics counts the sandbox's end under its cause (once the server has cleaned up after it)."""
+    deadline = time.monotonic() + 10
+    while not total(samples(client.get("/metrics").text), "ash_sandbox_failures_total", cause=cause):
+        assert time.monotonic() < deadline, f"no sandbox failure counted with cause {cause}"
+        time.sleep(0.05)
+
+
 def assert_continues(model: FakeAnthropic, client: httpx.Client, session: dict[str, str]) -> None:
     """The session is still usable: its next message runs on a new sandbox."""
     result = bash(model, client, session["id"], f"still there {session['id']}", "echo alive")
@@ -65,6 +74,7 @@ def test_memory_hog_is_killed_and_named(model: FakeAnthropic, server: AshServer,
     assert any("sandbox ran out of memory (limit 512 MiB)" in e for e in result.errors), result.events
     assert_gone(session["sandboxId"])  # the whole sandbox, not just the hog
     healthy(server)
+    assert_counted(client, "oom")
     assert_continues(model, client, session)
 
 
@@ -74,6 +84,7 @@ def test_fork_bomb_hits_the_process_limit(model: FakeAnthropic, server: AshServe
     assert any("process limit (64 processes and threads)" in e for e in result.errors), result.events
     assert_gone(session["sandboxId"])
     healthy(server)
+    assert_counted(client, "pids")
     assert_continues(model, client, session)
 
 
@@ -92,6 +103,7 @@ def test_writing_past_the_disk_quota(model: FakeAnthropic, server: AshServer, cl
         assert "one=153" in result.tool_output  # 128 + SIGXFSZ: the single file could not outgrow the quota
     assert_gone(session["sandboxId"])
     healthy(server)
+    assert_counted(client, "disk")
     # Over its quota, a new sandbox may still run, to clean up, but not grow.
     cleaned = bash(model, client, session["id"], "clean up", "rm -f one part*; echo cleaned")
     assert "cleaned" in cleaned.tool_output and cleaned.errors == []

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..credentials import CredentialService, server_auth
 from ..errors import Invalid, NotFound
+from ..observability.metrics import Metrics
 from ..settings import Settings
 from ..store.repository import Store
 from .egress import EgressProxy
@@ -44,6 +45,7 @@ class Gateway:
             on_usage=self._record_usage,
         )
         self.egress = EgressProxy()
+        self.metrics: Metrics | None = None  # set by the app once metrics exist
 
     async def attach(
         self, sandbox_id: str, directory: Path, *, session_id: str, tenant_id: str, owner: tuple[int, int] | None
@@ -124,6 +126,16 @@ class Gateway:
         await self.model.aclose()
 
     async def _record_usage(self, route: ModelRoute, usage: CallUsage) -> None:
+        if self.metrics is not None:
+            model = usage.model or "unknown"
+            for kind, count in (
+                ("input", usage.input_tokens),
+                ("output", usage.output_tokens),
+                ("cache_creation", usage.cache_creation_tokens),
+                ("cache_read", usage.cache_read_tokens),
+            ):
+                if count:
+                    self.metrics.tokens.labels(kind, model).inc(count)
         await self._store.record_usage(
             route.tenant_id,
             uuid.UUID(route.session_id),

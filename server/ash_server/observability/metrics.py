@@ -46,12 +46,20 @@ class Metrics:
         self.resume_seconds = Histogram(
             "ash_session_resume_seconds", "Session resume by path.", ["path"], buckets=LATENCY_BUCKETS, registry=r
         )
-        self.sandbox_starts = Counter("ash_sandbox_starts_total", "Sandboxes started.", registry=r)
+        self.sandbox_starts = Counter(
+            "ash_sandbox_starts_total", "Sandboxes started (bridge ready), warm pool included.", registry=r
+        )
         self.sandbox_failures = Counter(
-            "ash_sandbox_failures_total", "Sandboxes that failed or were killed, by cause.", ["cause"], registry=r
+            "ash_sandbox_failures_total",
+            "Sandboxes that failed to start or ended on their own, by cause: start, oom, pids, disk, crash.",
+            ["cause"],
+            registry=r,
         )
         self.tokens = Counter(
-            "ash_gateway_tokens_total", "Model tokens relayed by the gateway.", ["kind", "model"], registry=r
+            "ash_gateway_tokens_total",
+            "Model tokens relayed by the gateway, by kind (input, output, cache_creation, cache_read) and model.",
+            ["kind", "model"],
+            registry=r,
         )
         self.open_streams = Gauge("ash_sse_open_streams", "Open SSE streams.", registry=r)
 

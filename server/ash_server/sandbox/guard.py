@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from .disk import DiskQuota
 from .limits import Confinement, Limits
 
 POLL_INTERVAL_S = 1.0
+
+
+class Breach(NamedTuple):
+    """A broken limit: `cause` is `oom`, `pids` or `disk` (the label /metrics counts it under), `reason` the
+    sentence the turn's error and the sandbox's log say."""
+
+    cause: str
+    reason: str
 
 
 class SandboxGuard:
@@ -16,13 +26,25 @@ class SandboxGuard:
         self.confinement = confinement
         self.disk = disk
 
-    async def breach(self, *, eager: bool = False) -> str | None:
+    async def breach(self, *, eager: bool = False) -> Breach | None:
         """Why the sandbox must stop (out of memory, process limit, disk quota), or None.
 
         `eager` (end of a turn) measures the disk now unless that is slow for this sandbox; otherwise the disk
         is measured on its own schedule and only the cheap cgroup counters are read.
         """
-        return self.confinement.breach() or await self.disk.over(eager=eager)
+        found = self.killed()
+        if found is not None:
+            return found
+        reason = await self.disk.over(eager=eager)
+        return Breach("disk", reason) if reason is not None else None
+
+    def killed(self) -> Breach | None:
+        """The memory or process limit the backend saw broken (the kernel may have killed a process for it)."""
+        reason = self.confinement.breach()
+        if reason is None:
+            return None
+        # A confinement reports only these two, in the words of its Limits.
+        return Breach("pids" if reason == self.limits.out_of_pids() else "oom", reason)
 
     def kill(self) -> None:
         self.confinement.kill()

@@ -29,7 +29,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import AshError, CapacityExhausted
+from ..errors import AshError, CapacityExhausted, SandboxError
+from ..observability.metrics import Metrics
 from ..paths import DataDir
 from ..store.models import Agent, utcnow
 from ..store.models import Sandbox as SandboxRow
@@ -118,6 +119,7 @@ class SandboxPool:
         self.resume_warm_hits = 0
         self.resume_cold_hits = 0
         self.evictions = 0
+        self.metrics: Metrics | None = None  # set by the app once metrics exist
         self._wake = asyncio.Event()
         self._warm_failed: dict[str, float] = {}
         self._closing = False
@@ -229,13 +231,17 @@ class SandboxPool:
 
         try:
             sandbox = await self._manager.start(request, on_launched=launched)
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, SandboxError) and self.metrics is not None:
+                self.metrics.sandbox_failures.labels("start").inc()
             slot.release()
             if entry is not None:
                 self._entries.pop(entry.id, None)
                 self._write(entry.id, None)
             raise
         assert entry is not None
+        if self.metrics is not None:
+            self.metrics.sandbox_starts.inc()
         if state != "warm":
             self._drop_cold_rows(request.session_id)
         # In order after the rows written so far, and written before the entry can be claimed (a claim writes its
@@ -320,6 +326,9 @@ class SandboxPool:
         entry = self._entries.pop(sandbox.id, None)
         if entry is None:
             return
+        # One still starting is counted by `start`, as a failure to start.
+        if entry.state != "warming" and self.metrics is not None:
+            self.metrics.sandbox_failures.labels(sandbox.exit_cause or "crash").inc()
         if entry.state in UNCLAIMED:
             self._write(sandbox.id, None)
             shutil.rmtree(self._data.session(entry.tenant_id, entry.session_id), ignore_errors=True)

@@ -26,7 +26,7 @@ from ash_bridge import protocol
 from ash_bridge.protocol import Command, Event
 
 from ..errors import BridgeError, SandboxError
-from .guard import POLL_INTERVAL_S, SandboxGuard
+from .guard import POLL_INTERVAL_S, Breach, SandboxGuard
 from .launcher import LaunchSpec
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,8 @@ class Sandbox:
         self._tasks: list[asyncio.Task[None]] = []
         self._exited = asyncio.Event()
         self.exit_reason: str | None = None
+        # The limit it broke, if that is why it ended: oom, pids or disk (guard.py), the cause /metrics counts.
+        self.exit_cause: str | None = None
         self._waiters_failed = False
         self.spec: LaunchSpec | None = None
         self.guard: SandboxGuard | None = None
@@ -151,10 +153,10 @@ class Sandbox:
                 if event.event == "done" and self.guard is not None and self.exit_reason is None:
                     # What the turn did may have broken a limit a moment ago (an OOM-killed tool, a big file):
                     # say so in this turn rather than in nobody's.
-                    reason = await self.guard.breach(eager=True)
-                    if reason is not None:
-                        self.breach(reason)
-                        yield Event(event="error", id=command.id, error=reason, code="limit_exceeded")
+                    found = await self.guard.breach(eager=True)
+                    if found is not None:
+                        self.breach(found)
+                        yield Event(event="error", id=command.id, error=found.reason, code="limit_exceeded")
                 yield event
                 if event.event == "done":
                     return
@@ -214,21 +216,21 @@ class Sandbox:
         while self.alive:
             await asyncio.sleep(POLL_INTERVAL_S)
             try:
-                reason = await guard.breach()
+                found = await guard.breach()
             except Exception:
                 log.exception("sandbox %s: checking its limits failed", self.id)
                 continue
-            if reason is not None:
-                self.breach(reason)
+            if found is not None:
+                self.breach(found)
                 return
 
-    def breach(self, reason: str) -> None:
-        """The sandbox broke a limit: it stops, all of it, and `reason` is what its turn and its log report."""
+    def breach(self, found: Breach) -> None:
+        """The sandbox broke a limit: it stops, all of it, and the reason is what its turn and its log report."""
         if not self.alive or self.exit_reason is not None:
             return
-        self.exit_reason = reason
-        self._record("error", reason)
-        log.warning("sandbox %s of session %s: %s", self.id, self.session_id, reason)
+        self.exit_reason, self.exit_cause = found.reason, found.cause
+        self._record("error", found.reason)
+        log.warning("sandbox %s of session %s: %s", self.id, self.session_id, found.reason)
         self.kill()
 
     async def _watch_exit(self) -> None:
@@ -236,7 +238,9 @@ class Sandbox:
         code = await self.process.wait()
         if self.exit_reason is None and self.guard is not None:
             # Killed by the kernel for a limit (the OOM killer may pick the bridge or the CLI itself).
-            self.exit_reason = self.guard.confinement.breach()
+            found = self.guard.killed()
+            if found is not None:
+                self.exit_reason, self.exit_cause = found.reason, found.cause
         if self.exit_reason is None:
             if code < 0:
                 self.exit_reason = f"killed by signal {signal.Signals(-code).name}"
