@@ -3,9 +3,10 @@
 # --docker`, or docker-compose.yml). Two stages: the build stage resolves the pinned dependencies into a virtualenv;
 # the runtime stage is Debian with only what sandboxes need (bubblewrap, util-linux's setpriv) and tini.
 #
-# Users: the server runs as root *inside the container*, reduced by the entrypoint to six capabilities (the same set
-# as systemd/ash.service), because it switches every sandbox to the separate, unprivileged `ash-sandbox` uid with
-# setpriv (docs/decisions/0003-sandbox-user.md); a non-root server would run sandboxes as its own uid.
+# Users (docs/decisions/0008-non-root-server.md): the entrypoint starts as root only to delegate the container's
+# cgroup, then runs the server as the non-root `ash` user (uid 10000) holding six ambient capabilities (the same set
+# as systemd/ash.service); the server switches every sandbox to the separate, unprivileged `ash-sandbox` uid (10001)
+# with setpriv and leaves it no capability.
 
 ARG DEBIAN_IMAGE=debian:bookworm-slim
 
@@ -34,9 +35,12 @@ LABEL org.opencontainers.image.title="Ash" \
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 bubblewrap util-linux tini ca-certificates postgresql-client \
  && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 10000 ash \
+ && useradd --system --uid 10000 --gid 10000 --no-create-home --home-dir /data --shell /usr/sbin/nologin ash \
  && groupadd --system --gid 10001 ash-sandbox \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
-      --shell /usr/sbin/nologin ash-sandbox
+      --shell /usr/sbin/nologin ash-sandbox \
+ && install -d -o ash -g ash -m 0711 /data
 COPY --from=build /opt/ash/venv /opt/ash/venv
 COPY docker/docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
 
@@ -47,6 +51,8 @@ ENV PATH=/opt/ash/venv/bin:$PATH \
     ASH_HOST=0.0.0.0 \
     ASH_PORT=4100 \
     ASH_DATA_DIR=/data \
+    ASH_SERVER_UID=10000 \
+    ASH_SERVER_GID=10000 \
     ASH_SANDBOX_UID=10001 \
     ASH_SANDBOX_GID=10001
 VOLUME ["/data"]
@@ -57,6 +63,7 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
   CMD ["/opt/ash/venv/bin/python", "-I", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/health' % os.environ.get('ASH_PORT', '4100'), timeout=4)"]
 
 # tini reaps orphans and forwards SIGTERM to the server, which stops its sandboxes (-s: also correct under
-# `docker run --init`, where tini is not PID 1).
+# `docker run --init`, where tini is not PID 1). No USER: the entrypoint needs root once, to delegate the cgroup,
+# then drops to `ash` (ASH_SERVER_UID) itself; `docker run --user` skips both.
 ENTRYPOINT ["/usr/bin/tini", "-s", "--", "/usr/local/bin/docker-entrypoint.sh"]
 CMD ["ash", "serve"]

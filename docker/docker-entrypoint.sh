@@ -1,6 +1,7 @@
 #!/bin/sh
 # Entrypoint of the Ash image (tini runs it as PID 1's child): give the server a cgroup v2 subtree of its own so each
-# sandbox gets memory, CPU and process limits, then start the server with only the capabilities it needs.
+# sandbox gets memory, CPU and process limits, then start the server as the non-root `ash` user with only the
+# capabilities it needs (docs/decisions/0008-non-root-server.md). This script is the only thing that runs as root.
 #
 # cgroup v2 delegation needs a writable /sys/fs/cgroup. Docker mounts it read-only unless the container may remount
 # it (CAP_SYS_ADMIN, AppArmor unconfined; see docs/self-hosting/docker.md). Whatever is missing, this script says so
@@ -9,11 +10,20 @@
 set -eu
 
 log() { echo "ash-entrypoint: $*" >&2; }
+# Whether this shell holds capability number $1 (capability.h: 8 is CAP_SETPCAP) in its effective set.
+has_capability() {
+  effective=$(sed -n 's/^CapEff:[[:space:]]*//p' /proc/self/status)
+  [ $(((0x$effective >> $1) & 1)) = 1 ]
+}
 
 # ASH_CGROUP_ROOT exists for the tests (tests/infra/test_docker.py), which run this script on a cgroup2 mount of their own.
 cgroup_root="${ASH_CGROUP_ROOT:-/sys/fs/cgroup}"
-# The capabilities the server keeps (the same set as systemd/ash.service): switch sandboxes to their uid (SETUID,
-# SETGID), own and manage their session folders (CHOWN, DAC_OVERRIDE, FOWNER), stop them (KILL).
+# The user the server runs as: the image's `ash` (ASH_SERVER_UID/GID in the Dockerfile).
+server_uid="${ASH_SERVER_UID:-10000}"
+server_gid="${ASH_SERVER_GID:-$server_uid}"
+# The capabilities it keeps, as ambient and bounding sets (the same set as systemd/ash.service): switch sandboxes to
+# their uid (SETUID, SETGID), own and manage their session folders (CHOWN, DAC_OVERRIDE, FOWNER), stop them (KILL).
+# The server clears them all from every sandbox's process.
 server_caps="-all,+chown,+dac_override,+fowner,+kill,+setgid,+setuid"
 
 setup_cgroup_v2() {
@@ -49,17 +59,40 @@ setup_cgroup_v2() {
     log "could not enable cgroup controllers ($(cat "$cgroup_root/cgroup.controllers")): limits fall back"
     return 0
   fi
-  # The server starts alone in ash/ and builds its own subtree there (server/ash_server/sandbox/limits/cgroup_v2.py).
+  # The server starts alone in ash/ and builds its own subtree there (server/ash_server/sandbox/limits/cgroup_v2.py);
+  # ash/ is delegated to its user as systemd's Delegate=yes does (the folder and the files that move processes);
+  # should that fail, the server's DAC_OVERRIDE still lets it write there.
   echo $$ >"$cgroup_root/ash/cgroup.procs"
+  for file in "" /cgroup.procs /cgroup.subtree_control /cgroup.threads; do
+    if [ -e "$cgroup_root/ash$file" ]; then chown "$server_uid:$server_gid" "$cgroup_root/ash$file" || true; fi
+  done
   log "cgroup v2 delegated:$wanted"
 }
 
 if [ "$(id -u)" = "0" ]; then
   setup_cgroup_v2
-  mkdir -p "${ASH_DATA_DIR:-/data}"
-  if setpriv --bounding-set="$server_caps" --inh-caps=-all true 2>/dev/null; then
-    exec setpriv --bounding-set="$server_caps" --inh-caps=-all -- "$@"
+  data_dir="${ASH_DATA_DIR:-/data}"
+  # A data dir that already exists (a volume, a bind-mounted ~/.ash) keeps its owner: the server's DAC_OVERRIDE and
+  # FOWNER let it work there, and the host user keeps its folder.
+  if [ ! -d "$data_dir" ]; then
+    mkdir -p "$data_dir"
+    chown "$server_uid:$server_gid" "$data_dir"
   fi
-  log "cannot narrow the capability bounding set (no CAP_SETPCAP); starting with the container's capabilities"
+  # setpriv: the server's uid and gid, no supplementary groups, and the capabilities above as its inheritable,
+  # ambient (they survive the exec of a non-root program) and bounding sets; everything else is gone for good.
+  to_server="--reuid=$server_uid --regid=$server_gid --clear-groups --inh-caps=$server_caps --ambient-caps=$server_caps"
+  # setpriv leaves the bounding set as it is, without a word, when it lacks CAP_SETPCAP: ask first.
+  if has_capability 8; then
+    to_server="$to_server --bounding-set=$server_caps"
+  else
+    log "no CAP_SETPCAP to narrow the capability bounding set: the server's stays the container's"
+  fi
+  # shellcheck disable=SC2086 # $to_server: options without spaces, split on purpose
+  if setpriv $to_server true 2>/dev/null; then
+    # shellcheck disable=SC2086
+    exec setpriv $to_server -- "$@"
+  fi
+  log "cannot switch to uid $server_uid (no CAP_SETUID/CAP_SETGID?); starting as root with the container's" \
+    "capabilities"
 fi
 exec "$@"

@@ -7,7 +7,8 @@ and the tests put a fake `docker` executable first on PATH.
 
 Why each `docker run` flag (docs/self-hosting/docker.md says the same for people):
 - `--cgroupns=private` and `--cap-add=SYS_ADMIN`: the entrypoint remounts the container's own cgroup writable to give
-  sandboxes their limits, then drops SYS_ADMIN; the server keeps CHOWN, DAC_OVERRIDE, FOWNER, KILL, SETGID, SETUID.
+  sandboxes their limits, then runs the server as the image's non-root `ash` user with CHOWN, DAC_OVERRIDE, FOWNER,
+  KILL, SETGID and SETUID only (SETPCAP narrows the bounding set on the way).
 - `apparmor=unconfined`: Docker's default AppArmor profile forbids the mounts bubblewrap makes in each sandbox.
 - `systempaths=unconfined`: Docker covers parts of /proc, and the kernel refuses a sandbox its own /proc while any
   of it is covered.
@@ -233,8 +234,8 @@ def start(options: DockerOptions, environ: Mapping[str, str], api_key: str | Non
     options.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     _ensure_image(docker, options.image, options.pull, say)
 
-    # The server's own generated key would be written by root inside the container, unreadable to this user on the
-    # host, so the CLI chooses the key and hands it over like any other setting.
+    # The server's own generated key would be written by the container's `ash` user (uid 10000), mode 0600, unreadable
+    # to this user on the host, so the CLI chooses the key and hands it over like any other setting.
     key = api_key or "ash_" + secrets.token_urlsafe(32)
     values = {name: environ[name] for name in passthrough_names(environ)}
     values.update(extra)

@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .sandbox import capabilities
+
 DEFAULT_ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 
 
@@ -94,8 +96,9 @@ class Settings(BaseSettings):
     )
     sandbox_uid: int | None = Field(
         None,
-        description="Host uid sandboxes run as when the server runs as root. Unset: 65534 (nobody). Ignored when "
-        "the server is not root (sandboxes then run as the server's own user).",
+        description="Host uid sandboxes run as when the server can switch users (root, or a non-root server with "
+        "CAP_SETUID and CAP_SETGID). Unset: 65534 (nobody). Ignored when it cannot (sandboxes then run as the "
+        "server's own user).",
     )
     sandbox_gid: int | None = Field(None, description="Host gid for sandboxes; see ASH_SANDBOX_UID.")
     sandbox_isolation: Literal["auto", "bwrap", "none"] = Field(
@@ -317,8 +320,10 @@ class Settings(BaseSettings):
 
     @property
     def sandbox_ids(self) -> tuple[int, int] | None:
-        """(uid, gid) sandboxes switch to, or None when the server cannot switch users."""
-        if os.geteuid() != 0:
+        """(uid, gid) sandboxes switch to, or None when the server cannot switch users: decided by capability
+        (CAP_SETUID and CAP_SETGID effective), not by uid, so a non-root server given them switches too (ADR 0008).
+        Root always switches: a root server without them fails to start sandboxes rather than run them as root."""
+        if os.geteuid() != 0 and not capabilities.current().can_switch_users:
             return None
         uid = 65534 if self.sandbox_uid is None else self.sandbox_uid
         gid = uid if self.sandbox_gid is None else self.sandbox_gid

@@ -16,7 +16,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ SECRETS = {
     "ash_server_anthropic_api_key": "sk-ant-staged-test",
     "ash_server_credential_key": "credential-key-0123456789abcdef",
     "ash_postgresql_password": "pg-password-0123456789abcdef",
+    "ash_internal_secret": "internal-secret-0123456789abcdef0123456789",
 }
 
 
@@ -178,12 +178,21 @@ def test_site_yml_installs_into_the_staged_root_and_a_second_run_changes_nothing
         assert secret not in first.stdout + first.stderr + second.stdout + second.stderr
 
 
-def test_the_sandbox_user_and_the_settings_file(staged: Staged) -> None:
-    entry = next(line for line in (staged.stage / "etc/passwd").read_text().splitlines() if line.startswith("ash-"))
-    name, _, uid, gid, _, home, shell = entry.split(":")
+def account(staged: Staged, name: str) -> list[str]:
+    passwd = (staged.stage / "etc/passwd").read_text().splitlines()
+    return next(line for line in passwd if line.startswith(name + ":")).split(":")
+
+
+def test_the_server_and_sandbox_users_and_the_settings_file(staged: Staged) -> None:
+    name, _, uid, gid, _, home, shell = account(staged, "ash-sandbox")
     assert (name, home, shell) == ("ash-sandbox", "/nonexistent", "/usr/sbin/nologin")
     assert 0 < int(uid) < 1000  # a system user
-    assert "ash-sandbox" not in Path("/etc/passwd").read_text()  # the host's own accounts are untouched
+    server = account(staged, "ash")
+    assert (server[5], server[6]) == ("/var/lib/ash", "/usr/sbin/nologin")
+    assert 0 < int(server[2]) < 1000 and server[2] != uid  # a system user of its own, not the sandboxes'
+    assert f"ash:x:{server[3]}:" in (staged.stage / "etc/group").read_text()
+    host = Path("/etc/passwd").read_text()
+    assert "ash-sandbox:" not in host and not host.startswith("ash:") and "\nash:" not in host  # untouched
 
     env_file = staged.stage / "etc/ash/ash.env"
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
@@ -196,7 +205,10 @@ def test_the_sandbox_user_and_the_settings_file(staged: Staged) -> None:
     assert settings["ANTHROPIC_API_KEY"] == f'"{SECRETS["ash_server_anthropic_api_key"]}"'
     assert settings["ASH_HOST"] == '"0.0.0.0"' and settings["ASH_MAX_SANDBOXES"] == '"50"'
     assert settings["ASH_DATABASE_URL"].startswith('"postgresql://ash:pg-password-')
-    assert stat.S_IMODE((staged.stage / "var/lib/ash").stat().st_mode) == 0o711
+    data = (staged.stage / "var/lib/ash").stat()
+    assert stat.S_IMODE(data.st_mode) == 0o711
+    # The server's, before systemd first starts the unit (StateDirectory= would chown a foreign one recursively).
+    assert (data.st_uid, data.st_gid) == (int(server[2]), int(server[3]))
 
 
 def test_the_unit_is_the_repository_s_and_verifies_against_the_staged_install(staged: Staged) -> None:
@@ -262,37 +274,71 @@ def test_postgresql_role_and_database_exist_and_the_password_works(staged: Stage
     assert result.stdout.strip() == "ash|ash"
 
 
-def test_the_runner_role_refuses_until_runner_mode_exists(staged: Staged) -> None:
-    hosts = json.loads((staged.inventory / "hosts.yml").read_text())
+def env_settings(path: Path) -> dict[str, str]:
+    lines = path.read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def test_the_runner_role_installs_a_runner_and_refuses_without_the_internal_secret(staged: Staged) -> None:
+    # The server's staged root, copied (users, virtualenv and all): the runner role then only adds what is its own.
+    stage = staged.stage.with_name("runner-stage")
+    subprocess.run(["cp", "-a", str(staged.stage), str(stage)], check=True)
+    inventory = staged.inventory.with_name("runner-inventory")
+    shutil.copytree(staged.inventory, inventory)
+    hosts = json.loads((inventory / "hosts.yml").read_text())
     for group in ("ash_servers", "ash_postgresql"):
         hosts["all"]["children"][group]["hosts"] = {}
-    hosts["all"]["children"]["ash_runners"]["hosts"] = {"localhost": {}}
-    runner_inventory = staged.inventory.with_name("runner-inventory")
-    shutil.copytree(staged.inventory, runner_inventory, dirs_exist_ok=True)
-    (runner_inventory / "hosts.yml").write_text(json.dumps(hosts))
-    started = time.monotonic()
-    result = subprocess.run(
-        [
-            str(BIN / "ansible-playbook"),
-            "-i",
-            str(runner_inventory / "hosts.yml"),
-            "--vault-password-file",
-            str(staged.home / "vault-password"),
-            "-e",
-            "ansible_become=false",
-            str(ANSIBLE / "site.yml"),
-        ],
-        env=ansible_env(staged.home),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ANSIBLE,
+    hosts["all"]["children"]["ash_runners"]["hosts"] = {"localhost": {"ansible_host": "10.0.2.15"}}
+    (inventory / "hosts.yml").write_text(json.dumps(hosts))
+    settings = json.loads((inventory / "group_vars/all/main.yml").read_text())
+    settings |= {
+        "ash_root": str(stage),
+        "ash_runner_coordinator_url": "http://10.0.1.10:4100",
+        "ash_runner_coordinator_addresses": ["10.0.1.10", "fd00::10"],
+        "ash_runner_snapshot_url": "s3://ash-snapshots/sessions",
+        "ash_runner_max_sandboxes": 20,
+    }
+    (inventory / "group_vars/all/main.yml").write_text(json.dumps(settings))
+    runner = Staged(stage, inventory, staged.home, [])
+    unit = stage / "etc/systemd/system/ash-runner.service"
+
+    refused = runner.playbook("-e", json.dumps({"ash_internal_secret": "too-short"}))
+    assert refused.returncode != 0
+    assert "ash_internal_secret (ASH_INTERNAL_SECRET) needs 32+ random characters" in refused.stdout
+    assert recap(refused)["changed"] == 0 and not unit.exists()
+
+    first, second = runner.playbook(), runner.playbook()
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
+    assert recap(first)["changed"] > 0
+    assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-2000:]
+    assert recap(second)["changed"] == 0, second.stdout[-4000:]
+    for secret in SECRETS.values():
+        assert secret not in first.stdout + first.stderr + second.stdout + second.stderr
+
+    assert unit.read_bytes() == (REPO / "systemd/ash-runner.service").read_bytes()
+    env_file = stage / "etc/ash/ash.env"
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    settings = env_settings(env_file)
+    assert settings["ASH_SERVER_URL"] == '"http://10.0.1.10:4100"'
+    assert settings["ASH_INTERNAL_SECRET"] == f'"{SECRETS["ash_internal_secret"]}"'
+    assert settings["ASH_DATABASE_URL"].startswith('"postgresql://ash:pg-password-')
+    assert settings["ASH_SNAPSHOT_URL"] == '"s3://ash-snapshots/sessions"'
+    assert (settings["ASH_HOST"], settings["ASH_RUNNER_PORT"]) == ('"0.0.0.0"', '"4200"')
+    assert (settings["ASH_RUNNER_ID"], settings["ASH_RUNNER_ADVERTISE_HOST"]) == ('"localhost"', '"10.0.2.15"')
+    assert settings["ASH_RUNNER_MAX_SANDBOXES"] == '"20"'
+    assert settings["ANTHROPIC_API_KEY"] == f'"{SECRETS["ash_server_anthropic_api_key"]}"'
+    assert settings["ASH_CREDENTIAL_KEY"] == f'"{SECRETS["ash_server_credential_key"]}"'
+    assert "ASH_API_KEY" not in settings and "ASH_MODE" not in settings
+
+    rules = (stage / "etc/nftables.d/ash.nft").read_text()
+    assert "policy drop;" in rules
+    accepted = re.findall(r"^\s*(ip6?) saddr (\S+) tcp dport (\d+) accept$", rules, flags=re.MULTILINE)
+    assert sorted(accepted) == sorted(
+        [("ip", "0.0.0.0/0", "22"), ("ip6", "::/0", "22"), ("ip", "10.0.1.10", "4200"), ("ip6", "fd00::10", "4200")]
     )
-    assert result.returncode != 0
-    assert "Runner mode (ASH_MODE=coordinator and `ash runner`) is not available" in result.stdout
-    assert recap(result)["changed"] == 0
-    assert not (staged.stage / "etc/systemd/system/ash-runner.service").exists()
-    assert time.monotonic() - started < 120
+    if shutil.which("nft"):
+        check = subprocess.run(["nft", "--check", "--file", str(stage / "etc/nftables.d/ash.nft")])
+        assert check.returncode == 0
 
 
 def test_ansible_lint_production_profile_and_syntax_check(tmp_path: Path) -> None:

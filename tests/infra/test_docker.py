@@ -62,8 +62,14 @@ def test_dockerfile_structure() -> None:
     for package in ("bubblewrap", "util-linux", "tini", "python3"):
         assert package in runtime
     assert "python3-venv" not in runtime.split("COPY --from=build")[0]
-    assert re.search(r"useradd --system --uid 10001 .*ash-sandbox", text.replace("\\\n", " "))
-    assert "ASH_SANDBOX_UID=10001" in text and "ASH_HOST=0.0.0.0" in text
+    flat = text.replace("\\\n", " ")
+    # A non-root server user and a separate sandbox user; /data is the server's (named volumes inherit it).
+    assert re.search(r"useradd --system --uid 10000 --gid 10000 .*--shell /usr/sbin/nologin ash ", flat)
+    assert re.search(r"useradd --system --uid 10001 .*ash-sandbox", flat)
+    assert "install -d -o ash -g ash -m 0711 /data" in flat
+    assert "ASH_SERVER_UID=10000" in text and "ASH_SANDBOX_UID=10001" in text and "ASH_HOST=0.0.0.0" in text
+    # No USER: the entrypoint needs root once (cgroup delegation), then drops to ASH_SERVER_UID itself.
+    assert not re.search(r"^USER ", text, flags=re.MULTILINE)
     assert 'ENTRYPOINT ["/usr/bin/tini", "-s", "--", "/usr/local/bin/docker-entrypoint.sh"]' in text
     assert re.search(r"^HEALTHCHECK .*\n.*/health", text, flags=re.MULTILINE)
     assert '-c requirements.lock ".[postgres,s3,gcs]"' in text  # pinned, without the dev and infra tools
@@ -136,7 +142,9 @@ def run_entrypoint(*, read_only: bool, drop_sys_admin: bool) -> subprocess.Compl
         'mkdir -p "$mnt"\n'
         f'mount -t cgroup2 {"-o ro" if read_only else ""} none "$mnt"\n'
         f'ASH_CGROUP_ROOT="$mnt" ASH_DATA_DIR={work}/data {drop} {ENTRYPOINT} '
-        """sh -c 'grep CapBnd /proc/self/status; sed -n "s/^0:://p" /proc/self/cgroup'\n"""
+        """sh -c 'grep CapBnd /proc/self/status; sed -n "s/^0:://p" /proc/self/cgroup; """
+        """grep -E "^(Uid|Gid|Groups|Cap(Inh|Prm|Eff|Amb)):" /proc/self/status'\n"""
+        f"stat -c %u:%g {work}/data\n"
         "ls \"$mnt\" | grep -E '^(init|ash)$' || true\n"
         'umount "$mnt"\n'
     )
@@ -157,13 +165,25 @@ def run_entrypoint(*, read_only: bool, drop_sys_admin: bool) -> subprocess.Compl
 
 
 SERVER_CAPS = "00000000000000eb"  # CHOWN, DAC_OVERRIDE, FOWNER, KILL, SETGID, SETUID
+SERVER_UID = "10000"  # the image's `ash` user (ASH_SERVER_UID's default)
 
 
-def test_entrypoint_delegates_what_it_can_and_starts_the_server_with_six_capabilities() -> None:
+def assert_started_as_the_server_user(stdout: str) -> None:
+    """The command the entrypoint started: uid 10000, no groups, the six capabilities in every set."""
+    fields = {line.split(":")[0]: line.split(":", 1)[1].split() for line in stdout.splitlines() if ":" in line}
+    assert fields["Uid"] == [SERVER_UID] * 4 and fields["Gid"] == [SERVER_UID] * 4, stdout
+    assert fields["Groups"] == [], stdout
+    for name in ("CapBnd", "CapInh", "CapPrm", "CapEff", "CapAmb"):
+        assert fields[name] == [SERVER_CAPS], (name, stdout)
+    assert f"{SERVER_UID}:{SERVER_UID}" in stdout.splitlines()  # the data dir it created is the server's
+
+
+def test_entrypoint_delegates_what_it_can_and_starts_the_server_as_a_non_root_user_with_six_capabilities() -> None:
     result = run_entrypoint(read_only=False, drop_sys_admin=False)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["CapBnd:", SERVER_CAPS]
+    assert_started_as_the_server_user(result.stdout)
     controllers = Path(cgroup2_mount() or "/", "cgroup.controllers").read_text().split()
     if {"memory", "pids"} <= set(controllers):
         assert lines[1] == "/ash" and "cgroup v2 delegated: +memory +pids" in result.stderr
@@ -178,3 +198,4 @@ def test_entrypoint_falls_back_when_the_cgroup_fs_is_read_only() -> None:
     assert "is read-only and cannot be remounted" in result.stderr
     assert "limits fall back to rlimits" in result.stderr
     assert result.stdout.splitlines()[0].split() == ["CapBnd:", SERVER_CAPS]
+    assert_started_as_the_server_user(result.stdout)

@@ -88,7 +88,12 @@ def test_both_units_share_the_same_hardening() -> None:
         "Delegate=yes",
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
+        # A dedicated non-root user holding the measured six (docs/decisions/0008-non-root-server.md).
+        "User=ash",
+        "Group=ash",
         "CapabilityBoundingSet=CAP_SETUID CAP_SETGID CAP_CHOWN CAP_DAC_OVERRIDE CAP_FOWNER CAP_KILL",
+        "AmbientCapabilities=CAP_SETUID CAP_SETGID CAP_CHOWN CAP_DAC_OVERRIDE CAP_FOWNER CAP_KILL",
+        "RemoveIPC=yes",
     ):
         assert required in server
     assert "ExecStart=/opt/ash/venv/bin/ash serve" in server
@@ -101,6 +106,14 @@ def test_the_unit_is_what_the_installers_install() -> None:
     assert 'src: "{{ ash_source_dir }}/systemd/ash.service"' in role
     boot = (REPO / "infra/boot/install-ash.sh").read_text()
     assert 'install -m 0644 "$src/systemd/ash.service" /etc/systemd/system/ash.service' in boot
-    # The docker image's entrypoint narrows root to the same six capabilities.
+    # The docker image's entrypoint starts the server as its `ash` user with the same six capabilities.
     entrypoint = (REPO / "docker/docker-entrypoint.sh").read_text()
     assert 'server_caps="-all,+chown,+dac_override,+fowner,+kill,+setgid,+setuid"' in entrypoint
+    assert '--ambient-caps=$server_caps"' in entrypoint and 'server_uid="${ASH_SERVER_UID:-10000}"' in entrypoint
+    # Both create the server's user and give it the data dir before systemd first starts the unit.
+    assert "install -d -m 0711 -o ash -g ash /var/lib/ash" in boot
+    ash_role = (REPO / "ansible/roles/ash/tasks/main.yml").read_text()
+    assert (
+        'owner: "{{ ash_uid }}"' in ash_role
+        and "ash_user: ash" in (REPO / "ansible/roles/ash/defaults/main.yml").read_text()
+    )

@@ -2,8 +2,9 @@
 
 The process chain (docs/decisions/0004-bubblewrap.md):
 
-    <limits prefix>        as the server (root): join the sandbox's cgroups, cap file sizes
-    setpriv --reuid=U ...  drop to the sandbox user for good (no groups, no_new_privs)
+    <limits prefix>        as the server (root, or its own user with capabilities): join the sandbox's cgroups,
+                           cap file sizes
+    setpriv --reuid=U ...  drop to the sandbox user for good (no groups, no capabilities left, no_new_privs)
     bwrap --args FD        unprivileged, in a user namespace of its own; uid U inside as outside
     <bridge>               sees /usr, a few /etc files, the Python runtime (read-only), its workspace and HOME
                            (read-write), its sandbox dir (read-only: bridge.sock), a private /tmp, its own /proc

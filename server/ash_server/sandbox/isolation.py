@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -9,12 +10,14 @@ from ash_bridge import protocol
 
 from ..errors import AshError
 from ..settings import Settings
+from . import capabilities
 from .bwrap import BwrapLauncher
 from .launcher import Launcher, ProcessLauncher
 
 
 class IsolationUnavailable(AshError):
-    """bubblewrap cannot run here and the configuration does not allow running without it."""
+    """Sandboxes cannot start as configured: bubblewrap cannot run here and the configuration does not allow
+    running without it, or the server lacks capabilities it needs to run them as another user."""
 
 
 def runtime_paths() -> list[Path]:
@@ -24,7 +27,25 @@ def runtime_paths() -> list[Path]:
     return [Path(sys.prefix), Path(sys.base_prefix), interpreter.parent, bridge_root]
 
 
+def check_user_switch(settings: Settings) -> None:
+    """A non-root server that switches sandboxes to their own uid needs the other capabilities of the measured set
+    too; without them it would fail on its first session folder, or fail to stop a sandbox."""
+    ids = settings.sandbox_ids
+    if ids is None or os.geteuid() == 0:
+        return  # root: ADR 0007's bounding set; None: sandboxes run as the server's own user
+    missing = capabilities.missing_to_manage_sandboxes(capabilities.current())
+    if missing:
+        wanted = " ".join(f"CAP_{name.upper()}" for name in missing)
+        raise IsolationUnavailable(
+            f"the server (uid {os.geteuid()}) can switch sandboxes to uid {ids[0]} but lacks {wanted}, which it "
+            "needs to manage their folders and stop them. Grant CAP_SETUID CAP_SETGID CAP_CHOWN CAP_DAC_OVERRIDE "
+            "CAP_FOWNER CAP_KILL (AmbientCapabilities= in systemd/ash.service), or none of them to run sandboxes "
+            "as the server's own user (docs/decisions/0008-non-root-server.md)"
+        )
+
+
 async def select_launcher(settings: Settings) -> Launcher:
+    check_user_switch(settings)
     if settings.sandbox_isolation == "none":
         return ProcessLauncher()
     launcher = BwrapLauncher()

@@ -1,8 +1,9 @@
 """How a sandbox process is started. One launcher per isolation mode, all behind `Launcher`.
 
-`ProcessLauncher` (isolation "none") is the baseline: allowlisted environment, its own process group, a non-root
-uid when the server is root. `BwrapLauncher` (bwrap.py) wraps the same `LaunchSpec` in namespaces. Both put the
-process under its limits first (`LaunchSpec.limits_argv`, see limits/).
+`ProcessLauncher` (isolation "none") is the baseline: allowlisted environment, its own process group, no
+capabilities, and a uid of its own when the server can switch users (capabilities.py). `BwrapLauncher` (bwrap.py)
+wraps the same `LaunchSpec` in namespaces. Both put the process under its limits first (`LaunchSpec.limits_argv`,
+see limits/).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+from . import capabilities
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,15 +70,24 @@ class ProcessLauncher:
 
 
 def drop_privileges(ids: tuple[int, int] | None) -> list[str]:
-    """The argv prefix that switches to the sandbox user for good (no supplementary groups, no setuid gains).
+    """The argv prefix that switches to the sandbox user for good (no supplementary groups, no setuid gains) and
+    leaves it no capability.
 
     setpriv rather than Popen(user=...): it works under every event loop (uvloop has no user/group support)
-    and leaves no Python code running between fork and exec.
+    and leaves no Python code running between fork and exec. Switching from root to another uid clears the
+    permitted, effective and ambient sets, but switching from a non-root server that holds ambient capabilities
+    (ADR 0008) keeps them all, through execve too: `--inh-caps=-all --ambient-caps=-all` clears them, so the
+    sandbox's programs start with none (and bubblewrap, which refuses to run with unexpected capabilities, runs).
     """
+    clear_caps = ["--inh-caps=-all", "--ambient-caps=-all"]
     if ids is None:
-        return []
+        if not capabilities.current().passes_on:
+            return []
+        # A server that cannot switch users but holds ambient capabilities (CAP_KILL alone, say) keeps its uid
+        # for its sandboxes, and none of its capabilities.
+        return ["setpriv", *clear_caps, "--no-new-privs", "--"]
     uid, gid = ids
-    return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--no-new-privs", "--"]
+    return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", *clear_caps, "--no-new-privs", "--"]
 
 
 def chown_tree(root: Path, ids: tuple[int, int] | None) -> None:
