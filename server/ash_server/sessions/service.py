@@ -533,8 +533,10 @@ class SessionService:
     async def send(
         self, tenant_id: str, session_id: uuid.UUID, content: str | list[dict[str, Any]], options: TurnOptions
     ) -> Turn:
+        received = time.perf_counter()
         session = await self.get(tenant_id, session_id)
         live = self._live_of(session)
+        sandbox_start_ms = 0.0
         async with live.lock:
             session = await self.get(tenant_id, session_id)
             if session.status != "active":
@@ -548,7 +550,9 @@ class SessionService:
             if live.sandbox is None or not live.sandbox.alive:
                 # The sandbox is gone (evicted, crashed, or the server restarted): continue on a new one.
                 await self._drop_sandbox(live, cold=False)
+                starting = time.perf_counter()
                 await self._start_sandbox(session, live)
+                sandbox_start_ms = (time.perf_counter() - starting) * 1000
                 self._pool.resume_cold_hits += 1
             sandbox = live.sandbox
             assert sandbox is not None
@@ -564,6 +568,13 @@ class SessionService:
             # The turn's task inherits these: its log lines carry the session and sandbox they belong to.
             logs.session_id.set(str(session.id))
             logs.sandbox_id.set(sandbox.id)
+            # ASH_DEBUG_TIMING: the server's part before the bridge gets the query (lookups, locks, storing the
+            # message; a sandbox start, if one was needed, is counted apart).
+            turn.timings = {
+                "server_lookup_ms": (time.perf_counter() - received) * 1000 - sandbox_start_ms,
+                "sandbox_start_ms": sandbox_start_ms,
+                "received": received,
+            }
             turn.task = asyncio.create_task(self._run_turn(session, live, sandbox, turn, content, options))
             self._pool.mark(sandbox.id, "running")  # never evicted while the turn runs
         return turn
@@ -593,12 +604,15 @@ class SessionService:
         )
         sdk_session_id = session.sdk_session_id
         first_event_ms: float | None = None
+        first_token_ms: float | None = None
         try:
             async for event in sandbox.request(command):
                 if first_event_ms is None:
                     first_event_ms = (time.perf_counter() - started) * 1000
                 if event.event == "message" and event.message is not None:
                     message = event.message
+                    if first_token_ms is None and message.get("type") in ("stream_event", "assistant"):
+                        first_token_ms = (time.perf_counter() - started) * 1000
                     role = message_role(message)
                     if role is not None:
                         await self._store.record_message(
@@ -654,12 +668,17 @@ class SessionService:
                 if first_event_ms is not None:
                     self.metrics.first_event_seconds.observe(first_event_ms / 1000)
             if self._debug_timing:
+                timings = turn.timings
                 log.info(
-                    "timing session=%s turn=%s first_bridge_event_ms=%.2f total_ms=%.2f",
+                    "timing session=%s turn=%s server_lookup_ms=%.2f sandbox_start_ms=%.2f bridge_first_event_ms=%.2f "
+                    "sdk_first_token_ms=%.2f total_ms=%.2f",
                     session.id,
                     turn.id,
-                    first_event_ms or -1.0,
-                    (time.perf_counter() - started) * 1000,
+                    timings.get("server_lookup_ms", -1.0),
+                    timings.get("sandbox_start_ms", 0.0),
+                    first_event_ms if first_event_ms is not None else -1.0,
+                    first_token_ms if first_token_ms is not None else -1.0,
+                    (time.perf_counter() - timings.get("received", started)) * 1000,
                 )
 
     async def _flush(self, session: Session, turn: Turn) -> None:

@@ -62,6 +62,8 @@ class Turn:
     interrupted: bool = False
     had_error: bool = False
     task: asyncio.Task[None] | None = None
+    # ASH_DEBUG_TIMING: where the time of this turn went before its task started (sessions/service.py).
+    timings: dict[str, float] = field(default_factory=dict)
     # Frames not yet written to the store; frames leave the window only once written.
     unflushed: list[Frame] = field(default_factory=list)
     sender_seq: int = 0
