@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from typing import Any
 
 from fastapi import APIRouter
 
@@ -20,22 +21,14 @@ async def health(services: ServicesDep) -> HealthResponse:
     if services.registry is not None:
         return await _coordinator_health(services)
     pool = await services.pool.stats()
-    return HealthResponse(
-        status="ok",
-        version=__version__,
-        coordinator_id=socket.gethostname(),
-        active_sessions=await services.store.count_sessions(["active"]),
-        active_sandboxes=pool["total"],
+    sandboxes = services.sandboxes
+    return await _health(
+        services,
+        pool,
         remote_runners=0,
-        uptime=round(time.monotonic() - services.started_at, 3),
-        isolation=services.sandboxes.isolation,
-        network=services.sandboxes.default_network,
-        limits=services.sandboxes.limits_mechanism,
-        open_streams=services.streams.open,
-        server_id=services.pool.server_id,
-        snapshots=services.snapshots.url,
-        pool=PoolStats.model_validate(pool),
-        mode=services.settings.mode,
+        isolation=sandboxes.isolation,
+        network=sandboxes.default_network,
+        limits=sandboxes.limits_mechanism,
     )
 
 
@@ -46,21 +39,29 @@ async def _coordinator_health(services: Services) -> HealthResponse:
     live = [r for r in runners if r.status != "dead"]
     fields = [field.alias or name for name, field in PoolStats.model_fields.items()]
     pool = {name: sum(int(r.stats.get(name, 0)) for r in live) for name in fields}
+    return await _health(
+        services,
+        pool,
+        remote_runners=len(live),
+        isolation="runners",
+        network="runners",
+        limits="runners",
+        runners=[runner_public(r) for r in runners],
+    )
+
+
+async def _health(services: Services, pool: dict[str, int], **specific: Any) -> HealthResponse:
     return HealthResponse(
         status="ok",
         version=__version__,
         coordinator_id=socket.gethostname(),
         active_sessions=await services.store.count_sessions(["active"]),
         active_sandboxes=pool["total"],
-        remote_runners=len(live),
         uptime=round(time.monotonic() - services.started_at, 3),
-        isolation="runners",
-        network="runners",
-        limits="runners",
         open_streams=services.streams.open,
         server_id=services.pool.server_id,
         snapshots=services.snapshots.url,
         pool=PoolStats.model_validate(pool),
-        mode="coordinator",
-        runners=[runner_public(r) for r in runners],
+        mode=services.settings.mode,
+        **specific,
     )
