@@ -196,7 +196,7 @@ async def build_services(settings: Settings) -> Services:
         cluster = {"registry": Registry(store, settings), "runner_client": RunnerClient(settings, signer)}
     elif settings.mode == "runner":
         assert signer is not None
-        cluster = {"runner_agent": RunnerAgent(settings, signer, session_service, sandbox_pool)}
+        cluster = {"runner_agent": RunnerAgent(settings, signer, session_service, sandbox_pool, gateway)}
     return Services(
         settings=settings,
         store=store,

@@ -11,9 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from ash_server.credentials import UpstreamAuth
+from ash_server.credentials import CredentialService, UpstreamAuth
+from ash_server.gateway import Gateway
 from ash_server.gateway.model import ModelGateway, ModelRoute
 from ash_server.gateway.usage import CallUsage
+from ash_server.settings import Settings
+from ash_server.store.database import create_engine, upgrade
+from ash_server.store.repository import Store
 from tests.fakes.anthropic_api import FakeAnthropic, text, tool_use
 from tests.support.rawhttp import request
 from tests.support.server import short_tempdir
@@ -144,4 +148,33 @@ async def test_bearer_credentials_and_unreachable_upstream(model: FakeAnthropic)
     finally:
         await gateway.aclose()
         await dead.aclose()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+async def test_credentials_deleted_through_another_server_are_revoked_here(model: FakeAnthropic) -> None:
+    """A runner's heartbeat sweep: a credential deleted through a coordinator stops this server's sandboxes."""
+    folder = short_tempdir()
+    database = f"sqlite+aiosqlite:///{folder / 'ash.db'}"
+    await asyncio.to_thread(upgrade, database)
+    store = Store(create_engine(database))
+    settings = Settings(data_dir=folder, anthropic_base_url=model.url, credential_key="k" * 32)
+    credentials = CredentialService.from_settings(store, settings)
+    gateway = Gateway(settings, store, credentials)
+    try:
+        kept = await credentials.create("t1", "anthropic", "sk-ant-kept-0123456789", None)
+        gone = await credentials.create("t1", "anthropic", "sk-ant-gone-0123456789", None)
+        for n, credential in enumerate((kept, gone)):
+            auth = UpstreamAuth("x-api-key", "sk-ant-x", str(credential.id))
+            route = ModelRoute(f"sbx-{n}", f"s-{n}", "t1", "agent", auth)
+            await gateway.model.open(route, folder / f"model-{n}.sock", None)
+        assert gateway.model.credentials_in_use() == {str(kept.id), str(gone.id)}
+        assert await gateway.revoke_deleted() == 0  # both still there
+        assert await store.delete_credential("t1", gone.id)  # as a coordinator would, in the shared database
+        assert await gateway.revoke_deleted() == 1
+        assert gateway.model.credentials_in_use() == {str(kept.id)}
+        [response] = await request(folder / "model-1.sock", "/v1/messages", body("hello", stream=False))
+        assert response.status == 401 and model.request_log == []
+    finally:
+        await gateway.aclose()
+        await store.close()
         shutil.rmtree(folder, ignore_errors=True)

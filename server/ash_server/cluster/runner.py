@@ -4,7 +4,8 @@ A runner registers at start (retrying until a coordinator answers), then heartbe
 with its pool's counts. A heartbeat the coordinator refuses (it does not know the runner, or declared it dead after
 missed heartbeats) makes the runner register again by itself, and first drop every sandbox of a session that
 coordinators moved elsewhere meanwhile: a runner that comes back never runs a second copy of a session. On SIGTERM
-it says it is draining (no new sessions), finishes and snapshots what it runs, and deregisters.
+it says it is draining (no new sessions), finishes and snapshots what it runs, and deregisters. Each heartbeat also
+revokes, in its model gateway, the credentials deleted through a coordinator.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import httpx
 
 from .. import __version__
+from ..gateway import Gateway
 from ..sandbox.pool import SandboxPool
 from ..sessions.service import SessionService
 from ..settings import Settings
@@ -33,7 +35,9 @@ class CoordinatorRefused(Exception):
 
 
 class RunnerAgent:
-    def __init__(self, settings: Settings, signer: RequestSigner, sessions: SessionService, pool: SandboxPool) -> None:
+    def __init__(
+        self, settings: Settings, signer: RequestSigner, sessions: SessionService, pool: SandboxPool, gateway: Gateway
+    ) -> None:
         assert settings.server_url is not None
         self.runner_id = settings.effective_runner_id
         self.url = settings.runner_url
@@ -42,6 +46,7 @@ class RunnerAgent:
         self._signer = signer
         self._sessions = sessions
         self._pool = pool
+        self._gateway = gateway
         context = tls.client_context(settings)
         self._client = httpx.AsyncClient(
             base_url=settings.server_url.rstrip("/"),
@@ -99,6 +104,7 @@ class RunnerAgent:
             try:
                 await self.heartbeat()
                 await self._sessions.drop_moved()
+                await self._gateway.revoke_deleted()
                 if failing:
                     log.info("heartbeats reach the coordinator again")
                 failing = False

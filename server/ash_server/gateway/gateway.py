@@ -7,6 +7,7 @@ must apply: no network namespace of the host unless the agent's config says `"fu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from dataclasses import dataclass
@@ -120,6 +121,17 @@ class Gateway:
 
     def revoke_credential(self, credential_id: str) -> int:
         return self.model.revoke(credential_id)
+
+    async def revoke_deleted(self) -> int:
+        """Revoke the credentials in use here that were deleted or deactivated through another server (a runner
+        does this at every heartbeat: a coordinator's DELETE /api/credentials reaches its sandboxes within one
+        interval). Returns how many sandboxes lost theirs."""
+        in_use: dict[uuid.UUID, str] = {}
+        for credential_id in self.model.credentials_in_use():
+            with contextlib.suppress(ValueError):
+                in_use[uuid.UUID(credential_id)] = credential_id
+        usable = await self._store.usable_credential_ids(list(in_use))
+        return sum(self.model.revoke(raw) for parsed, raw in in_use.items() if parsed not in usable)
 
     async def aclose(self) -> None:
         await self.egress.aclose()

@@ -136,6 +136,10 @@ class ModelGateway:
         if route is not None:
             self._routes[sandbox_id] = replace(route, session_id=session_id, assigned=True)
 
+    def credentials_in_use(self) -> set[str]:
+        """The stored credentials live sandboxes' model traffic is authenticated with."""
+        return {r.auth.credential_id for r in self._routes.values() if r.auth is not None and r.auth.credential_id}
+
     def revoke(self, credential_id: str) -> int:
         """A deleted credential stops working at once for the sandboxes that hold it; returns how many."""
         revoked = 0

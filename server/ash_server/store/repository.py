@@ -520,6 +520,14 @@ class Store:
             )
             return credential
 
+    async def usable_credential_ids(self, credential_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        """Which of these credentials still exist and are active (any tenant: a runner's revocation sweep)."""
+        if not credential_ids:
+            return set()
+        query = select(Credential.id).where(Credential.id.in_(credential_ids), Credential.active.is_(True))
+        async with self.db() as db:
+            return set((await db.scalars(query)).all())
+
     async def list_credentials(self, tenant_id: str) -> Sequence[Credential]:
         query = select(Credential).where(Credential.tenant_id == tenant_id).order_by(Credential.created_at)
         async with self.db() as db:
