@@ -109,8 +109,11 @@ async def _session_request(session_id: str, request: Request, principal: Princip
     if found is None:
         raise NotFound(f"session {sid} not found", session_id=str(sid))
     session, runner_row = found
+    # The same per-key limits as a standalone server's routes (runners apply none).
     if request.method == "POST" and request.url.path.endswith("/messages"):
         services.rate_limits.messages.check(principal.key_id, "messages")
+    elif request.method == "POST" and request.url.path.endswith("/fork"):
+        services.rate_limits.sessions.check(principal.key_id, "sessions")
     registry, _ = _cluster(services)
     body = await request.body()
     avoid: str | None = None
