@@ -4,7 +4,6 @@ bridge, coordinators on the host, each runner in its own network namespace with 
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -87,16 +86,6 @@ class Deployment:
     def cleanup(self) -> None:
         for server in self.servers:
             server.cleanup()
-
-
-def wait_for(condition: Any, timeout: float, message: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s: {message}")
 
 
 def runners_of(coordinator: AshServer) -> dict[str, dict[str, Any]]:

@@ -17,9 +17,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ash_server.cluster.signing import RequestSigner
-from tests.cluster.conftest import LIVENESS_MS, RUNNER_PORT, Deployment, runners_of, stream, wait_for
+from tests.cluster.conftest import LIVENESS_MS, RUNNER_PORT, Deployment, runners_of, stream
 from tests.fakes.anthropic_api import FakeAnthropic, text
 from tests.support.server import REPO, AshServer
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +35,7 @@ def cluster(deployment: Deployment) -> Iterator[tuple[AshServer, AshServer, AshS
     alpha = deployment.runner("alpha", c1).launch()
     beta = deployment.runner("beta", c1).launch()
     alpha.wait_healthy(), beta.wait_healthy()
-    wait_for(lambda: {"alpha", "beta"} <= set(runners_of(c1)), 30, "both runners registered")
+    wait_for(lambda: {"alpha", "beta"} <= set(runners_of(c1)), "both runners registered", 30)
     with c1.client() as client:
         assert client.post("/api/agents", json={"name": "helper", "path": AGENT}).status_code == 201
     yield c1, c2, alpha, beta
@@ -74,7 +75,7 @@ def test_runners_are_visible_in_the_api_health_metrics_and_cli(
     # A coordinator that forgets a runner (its row gone) hears from it again: it re-registers by itself.
     database = deployment.database_url.rsplit("/", 1)[1]
     deployment.pg.psql("DELETE FROM runners WHERE id = 'beta'", database)
-    wait_for(lambda: runners_of(c1).get("beta", {}).get("status") == "live", 10, "beta registered again")
+    wait_for(lambda: runners_of(c1).get("beta", {}).get("status") == "live", "beta registered again", 10)
     # Runner lists are for the operator's tenant only.
     other = c1.admin("create-tenant", "acme")["key"]
     refused = httpx.get(c1.url + "/api/internal/runners", headers={"Authorization": f"Bearer {other}"})
@@ -194,7 +195,7 @@ def test_failover_when_a_runner_dies_and_a_restarted_runner_leaves_the_moved_ses
             for e in events
         )
 
-    wait_for(marked, LIVENESS_MS / 1000 * 3, "the dead runner and its session marked")
+    wait_for(marked, "the dead runner and its session marked", LIVENESS_MS / 1000 * 3)
     assert time.monotonic() - killed_at < LIVENESS_MS / 1000 * 3
     with c2.client() as client:
         reply = stream(client, sid, "what was the number")
@@ -210,7 +211,7 @@ def test_failover_when_a_runner_dies_and_a_restarted_runner_leaves_the_moved_ses
     # The dead runner comes back with its old (stale) copy of the session on disk: it registers again and
     # refuses the session, which stays where it moved.
     restarted = deployment.runner(home, c1).start()
-    wait_for(lambda: runners_of(c1)[home]["status"] == "live", 30, "the restarted runner registered")
+    wait_for(lambda: runners_of(c1)[home]["status"] == "live", "the restarted runner registered", 30)
     url = f"{restarted.url}/api/sessions/{sid}/messages"
     body = json.dumps({"content": "are you there"}).encode()
     signed = _signed(deployment.secret, "POST", url, body, tenant="default", key_id="test")

@@ -10,11 +10,12 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.cluster.conftest import RUNNER_PORT, Deployment, runners_of, stream, wait_for
+from tests.cluster.conftest import RUNNER_PORT, Deployment, runners_of, stream
 from tests.cluster.test_multi_machine import AGENT, _signed
 from tests.fakes.anthropic_api import text
 from tests.support.certs import CertificateAuthority
 from tests.support.server import AshServer, free_port, short_tempdir
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +52,7 @@ def tls_deployment(deployment: Deployment) -> Iterator[tuple[AshServer, str, int
         env={**tls(runner_cert), "ASH_SERVER_URL": f"https://{deployment.net.host}:{internal_port}"},
         database_url=database,
     ).launch()
-    wait_for(lambda: runners_of(coordinator).get("gamma", {}).get("status") == "live", 60, "gamma registered")
+    wait_for(lambda: runners_of(coordinator).get("gamma", {}).get("status") == "live", "gamma registered", 60)
     assert runner.process is not None and runner.process.poll() is None
     yield coordinator, address, internal_port, ca, (intruder, coordinator_cert)
 

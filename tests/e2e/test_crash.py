@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import tarfile
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +16,9 @@ from ash_server.sandbox.limits import instance_name
 from tests.fakes.anthropic_api import FakeAnthropic, echo, text
 from tests.support.processes import pids_with_env
 from tests.support.server import REPO, AshServer, short_tempdir
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def wait_for(condition: Callable[[], Any], what: str, limit_s: float = 60) -> Any:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def turn(client: httpx.Client, sid: str, prompt: str) -> str:

@@ -4,8 +4,6 @@ restart (pool stats, files, conversation)."""
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -14,18 +12,9 @@ import pytest
 from tests.fakes.anthropic_api import FakeAnthropic, echo, text, tool_use
 from tests.support.processes import env_values
 from tests.support.server import REPO, AshServer
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def wait_for(condition: Callable[[], Any], what: str, limit_s: float = 60) -> Any:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def turn(client: httpx.Client, sid: str, prompt: str) -> str:

@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import Any
-
 import httpx
 import pytest
 
 from tests.fakes.anthropic_api import FakeAnthropic, text
 from tests.support.processes import env_values
 from tests.support.server import REPO, AshServer
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
 CREDENTIAL_KEY = "credential-master-key-for-tests-0123456789"
 SESSION_KEY = "sk-ant-api03-warm-pool-credential-" + "w" * 24 + "AbCd"
-
-
-def wait_for(condition: Callable[[], Any], what: str, limit_s: float = 60) -> Any:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def pool(client: httpx.Client) -> dict[str, int]:
