@@ -34,6 +34,7 @@ from ..errors import AshError, Invalid, NotFound, PayloadTooLarge, Unauthorized
 from ..store.models import Session, utcnow
 from .deps import Services, ServicesDep
 from .schemas import UsageStats
+from .sessions import event_stream
 from .sse import EventStream
 
 log = logging.getLogger(__name__)
@@ -440,14 +441,7 @@ async def session_stream(
     if after is None and not _turn_running(services, session):
         after = await services.store.last_stream_seq(session.id)
     subscription = await services.sessions.subscribe(tenant, session_id, after=after, include_partial=True, follow=True)
-    settings = services.settings
-    return EventStream(
-        subscription,
-        keepalive_s=settings.sse_keepalive_ms / 1000,
-        write_timeout_s=settings.sse_write_timeout_ms / 1000,
-        retry_ms=settings.sse_retry_ms,
-        counter=services.streams,
-    )
+    return event_stream(services, subscription)
 
 
 @router.get("/{path:path}")

@@ -39,7 +39,7 @@ SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _event_stream(
+def event_stream(
     services: Services,
     subscription: Subscription,
     on_disconnect: Callable[[], Awaitable[None]] | None = None,
@@ -156,7 +156,7 @@ async def send_message(
         if policy == "interrupt" and not turn.finished:
             await sessions.interrupt(principal.tenant_id, session_id)
 
-    return _event_stream(services, subscription, interrupt_if_asked)
+    return event_stream(services, subscription, interrupt_if_asked)
 
 
 @router.get("/{session_id}/stream", status_code=200, response_class=EventStream, responses=SSE_RESPONSE)
@@ -178,7 +178,7 @@ async def reattach(
     subscription = await services.sessions.subscribe(
         principal.tenant_id, session_id, after=after, include_partial=include_partial, follow=follow
     )
-    return _event_stream(services, subscription)
+    return event_stream(services, subscription)
 
 
 @router.post("/{session_id}/interrupt", response_model=InterruptResponse)
