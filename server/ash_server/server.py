@@ -50,10 +50,7 @@ def serve(settings: Settings | None = None) -> None:
 class _Listener(uvicorn.Server):
     """One of two listeners of one app: the process handles the signals for both (see _serve_two)."""
 
-    def install_signal_handlers(self) -> None:  # uvicorn < 0.29
-        pass
-
-    def capture_signals(self) -> Any:  # uvicorn >= 0.29: a context manager
+    def capture_signals(self) -> Any:
         return contextlib.nullcontext()
 
 
