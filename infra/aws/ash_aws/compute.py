@@ -143,10 +143,24 @@ class Server(pulumi.ComponentResource):
             subnet_id=args.subnet.id,
             associate_public_ip_address=False,
             tags={"Name": name},
-            opts=child,
+            # A new release (a new launch template version) replaces the instance. Pulumi's default, create the new
+            # one before deleting the old, cannot work here: the data volume is still attached to the old instance
+            # and attaching it to the new one fails with VolumeInUse. Delete first; the engine then also deletes the
+            # resources that are replaced with it (the volume attachment below) before the instance goes.
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
         )
-        aws.ec2.VolumeAttachment(
-            f"{name}-data", device_name="/dev/sdf", volume_id=self.volume.id, instance_id=self.instance.id, opts=child
+        self.data_attachment = aws.ec2.VolumeAttachment(
+            f"{name}-data",
+            device_name="/dev/sdf",
+            volume_id=self.volume.id,
+            instance_id=self.instance.id,
+            # Detaching a mounted volume from a running instance hangs ("busy") or loses writes: stop the instance
+            # first (a clean shutdown of the server unmounts it). The instance is on its way out when this runs.
+            stop_instance_before_detaching=True,
+            # Replaced whenever the instance is (its id changes), and the old attachment detached before the new one
+            # is made: one volume, one attachment at a time. replace_on_changes makes the replacement explicit, so the
+            # engine counts it among the instance's dependents to delete first (`pulumi up --replace` included).
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True, replace_on_changes=["instanceId"]),
         )
         aws.lb.TargetGroupAttachment(
             name, target_group_arn=args.target_group_arn, target_id=self.instance.id, port=API_PORT, opts=child

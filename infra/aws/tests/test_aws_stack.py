@@ -16,6 +16,7 @@ from typing import Any
 import pulumi
 import pytest
 from pulumi.runtime import rpc
+from pulumi.runtime.mocks import MockMonitor
 
 SECRETS = {
     "ash:apiKey": "ash_test-api-key-0123456789abcdef",
@@ -45,9 +46,20 @@ class Resource:
 
 
 @dataclass
+class Options:
+    """The resource options of one registration, as the engine receives them (the mocks only see inputs)."""
+
+    urn: str
+    delete_before_replace: bool
+    replace_on_changes: list[str]
+    property_dependencies: dict[str, list[str]]  # input name -> URNs of the resources its value comes from
+
+
+@dataclass
 class AwsMocks(pulumi.runtime.Mocks):
     resources: list[Resource] = field(default_factory=list)
     probes: dict[str, Any] = field(default_factory=dict)  # what a program recorded about its outputs
+    options: dict[tuple[str, str], Options] = field(default_factory=dict)  # (type, name) -> its options
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         rid = f"{args.name}-id"
@@ -109,10 +121,28 @@ class AwsMocks(pulumi.runtime.Mocks):
         return found[0]
 
 
+class RecordingMonitor(MockMonitor):
+    """Pulumi's mock monitor, which also records the options of each registration (delete_before_replace,
+    replace_on_changes, property dependencies): what decides the order of a replacement."""
+
+    def __init__(self, mocks: AwsMocks) -> None:
+        super().__init__(mocks)
+        self.recorder = mocks
+
+    def RegisterResource(self, request: Any) -> Any:  # the gRPC method's name
+        self.recorder.options[(request.type, request.name)] = Options(
+            urn=self.make_urn(request.parent, request.type, request.name),
+            delete_before_replace=request.deleteBeforeReplace,
+            replace_on_changes=list(request.replaceOnChanges),
+            property_dependencies={key: list(deps.urns) for key, deps in request.propertyDependencies.items()},
+        )
+        return super().RegisterResource(request)
+
+
 def run_program(config: dict[str, str], build: Any) -> AwsMocks:
     """Run `build(mocks)` under fresh mocks and config; returns the mocks holding every registered resource."""
     mocks = AwsMocks()
-    pulumi.runtime.set_mocks(mocks, project="ash-aws", stack="test", preview=False)
+    pulumi.runtime.set_mocks(mocks, project="ash-aws", stack="test", preview=False, monitor=RecordingMonitor(mocks))
     pulumi.runtime.set_all_config(config, secret_keys=[k for k in config if k in ALL_SECRETS])
 
     @pulumi.runtime.test
@@ -207,6 +237,22 @@ def test_instances_are_private_with_imdsv2_and_encrypted_disks(aws: AwsMocks) ->
     assert volume.inputs["encrypted"] is True and volume.inputs["kmsKeyId"]
     assert aws.one("aws:dlm/lifecyclePolicy:LifecyclePolicy").inputs["state"] == "ENABLED"
     assert instance.inputs["launchTemplate"]["id"] == template.id
+
+
+def test_replacing_the_server_detaches_the_data_volume_before_the_new_instance_wants_it(aws: AwsMocks) -> None:
+    instance = aws.options[("aws:ec2/instance:Instance", "ash-test")]
+    # Delete before replace: create-before-delete would ask for the volume while the old instance still holds it.
+    assert instance.delete_before_replace is True
+    attachment = aws.one("aws:ec2/volumeAttachment:VolumeAttachment", "ash-test-data")
+    assert attachment.inputs["instanceId"] == aws.one("aws:ec2/instance:Instance").id
+    assert attachment.inputs["volumeId"] == aws.one("aws:ebs/volume:Volume").id
+    assert attachment.inputs["stopInstanceBeforeDetaching"] is True  # never detached from a running server
+    options = aws.options[("aws:ec2/volumeAttachment:VolumeAttachment", "ash-test-data")]
+    # Replaced with the instance (its instanceId comes from it), old attachment first: the engine deletes such
+    # dependents before it deletes a delete-before-replace resource, `pulumi up --replace <instance>` included.
+    assert options.property_dependencies["instanceId"] == [instance.urn]
+    assert options.replace_on_changes == ["instanceId"] and options.delete_before_replace is True
+    assert instance.urn == "urn:pulumi:test::ash-aws::ash:aws:Server$aws:ec2/instance:Instance::ash-test"
 
 
 def test_the_database_is_private_encrypted_backed_up_and_requires_tls(aws: AwsMocks) -> None:
