@@ -1,17 +1,43 @@
 """CloudWatch: the log group the agent ships to, and alarms (unhealthy targets, 5xx, CPU, database) that notify an SNS
-topic; a failed system status check recovers the server onto healthy hardware."""
+topic; a failed system status check recovers the server onto healthy hardware. The topic is encrypted with the stack
+key (whose policy lets CloudWatch use it, keypolicy.py) and its policy lets this account's alarms publish."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 
 
+def topic_policy(*, topic_arn: str, region: str, account: str, alarm_prefix: str) -> dict[str, Any]:
+    """CloudWatch may publish to the topic for the stack's own alarms (`<alarm_prefix>*` in this account), nothing
+    else: the service principal alone would let any account's alarms post here."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "CloudWatchAlarmsPublish",
+                "Effect": "Allow",
+                "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                "Action": "sns:Publish",
+                "Resource": topic_arn,
+                "Condition": {
+                    "ArnLike": {"aws:SourceArn": f"arn:aws:cloudwatch:{region}:{account}:alarm:{alarm_prefix}*"},
+                    "StringEquals": {"aws:SourceAccount": account},
+                },
+            }
+        ],
+    }
+
+
 @dataclass
 class MonitoringArgs:
     region: pulumi.Input[str]
+    account: pulumi.Input[str]
+    kms_key_arn: pulumi.Input[str]  # the stack key: CloudWatch cannot use alias/aws/sns
     alb_arn_suffix: pulumi.Input[str]
     target_group_arn_suffix: pulumi.Input[str]
     instance_id: pulumi.Input[str]
@@ -27,7 +53,17 @@ class Monitoring(pulumi.ComponentResource):
         self.log_group = aws.cloudwatch.LogGroup(
             name, name=f"/ash/{name}", retention_in_days=args.log_retention_days, opts=child
         )
-        self.topic = aws.sns.Topic(f"{name}-alarms", kms_master_key_id="alias/aws/sns", opts=child)
+        # Not alias/aws/sns: its policy does not let CloudWatch use it and cannot be changed, so every notification
+        # failed with KMS AccessDenied and none arrived.
+        self.topic = aws.sns.Topic(f"{name}-alarms", kms_master_key_id=args.kms_key_arn, opts=child)
+        aws.sns.TopicPolicy(
+            f"{name}-alarms",
+            arn=self.topic.arn,
+            policy=pulumi.Output.all(self.topic.arn, args.region, args.account).apply(
+                lambda a: json.dumps(topic_policy(topic_arn=a[0], region=a[1], account=a[2], alarm_prefix=f"{name}-"))
+            ),
+            opts=child,
+        )
         if args.alarm_email:
             aws.sns.TopicSubscription(
                 f"{name}-alarms-email", topic=self.topic.arn, protocol="email", endpoint=args.alarm_email, opts=child

@@ -12,6 +12,7 @@ import pulumi_aws as aws
 @dataclass
 class SecretsArgs:
     prefix: str  # /ash/<stack>
+    key_policy: pulumi.Input[str]  # JSON, from keypolicy.key_policy()
 
 
 class Secrets(pulumi.ComponentResource):
@@ -25,6 +26,7 @@ class Secrets(pulumi.ComponentResource):
             description=f"Ash {name}: SSM parameters, S3 snapshots, EBS and RDS",
             enable_key_rotation=True,
             deletion_window_in_days=30,
+            policy=args.key_policy,
             opts=pulumi.ResourceOptions(parent=self),
         )
         aws.kms.Alias(

@@ -15,6 +15,7 @@ from .config import StackConfig
 from .database import Database, DatabaseArgs
 from .firewall import Firewall, FirewallArgs
 from .internal import CoordinatorName, CoordinatorNameArgs
+from .keypolicy import key_policy
 from .loadbalancer import LoadBalancer, LoadBalancerArgs
 from .monitoring import Monitoring, MonitoringArgs
 from .network import Network, NetworkArgs
@@ -55,7 +56,13 @@ def build(config: StackConfig) -> Stack:
     runners = config.runner_count > 0  # multi-machine mode: the server is the coordinator
     network = Network(name, NetworkArgs(cidr=config.vpc_cidr))
     firewall = Firewall(name, FirewallArgs(vpc_id=network.vpc.id, allowed_cidrs=config.allowed_cidrs, runners=runners))
-    secrets = Secrets(name, SecretsArgs(prefix=f"/ash/{name}"))
+    secrets = Secrets(
+        name,
+        SecretsArgs(
+            prefix=f"/ash/{name}",
+            key_policy=account.apply(lambda a: json.dumps(key_policy(account=a, runners=runners))),
+        ),
+    )
     key_arn = secrets.key.arn
     database = Database(
         name,
@@ -162,6 +169,8 @@ def build(config: StackConfig) -> Stack:
         name,
         MonitoringArgs(
             region=region,
+            account=account,
+            kms_key_arn=key_arn,
             alb_arn_suffix=load_balancer.alb.arn_suffix,
             target_group_arn_suffix=load_balancer.target_group.arn_suffix,
             instance_id=server.instance.id,

@@ -380,6 +380,92 @@ def test_alarms_and_logs(aws: AwsMocks) -> None:
     assert aws.one("aws:sns/topicSubscription:TopicSubscription").inputs["endpoint"] == "ops@example.com"
 
 
+KEY_ARN = "arn:aws:kms:eu-west-1:123456789012:ash-test"  # what the mock gives the stack key
+TOPIC_ARN = "arn:aws:sns:eu-west-1:123456789012:ash-test-alarms"
+AUTO_SCALING_ROLE = (
+    "arn:aws:iam::123456789012:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"
+)
+
+
+def key_statements(mocks: AwsMocks) -> dict[str, Any]:
+    """The stack key's policy statements by Sid."""
+    policy = json.loads(mocks.one("aws:kms/key:Key").inputs["policy"])
+    return {s["Sid"]: s for s in policy["Statement"]}
+
+
+def test_alarms_reach_the_topic_through_a_key_and_a_policy_cloudwatch_may_use(aws: AwsMocks) -> None:
+    # alias/aws/sns cannot be used by CloudWatch (and its policy cannot be changed): the stack key instead.
+    topic = aws.one("aws:sns/topic:Topic").inputs
+    assert topic["kmsMasterKeyId"] == KEY_ARN
+    assert "alias/aws/sns" not in json.dumps([r.inputs for r in aws.resources], default=str)
+    assert key_statements(aws)["CloudWatchPublishesAlarms"] == {
+        "Sid": "CloudWatchPublishesAlarms",
+        "Effect": "Allow",
+        "Principal": {"Service": "cloudwatch.amazonaws.com"},
+        "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
+        "Resource": "*",
+    }
+    policy = aws.one("aws:sns/topicPolicy:TopicPolicy").inputs
+    assert policy["arn"] == TOPIC_ARN
+    (statement,) = json.loads(policy["policy"])["Statement"]
+    assert statement == {
+        "Sid": "CloudWatchAlarmsPublish",
+        "Effect": "Allow",
+        "Principal": {"Service": "cloudwatch.amazonaws.com"},
+        "Action": "sns:Publish",
+        "Resource": TOPIC_ARN,
+        "Condition": {
+            "ArnLike": {"aws:SourceArn": "arn:aws:cloudwatch:eu-west-1:123456789012:alarm:ash-test-*"},
+            "StringEquals": {"aws:SourceAccount": "123456789012"},
+        },
+    }
+    alarms = aws.of("aws:cloudwatch/metricAlarm:MetricAlarm")
+    # Auto-named from these names, so the alarms' ARNs are the ones the condition admits.
+    assert all(a.name.startswith("ash-test-") and "name" not in a.inputs for a in alarms)
+    notifying = [a for a in alarms if a.inputs["metricName"] != "StatusCheckFailed_System"]
+    assert notifying and all(a.inputs["alarmActions"] == [TOPIC_ARN] for a in notifying)
+    assert all(a.inputs["okActions"] == [TOPIC_ARN] for a in alarms)
+
+
+def test_the_key_policy_keeps_the_account_in_charge(aws: AwsMocks) -> None:
+    statements = key_statements(aws)
+    assert statements["AccountAdministersThroughIam"] == {
+        "Sid": "AccountAdministersThroughIam",
+        "Effect": "Allow",
+        "Principal": {"AWS": "arn:aws:iam::123456789012:root"},
+        "Action": "kms:*",
+        "Resource": "*",
+    }  # AWS's default statement: IAM still decides (the instance roles' UseStackKey); no lock-out
+    # No Auto Scaling group without runners, and KMS refuses a policy naming a role the account may not have.
+    assert set(statements) == {"AccountAdministersThroughIam", "CloudWatchPublishesAlarms"}
+    assert AUTO_SCALING_ROLE not in json.dumps(statements)
+
+
+def test_auto_scaling_may_launch_runners_with_volumes_encrypted_by_the_stack_key(aws_runners: AwsMocks) -> None:
+    template = aws_runners.one("aws:ec2/launchTemplate:LaunchTemplate", "ash-test-runners").inputs
+    assert template["blockDeviceMappings"][0]["ebs"]["kmsKeyId"] == KEY_ARN
+    # The group launches as the default service-linked role: the one the key policy names.
+    assert "serviceLinkedRoleArn" not in aws_runners.one("aws:autoscaling/group:Group").inputs
+    statements = key_statements(aws_runners)
+    assert statements["AutoScalingUsesTheKey"] == {
+        "Sid": "AutoScalingUsesTheKey",
+        "Effect": "Allow",
+        "Principal": {"AWS": AUTO_SCALING_ROLE},
+        "Action": ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:DescribeKey"],
+        "Resource": "*",
+    }
+    assert statements["AutoScalingAttachesPersistentResources"] == {
+        "Sid": "AutoScalingAttachesPersistentResources",
+        "Effect": "Allow",
+        "Principal": {"AWS": AUTO_SCALING_ROLE},
+        "Action": "kms:CreateGrant",
+        "Resource": "*",
+        "Condition": {"Bool": {"kms:GrantIsForAWSResource": True}},
+    }
+    assert statements["AccountAdministersThroughIam"]["Principal"] == {"AWS": "arn:aws:iam::123456789012:root"}
+    assert "CloudWatchPublishesAlarms" in statements
+
+
 def test_bedrock_adds_only_claude_invocation() -> None:
     from ash_aws.policy import instance_policy
 
