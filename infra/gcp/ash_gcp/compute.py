@@ -1,7 +1,7 @@
 """The instances: a service account with least privilege, an instance template (Debian 12, Shielded VM, no external
 address, OS Login) and a managed instance group of one server whose data disk survives re-creation (stateful disk),
-healed when /health fails; and the runner group for multi-machine mode (ash:runnerCount > 0), with a service account
-of its own."""
+healed when /health fails, snapshotted daily; and the runner group for multi-machine mode (ash:runnerCount > 0),
+with a service account of its own."""
 
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ def instance_template(
     opts: pulumi.ResourceOptions,
     boot_disk_gb: int = 30,
     network_ip: pulumi.Input[str] | None = None,
+    data_disk_policy: pulumi.Input[str] | None = None,
 ) -> gcp.compute.InstanceTemplate:
     disks = [
         gcp.compute.InstanceTemplateDiskArgs(source_image=IMAGE, boot=True, auto_delete=True, disk_size_gb=boot_disk_gb)
@@ -55,6 +56,7 @@ def instance_template(
                 disk_size_gb=data_disk_gb,
                 auto_delete=False,
                 boot=False,
+                resource_policies=data_disk_policy,  # the snapshot schedule (one policy per disk at most)
             )
         )
     return gcp.compute.InstanceTemplate(
@@ -77,6 +79,35 @@ def instance_template(
     )
 
 
+def snapshot_schedule(
+    name: str, *, zone: str, retention_days: int, opts: pulumi.ResourceOptions
+) -> gcp.compute.ResourcePolicy:
+    """Daily snapshots of the data disk (sessions, agents), kept `retention_days`: what the AWS stack does with Data
+    Lifecycle Manager. The policy is named in the template's data disk, so the disk the group creates carries it. A
+    disk made before the policy existed keeps none (a stateful disk is kept as it is): docs/self-hosting/gcp.md."""
+    return gcp.compute.ResourcePolicy(
+        f"{name}-snapshots",
+        region=zone.rsplit("-", 1)[0],  # the disk's region
+        description=f"Daily snapshots of the {name} data disk",
+        snapshot_schedule_policy=gcp.compute.ResourcePolicySnapshotSchedulePolicyArgs(
+            schedule=gcp.compute.ResourcePolicySnapshotSchedulePolicyScheduleArgs(
+                daily_schedule=gcp.compute.ResourcePolicySnapshotSchedulePolicyScheduleDailyScheduleArgs(
+                    days_in_cycle=1, start_time="02:00"
+                )
+            ),
+            retention_policy=gcp.compute.ResourcePolicySnapshotSchedulePolicyRetentionPolicyArgs(
+                max_retention_days=retention_days,
+                # A deleted disk's snapshots are what a restore needs: they expire on schedule, not with the disk.
+                on_source_disk_delete="KEEP_AUTO_SNAPSHOTS",
+            ),
+            snapshot_properties=gcp.compute.ResourcePolicySnapshotSchedulePolicySnapshotPropertiesArgs(
+                labels={"ash-stack": name}
+            ),
+        ),
+        opts=opts,
+    )
+
+
 @dataclass
 class ServerArgs:
     project: str
@@ -86,6 +117,7 @@ class ServerArgs:
     account_email: pulumi.Input[str]
     startup_script: pulumi.Input[str]
     data_disk_gb: int = 100
+    snapshot_retention_days: int = 14
     # Multi-machine mode: the coordinator's reserved internal address (a group of one VM can use a fixed address).
     network_ip: pulumi.Input[str] | None = None
 
@@ -103,6 +135,9 @@ class Server(pulumi.ComponentResource):
             http_health_check=gcp.compute.HealthCheckHttpHealthCheckArgs(port=API_PORT, request_path="/health"),
             opts=child,
         )
+        self.snapshots = snapshot_schedule(
+            name, zone=args.zone, retention_days=args.snapshot_retention_days, opts=child
+        )
         self.template = instance_template(
             name,
             machine_type=args.machine_type,
@@ -113,6 +148,7 @@ class Server(pulumi.ComponentResource):
             data_disk_gb=args.data_disk_gb,
             opts=child,
             network_ip=args.network_ip,
+            data_disk_policy=self.snapshots.id,
         )
         # One server (standalone or coordinator); the group re-creates it when /health fails, keeping its data disk.
         self.group = gcp.compute.InstanceGroupManager(

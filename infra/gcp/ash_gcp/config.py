@@ -46,6 +46,10 @@ class StackConfig:
     snapshots: bool = True
     snapshot_noncurrent_days: int = 30
     model_provider: ModelProvider = "anthropic"
+    alarm_email: str | None = None  # an e-mail notification channel for the alert policies (the AWS stack's key)
+    # Existing channels the alert policies also notify, as projects/<project>/notificationChannels/<id>.
+    notification_channels: list[str] = field(default_factory=list)
+    disk_snapshot_retention_days: int = 14  # daily snapshots of the data disk, kept this long
     settings: dict[str, str] = field(default_factory=dict)
     name: str = "ash"
 
@@ -82,9 +86,19 @@ def load_config(config: pulumi.Config | None = None) -> StackConfig:
     if managed:
         raise ConfigError(f"ash:settings cannot set {', '.join(managed)}: the stack sets it (ash:runnerCount)")
     region = gcp.require("region")
+    project = gcp.require("project")
+    channels = config.get_object("notificationChannels") or []
+    if not isinstance(channels, list) or not all(isinstance(c, str) and c for c in channels):
+        raise ConfigError(
+            "ash:notificationChannels must be a list of notification channel ids (gcloud beta monitoring channels list)"
+        )
+    retention = config.get_int("diskSnapshotRetentionDays")
+    retention = 14 if retention is None else retention
+    if retention < 1:
+        raise ConfigError("ash:diskSnapshotRetentionDays must be at least 1 (the data disk's daily snapshots)")
     return StackConfig(
         domain=config.require("domain"),
-        project=gcp.require("project"),
+        project=project,
         region=region,
         zone=config.get("zone") or f"{region}-b",
         api_key=config.require_secret("apiKey"),
@@ -105,6 +119,9 @@ def load_config(config: pulumi.Config | None = None) -> StackConfig:
         snapshots=snapshots,
         snapshot_noncurrent_days=config.get_int("snapshotNoncurrentDays") or 30,
         model_provider="vertex" if provider == "vertex" else "anthropic",
+        alarm_email=config.get("alarmEmail"),
+        notification_channels=[channel_name(project, c) for c in channels],
+        disk_snapshot_retention_days=retention,
         settings={str(k): str(v) for k, v in settings.items()},
         name=f"ash-{pulumi.get_stack()}",
     )
@@ -124,3 +141,8 @@ def internal_secret_of(config: pulumi.Config) -> pulumi.Output[str]:
             "ash:internalSecret must be 32+ characters of letters, digits and ._~+/=- (openssl rand -hex 32)"
         )
     return config.require_secret("internalSecret")
+
+
+def channel_name(project: str, channel: str) -> str:
+    """A channel's full name, which alert policies need: an id alone (what the console shows) is in this project."""
+    return channel if channel.startswith("projects/") else f"projects/{project}/notificationChannels/{channel}"

@@ -11,6 +11,7 @@ from .compute import RunnerGroup, RunnerGroupArgs, Server, ServerArgs, service_a
 from .config import StackConfig
 from .database import Database, DatabaseArgs
 from .loadbalancer import LoadBalancer, LoadBalancerArgs
+from .monitoring import Monitoring, MonitoringArgs
 from .network import API_PORT, Network, NetworkArgs
 from .secrets import Secrets, SecretsArgs
 from .source import source_archive
@@ -32,6 +33,7 @@ class Stack:
     database: Database
     server: Server
     load_balancer: LoadBalancer
+    monitoring: Monitoring
     runners: RunnerGroup | None = None  # multi-machine mode only
     coordinator_url: pulumi.Output[str] | None = None
 
@@ -115,6 +117,7 @@ def build(config: StackConfig) -> Stack:
             account_email=account.email,
             startup_script=script,
             data_disk_gb=config.data_disk_gb,
+            snapshot_retention_days=config.disk_snapshot_retention_days,
             network_ip=coordinator.address if coordinator is not None else None,
         ),
         opts=pulumi.ResourceOptions(depends_on=[secrets, storage, database]),
@@ -126,6 +129,17 @@ def build(config: StackConfig) -> Stack:
         ),
     )
 
+    monitoring = Monitoring(
+        name,
+        MonitoringArgs(
+            project=config.project,
+            domain=config.domain,
+            instance_prefix=f"{name}-",
+            alarm_email=config.alarm_email,
+            notification_channels=config.notification_channels,
+        ),
+    )
+
     pulumi.export("url", f"https://{config.domain}")
     pulumi.export("address", load_balancer.address.address)
     pulumi.export("instanceGroup", server.group.name)
@@ -133,6 +147,7 @@ def build(config: StackConfig) -> Stack:
     pulumi.export("snapshotUrl", storage.bucket.name.apply(lambda b: f"gs://{b}/snapshots"))
     pulumi.export("databasePrivateIp", database.instance.private_ip_address)
     pulumi.export("serviceAccount", account.email)
+    pulumi.export("dataSnapshotPolicy", server.snapshots.name)  # attach it to a data disk made before it existed
     runner_group = coordinator_url = None
     if coordinator is not None and runner_account is not None:
         # Plain HTTP inside the VPC: every request between coordinator and runners is HMAC-signed (no mutual TLS here).
@@ -168,4 +183,4 @@ def build(config: StackConfig) -> Stack:
         pulumi.export("coordinatorUrl", coordinator_url)
         pulumi.export("runnerGroup", runner_group.group.name)
         pulumi.export("runnerServiceAccount", runner_account.email)
-    return Stack(network, secrets, storage, database, server, load_balancer, runner_group, coordinator_url)
+    return Stack(network, secrets, storage, database, server, load_balancer, monitoring, runner_group, coordinator_url)
