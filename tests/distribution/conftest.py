@@ -25,7 +25,7 @@ def network(debian_image: str) -> Iterator[podman.Network]:
     net = podman.Network.create("ash-dist")
     # The network's bridge (and so its gateway address, where the fakes listen) exists once a container is on it.
     keeper = podman.podman(
-        "run", "-d", "--rm", "--label", podman.LABEL, "--network", net.name, "--name", "ash-dist-keeper",
+        "run", "-d", "--rm", "--label", podman.LABEL, "--network", net.name, "--name", f"{net.name}-keeper",
         debian_image, "sleep", "infinity",
     )  # fmt: skip
     try:

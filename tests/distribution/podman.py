@@ -23,9 +23,10 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 CONTAINERS_CONF = HERE / "containers.conf"
 BASE_SCRIPT = HERE / "debian-base.sh"
-# Every container, network and image a test makes carries this label, so a run can remove what an earlier,
-# killed run left behind.
-LABEL = "ash-distribution-test=1"
+# Every container and network a test makes carries this label, its value the test process's pid, so a run can remove
+# what an earlier, killed run left behind without touching a run that is still going.
+LABEL_KEY = "ash-distribution-test"
+LABEL = f"{LABEL_KEY}={os.getpid()}"
 
 
 class Unavailable(Exception):
@@ -96,7 +97,9 @@ class Network:
         return f"10.{self.subnet}.0.{10 + self.hosts_made}"
 
     @classmethod
-    def create(cls, name: str) -> Network:
+    def create(cls, prefix: str) -> Network:
+        """A new network named PREFIX-PID: two test processes never share (or remove) one."""
+        name = f"{prefix}-{os.getpid()}"
         subnet = 160 + os.getpid() % 64  # away from tests/support/netns.py's 64-191 as far as the pid allows
         for attempt in range(64):
             candidate = 160 + (subnet - 160 + attempt) % 64
@@ -105,8 +108,6 @@ class Network:
             )
             if result.returncode == 0:
                 return cls(name, candidate)
-            if "already exists" in result.stderr and "network name" in result.stderr:
-                podman("network", "rm", "-f", name, check=False)
         raise AssertionError(f"no free 10.x.0.0/24 for podman network {name}")
 
     def remove(self) -> None:
@@ -188,7 +189,27 @@ class Host:
         podman("rm", "-f", "-t", "5", self.name, check=False, timeout=120)
 
 
+def _pid_alive(value: str) -> bool:
+    try:
+        os.kill(int(value), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def remove_leftovers() -> None:
-    """Containers and networks an earlier, interrupted run left (images stay: they are the cache)."""
-    podman("rm", "-f", "-t", "0", "--filter", f"label={LABEL}", check=False, timeout=300)
-    podman("network", "prune", "-f", "--filter", f"label={LABEL}", check=False, timeout=120)
+    """Containers and networks of earlier runs whose process is gone (images stay: they are the cache)."""
+    template = "{{.ID}} {{index .Labels \"%s\"}}" % LABEL_KEY
+    listed = podman("ps", "-a", "--filter", f"label={LABEL_KEY}", "--format", template, check=False).stdout
+    for line in listed.splitlines():
+        container, _, owner = line.partition(" ")
+        if not _pid_alive(owner.strip()):
+            podman("rm", "-f", "-t", "0", container, check=False, timeout=120)
+    template = "{{.Name}} {{index .Labels \"%s\"}}" % LABEL_KEY
+    listed = podman("network", "ls", "--filter", f"label={LABEL_KEY}", "--format", template, check=False).stdout
+    for line in listed.splitlines():
+        name, _, owner = line.partition(" ")
+        if not _pid_alive(owner.strip()):
+            podman("network", "rm", "-f", name, check=False, timeout=120)
