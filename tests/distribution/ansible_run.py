@@ -31,7 +31,7 @@ def podman_connection(hosts: list[str], work: Path) -> Path:
     """A second inventory source that only says how to reach the hosts (their containers, by name); the first one
     stays as the operator has it. Host variables, so the playbook's `delegate_to: localhost` stays local."""
     path = work / "connection.yml"
-    path.write_text(json.dumps({"all": {"hosts": dict.fromkeys(hosts, {"ansible_connection": CONNECTION})}}))
+    path.write_text(json.dumps({"all": {"hosts": {h: {"ansible_connection": CONNECTION} for h in hosts}}}))
     return path
 
 

@@ -36,7 +36,8 @@ class Deployed:
         }
         env.pop("ASH_DATA_DIR", None)
         result = subprocess.run([str(ASH), *args], env=env, capture_output=True, text=True, timeout=timeout)
-        assert result.returncode == 0, f"ash {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+        output = f"{result.stdout}\n{result.stderr}"
+        assert result.returncode == 0, f"ash {' '.join(args)} exited {result.returncode}:\n{output}"
         return result.stdout
 
     def health(self) -> dict[str, object]:

@@ -201,13 +201,13 @@ def _pid_alive(value: str) -> bool:
 
 def remove_leftovers() -> None:
     """Containers and networks of earlier runs whose process is gone (images stay: they are the cache)."""
-    template = "{{.ID}} {{index .Labels \"%s\"}}" % LABEL_KEY
+    template = '{{.ID}} {{index .Labels "' + LABEL_KEY + '"}}'
     listed = podman("ps", "-a", "--filter", f"label={LABEL_KEY}", "--format", template, check=False).stdout
     for line in listed.splitlines():
         container, _, owner = line.partition(" ")
         if not _pid_alive(owner.strip()):
             podman("rm", "-f", "-t", "0", container, check=False, timeout=120)
-    template = "{{.Name}} {{index .Labels \"%s\"}}" % LABEL_KEY
+    template = '{{.Name}} {{index .Labels "' + LABEL_KEY + '"}}'
     listed = podman("network", "ls", "--filter", f"label={LABEL_KEY}", "--format", template, check=False).stdout
     for line in listed.splitlines():
         name, _, owner = line.partition(" ")

@@ -51,7 +51,8 @@ class BareMetal:
         return ansible_run.playbook(inventories, extra_vars(self.model), work)
 
     def diagnose(self) -> str:
-        return self.host.journal("ash", lines=30) + self.host.sh("systemctl status ash --no-pager || true", check=False).stdout
+        status = self.host.sh("systemctl status ash --no-pager || true", check=False).stdout
+        return self.host.journal("ash", lines=30) + status
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,7 @@ def test_site_yml_installs_a_server_that_serves(bare_metal: BareMetal, first_run
     host = bare_metal.host
     assert host.unit_state("postgresql") == "active"
     health = host.sh(
-        "for i in $(seq 60); do python3 -c \"import urllib.request as u; print(u.urlopen("
+        'for i in $(seq 60); do python3 -c "import urllib.request as u; print(u.urlopen('
         "'http://127.0.0.1:4100/health', timeout=3).read().decode())\" && exit 0; sleep 1; done; exit 1",
         check=False,
     )
@@ -96,8 +97,7 @@ def test_a_deployed_agent_streams_a_turn_and_the_data_is_in_postgresql(bare_meta
     reply = server.send(session_id, "hello from bare metal")
     assert "hello from bare metal" in reply, reply
     rows = bare_metal.host.sh(
-        "runuser -u postgres -- psql -At -d ash -c "
-        f"\"SELECT count(*) FROM sessions WHERE id::text = '{session_id}'\""
+        f"runuser -u postgres -- psql -At -d ash -c \"SELECT count(*) FROM sessions WHERE id::text = '{session_id}'\""
     ).stdout.strip()
     assert rows == "1", rows
     assert not bare_metal.host.sh("ls /var/lib/ash/*.db 2>/dev/null || true").stdout.strip()  # no SQLite beside it
