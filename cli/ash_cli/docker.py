@@ -8,7 +8,8 @@ and the tests put a fake `docker` executable first on PATH.
 Why each `docker run` flag (docs/self-hosting/docker.md says the same for people):
 - `--cgroupns=private` and `--cap-add=SYS_ADMIN`: the entrypoint remounts the container's own cgroup writable to give
   sandboxes their limits, then runs the server as the image's non-root `ash` user with CHOWN, DAC_OVERRIDE, FOWNER,
-  KILL, SETGID and SETUID only (SETPCAP narrows the bounding set on the way).
+  KILL, SETGID and SETUID only (SETPCAP narrows the bounding set on the way). One `--cap-add` per capability: the
+  daemon reads a comma-joined list as a single unknown name (`unknown capability: CAP_CHOWN,DAC_OVERRIDE,...`).
 - `apparmor=unconfined`: Docker's default AppArmor profile forbids the mounts bubblewrap makes in each sandbox.
 - `systempaths=unconfined`: Docker covers parts of /proc, and the kernel refuses a sandbox its own /proc while any
   of it is covered.
@@ -32,7 +33,9 @@ from .config import DEFAULT_HOST
 from .errors import CliError
 
 __all__ = [
+    "CAPABILITIES",
     "CONTAINER",
+    "IMAGE_REPOSITORY",
     "RUN_FLAGS",
     "ContainerState",
     "Docker",
@@ -57,11 +60,18 @@ LABEL = "io.ash.managed=true"
 STOP_TIMEOUT_S = 45
 HEALTH_TIMEOUT_S = 60.0
 
+# Where the release workflow (.github/workflows/release.yml) publishes the image; docker-compose.yml's default
+# `ASH_IMAGE` and the docs name the same one, and tests keep them in step.
+IMAGE_REPOSITORY = "ghcr.io/ash-ai/ash"
+
+# What the entrypoint needs (the same list as docker-compose.yml's `cap_add`); see the module docstring.
+CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "SETGID", "SETUID", "SETPCAP", "SYS_ADMIN")
+
 # Everything `docker run` gets besides the name, volume, port, environment and image (see the module docstring).
 RUN_FLAGS = [
     "--cgroupns=private",
     "--cap-drop=ALL",
-    "--cap-add=CHOWN,DAC_OVERRIDE,FOWNER,KILL,SETGID,SETUID,SETPCAP,SYS_ADMIN",
+    *(f"--cap-add={name}" for name in CAPABILITIES),
     "--security-opt=no-new-privileges",
     "--security-opt=apparmor=unconfined",
     "--security-opt=systempaths=unconfined",
@@ -88,12 +98,13 @@ _STATE_FORMAT = "{{.State.Status}}|{{if .State.Health}}{{.State.Health.Status}}{
 
 
 def default_image() -> str:
-    """`ash:<version>`, what `docker build -t ash:<version> .` in the repository makes: no image is published yet."""
+    """`ghcr.io/ash-ai/ash:<version>`: the image the release workflow published for this CLI's own version, so the
+    server in the container is the one the CLI was released with (`latest` when the package is not installed)."""
     try:
         version = metadata.version("ash")
     except metadata.PackageNotFoundError:
         version = "latest"
-    return f"ash:{version}"
+    return f"{IMAGE_REPOSITORY}:{version}"
 
 
 @dataclass(frozen=True, slots=True)

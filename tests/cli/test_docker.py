@@ -2,16 +2,21 @@
 
 No Docker engine runs here. The fake (tests/fakes/docker_cli.py) records every docker command and runs the image's
 command (`ash serve`) on the host, so the lifecycle (check, stale container, data dir, pull, run, health wait, stored
-key) meets a real server. The `docker run` arguments are also parsed by the real docker client when it is installed.
+key) meets a real server. The `docker run` arguments are also parsed by the real docker client when it is installed,
+and compared with the `docker run` block of docs/self-hosting/docker.md.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
-from collections.abc import Iterator
+import tomllib
+from collections.abc import Iterator, Sequence
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -23,6 +28,10 @@ from tests.fakes import docker_cli
 from tests.fakes.anthropic_api import FakeAnthropic, text
 
 IMAGE = "ash:test"
+REPO = Path(__file__).resolve().parents[2]
+DOCKER_DOC = REPO / "docs" / "self-hosting" / "docker.md"
+# What the entrypoint needs (ADR 0008): written out here so a change to the CLI's list is a deliberate one.
+CAPABILITIES = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "SETGID", "SETUID", "SETPCAP", "SYS_ADMIN"]
 
 
 def docker_cli_for(model_url: str) -> tuple[Cli, Path]:
@@ -70,6 +79,7 @@ def test_start_docker_runs_the_lifecycle_and_the_cli_uses_the_container(
     home_data = ash.home / ".ash"
     assert argv[:3] == ["run", "--detach", "--name=ash-server"]
     assert set(docker.RUN_FLAGS) <= set(argv)
+    assert [a for a in argv if a.startswith("--cap-add")] == [f"--cap-add={name}" for name in CAPABILITIES]
     assert f"--volume={home_data}:/data" in argv
     assert f"--publish=127.0.0.1:{ash.env['ASH_PORT']}:4100" in argv
     assert argv[-1] == IMAGE
@@ -141,6 +151,79 @@ def test_the_run_arguments_parse_with_the_real_docker_client(cli: tuple[Cli, Pat
     )
     # The client validates every flag before it connects: reaching the connection error means they all parsed.
     assert "Cannot connect to the Docker daemon" in result.stderr, result.stderr
+
+
+def test_each_capability_is_its_own_cap_add() -> None:
+    """The daemon reads `--cap-add=CHOWN,DAC_OVERRIDE` as one capability named `CAP_CHOWN,DAC_OVERRIDE` and refuses
+    it; the client parses either form (the test above cannot tell them apart), so the arguments are checked here."""
+    options = docker.DockerOptions(data_dir=Path("/tmp/ash-data"), port=4100, image=IMAGE)
+    argv = docker.run_argv(options, ["ASH_API_KEY"])
+    cap_adds = [a for a in argv if a.startswith("--cap-add")]
+    assert cap_adds == [f"--cap-add={name}" for name in CAPABILITIES]
+    assert list(docker.CAPABILITIES) == CAPABILITIES
+    assert not any("," in a for a in argv if a.startswith("--cap-"))
+    assert argv.count("--cap-drop=ALL") == 1 and argv.index("--cap-drop=ALL") < argv.index(cap_adds[0])
+
+
+def doc_run_block() -> str:
+    """The first ```bash block of the `## docker run` section: the command people copy."""
+    section = DOCKER_DOC.read_text().split("\n## docker run\n", 1)[1].split("\n## ", 1)[0]
+    match = re.search(r"^```bash\n(.*?)^```$", section, flags=re.MULTILINE | re.DOTALL)
+    assert match, "no ```bash block in the `## docker run` section"
+    return match.group(1)
+
+
+# Flags whose values are the user's (which variables, which folder, which port, what name) rather than the image's.
+USER_VALUES = ("--name", "--env", "--volume", "--publish")
+
+
+def flags(args: Sequence[str]) -> list[str]:
+    """`docker run` flags as `--flag=value` (the CLI writes `--env NAME`, the docs `--env=NAME`), the values of
+    USER_VALUES left out."""
+    normal: list[str] = []
+    pending = ""
+    for arg in args:
+        if pending:
+            normal.append(f"{pending}={arg}")
+            pending = ""
+        elif arg == "--env":
+            pending = arg
+        else:
+            assert arg.startswith("--"), arg
+            normal.append(arg)
+    return [f.partition("=")[0] if f.partition("=")[0] in USER_VALUES else f for f in normal]
+
+
+def test_the_docs_docker_run_block_has_the_cli_flags() -> None:
+    block = doc_run_block()
+    lines = block.splitlines()
+    # One flag a line, each line but the last continued, the image last: the shape a distribution test reads.
+    assert lines[0] == "docker run \\"
+    assert all(line.startswith("  --") and line.endswith(" \\") for line in lines[1:-1]), lines
+    assert all(len(shlex.split(line.removesuffix("\\"))) == 1 for line in lines[1:-1]), lines
+    words = shlex.split(block.replace("\\\n", " "))  # a continuation is a space to the shell; shlex keeps the newline
+    assert words[:2] == ["docker", "run"]
+    *doc_flags, image = words[2:]
+    assert image == docker.default_image()
+
+    options = docker.DockerOptions(data_dir=Path("/tmp/ash-data"), port=4100, image=docker.default_image())
+    argv = docker.run_argv(options, ["ANTHROPIC_API_KEY", "ASH_API_KEY"])
+    assert argv[0] == "run" and argv[-1] == options.image
+    assert flags(doc_flags) == flags(argv[1:-1])
+    assert "--name=ash-server" in doc_flags  # the container `ash stop`, `status` and `logs` act on
+
+
+def test_the_cli_compose_and_pyproject_agree_on_the_published_image() -> None:
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert metadata.version("ash") == version  # the installed CLI is this checkout (reinstall after a bump)
+    assert docker.IMAGE_REPOSITORY == "ghcr.io/ash-ai/ash"
+    assert docker.default_image() == f"ghcr.io/ash-ai/ash:{version}"
+    compose = (REPO / "docker-compose.yml").read_text()
+    (default,) = re.findall(r"^    image: \$\{ASH_IMAGE:-([^}]+)\}$", compose, flags=re.MULTILINE)
+    assert default == docker.default_image()
+    assert re.search(r"^    build: \.$", compose, flags=re.MULTILINE)  # `docker compose up --build` stays possible
+    (cap_add,) = re.findall(r"^    cap_add: \[(.*)\]$", compose, flags=re.MULTILINE)
+    assert [c.strip() for c in cap_add.split(",")] == CAPABILITIES
 
 
 def test_a_stale_container_is_removed_and_a_crash_shows_its_log(cli: tuple[Cli, Path]) -> None:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from ash_cli import docker
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 ENTRYPOINT = REPO / "docker" / "docker-entrypoint.sh"
@@ -34,7 +36,8 @@ def compose_binary() -> Path:
 
 
 def compose(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if k not in COMPOSE_ENV}
+    # ASH_IMAGE too: the tests read the file's default image, not the one this shell may choose.
+    base = {k: v for k, v in os.environ.items() if k not in COMPOSE_ENV and k != "ASH_IMAGE"}
     return subprocess.run(
         [str(compose_binary()), "-f", str(REPO / "docker-compose.yml"), *args],
         env={**base, **env},
@@ -90,7 +93,11 @@ def test_compose_file_is_valid_and_wired() -> None:
     assert postgres["healthcheck"]["test"][0] == "CMD-SHELL"
     assert "ports" not in postgres  # the database is reachable from the ash service only
     assert ash["ports"][0]["host_ip"] == "127.0.0.1"
-    assert ash["cap_drop"] == ["ALL"] and "SYS_ADMIN" in ash["cap_add"] and ash["cgroup"] == "private"
+    assert ash["cap_drop"] == ["ALL"] and ash["cgroup"] == "private"
+    assert sorted(ash["cap_add"]) == sorted(docker.CAPABILITIES)  # what `ash start --docker` adds
+    # The published image `ash start --docker` pulls, and a local build (`up --build`) under the same name.
+    assert ash["image"] == docker.default_image()
+    assert ash["build"]["context"] == str(REPO)
     assert "no-new-privileges:true" in ash["security_opt"]
     assert {v["source"] for v in ash["volumes"] + postgres["volumes"]} == {"ash-data", "postgres-data"}
     assert set(config["volumes"]) == {"ash-data", "postgres-data"}

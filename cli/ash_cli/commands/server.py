@@ -46,7 +46,9 @@ def start(
     in_docker: Annotated[
         bool, typer.Option("--docker", help="Run the server in a Docker container (docs/self-hosting/docker.md).")
     ] = False,
-    image: Annotated[str | None, typer.Option(help="With --docker: the image (default ash:<version>).")] = None,
+    image: Annotated[
+        str | None, typer.Option(help="With --docker: the image (default ghcr.io/ash-ai/ash:<version>).")
+    ] = None,
     no_pull: Annotated[bool, typer.Option("--no-pull", help="With --docker: use the local image as it is.")] = False,
     port: Annotated[
         int | None, typer.Option(min=1, max=65535, help="With --docker: the host port (default ASH_PORT or 4100).")
