@@ -15,8 +15,10 @@ sudo_cmd=()
 
 packages=(python3 python3-venv python3-dev bubblewrap util-linux ca-certificates)
 # nftables and systemd: tests/infra checks the firewall rules (nft --check) and the units (systemd-analyze);
-# chromium: tests/dashboard drives the dashboard in headless Chromium.
-[[ $dev -eq 1 ]] && packages+=(postgresql nftables systemd chromium)
+# chromium: tests/dashboard drives the dashboard in headless Chromium. podman (with runc, its CNI plugins and DNS for
+# containers) and debootstrap: tests/distribution boots Debian hosts with systemd, builds and runs the image.
+[[ $dev -eq 1 ]] && packages+=(postgresql nftables systemd chromium podman runc debootstrap containernetworking-plugins
+  golang-github-containernetworking-plugin-dnsname)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
