@@ -1,7 +1,9 @@
-"""The instances' user data: mount the data volume (the server), install Ash from the release archive, write
-/etc/ash/ash.env from SSM Parameter Store, start systemd/ash.service (the server: standalone, or the coordinator when
-the stack has runners) or systemd/ash-runner.service (a runner), ship its log to CloudWatch. It names parameters and
-holds no secret."""
+"""The instances' user data. In order: start the CloudWatch agent (so the log group shows any failure that follows),
+install the packages and the server's log forwarding, mount the data volume (the server), fetch the release archive,
+write /etc/ash/ash.env with infra/boot/write-env.py (the stack's settings and the secrets from SSM Parameter Store,
+every read checked), then install Ash and start systemd/ash.service (the server: standalone, or the coordinator when
+the stack has runners) or systemd/ash-runner.service (a runner) with infra/boot/install-ash.sh. It names parameters
+and holds no secret."""
 
 from __future__ import annotations
 
@@ -22,43 +24,29 @@ SECRET_VARIABLES = {
 }
 
 TEMPLATE = r"""#!/bin/bash
-# Ash on AWS, first boot (infra/aws/ash_aws/boot.py). No secret is in this script: they are read from SSM Parameter
-# Store with the instance role. Log: /var/log/ash-boot.log.
-set -euo pipefail
-exec >>/var/log/ash-boot.log 2>&1
+# Ash on AWS, first boot (infra/aws/ash_aws/boot.py). No secret is in this script: infra/boot/write-env.py reads them
+# from SSM Parameter Store with the instance role, checks every read and prints no value. Log: /var/log/ash-boot.log
+# and the console (`aws ec2 get-console-output`), shipped to CloudWatch by the agent this script starts first.
+set -Eeuo pipefail
+exec > >(tee -a /var/log/ash-boot.log) 2>&1
+trap 'echo "ash boot: FAILED (exit $?) at line $LINENO: $BASH_COMMAND"' ERR
 echo "ash boot: $(date -Is)"
 
 region=@REGION@
 bucket=@BUCKET@
 archive=@ARCHIVE@
 parameters=@PARAMETERS@
-arch=@ARCH@
+endpoint=@ENDPOINT@  # empty: the region's own S3 and SSM endpoints
+aws_endpoint=()
+[[ -z "$endpoint" ]] || aws_endpoint=(--endpoint-url "$endpoint")
 
 export DEBIAN_FRONTEND=noninteractive
+@LOG_AGENT@
 apt-get update -q
-apt-get install -y -q --no-install-recommends awscli unzip rsyslog logrotate curl
-@MACHINE@
-# The release archive this stack uploaded.
-rm -rf /opt/ash/src && mkdir -p /opt/ash/src
-aws s3 cp --only-show-errors --region "$region" "s3://$bucket/$archive" /opt/ash/release.zip
-unzip -q /opt/ash/release.zip -d /opt/ash/src
+apt-get install -y -q --no-install-recommends awscli unzip rsyslog logrotate curl python3
 
-# Settings: secrets from SSM Parameter Store (SecureString), the rest from the stack.
-param() {
-  aws ssm get-parameter --region "$region" --with-decryption --name "$parameters/$1" \
-    --query Parameter.Value --output text
-}
-umask 077
-mkdir -p /etc/ash
-{
-@SETTINGS@
-@SECRETS@
-} >/etc/ash/ash.env
-umask 022
-
-bash /opt/ash/src/infra/boot/install-ash.sh /opt/ash/src @EXTRAS@ @UNIT@
-
-# Logs: journald -> rsyslog -> /var/log/ash/server.log -> the CloudWatch agent.
+# The server's log: journald -> rsyslog -> /var/log/ash/server.log (-> the CloudWatch agent), set up before the
+# server first starts so its first lines are kept too.
 mkdir -p /var/log/ash
 cat >/etc/rsyslog.d/30-ash.conf <<'CONF'
 if $programname == 'ash' then /var/log/ash/server.log
@@ -74,7 +62,26 @@ cat >/etc/logrotate.d/ash <<'CONF'
 }
 CONF
 systemctl restart rsyslog
-curl -fsSL -o /tmp/amazon-cloudwatch-agent.deb \
+@MACHINE@
+# The release archive this stack uploaded.
+rm -rf /opt/ash/src && mkdir -p /opt/ash/src
+aws "${aws_endpoint[@]}" s3 cp --only-show-errors --region "$region" "s3://$bucket/$archive" /opt/ash/release.zip
+unzip -q /opt/ash/release.zip -d /opt/ash/src
+
+# Settings: the stack's, and the secrets from SSM Parameter Store (SecureString). write-env.py reads them all before
+# it writes anything: a parameter it cannot read stops the boot here, named in the log, with no ash.env written.
+@WRITE_ENV@
+
+bash /opt/ash/src/infra/boot/install-ash.sh /opt/ash/src @EXTRAS@ @UNIT@
+echo "ash boot: done $(date -Is)"
+"""
+
+# First, before anything that can fail: the CloudWatch agent, shipping this boot's log (and then the server's).
+LOG_AGENT = r"""
+# The CloudWatch agent first, so the log group shows why a boot failed. A static package: curl and dpkg suffice.
+arch=@ARCH@
+command -v curl >/dev/null || { apt-get update -q && apt-get install -y -q --no-install-recommends curl; }
+curl -fsSL --retry 5 -o /tmp/amazon-cloudwatch-agent.deb \
   "https://amazoncloudwatch-agent.s3.amazonaws.com/debian/$arch/latest/amazon-cloudwatch-agent.deb"
 dpkg -i -E /tmp/amazon-cloudwatch-agent.deb
 cat >/opt/aws/amazon-cloudwatch-agent/etc/ash.json <<'CONF'
@@ -82,7 +89,6 @@ cat >/opt/aws/amazon-cloudwatch-agent/etc/ash.json <<'CONF'
 CONF
 /opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl -a fetch-config -m ec2 -s \
   -c file:/opt/aws/amazon-cloudwatch-agent/etc/ash.json
-echo "ash boot: done $(date -Is)"
 """
 
 # The server's data volume.
@@ -132,6 +138,12 @@ class BootArgs:
     role: Role = "server"
     coordinator: bool = False
     server_url: str | None = None
+    # Only tests/distribution/test_cloud_boot.py changes these, to boot the script in a container against moto:
+    # `endpoint_url` is passed to every S3 and SSM call (Debian's AWS CLI ignores AWS_ENDPOINT_URL), and
+    # `cloud_machine=False` leaves out what only an EC2 instance has (the EBS data volume; the CloudWatch agent, which
+    # is downloaded from amazonaws.com and configured from the instance metadata).
+    endpoint_url: str | None = None
+    cloud_machine: bool = True
 
 
 def agent_config(log_group: str, namespace: str, role: Role = "server") -> str:
@@ -163,7 +175,7 @@ def user_data(args: BootArgs) -> str:
     runner = args.role == "runner"
     if runner and not args.server_url:
         raise ValueError("a runner needs the coordinator's URL")
-    if not runner and args.data_volume_id is None:
+    if not runner and args.cloud_machine and args.data_volume_id is None:
         raise ValueError("the server needs its data volume")
     settings = {
         **({"ASH_MODE": "runner"} if runner else {"ASH_MODE": "coordinator"} if args.coordinator else {}),
@@ -176,28 +188,36 @@ def user_data(args: BootArgs) -> str:
         **({"ASH_SERVER_URL": args.server_url} if runner and args.server_url else {}),
         **args.settings,
     }
-    setting_lines = [f"  echo {shlex.quote(f'{k}={json.dumps(v)}')}" for k, v in settings.items()]
+    if runner and not args.cloud_machine:
+        raise ValueError("a runner's id and address come from the instance metadata: it needs an EC2 instance")
+    write_env = [
+        "python3 /opt/ash/src/infra/boot/write-env.py /etc/ash/ash.env ssm",
+        '  --region "$region" --prefix "$parameters" "${aws_endpoint[@]}"',
+        *(f"  --setting {shlex.quote(f'{k}={v}')}" for k, v in settings.items()),
+    ]
     if runner:  # known at boot only
-        setting_lines += [
-            '  echo "ASH_RUNNER_ID=\\"$instance_id\\""',
-            '  echo "ASH_RUNNER_ADVERTISE_HOST=\\"$private_ip\\""',
-        ]
-    secret_lines = "\n".join(
-        f'  echo "{SECRET_VARIABLES[name]}=\\"$(param {name})\\""' for name in args.secret_parameters
+        write_env += ['  --setting "ASH_RUNNER_ID=$instance_id"', '  --setting "ASH_RUNNER_ADVERTISE_HOST=$private_ip"']
+    write_env += [f"  --secret {SECRET_VARIABLES[name]}={name}" for name in args.secret_parameters]
+    if runner:
+        machine = RUNNER_IDENTITY
+    elif args.cloud_machine:
+        machine = DATA_VOLUME.replace("@VOLUME@", shlex.quote(args.data_volume_id or ""))
+    else:
+        machine = "\nmkdir -p /var/lib/ash\n"  # no data volume: the data stays on the root disk
+    log_agent = LOG_AGENT.replace("@ARCH@", shlex.quote(args.arch)).replace(
+        "@AGENT_CONFIG@", agent_config(args.log_group, args.metrics_namespace, args.role)
     )
-    machine = RUNNER_IDENTITY if runner else DATA_VOLUME.replace("@VOLUME@", shlex.quote(args.data_volume_id or ""))
     replacements = {
         "@REGION@": shlex.quote(args.region),
         "@BUCKET@": shlex.quote(args.bucket),
         "@ARCHIVE@": shlex.quote(args.archive_key),
         "@PARAMETERS@": shlex.quote(args.parameter_prefix),
-        "@ARCH@": shlex.quote(args.arch),
+        "@ENDPOINT@": shlex.quote(args.endpoint_url or ""),
+        "@LOG_AGENT@": log_agent if args.cloud_machine else "",
         "@MACHINE@": machine,
         "@EXTRAS@": shlex.quote(args.extras),
         "@UNIT@": "ash-runner" if runner else "ash",
-        "@SETTINGS@": "\n".join(setting_lines),
-        "@SECRETS@": secret_lines,
-        "@AGENT_CONFIG@": agent_config(args.log_group, args.metrics_namespace, args.role),
+        "@WRITE_ENV@": " \\\n".join(write_env),
     }
     script = TEMPLATE
     for token, value in replacements.items():

@@ -4,7 +4,9 @@ the security properties are asserted on what it asked the AWS provider to create
 from __future__ import annotations
 
 import base64
+import itertools
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -194,10 +196,22 @@ def user_data_of(mocks: AwsMocks, template: str = "ash-test") -> str:
     return base64.b64decode(encoded).decode()
 
 
-def env_lines(script: str) -> list[str]:
-    """The lines the script writes to /etc/ash/ash.env (the `echo` lines of its settings block)."""
-    block = script.split("mkdir -p /etc/ash\n{\n", 1)[1].split("\n} >/etc/ash/ash.env", 1)[0]
-    return [line.strip() for line in block.splitlines()]
+def env_args(script: str) -> tuple[dict[str, str], dict[str, str]]:
+    """What the script has infra/boot/write-env.py write to /etc/ash/ash.env: its settings (NAME -> value, as the
+    shell passes them, `$var` unexpanded) and its secrets (variable -> the secret it is read from)."""
+    start = script.index("python3 /opt/ash/src/infra/boot/write-env.py /etc/ash/ash.env ")
+    command = []
+    for line in script[start:].splitlines():
+        command.append(line.removesuffix("\\"))
+        if not line.endswith("\\"):
+            break
+    words = shlex.split(" ".join(command))
+    found: dict[str, dict[str, str]] = {"--setting": {}, "--secret": {}}
+    for option, value in itertools.pairwise(words):
+        if option in found:
+            key, _, rest = value.partition("=")
+            found[option][key] = rest
+    return found["--setting"], found["--secret"]
 
 
 def test_only_the_load_balancer_is_open_to_the_internet(aws: AwsMocks) -> None:
@@ -317,10 +331,19 @@ def test_secrets_are_in_ssm_and_never_in_user_data(aws: AwsMocks) -> None:
     script = base64.b64decode(template.inputs["userData"]).decode()
     for secret in SECRETS.values():
         assert secret not in script
-    assert "aws ssm get-parameter" in script and "--with-decryption" in script
     assert "parameters=/ash/ash-test" in script
-    for name in ("api-key", "anthropic-api-key", "credential-key", "database-url"):
-        assert f"$(param {name})" in script
+    assert '/etc/ash/ash.env ssm \\\n  --region "$region" --prefix "$parameters"' in script
+    _, secrets = env_args(script)
+    assert secrets == {
+        "ASH_API_KEY": "api-key",
+        "ANTHROPIC_API_KEY": "anthropic-api-key",
+        "ASH_CREDENTIAL_KEY": "credential-key",
+        "ASH_DATABASE_URL": "database-url",
+    }
+    from ash_aws.source import REPO
+
+    write_env = (REPO / "infra/boot/write-env.py").read_text()
+    assert '"aws", "ssm", "get-parameter"' in write_env and '"--with-decryption"' in write_env
     # Everything in the stack that could carry text to the instance or the console:
     for resource in aws.resources:
         if resource.typ in ("aws:ssm/parameter:Parameter", "aws:rds/instance:Instance"):
@@ -487,8 +510,8 @@ def test_the_single_machine_default_has_no_runners(aws: AwsMocks) -> None:
     assert not aws.of("aws:autoscaling/group:Group")
     assert not aws.of("aws:route53/zone:Zone")
     assert [r.name for r in aws.of("aws:ec2/launchTemplate:LaunchTemplate")] == ["ash-test"]
-    lines = env_lines(user_data_of(aws))
-    assert not any("ASH_MODE" in line or "ASH_INTERNAL_SECRET" in line for line in lines)
+    settings, secrets = env_args(user_data_of(aws))
+    assert "ASH_MODE" not in settings and "ASH_INTERNAL_SECRET" not in secrets
     assert "bash /opt/ash/src/infra/boot/install-ash.sh /opt/ash/src postgres,s3 ash\n" in user_data_of(aws)
 
 
@@ -522,9 +545,9 @@ def test_config_accepts_runners_and_refuses_silly_values() -> None:
 
 def test_with_runners_the_server_is_the_coordinator(aws_runners: AwsMocks) -> None:
     server = user_data_of(aws_runners)
-    lines = env_lines(server)
-    assert "echo 'ASH_MODE=\"coordinator\"'" in lines and "echo 'ASH_PORT=\"4100\"'" in lines
-    assert 'echo "ASH_INTERNAL_SECRET=\\"$(param internal-secret)\\""' in lines
+    settings, secrets = env_args(server)
+    assert settings["ASH_MODE"] == "coordinator" and settings["ASH_PORT"] == "4100"
+    assert secrets["ASH_INTERNAL_SECRET"] == "internal-secret"
     assert "install-ash.sh /opt/ash/src postgres,s3 ash\n" in server  # systemd/ash.service
     assert "nvme-Amazon_Elastic_Block_Store" in server  # it keeps its data volume
     # Still the only target of the load balancer.
@@ -534,19 +557,18 @@ def test_with_runners_the_server_is_the_coordinator(aws_runners: AwsMocks) -> No
 
 def test_runners_run_ash_runner_and_register_with_the_servers_private_address(aws_runners: AwsMocks) -> None:
     runner = user_data_of(aws_runners, "ash-test-runners")
-    lines = env_lines(runner)
-    assert "echo 'ASH_MODE=\"runner\"'" in lines and "echo 'ASH_RUNNER_PORT=\"4200\"'" in lines
-    assert "echo 'ASH_SERVER_URL=\"http://coordinator.ash-test.internal:4100\"'" in lines
-    assert "echo 'ASH_SNAPSHOT_URL=\"s3://ash-test-bucket/snapshots\"'" in lines
+    settings, secret_names = env_args(runner)
+    assert settings["ASH_MODE"] == "runner" and settings["ASH_RUNNER_PORT"] == "4200"
+    assert settings["ASH_SERVER_URL"] == "http://coordinator.ash-test.internal:4100"
+    assert settings["ASH_SNAPSHOT_URL"] == "s3://ash-test-bucket/snapshots"
     # Its id and address come from the instance metadata at boot (IMDSv2: a token first).
-    assert 'echo "ASH_RUNNER_ID=\\"$instance_id\\""' in lines
-    assert 'echo "ASH_RUNNER_ADVERTISE_HOST=\\"$private_ip\\""' in lines
+    assert settings["ASH_RUNNER_ID"] == "$instance_id" and settings["ASH_RUNNER_ADVERTISE_HOST"] == "$private_ip"
     assert "-X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 300' http://169.254.169.254/latest/api/token" in runner
     assert "instance_id=$(imds instance-id)" in runner and "private_ip=$(imds local-ipv4)" in runner
     assert "install-ash.sh /opt/ash/src postgres,s3 ash-runner\n" in runner  # systemd/ash-runner.service
     assert "nvme-Amazon_Elastic_Block_Store" not in runner  # no data volume: sessions move through the bucket
     assert '"log_stream_name": "{instance_id}/runner"' in runner
-    secrets = {line.split("$(param ")[1].split(")")[0] for line in lines if "$(param " in line}
+    secrets = set(secret_names.values())
     assert secrets == {"anthropic-api-key", "credential-key", "database-url", "internal-secret"}  # no API key
     # The name is the server's private address, in a zone only the VPC resolves.
     zone = aws_runners.one("aws:route53/zone:Zone").inputs
@@ -690,3 +712,53 @@ def test_the_boot_scripts_pass_shellcheck(tmp_path: Path) -> None:
         [shellcheck, *sorted(str(p) for p in tmp_path.glob("*.sh"))], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout
+
+
+def boot_args(**overrides: Any) -> Any:
+    from ash_aws.boot import BootArgs
+
+    values: dict[str, Any] = {
+        "region": "eu-west-1",
+        "bucket": "b",
+        "archive_key": "artifacts/ash-0.zip",
+        "parameter_prefix": "/ash/ash-test",
+        "secret_parameters": ["api-key", "database-url"],
+        "data_volume_id": "vol-1",
+        "log_group": "/ash/ash-test",
+        "metrics_namespace": "Ash/ash-test",
+    }
+    return BootArgs(**{**values, **overrides})
+
+
+def test_the_log_agent_starts_before_anything_that_can_fail_and_every_secret_read_is_checked() -> None:
+    from ash_aws.boot import user_data
+
+    for args in (boot_args(), boot_args(role="runner", data_volume_id=None, server_url="http://c:4100")):
+        script = user_data(args)
+        agent = script.index("amazon-cloudwatch-agent-ctl -a fetch-config -m ec2 -s")
+        assert script.index("set -Eeuo pipefail\n") < agent
+        for later in (
+            "\napt-get update",
+            "\nimds_token=",
+            "\nvolume=",
+            " s3 cp ",
+            "\npython3 /opt/ash/src/infra/boot/write-env.py",
+            "\nbash /opt",
+        ):
+            assert later not in script or agent < script.index(later), later
+        assert '"file_path": "/var/log/ash-boot.log"' in script  # the boot log is among what it ships
+        # ash.env is written by write-env.py only: no command substitution whose failure an `echo` would swallow.
+        assert ">/etc/ash/ash.env" not in script and "$(param" not in script
+        assert "trap 'echo \"ash boot: FAILED" in script
+
+
+def test_outside_ec2_the_script_leaves_out_the_volume_and_the_agent_and_takes_an_endpoint() -> None:
+    from ash_aws.boot import user_data
+
+    script = user_data(boot_args(data_volume_id=None, cloud_machine=False, endpoint_url="http://10.0.0.1:5000"))
+    assert "amazon-cloudwatch-agent" not in script and "nvme-Amazon_Elastic_Block_Store" not in script
+    assert "endpoint=http://10.0.0.1:5000" in script
+    assert 'aws "${aws_endpoint[@]}" s3 cp' in script and '--prefix "$parameters" "${aws_endpoint[@]}"' in script
+    assert "endpoint=''" in user_data(boot_args())  # the stack's: the region's own endpoints
+    with pytest.raises(ValueError, match="instance metadata"):
+        user_data(boot_args(role="runner", data_volume_id=None, server_url="http://c:4100", cloud_machine=False))

@@ -1,11 +1,12 @@
-"""The instances' startup script: mount the data disk (the server), install Ash from the release archive, write
-/etc/ash/ash.env from Secret Manager, start systemd/ash.service (the server: standalone, or the coordinator when the
-stack has runners) or systemd/ash-runner.service (a runner), send its journal to Cloud Logging (Ops Agent). It names
-secrets and holds none. GCE runs it at every boot, so it is idempotent (a reboot also reinstalls the release)."""
+"""The instances' startup script. In order: start the Ops Agent (so Cloud Logging shows any failure that follows),
+install the packages, mount the data disk (the server), fetch the release archive, write /etc/ash/ash.env with
+infra/boot/write-env.py (the stack's settings and the secrets from Secret Manager, every read checked), then install
+Ash and start systemd/ash.service (the server: standalone, or the coordinator when the stack has runners) or
+systemd/ash-runner.service (a runner) with infra/boot/install-ash.sh. It names secrets and holds none. GCE runs it at
+every boot, so it is idempotent (a reboot also reinstalls the release)."""
 
 from __future__ import annotations
 
-import json
 import shlex
 from dataclasses import dataclass, field
 from typing import Literal
@@ -21,60 +22,66 @@ SECRET_VARIABLES = {
     "internal-secret": "ASH_INTERNAL_SECRET",
 }
 
+METADATA_URL = "http://metadata.google.internal/computeMetadata/v1"
+SECRET_MANAGER_URL = "https://secretmanager.googleapis.com/v1"
+STORAGE_URL = "https://storage.googleapis.com"
+
 TEMPLATE = r"""#!/bin/bash
-# Ash on Google Cloud, startup (infra/gcp/ash_gcp/boot.py). No secret is in this script: they are read from Secret
-# Manager with the instance's service account. Log: /var/log/ash-boot.log and the serial console.
-set -euo pipefail
+# Ash on Google Cloud, startup (infra/gcp/ash_gcp/boot.py). No secret is in this script: infra/boot/write-env.py reads
+# them from Secret Manager with the instance's service account, checks every read and prints no value. Log:
+# /var/log/ash-boot.log and the serial console (and so the journal the Ops Agent, started first, ships).
+set -Eeuo pipefail
 exec > >(tee -a /var/log/ash-boot.log) 2>&1
+trap 'echo "ash boot: FAILED (exit $?) at line $LINENO: $BASH_COMMAND"' ERR
 echo "ash boot: $(date -Is)"
 
 project=@PROJECT@
 bucket=@BUCKET@
 archive=@ARCHIVE@  # URL-encoded object name
 secret_prefix=@SECRET_PREFIX@
+metadata_url=@METADATA_URL@
+storage_url=@STORAGE_URL@
+secret_manager_url=@SECRET_MANAGER_URL@
 
 export DEBIAN_FRONTEND=noninteractive
+@LOG_AGENT@
 apt-get update -q
 apt-get install -y -q --no-install-recommends curl unzip python3
 
-token() {
-  curl -fsS -H 'Metadata-Flavor: Google' \
-    http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/token |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])'
+# The service account's token as a request header on curl's stdin (`-H @-`): never on a command line, where any local
+# user's `ps` would show it.
+auth_header() {
+  curl -fsS -H 'Metadata-Flavor: Google' "$metadata_url/instance/service-accounts/default/token" |
+    python3 -c 'import json, sys; print("Authorization: Bearer " + json.load(sys.stdin)["access_token"])'
 }
 @MACHINE@
 # The release archive this stack uploaded.
 rm -rf /opt/ash/src && mkdir -p /opt/ash/src
-curl -fsS -H "Authorization: Bearer $(token)" -o /opt/ash/release.zip \
-  "https://storage.googleapis.com/storage/v1/b/$bucket/o/$archive?alt=media"
+auth_header | curl -fsS -H @- -o /opt/ash/release.zip "$storage_url/storage/v1/b/$bucket/o/$archive?alt=media"
 unzip -q /opt/ash/release.zip -d /opt/ash/src
 
-# Settings: secrets from Secret Manager, the rest from the stack.
-secret() {
-  curl -fsS -H "Authorization: Bearer $(token)" \
-    "https://secretmanager.googleapis.com/v1/projects/$project/secrets/$secret_prefix-$1/versions/latest:access" |
-    python3 -c 'import base64, json, sys; print(base64.b64decode(json.load(sys.stdin)["payload"]["data"]).decode())'
-}
-umask 077
-mkdir -p /etc/ash
-{
-@SETTINGS@
-@SECRETS@
-} >/etc/ash/ash.env
-umask 022
+# Settings: the stack's, and the secrets from Secret Manager. write-env.py reads them all before it writes anything: a
+# secret it cannot read stops the boot here, named in the log, with no ash.env written (a reboot keeps the last one).
+@WRITE_ENV@
 
 bash /opt/ash/src/infra/boot/install-ash.sh /opt/ash/src @EXTRAS@ @UNIT@
+echo "ash boot: done $(date -Is)"
+"""
 
-# Logs: the unit's journal to Cloud Logging through the Ops Agent.
+# First, before anything that can fail: the Ops Agent. The startup script's output reaches the journal through the
+# guest agent's script runner, and the journal reaches Cloud Logging through the Ops Agent.
+LOG_AGENT = r"""
+# The Ops Agent first, so Cloud Logging shows why a boot failed.
 if ! systemctl is-active --quiet google-cloud-ops-agent; then
-  curl -fsSL -o /tmp/add-google-cloud-ops-agent-repo.sh https://dl.google.com/cloudagents/add-google-cloud-ops-agent-repo.sh
+  command -v curl >/dev/null || { apt-get update -q && apt-get install -y -q --no-install-recommends curl; }
+  curl -fsSL --retry 5 -o /tmp/add-google-cloud-ops-agent-repo.sh \
+    https://dl.google.com/cloudagents/add-google-cloud-ops-agent-repo.sh
   bash /tmp/add-google-cloud-ops-agent-repo.sh --also-install
 fi
 cat >/etc/google-cloud-ops-agent/config.yaml <<'CONF'
 @AGENT_CONFIG@
 CONF
 systemctl restart google-cloud-ops-agent
-echo "ash boot: done $(date -Is)"
 """
 
 # The server's data disk.
@@ -94,7 +101,7 @@ chmod 0711 /var/lib/ash
 RUNNER_IDENTITY = r"""
 # This runner's id and address, from the metadata server.
 meta() {
-  curl -fsS -H 'Metadata-Flavor: Google' "http://metadata.google.internal/computeMetadata/v1/instance/$1"
+  curl -fsS -H 'Metadata-Flavor: Google' "$metadata_url/instance/$1"
 }
 instance_name=$(meta name)
 private_ip=$(meta network-interfaces/0/ip)
@@ -120,6 +127,13 @@ class BootArgs:
     role: Role = "server"
     coordinator: bool = False
     server_url: str | None = None
+    # Only tests/distribution/test_cloud_boot.py changes these, to boot the script in a container against a fake: the
+    # base URLs of the metadata server, Cloud Storage and Secret Manager, and `cloud_machine=False`, which leaves out
+    # what only a GCE instance has (the data disk; the Ops Agent, which is downloaded from Google's repository).
+    metadata_url: str = METADATA_URL
+    storage_url: str = STORAGE_URL
+    secret_manager_url: str = SECRET_MANAGER_URL
+    cloud_machine: bool = True
 
 
 AGENT_CONFIG = """logging:
@@ -154,24 +168,37 @@ def startup_script(args: BootArgs) -> str:
         **({"ASH_SERVER_URL": args.server_url} if runner and args.server_url else {}),
         **args.settings,
     }
-    setting_lines = [f"  echo {shlex.quote(f'{k}={json.dumps(v)}')}" for k, v in settings.items()]
+    write_env = [
+        "python3 /opt/ash/src/infra/boot/write-env.py /etc/ash/ash.env gcp",
+        '  --project "$project" --prefix "$secret_prefix"',
+        '  --metadata-url "$metadata_url" --secret-manager-url "$secret_manager_url"',
+        *(f"  --setting {shlex.quote(f'{k}={v}')}" for k, v in settings.items()),
+    ]
     if runner:  # known at boot only
-        setting_lines += [
-            '  echo "ASH_RUNNER_ID=\\"$instance_name\\""',
-            '  echo "ASH_RUNNER_ADVERTISE_HOST=\\"$private_ip\\""',
+        write_env += [
+            '  --setting "ASH_RUNNER_ID=$instance_name"',
+            '  --setting "ASH_RUNNER_ADVERTISE_HOST=$private_ip"',
         ]
-    secret_lines = "\n".join(f'  echo "{SECRET_VARIABLES[name]}=\\"$(secret {name})\\""' for name in args.secret_names)
+    write_env += [f"  --secret {SECRET_VARIABLES[name]}={name}" for name in args.secret_names]
+    if runner:
+        machine = RUNNER_IDENTITY
+    elif args.cloud_machine:
+        machine = DATA_DISK
+    else:
+        machine = "\nmkdir -p /var/lib/ash\n"  # no data disk: the data stays on the boot disk
     replacements = {
         "@PROJECT@": shlex.quote(args.project),
         "@BUCKET@": shlex.quote(args.bucket),
         "@ARCHIVE@": shlex.quote(quote(args.archive_key, safe="")),
         "@SECRET_PREFIX@": shlex.quote(args.secret_prefix),
-        "@MACHINE@": RUNNER_IDENTITY if runner else DATA_DISK,
+        "@METADATA_URL@": shlex.quote(args.metadata_url),
+        "@STORAGE_URL@": shlex.quote(args.storage_url),
+        "@SECRET_MANAGER_URL@": shlex.quote(args.secret_manager_url),
+        "@LOG_AGENT@": LOG_AGENT.replace("@AGENT_CONFIG@", AGENT_CONFIG) if args.cloud_machine else "",
+        "@MACHINE@": machine,
         "@EXTRAS@": shlex.quote(args.extras),
         "@UNIT@": "ash-runner" if runner else "ash",
-        "@SETTINGS@": "\n".join(setting_lines),
-        "@SECRETS@": secret_lines,
-        "@AGENT_CONFIG@": AGENT_CONFIG,
+        "@WRITE_ENV@": " \\\n".join(write_env),
     }
     script = TEMPLATE
     for token, value in replacements.items():

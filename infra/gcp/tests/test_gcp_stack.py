@@ -3,8 +3,10 @@ what it asked the Google provider to create. No cloud, no Pulumi CLI."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -140,10 +142,22 @@ def startup_script(gcp: GcpMocks, template: str | None = None) -> str:
     return script
 
 
-def env_lines(script: str) -> list[str]:
-    """The lines the script writes to /etc/ash/ash.env (the `echo` lines of its settings block)."""
-    block = script.split("mkdir -p /etc/ash\n{\n", 1)[1].split("\n} >/etc/ash/ash.env", 1)[0]
-    return [line.strip() for line in block.splitlines()]
+def env_args(script: str) -> tuple[dict[str, str], dict[str, str]]:
+    """What the script has infra/boot/write-env.py write to /etc/ash/ash.env: its settings (NAME -> value, as the
+    shell passes them, `$var` unexpanded) and its secrets (variable -> the secret it is read from)."""
+    start = script.index("python3 /opt/ash/src/infra/boot/write-env.py /etc/ash/ash.env ")
+    command = []
+    for line in script[start:].splitlines():
+        command.append(line.removesuffix("\\"))
+        if not line.endswith("\\"):
+            break
+    words = shlex.split(" ".join(command))
+    found: dict[str, dict[str, str]] = {"--setting": {}, "--secret": {}}
+    for option, value in itertools.pairwise(words):
+        if option in found:
+            key, _, rest = value.partition("=")
+            found[option][key] = rest
+    return found["--setting"], found["--secret"]
 
 
 def test_only_the_load_balancer_is_open_to_the_internet(gcp: GcpMocks) -> None:
@@ -232,8 +246,14 @@ def test_secrets_are_in_secret_manager_and_never_in_metadata(gcp: GcpMocks) -> N
         blob = json.dumps(resource.inputs, default=str)
         assert not any(secret in blob for secret in SECRETS.values()), resource.typ
     assert "secretmanager.googleapis.com" in script
-    for name in ("api-key", "anthropic-api-key", "credential-key", "database-url"):
-        assert f"$(secret {name})" in script
+    assert "secret_manager_url=https://secretmanager.googleapis.com/v1" in script
+    _, secrets = env_args(script)
+    assert secrets == {
+        "ASH_API_KEY": "api-key",
+        "ANTHROPIC_API_KEY": "anthropic-api-key",
+        "ASH_CREDENTIAL_KEY": "credential-key",
+        "ASH_DATABASE_URL": "database-url",
+    }
 
 
 def test_the_service_account_has_least_privilege(gcp: GcpMocks) -> None:
@@ -284,16 +304,16 @@ def test_the_single_machine_default_has_no_runners(gcp: GcpMocks) -> None:
     assert [r.inputs["accountId"] for r in gcp.of("gcp:serviceaccount/account:Account")] == ["ash-test-server"]
     template = gcp.one("gcp:compute/instanceTemplate:InstanceTemplate").inputs
     assert "networkIp" not in template["networkInterfaces"][0]  # an ephemeral internal address, as before
-    lines = env_lines(startup_script(gcp))
-    assert not any("ASH_MODE" in line or "ASH_INTERNAL_SECRET" in line for line in lines)
+    settings, secrets = env_args(startup_script(gcp))
+    assert "ASH_MODE" not in settings and "ASH_INTERNAL_SECRET" not in secrets
     assert "install-ash.sh /opt/ash/src postgres,gcs ash\n" in startup_script(gcp)
 
 
 def test_with_runners_the_server_is_the_coordinator_on_a_reserved_address(gcp_runners: GcpMocks) -> None:
     script = startup_script(gcp_runners, "ash-test")
-    lines = env_lines(script)
-    assert "echo 'ASH_MODE=\"coordinator\"'" in lines and "echo 'ASH_PORT=\"4100\"'" in lines
-    assert 'echo "ASH_INTERNAL_SECRET=\\"$(secret internal-secret)\\""' in lines
+    settings, secrets = env_args(script)
+    assert settings["ASH_MODE"] == "coordinator" and settings["ASH_PORT"] == "4100"
+    assert secrets["ASH_INTERNAL_SECRET"] == "internal-secret"
     assert "install-ash.sh /opt/ash/src postgres,gcs ash\n" in script and "google-ash-data" in script
     address = gcp_runners.one("gcp:compute/address:Address").inputs
     assert address["addressType"] == "INTERNAL" and address["subnetwork"] == "ash-test-id"
@@ -311,18 +331,18 @@ def test_with_runners_the_server_is_the_coordinator_on_a_reserved_address(gcp_ru
 
 def test_runners_run_ash_runner_and_register_with_the_coordinators_internal_ip(gcp_runners: GcpMocks) -> None:
     script = startup_script(gcp_runners, "ash-test-runners")
-    lines = env_lines(script)
-    assert "echo 'ASH_MODE=\"runner\"'" in lines and "echo 'ASH_RUNNER_PORT=\"4200\"'" in lines
-    assert f"echo 'ASH_SERVER_URL=\"http://{COORDINATOR_IP}:4100\"'" in lines
-    assert "echo 'ASH_SNAPSHOT_URL=\"gs://ash-test/snapshots\"'" in lines
+    settings, secret_names = env_args(script)
+    assert settings["ASH_MODE"] == "runner" and settings["ASH_RUNNER_PORT"] == "4200"
+    assert settings["ASH_SERVER_URL"] == f"http://{COORDINATOR_IP}:4100"
+    assert settings["ASH_SNAPSHOT_URL"] == "gs://ash-test/snapshots"
     # Its id and address come from the metadata server at boot.
-    assert 'echo "ASH_RUNNER_ID=\\"$instance_name\\""' in lines
-    assert 'echo "ASH_RUNNER_ADVERTISE_HOST=\\"$private_ip\\""' in lines
-    assert "http://metadata.google.internal/computeMetadata/v1/instance/$1" in script
+    assert settings["ASH_RUNNER_ID"] == "$instance_name" and settings["ASH_RUNNER_ADVERTISE_HOST"] == "$private_ip"
+    assert "metadata_url=http://metadata.google.internal/computeMetadata/v1" in script
+    assert '"$metadata_url/instance/$1"' in script
     assert "instance_name=$(meta name)" in script and "private_ip=$(meta network-interfaces/0/ip)" in script
     assert "install-ash.sh /opt/ash/src postgres,gcs ash-runner\n" in script  # systemd/ash-runner.service
     assert "google-ash-data" not in script  # no data disk: sessions move through the bucket
-    secrets = {line.split("$(secret ")[1].split(")")[0] for line in lines if "$(secret " in line}
+    secrets = set(secret_names.values())
     assert secrets == {"anthropic-api-key", "credential-key", "database-url", "internal-secret"}  # no API key
     template = gcp_runners.one("gcp:compute/instanceTemplate:InstanceTemplate", "ash-test-runners").inputs
     assert template["tags"] == ["ash-runner"] and template["machineType"] == "e2-standard-4"
@@ -550,3 +570,30 @@ def test_the_startup_scripts_pass_shellcheck(tmp_path: Path) -> None:
         [shellcheck, *sorted(str(p) for p in tmp_path.glob("*.sh"))], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout
+
+
+def test_the_ops_agent_starts_before_anything_that_can_fail_and_every_secret_read_is_checked() -> None:
+    from ash_gcp.boot import BootArgs, startup_script
+
+    common: dict[str, Any] = {"project": "p", "bucket": "b", "archive_key": "a.zip", "secret_prefix": "ash-test"}
+    server = BootArgs(**common, secret_names=["api-key"])
+    runner = BootArgs(**common, secret_names=["internal-secret"], role="runner", server_url="http://c:4100")
+    for args in (server, runner):
+        script = startup_script(args)
+        agent = script.index("systemctl restart google-cloud-ops-agent")
+        assert script.index("set -Eeuo pipefail\n") < agent
+        for later in (
+            "\napt-get update",
+            "\ninstance_name=",
+            "\ndevice=",
+            "auth_header |",
+            "\npython3 /opt/ash/src/infra/boot/write-env.py",
+            "\nbash /opt/ash/src/infra/boot/install-ash.sh",
+        ):
+            assert later not in script or agent < script.index(later), later
+        assert ">/etc/ash/ash.env" not in script and "$(secret" not in script
+        # The token travels in a header on curl's stdin, never on a command line.
+        assert "Bearer $(" not in script and "auth_header | curl -fsS -H @-" in script
+    outside = startup_script(BootArgs(**common, secret_names=["api-key"], cloud_machine=False, storage_url="http://f"))
+    assert "google-cloud-ops-agent" not in outside and "google-ash-data" not in outside
+    assert "storage_url=http://f" in outside
