@@ -18,7 +18,7 @@ packages=(python3 python3-venv python3-dev bubblewrap util-linux ca-certificates
 # chromium: tests/dashboard drives the dashboard in headless Chromium. podman (with runc, its CNI plugins and DNS for
 # containers) and debootstrap: tests/distribution boots Debian hosts with systemd, builds and runs the image.
 [[ $dev -eq 1 ]] && packages+=(postgresql nftables systemd chromium podman runc debootstrap containernetworking-plugins
-  golang-github-containernetworking-plugin-dnsname)
+  golang-github-containernetworking-plugin-dnsname docker-registry)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -12,7 +12,9 @@ Why each `docker run` flag (docs/self-hosting/docker.md says the same for people
   daemon reads a comma-joined list as a single unknown name (`unknown capability: CAP_CHOWN,DAC_OVERRIDE,...`).
 - `apparmor=unconfined`: Docker's default AppArmor profile forbids the mounts bubblewrap makes in each sandbox.
 - `systempaths=unconfined`: Docker covers parts of /proc, and the kernel refuses a sandbox its own /proc while any
-  of it is covered.
+  of it is covered. Podman's Docker-compatible API drops that option (the docker client turns it into an empty
+  `MaskedPaths`, which podman reads as "the default"), so against a Podman engine the CLI passes podman's own
+  `unmask=ALL`, which the docker client hands through unchanged (found running it against podman's API).
 - no `--init`: the image's entrypoint already runs tini as PID 1.
 - `-p 127.0.0.1:PORT:4100`: the API is published on loopback only, as `ash start` without Docker listens.
 """
@@ -25,6 +27,7 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from importlib import metadata
 from pathlib import Path
 from typing import TypeVar
@@ -77,6 +80,17 @@ RUN_FLAGS = [
     "--security-opt=systempaths=unconfined",
     f"--stop-timeout={STOP_TIMEOUT_S}",
 ]
+
+# Against a Podman engine, the one flag that differs (see the module docstring).
+PODMAN_FLAGS = {"--security-opt=systempaths=unconfined": "--security-opt=unmask=ALL"}
+
+
+class Engine(Enum):
+    """What answers the docker client: Docker itself, or Podman's Docker-compatible API."""
+
+    DOCKER = "docker"
+    PODMAN = "podman"
+
 
 # Passed from the shell into the container when set. Not the ones the image sets for its own layout (data dir, bind
 # address, port, sandbox uid) nor the CLI's own; ASH_AGENT_ROOTS names host folders the container cannot see.
@@ -188,10 +202,11 @@ def passthrough_names(environ: Mapping[str, str]) -> list[str]:
     return sorted(set(names))
 
 
-def run_argv(options: DockerOptions, names: Sequence[str]) -> list[str]:
+def run_argv(options: DockerOptions, names: Sequence[str], engine: Engine = Engine.DOCKER) -> list[str]:
     """The `docker run` arguments. Values never appear here: every variable is passed by name (`-e NAME`), and
     docker reads it from the environment it runs in, so keys stay out of `ps` and shell history."""
-    argv = ["run", "--detach", f"--name={CONTAINER}", f"--label={LABEL}", *RUN_FLAGS]
+    flags = [PODMAN_FLAGS.get(f, f) for f in RUN_FLAGS] if engine is Engine.PODMAN else RUN_FLAGS
+    argv = ["run", "--detach", f"--name={CONTAINER}", f"--label={LABEL}", *flags]
     argv += [f"--volume={options.data_dir}:{DATA_MOUNT}", f"--publish={DEFAULT_HOST}:{options.port}:{CONTAINER_PORT}"]
     for name in names:
         argv += ["--env", name]
@@ -208,11 +223,16 @@ def state(docker: Docker) -> ContainerState | None:
     return ContainerState(status=status, health=health)
 
 
-def check_daemon(docker: Docker) -> None:
-    result = docker.run("version", "--format={{.Server.Version}}", check=False)
+def check_daemon(docker: Docker) -> Engine:
+    """Whether the daemon answers, and which engine it is."""
+    result = docker.run(
+        "version", "--format={{.Server.Version}}|{{range .Server.Components}}{{.Name}};{{end}}", check=False
+    )
     if result.returncode != 0 or not result.stdout.strip():
         reason = _first_line(result.stderr) or "no answer from the Docker daemon"
         raise CliError(f"Docker is not running: {reason}")
+    components = result.stdout.strip().partition("|")[2].split(";")
+    return Engine.PODMAN if "Podman Engine" in components else Engine.DOCKER
 
 
 def _ensure_image(docker: Docker, image: str, pull: bool, say: Callable[[str], None]) -> None:
@@ -236,7 +256,7 @@ def start(options: DockerOptions, environ: Mapping[str, str], api_key: str | Non
     """Run the container (without waiting for it, see `wait_until_healthy`); returns the API key it accepts."""
     extra = parse_env(options.env, environ)  # before anything happens: a typo costs nothing
     docker = Docker(environ)
-    check_daemon(docker)
+    engine = check_daemon(docker)
     existing = state(docker)
     if existing is not None:
         if existing.running:
@@ -253,7 +273,7 @@ def start(options: DockerOptions, environ: Mapping[str, str], api_key: str | Non
     if options.database_url:
         values["ASH_DATABASE_URL"] = options.database_url
     values["ASH_API_KEY"] = key
-    docker.run(*run_argv(options, sorted(values)), env={**environ, **values})
+    docker.run(*run_argv(options, sorted(values), engine), env={**environ, **values})
     return key
 
 

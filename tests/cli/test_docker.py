@@ -226,6 +226,16 @@ def test_the_cli_compose_and_pyproject_agree_on_the_published_image() -> None:
     assert [c.strip() for c in cap_add.split(",")] == CAPABILITIES
 
 
+def test_against_podmans_docker_api_the_proc_mask_is_lifted_podmans_way(cli: tuple[Cli, Path]) -> None:
+    ash, state = cli
+    started = ash.run("start", "--docker", "--image", IMAGE, "--no-pull", FAKE_DOCKER_ENGINE="podman")
+    assert started.returncode == 0, started.stdout + started.stderr
+    (run,) = run_calls(state)
+    assert "--security-opt=unmask=ALL" in run and "--security-opt=systempaths=unconfined" not in run
+    # Everything else is the Docker set.
+    assert sorted(set(docker.RUN_FLAGS) - set(run)) == ["--security-opt=systempaths=unconfined"]
+
+
 def test_a_stale_container_is_removed_and_a_crash_shows_its_log(cli: tuple[Cli, Path]) -> None:
     ash, state = cli
     (state / "state.json").write_text(

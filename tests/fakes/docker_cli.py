@@ -169,7 +169,9 @@ def main(argv: list[str], state_dir: str) -> int:
 def _dispatch(fake: Fake, command: str, args: list[str]) -> int:
     name = args[-1] if args else ""
     if command == "version":
-        print("28.2.2")
+        # FAKE_DOCKER_ENGINE=podman: answer as Podman's Docker-compatible API does (its components).
+        podman = os.environ.get("FAKE_DOCKER_ENGINE") == "podman"
+        print("4.3.1|Podman Engine;Conmon;" if podman else "28.2.2|Engine;containerd;runc;docker-init;")
         return 0
     if command == "inspect":
         if name not in fake.containers:
