@@ -168,6 +168,8 @@ def registry(tmp_path: Path) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=30)
+        if process.stderr:
+            process.stderr.close()
 
 
 @pytest.fixture
