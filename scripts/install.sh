@@ -19,6 +19,8 @@ packages=(python3 python3-venv python3-dev bubblewrap util-linux ca-certificates
 # containers) and debootstrap: tests/distribution boots Debian hosts with systemd, builds and runs the image.
 [[ $dev -eq 1 ]] && packages+=(postgresql nftables systemd chromium podman runc debootstrap containernetworking-plugins
   golang-github-containernetworking-plugin-dnsname docker-registry)
+# The docker client drives podman's Docker-compatible API in tests/distribution (`ash start --docker`).
+[[ $dev -eq 1 ]] && ! command -v docker >/dev/null && packages+=(docker.io)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -27,6 +29,10 @@ if [[ ${#missing[@]} -gt 0 ]]; then
   echo "==> apt-get install ${missing[*]}"
   "${sudo_cmd[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+  # The tests start a registry of their own on loopback; the package's service would listen on every interface.
+  if [[ " ${missing[*]} " == *" docker-registry "* && -d /run/systemd/system ]]; then
+    "${sudo_cmd[@]}" systemctl disable --now docker-registry >/dev/null 2>&1 || true
+  fi
 fi
 
 # When root runs Ash from a folder the sandbox user cannot traverse (a clone under /root), the environment goes
