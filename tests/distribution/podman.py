@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import shutil
 import subprocess
 import time
@@ -156,6 +157,11 @@ class Host:
                 f"\n--- stderr\n{result.stderr[-6000:]}"
             )
         return result
+
+    def put(self, path: str, content: str, mode: str = "0644") -> None:
+        """Write a file on the host as root (a script to run as cloud-init would run user data, say)."""
+        quoted = shlex.quote(path)
+        podman("exec", "-i", self.name, "sh", "-c", f"cat >{quoted} && chmod {mode} {quoted}", input=content)
 
     def wait_booted(self, limit_s: float = 180) -> str:
         """systemd's state once booting is over: `running`, or `degraded` with the failed units' names."""
