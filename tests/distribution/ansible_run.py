@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tests.distribution.podman import REPO, podman_env
+from tests.distribution.podman import podman_env
+from tests.support.ansible import ANSIBLE, BIN, ansible_env
 
-ANSIBLE = REPO / "ansible"
 EXAMPLE_INVENTORY = ANSIBLE / "inventory" / "example"
-BIN = Path(sys.executable).parent
 CONNECTION = "containers.podman.podman"
 
 
@@ -43,15 +40,7 @@ def playbook(inventories: list[Path], extra_vars: dict[str, Any], work: Path, ti
     variables = work / "extra-vars.json"
     variables.write_text(json.dumps(extra_vars))
     variables.chmod(0o600)
-    env = {
-        **podman_env(),
-        "PATH": f"{BIN}:{os.environ['PATH']}",
-        "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"),
-        "ANSIBLE_HOME": str(work),
-        "ANSIBLE_LOCAL_TEMP": str(work / "tmp"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_FORCE_COLOR": "0",
-    }
+    env = ansible_env(work, podman_env())
     result = subprocess.run(
         [str(BIN / "ansible-playbook"), *(f"-i{i}" for i in inventories), "-e", f"@{variables}", "site.yml"],
         env=env,

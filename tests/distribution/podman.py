@@ -11,6 +11,7 @@ podman runs with tests/distribution/containers.conf (runc, cgroupfs, lowered uli
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shlex
 import shutil
@@ -213,9 +214,9 @@ def remove_leftovers() -> None:
         container, _, owner = line.partition(" ")
         if not _pid_alive(owner.strip()):
             podman("rm", "-f", "-t", "0", container, check=False, timeout=120)
-    template = '{{.Name}} {{index .Labels "' + LABEL_KEY + '"}}'
-    listed = podman("network", "ls", "--filter", f"label={LABEL_KEY}", "--format", template, check=False).stdout
-    for line in listed.splitlines():
-        name, _, owner = line.partition(" ")
-        if not _pid_alive(owner.strip()):
+    # `network ls` formats labels as a list of strings: read them from `network inspect` instead.
+    for name in podman("network", "ls", "-q", "--filter", f"label={LABEL_KEY}", check=False).stdout.split():
+        inspected = podman("network", "inspect", name, check=False).stdout
+        labels = (json.loads(inspected)[0].get("labels") or {}) if inspected.strip() else {}
+        if not _pid_alive(str(labels.get(LABEL_KEY, ""))):
             podman("network", "rm", "-f", name, check=False, timeout=120)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from tests.support.ansible import ansible_env
 
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE = REPO / "ansible"
@@ -34,18 +35,6 @@ SECRETS = {
     "ash_postgresql_password": "pg-password-0123456789abcdef",
     "ash_internal_secret": "internal-secret-0123456789abcdef0123456789",
 }
-
-
-def ansible_env(home: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "PATH": f"{BIN}:{os.environ['PATH']}",
-        "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"),
-        "ANSIBLE_HOME": str(home),
-        "ANSIBLE_LOCAL_TEMP": str(home / "tmp"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_FORCE_COLOR": "0",
-    }
 
 
 def free_port() -> int:
