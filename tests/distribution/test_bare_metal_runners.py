@@ -101,7 +101,17 @@ class Cluster:
             if self.runners().get(name, {}).get("status") == status:
                 return
             time.sleep(0.5)
-        raise AssertionError(f"runner {name} not {status} within {limit_s} s: {self.runners()}")
+
+        def problems(host: Host, unit: str) -> str:
+            """The journal's lines that are not INFO records, each cut short (tracebacks are long)."""
+            lines = host.journal(unit, 400).splitlines()
+            return "\n".join(line[:600] for line in lines if '"level": "INFO"' not in line)
+
+        journals = {n: problems(self.hosts[n], "ash-runner")[-3000:] for n in RUNNERS}
+        coordinator = problems(self.hosts[COORDINATOR], "ash")[-3000:]
+        raise AssertionError(
+            f"runner {name} not {status} within {limit_s} s: {self.runners()}\n{journals}\ncoordinator:\n{coordinator}"
+        )
 
 
 @pytest.fixture(scope="module")
