@@ -4,9 +4,7 @@ the security properties are asserted on what it asked the AWS provider to create
 from __future__ import annotations
 
 import base64
-import itertools
 import json
-import shlex
 import shutil
 import subprocess
 import sys
@@ -19,6 +17,7 @@ import pulumi
 import pytest
 from pulumi.runtime import rpc
 from pulumi.runtime.mocks import MockMonitor
+from tests.support.boot_scripts import env_args
 
 SECRETS = {
     "ash:apiKey": "ash_test-api-key-0123456789abcdef",
@@ -194,24 +193,6 @@ def user_data_of(mocks: AwsMocks, template: str = "ash-test") -> str:
     """The user data of the server's (ash-test) or the runners' (ash-test-runners) launch template."""
     encoded = mocks.one("aws:ec2/launchTemplate:LaunchTemplate", template).inputs["userData"]
     return base64.b64decode(encoded).decode()
-
-
-def env_args(script: str) -> tuple[dict[str, str], dict[str, str]]:
-    """What the script has infra/boot/write-env.py write to /etc/ash/ash.env: its settings (NAME -> value, as the
-    shell passes them, `$var` unexpanded) and its secrets (variable -> the secret it is read from)."""
-    start = script.index("python3 /opt/ash/src/infra/boot/write-env.py /etc/ash/ash.env ")
-    command = []
-    for line in script[start:].splitlines():
-        command.append(line.removesuffix("\\"))
-        if not line.endswith("\\"):
-            break
-    words = shlex.split(" ".join(command))
-    found: dict[str, dict[str, str]] = {"--setting": {}, "--secret": {}}
-    for option, value in itertools.pairwise(words):
-        if option in found:
-            key, _, rest = value.partition("=")
-            found[option][key] = rest
-    return found["--setting"], found["--secret"]
 
 
 def test_only_the_load_balancer_is_open_to_the_internet(aws: AwsMocks) -> None:

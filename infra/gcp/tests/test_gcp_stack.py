@@ -3,10 +3,8 @@ what it asked the Google provider to create. No cloud, no Pulumi CLI."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -18,6 +16,7 @@ from typing import Any
 import pulumi
 import pytest
 from pulumi.runtime import rpc
+from tests.support.boot_scripts import env_args
 
 SECRETS = {
     "ash:apiKey": "ash_test-api-key-0123456789abcdef",
@@ -140,24 +139,6 @@ def startup_script(gcp: GcpMocks, template: str | None = None) -> str:
     """The startup script of the server's (ash-test) or the runners' (ash-test-runners) instance template."""
     script: str = gcp.one("gcp:compute/instanceTemplate:InstanceTemplate", template).inputs["metadataStartupScript"]
     return script
-
-
-def env_args(script: str) -> tuple[dict[str, str], dict[str, str]]:
-    """What the script has infra/boot/write-env.py write to /etc/ash/ash.env: its settings (NAME -> value, as the
-    shell passes them, `$var` unexpanded) and its secrets (variable -> the secret it is read from)."""
-    start = script.index("python3 /opt/ash/src/infra/boot/write-env.py /etc/ash/ash.env ")
-    command = []
-    for line in script[start:].splitlines():
-        command.append(line.removesuffix("\\"))
-        if not line.endswith("\\"):
-            break
-    words = shlex.split(" ".join(command))
-    found: dict[str, dict[str, str]] = {"--setting": {}, "--secret": {}}
-    for option, value in itertools.pairwise(words):
-        if option in found:
-            key, _, rest = value.partition("=")
-            found[option][key] = rest
-    return found["--setting"], found["--secret"]
 
 
 def test_only_the_load_balancer_is_open_to_the_internet(gcp: GcpMocks) -> None:
