@@ -276,6 +276,22 @@ def _plan(archive: tarfile.TarFile) -> list[tarfile.TarInfo]:
     return planned
 
 
+def _restore_owners(destination: Path, planned: list[tarfile.TarInfo]) -> None:
+    """Give every restored file its owner from the archive (numeric ids), as tarfile does for root only. The server
+    of the image and of the systemd unit is not root but holds CAP_CHOWN, and a session's folder (0700) must go back
+    to the sandbox user, or its next sandbox cannot reach its workspace (found restoring into a fresh compose
+    stack). Without the capability (an operator restoring `ash start`'s own folder) the files stay the caller's."""
+    if os.geteuid() == 0:
+        return  # tarfile has done it
+    for member in planned:
+        try:
+            os.chown(destination / member.name, member.uid, member.gid, follow_symlinks=False)
+        except PermissionError:
+            return  # no CAP_CHOWN: nothing else will succeed either
+        except FileNotFoundError:
+            continue
+
+
 def _inside(destination: Path, member: tarfile.TarInfo) -> None:
     """Checked again on disk, just before writing: the parent folder really is inside the data dir."""
     parent = os.path.realpath(destination / PurePosixPath(member.name).parent)
@@ -335,6 +351,7 @@ def restore(settings: Settings, source: Path) -> Summary:
         for member in planned:
             _inside(destination, member)
             archive.extract(member, destination, set_attrs=True, numeric_owner=True, **TRUSTED)
+        _restore_owners(destination, planned)
         files = len(planned)
         # 2. The database.
         if sqlite:

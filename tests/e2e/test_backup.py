@@ -137,3 +137,31 @@ def test_backup_of_a_data_dir_that_does_not_exist_is_a_clear_error(tmp_path: Pat
         text=True,
     )
     assert result.returncode == 1 and "no data dir" in result.stderr
+
+
+def test_a_non_root_restore_gives_files_back_their_owners(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The image's and the unit's server is not root but holds CAP_CHOWN: tarfile restores owners for root only, so
+    the restore does it, or a session folder (0700, the sandbox user's) would be unreachable for its next sandbox."""
+    import os
+    import tarfile
+
+    from ash_server import backup
+
+    source = tmp_path / "source"
+    (source / "sessions" / "s1" / "workspace").mkdir(parents=True)
+    os.chown(source / "sessions" / "s1", 4321, 4321)
+    os.chmod(source / "sessions" / "s1", 0o700)
+    archive = tmp_path / "a.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(source, arcname=backup.DATA_PREFIX)
+    destination = tmp_path / "restored"
+    destination.mkdir()
+    with tarfile.open(archive) as tar:
+        planned = backup._plan(tar)
+        for member in planned:
+            tar.extract(member, destination, set_attrs=False, **backup.TRUSTED)
+    assert (destination / "sessions" / "s1").stat().st_uid != 4321
+    monkeypatch.setattr(os, "geteuid", lambda: 10000)  # as the non-root server (this test has CAP_CHOWN: root)
+    backup._restore_owners(destination, planned)
+    restored = (destination / "sessions" / "s1").stat()
+    assert (restored.st_uid, restored.st_gid, restored.st_mode & 0o777) == (4321, 4321, 0o700)
