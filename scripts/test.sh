@@ -23,7 +23,7 @@ if [[ $# -eq 0 ]]; then
   if [[ $distribution -eq 1 ]]; then
     echo "==> distribution stage (tests/distribution)"
     started=$(date +%s)
-    "$py" -m pytest tests/distribution -o addopts="--strict-markers -p no:cacheprovider" --timeout 2400 -v
+    "$py" -m pytest tests/distribution -o addopts="--strict-markers -p no:cacheprovider" --timeout 2400 -v --durations=8
     echo "==> distribution stage took $(($(date +%s) - started)) s"
   fi
 fi
