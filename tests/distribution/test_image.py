@@ -124,15 +124,12 @@ def test_a_graceful_stop_and_a_restart_keep_the_session(documented: Documented) 
     listed = server.get("/api/sessions")
     assert isinstance(listed, dict) and listed["sessions"], listed
     session_id = listed["sessions"][0]["id"]
-    started = time.monotonic()
     podman("stop", documented.name, timeout=120)
-    stop_took = time.monotonic() - started
     state = json.loads(podman("inspect", documented.name).stdout)[0]["State"]
     # SIGTERM reached the server through tini; it finished shutting down (uvicorn then re-raises the signal: 143,
     # as for any process that honours SIGTERM) well before the stop timeout's SIGKILL (137).
     assert state["ExitCode"] in (0, 143), (state, documented.logs())
     assert "Finished server process" in documented.logs()
-    assert stop_took < 45, stop_took
     podman("start", documented.name)
     server.wait_healthy(120)
     server.ash("session", "resume", session_id)
