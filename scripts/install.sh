@@ -57,7 +57,8 @@ fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip uv
 # The lock pins every package any extra can pull in; installing with it as constraints takes only what this
 # install needs (the server and CLI; with --dev also the test, PostgreSQL, snapshot and distribution tools).
-extras="[s3,gcs]"
+# postgres too: pointing ASH_DATABASE_URL at PostgreSQL must not need a second install.
+extras="[postgres,s3,gcs]"
 [[ $dev -eq 1 ]] && extras="[dev,postgres,s3,gcs,infra]"
 echo "==> installing pinned dependencies"
 if [[ $editable -eq 1 ]]; then
