@@ -1,13 +1,28 @@
 """The stack's package (infra/gcp/ash_gcp) is imported from this folder's parent."""
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# The mocks (gcp_mocks.py) beside the tests.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from gcp_mocks import CONFIG, RUNNER_CONFIG, GcpMocks, build_stack, run_program
 
 
 def pytest_configure(config: pytest.Config) -> None:
     # The provider SDK warns about its own deprecated resources on import; the project's warnings stay errors.
     config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:pulumi_gcp")
+
+
+@pytest.fixture(scope="module")
+def gcp() -> Iterator[GcpMocks]:
+    yield run_program(CONFIG, build_stack)
+
+
+@pytest.fixture(scope="module")
+def gcp_runners() -> Iterator[GcpMocks]:
+    yield run_program(RUNNER_CONFIG, build_stack)

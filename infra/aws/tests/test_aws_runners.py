@@ -1,0 +1,184 @@
+"""infra/aws with runners (ash:runnerCount > 0), under Pulumi's mocks: the coordinator, the runners' group, their
+network and roles."""
+
+from __future__ import annotations
+
+import json
+
+import pulumi
+import pytest
+from aws_mocks import (
+    ALL_SECRETS,
+    CONFIG,
+    INTERNAL_SECRET,
+    RUNNER_CONFIG,
+    SECRETS,
+    SERVER_IP,
+    AwsMocks,
+    sg_id,
+    user_data_of,
+)
+from pulumi.runtime import rpc
+from tests.support.boot_scripts import env_args
+
+
+def test_config_accepts_runners_and_refuses_silly_values() -> None:
+    from ash_aws.config import ConfigError, load_config
+
+    refused = (
+        ({"ash:instanceType": "t3.micro"}, "small"),
+        ({"ash:runnerCount": "-1"}, "between 0"),
+        ({"ash:runnerCount": "1000"}, "between 0"),
+        ({"ash:runnerCount": "2"}, "pulumi config set --secret ash:internalSecret"),
+        ({**RUNNER_CONFIG, "ash:internalSecret": "too-short"}, "32\\+ characters"),
+        ({**RUNNER_CONFIG, "ash:internalSecret": 'quote"d' * 8}, "32\\+ characters"),
+        ({**RUNNER_CONFIG, "ash:runnerInstanceType": "t3.small"}, "runnerInstanceType t3.small is too small"),
+        ({**RUNNER_CONFIG, "ash:snapshots": "false"}, "snapshots"),
+        ({"ash:settings": json.dumps({"ASH_MODE": "runner"})}, "ASH_MODE"),
+        ({"ash:settings": json.dumps({"ASH_INTERNAL_SECRET": INTERNAL_SECRET})}, "ASH_INTERNAL_SECRET"),
+    )
+    for extra, message in refused:
+        config = {**CONFIG, **extra}
+        pulumi.runtime.set_all_config(config, secret_keys=[k for k in config if k in ALL_SECRETS])
+        with pytest.raises(ConfigError, match=message):
+            load_config()
+    pulumi.runtime.set_all_config(CONFIG, secret_keys=list(SECRETS))
+    single = load_config()
+    assert single.instance_type == "t3.large" and single.runner_count == 0 and single.internal_secret is None
+    pulumi.runtime.set_all_config(RUNNER_CONFIG, secret_keys=list(ALL_SECRETS))
+    multi = load_config()
+    assert multi.runner_count == 2 and multi.runner_instance_type == "c5.xlarge" and multi.internal_secret is not None
+
+
+def test_with_runners_the_server_is_the_coordinator(aws_runners: AwsMocks) -> None:
+    server = user_data_of(aws_runners)
+    settings, secrets = env_args(server)
+    assert settings["ASH_MODE"] == "coordinator" and settings["ASH_PORT"] == "4100"
+    assert secrets["ASH_INTERNAL_SECRET"] == "internal-secret"
+    assert "install-ash.sh /opt/ash/src postgres,s3 ash\n" in server  # systemd/ash.service
+    assert "nvme-Amazon_Elastic_Block_Store" in server  # it keeps its data volume
+    # Still the only target of the load balancer.
+    (attachment,) = aws_runners.of("aws:lb/targetGroupAttachment:TargetGroupAttachment")
+    assert attachment.inputs["targetId"] == aws_runners.one("aws:ec2/instance:Instance").id
+
+
+def test_runners_run_ash_runner_and_register_with_the_servers_private_address(aws_runners: AwsMocks) -> None:
+    runner = user_data_of(aws_runners, "ash-test-runners")
+    settings, secret_names = env_args(runner)
+    assert settings["ASH_MODE"] == "runner" and settings["ASH_RUNNER_PORT"] == "4200"
+    assert settings["ASH_SERVER_URL"] == "http://coordinator.ash-test.internal:4100"
+    assert settings["ASH_SNAPSHOT_URL"] == "s3://ash-test-bucket/snapshots"
+    # Its id and address come from the instance metadata at boot (IMDSv2: a token first).
+    assert settings["ASH_RUNNER_ID"] == "$instance_id" and settings["ASH_RUNNER_ADVERTISE_HOST"] == "$private_ip"
+    assert "-X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 300' http://169.254.169.254/latest/api/token" in runner
+    assert "instance_id=$(imds instance-id)" in runner and "private_ip=$(imds local-ipv4)" in runner
+    assert "install-ash.sh /opt/ash/src postgres,s3 ash-runner\n" in runner  # systemd/ash-runner.service
+    assert "nvme-Amazon_Elastic_Block_Store" not in runner  # no data volume: sessions move through the bucket
+    assert '"log_stream_name": "{instance_id}/runner"' in runner
+    secrets = set(secret_names.values())
+    assert secrets == {"anthropic-api-key", "credential-key", "database-url", "internal-secret"}  # no API key
+    # The name is the server's private address, in a zone only the VPC resolves.
+    zone = aws_runners.one("aws:route53/zone:Zone").inputs
+    assert zone["name"] == "ash-test.internal"
+    assert zone["vpcs"] == [{"vpcId": aws_runners.one("aws:ec2/vpc:Vpc").id}]
+    record = aws_runners.one("aws:route53/record:Record", "ash-test-coordinator").inputs
+    assert record["name"] == "coordinator.ash-test.internal" and record["type"] == "A"
+    assert record["records"] == [SERVER_IP] and record["zoneId"] == "ash-test-internal-zone"
+    from ash_aws.source import REPO
+
+    shipped = (REPO / "systemd/ash-runner.service").read_text()
+    assert "ExecStart=/opt/ash/venv/bin/ash runner" in shipped
+    install = (REPO / "infra/boot/install-ash.sh").read_text()
+    assert 'install -m 0644 "$src/systemd/ash-runner.service" /etc/systemd/system/ash-runner.service' in install
+
+
+def test_the_internal_secret_is_a_secure_parameter_and_never_in_user_data(aws_runners: AwsMocks) -> None:
+    parameters = {r.inputs["name"]: r.inputs for r in aws_runners.of("aws:ssm/parameter:Parameter")}
+    assert set(parameters) == {
+        f"/ash/ash-test/{k}"
+        for k in ("api-key", "anthropic-api-key", "credential-key", "database-url", "internal-secret")
+    }
+    internal = parameters["/ash/ash-test/internal-secret"]
+    assert internal["type"] == "SecureString" and internal["keyId"]
+    # A Pulumi secret throughout: the config value, the parameter's value, and what the provider is sent (the engine
+    # encrypts it in the state).
+    assert internal["value"] == {rpc._special_sig_key: rpc._special_secret_sig, "value": INTERNAL_SECRET}
+    assert aws_runners.probes == {"secret:config": True, "secret:parameter": True}
+    for template in ("ash-test", "ash-test-runners"):
+        script = user_data_of(aws_runners, template)
+        assert not any(secret in script for secret in ALL_SECRETS.values()), template
+    for resource in aws_runners.resources:
+        if resource.typ in ("aws:ssm/parameter:Parameter", "aws:rds/instance:Instance"):
+            continue
+        blob = json.dumps(resource.inputs, default=str)
+        assert not any(secret in blob for secret in ALL_SECRETS.values()), resource.typ
+
+
+def test_runners_are_private_and_only_the_server_reaches_them(aws_runners: AwsMocks) -> None:
+    asg = aws_runners.one("aws:autoscaling/group:Group").inputs
+    private = [r.id for r in aws_runners.of("aws:ec2/subnet:Subnet") if "private" in r.name]
+    assert sorted(asg["vpcZoneIdentifiers"]) == sorted(private)  # registration order is not fixed
+    assert asg["desiredCapacity"] == asg["minSize"] == asg["maxSize"] == 2
+    assert not asg.get("targetGroupArns") and not asg.get("loadBalancers")  # no load balancer in front
+    template = aws_runners.one("aws:ec2/launchTemplate:LaunchTemplate", "ash-test-runners")
+    assert asg["launchTemplate"] == {"id": template.id, "version": "1"}  # a new version rolls the runners
+    assert asg["instanceRefresh"]["strategy"] == "Rolling"
+    inputs = template.inputs
+    assert "networkInterfaces" not in inputs  # no public address
+    assert inputs["vpcSecurityGroupIds"] == [sg_id(aws_runners, "runner")]
+    assert inputs["metadataOptions"]["httpTokens"] == "required"
+    ebs = inputs["blockDeviceMappings"][0]["ebs"]
+    assert ebs["encrypted"] == "true" and ebs["kmsKeyId"] and ebs["volumeSize"] == 100
+    assert inputs["instanceType"] == "c5.xlarge"
+
+    server, runner, db, lb = (sg_id(aws_runners, role) for role in ("server", "runner", "db", "lb"))
+    ingress = aws_runners.of("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+    by_target: dict[str, set[tuple[str | None, int]]] = {}
+    for rule in ingress:
+        source = rule.inputs.get("referencedSecurityGroupId") or rule.inputs.get("cidrIpv4")
+        by_target.setdefault(rule.inputs["securityGroupId"], set()).add((source, rule.inputs["fromPort"]))
+    assert by_target[runner] == {(server, 4200)}  # the runner port from the server only
+    assert by_target[server] == {(lb, 4100), (runner, 4100)}  # runners register and heartbeat on 4100
+    assert by_target[db] == {(server, 5432), (runner, 5432)}
+    egress = aws_runners.of("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")
+    runner_out = {
+        (r.inputs.get("referencedSecurityGroupId") or r.inputs.get("cidrIpv4"), r.inputs["fromPort"])
+        for r in egress
+        if r.inputs["securityGroupId"] == runner
+    }
+    assert runner_out == {(server, 4100), (db, 5432), ("0.0.0.0/0", 443), ("0.0.0.0/0", 80)}
+
+
+def test_the_runner_role_has_least_privilege(aws_runners: AwsMocks) -> None:
+    roles = {r.name: json.loads(r.inputs["policy"]) for r in aws_runners.of("aws:iam/rolePolicy:RolePolicy")}
+    assert set(roles) == {"ash-test", "ash-test-runners"}  # the runners have a role of their own
+    policy = roles["ash-test-runners"]
+    for statement in policy["Statement"]:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        assert statement["Effect"] == "Allow"
+        assert not any(a == "*" or a.endswith(":*") for a in actions), statement
+        if "*" in resources:
+            assert actions == ["cloudwatch:PutMetricData"] and statement["Condition"], statement
+    by_sid = {s["Sid"]: s for s in policy["Statement"]}
+    prefix = "arn:aws:ssm:eu-west-1:123456789012:parameter/ash/ash-test"
+    assert by_sid["ReadOwnParameters"]["Resource"] == [
+        f"{prefix}/{k}" for k in ("anthropic-api-key", "credential-key", "database-url", "internal-secret")
+    ]  # each by name: not the API key
+    assert by_sid["ReadWriteSnapshots"]["Resource"].endswith("-bucket/snapshots/*")
+    assert by_sid["ReadReleaseArchive"] == {**by_sid["ReadReleaseArchive"], "Action": ["s3:GetObject"]}
+    assert by_sid["ReadReleaseArchive"]["Resource"].endswith("-bucket/artifacts/*")  # read only: it cannot replace it
+    assert "InvokeClaudeOnBedrock" not in by_sid
+    # The server's role is the one it had without runners.
+    assert roles["ash-test"]["Statement"][0]["Resource"] == f"{prefix}/*"
+    attached = {
+        (r.name, r.inputs["policyArn"]) for r in aws_runners.of("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+    }
+    assert ("ash-test-runners-ssm", "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore") in attached
+    assert {arn for name, arn in attached if name.startswith("ash-test-runners")} == {
+        "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
+    }
+    profiles = {
+        r.name: r.inputs["iamInstanceProfile"]["arn"] for r in aws_runners.of("aws:ec2/launchTemplate:LaunchTemplate")
+    }
+    assert profiles["ash-test"] != profiles["ash-test-runners"]

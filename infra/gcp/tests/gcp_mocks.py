@@ -1,0 +1,122 @@
+"""Pulumi mocks for infra/gcp: the whole program runs under them (preview=False) and they record what it asked the
+Google Cloud provider to create."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+
+SECRETS = {
+    "ash:apiKey": "ash_test-api-key-0123456789abcdef",
+    "ash:anthropicApiKey": "sk-ant-test-0123456789",
+    "ash:credentialKey": "credential-key-0123456789abcdef",
+    "ash:databasePassword": "db-password-0123456789abcdef",
+}
+CHANNELS = ["123", "projects/other-project/notificationChannels/456"]  # existing channels: an id, a full name
+CONFIG = {
+    "gcp:project": "my-project",
+    "gcp:region": "europe-west1",
+    "ash:domain": "ash.example.com",
+    "ash:alarmEmail": "ops@example.com",
+    "ash:notificationChannels": json.dumps(CHANNELS),
+    **SECRETS,
+}
+INTERNAL_SECRET = "internal-secret-0123456789abcdef0123456789abcdef"
+# Multi-machine mode: the server becomes the coordinator of two runners.
+RUNNER_CONFIG = {
+    **CONFIG,
+    "ash:runnerCount": "2",
+    "ash:internalSecret": INTERNAL_SECRET,
+    "ash:diskSnapshotRetentionDays": "30",
+}
+ALL_SECRETS = {**SECRETS, "ash:internalSecret": INTERNAL_SECRET}
+COORDINATOR_IP = "10.43.0.10"  # what the mock reserves for the coordinator
+SERVER_SA = "serviceAccount:ash-test-server@my-project.iam.gserviceaccount.com"
+RUNNER_SA = "serviceAccount:ash-test-runner@my-project.iam.gserviceaccount.com"
+
+
+@dataclass
+class Resource:
+    typ: str
+    name: str
+    inputs: dict[str, Any]
+    id: str
+
+
+@dataclass
+class GcpMocks(pulumi.runtime.Mocks):
+    resources: list[Resource] = field(default_factory=list)
+    probes: dict[str, Any] = field(default_factory=dict)  # what a program recorded about its outputs
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        rid = f"{args.name}-id"
+        outputs = dict(args.inputs)
+        outputs.setdefault("name", args.name)
+        outputs.setdefault("selfLink", f"https://compute/{args.name}")
+        typ = args.typ
+        if typ == "gcp:serviceaccount/account:Account":
+            outputs["email"] = f"{args.inputs['accountId']}@my-project.iam.gserviceaccount.com"
+        elif typ == "gcp:sql/databaseInstance:DatabaseInstance":
+            outputs["privateIpAddress"] = "10.90.0.3"
+        elif typ == "gcp:compute/globalAddress:GlobalAddress":
+            outputs["address"] = "34.1.2.3"
+        elif typ == "gcp:compute/address:Address":
+            outputs["address"] = COORDINATOR_IP
+        elif typ == "gcp:compute/instanceTemplate:InstanceTemplate":
+            outputs["selfLinkUnique"] = f"https://compute/{args.name}?uniqueId=1"
+        elif typ == "gcp:compute/instanceGroupManager:InstanceGroupManager":
+            outputs["instanceGroup"] = f"https://compute/groups/{args.name}"
+        elif typ == "gcp:monitoring/notificationChannel:NotificationChannel":
+            outputs["name"] = f"projects/my-project/notificationChannels/{args.name}"
+        elif typ == "gcp:monitoring/uptimeCheckConfig:UptimeCheckConfig":
+            outputs["uptimeCheckId"] = f"{args.name}-check"
+        self.resources.append(Resource(typ, args.name, dict(args.inputs), rid))
+        return rid, outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
+        return {}
+
+    def of(self, typ: str) -> list[Resource]:
+        return [r for r in self.resources if r.typ == typ]
+
+    def one(self, typ: str, name: str | None = None) -> Resource:
+        found = [r for r in self.of(typ) if name is None or r.name == name]
+        assert len(found) == 1, (typ, name, [r.name for r in self.of(typ)])
+        return found[0]
+
+
+def run_program(config: dict[str, str], build: Any) -> GcpMocks:
+    mocks = GcpMocks()
+    pulumi.runtime.set_mocks(mocks, project="ash-gcp", stack="test", preview=False)
+    pulumi.runtime.set_all_config(config, secret_keys=[k for k in config if k in ALL_SECRETS])
+
+    @pulumi.runtime.test
+    def program() -> Any:
+        return build(mocks)
+
+    program()  # returns once every resource is registered
+    return mocks
+
+
+def build_stack(mocks: GcpMocks) -> Any:
+    from ash_gcp.config import load_config
+    from ash_gcp.stack import build
+
+    config = load_config()
+    stack = build(config)
+    outputs = [stack.server.group.id, stack.load_balancer.https.id]
+    if stack.runners is not None:
+        # Whether the internal secret is a Pulumi secret, from the config to what the stack stores.
+        assert config.internal_secret is not None
+        flag = pulumi.Output.from_input(config.internal_secret.is_secret())
+        outputs += [flag.apply(lambda secret: mocks.probes.update({"secret:config": secret})), stack.runners.group.id]
+    return pulumi.Output.all(*outputs)
+
+
+def startup_script(gcp: GcpMocks, template: str | None = None) -> str:
+    """The startup script of the server's (ash-test) or the runners' (ash-test-runners) instance template."""
+    script: str = gcp.one("gcp:compute/instanceTemplate:InstanceTemplate", template).inputs["metadataStartupScript"]
+    return script
