@@ -9,6 +9,8 @@ from typing import Any
 
 import pulumi
 from pulumi.runtime.mocks import MockMonitor
+from tests.support import pulumi_mocks
+from tests.support.pulumi_mocks import RecordingMocks
 
 SECRETS = {
     "ash:apiKey": "ash_test-api-key-0123456789abcdef",
@@ -28,13 +30,8 @@ RUNNER_CONFIG = {**CONFIG, "ash:runnerCount": "2", "ash:internalSecret": INTERNA
 ALL_SECRETS = {**SECRETS, "ash:internalSecret": INTERNAL_SECRET}
 SERVER_IP = "10.42.32.10"  # what the mock gives the server instance
 
-
-@dataclass
-class Resource:
-    typ: str
-    name: str
-    inputs: dict[str, Any]
-    id: str
+# Where the secrets are meant to be: every other resource's inputs must hold none of them.
+SECRET_STORES = ("aws:ssm/parameter:Parameter", "aws:rds/instance:Instance")
 
 
 @dataclass
@@ -48,13 +45,10 @@ class Options:
 
 
 @dataclass
-class AwsMocks(pulumi.runtime.Mocks):
-    resources: list[Resource] = field(default_factory=list)
-    probes: dict[str, Any] = field(default_factory=dict)  # what a program recorded about its outputs
+class AwsMocks(RecordingMocks):
     options: dict[tuple[str, str], Options] = field(default_factory=dict)  # (type, name) -> its options
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
-        rid = f"{args.name}-id"
         outputs = dict(args.inputs)
         arn = f"arn:aws:{args.typ.split(':')[1].split('/')[0]}:eu-west-1:123456789012:{args.name}"
         outputs.setdefault("arn", arn)
@@ -90,8 +84,7 @@ class AwsMocks(pulumi.runtime.Mocks):
             outputs["privateIp"] = SERVER_IP
         elif typ == "aws:route53/zone:Zone":
             outputs["zoneId"] = f"{args.name}-zone"
-        self.resources.append(Resource(typ, args.name, dict(args.inputs), rid))
-        return rid, outputs
+        return self.record(args, outputs)
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
         if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
@@ -103,14 +96,6 @@ class AwsMocks(pulumi.runtime.Mocks):
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
             return {"accountId": "123456789012", "arn": "arn:aws:iam::123456789012:root", "userId": "x"}
         return {}
-
-    def of(self, typ: str) -> list[Resource]:
-        return [r for r in self.resources if r.typ == typ]
-
-    def one(self, typ: str, name: str | None = None) -> Resource:
-        found = [r for r in self.of(typ) if name is None or r.name == name]
-        assert len(found) == 1, (typ, name, [r.name for r in self.of(typ)])
-        return found[0]
 
 
 class RecordingMonitor(MockMonitor):
@@ -134,15 +119,7 @@ class RecordingMonitor(MockMonitor):
 def run_program(config: dict[str, str], build: Any) -> AwsMocks:
     """Run `build(mocks)` under fresh mocks and config; returns the mocks holding every registered resource."""
     mocks = AwsMocks()
-    pulumi.runtime.set_mocks(mocks, project="ash-aws", stack="test", preview=False, monitor=RecordingMonitor(mocks))
-    pulumi.runtime.set_all_config(config, secret_keys=[k for k in config if k in ALL_SECRETS])
-
-    @pulumi.runtime.test
-    def program() -> Any:
-        return build(mocks)
-
-    program()  # returns once every resource is registered (Pulumi waits for outstanding RPCs)
-    return mocks
+    return pulumi_mocks.run_program(mocks, "ash-aws", config, ALL_SECRETS, build, monitor=RecordingMonitor(mocks))
 
 
 def build_stack(mocks: AwsMocks) -> Any:

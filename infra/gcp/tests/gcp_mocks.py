@@ -4,10 +4,11 @@ Google Cloud provider to create."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
+from tests.support import pulumi_mocks
+from tests.support.pulumi_mocks import RecordingMocks
 
 SECRETS = {
     "ash:apiKey": "ash_test-api-key-0123456789abcdef",
@@ -37,22 +38,12 @@ COORDINATOR_IP = "10.43.0.10"  # what the mock reserves for the coordinator
 SERVER_SA = "serviceAccount:ash-test-server@my-project.iam.gserviceaccount.com"
 RUNNER_SA = "serviceAccount:ash-test-runner@my-project.iam.gserviceaccount.com"
 
-
-@dataclass
-class Resource:
-    typ: str
-    name: str
-    inputs: dict[str, Any]
-    id: str
+# Where the secrets are meant to be: every other resource's inputs must hold none of them.
+SECRET_STORES = ("gcp:secretmanager/secretVersion:SecretVersion", "gcp:sql/user:User")
 
 
-@dataclass
-class GcpMocks(pulumi.runtime.Mocks):
-    resources: list[Resource] = field(default_factory=list)
-    probes: dict[str, Any] = field(default_factory=dict)  # what a program recorded about its outputs
-
+class GcpMocks(RecordingMocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
-        rid = f"{args.name}-id"
         outputs = dict(args.inputs)
         outputs.setdefault("name", args.name)
         outputs.setdefault("selfLink", f"https://compute/{args.name}")
@@ -73,32 +64,15 @@ class GcpMocks(pulumi.runtime.Mocks):
             outputs["name"] = f"projects/my-project/notificationChannels/{args.name}"
         elif typ == "gcp:monitoring/uptimeCheckConfig:UptimeCheckConfig":
             outputs["uptimeCheckId"] = f"{args.name}-check"
-        self.resources.append(Resource(typ, args.name, dict(args.inputs), rid))
-        return rid, outputs
+        return self.record(args, outputs)
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
         return {}
 
-    def of(self, typ: str) -> list[Resource]:
-        return [r for r in self.resources if r.typ == typ]
-
-    def one(self, typ: str, name: str | None = None) -> Resource:
-        found = [r for r in self.of(typ) if name is None or r.name == name]
-        assert len(found) == 1, (typ, name, [r.name for r in self.of(typ)])
-        return found[0]
-
 
 def run_program(config: dict[str, str], build: Any) -> GcpMocks:
-    mocks = GcpMocks()
-    pulumi.runtime.set_mocks(mocks, project="ash-gcp", stack="test", preview=False)
-    pulumi.runtime.set_all_config(config, secret_keys=[k for k in config if k in ALL_SECRETS])
-
-    @pulumi.runtime.test
-    def program() -> Any:
-        return build(mocks)
-
-    program()  # returns once every resource is registered
-    return mocks
+    """Run `build(mocks)` under fresh mocks and config; returns the mocks holding every registered resource."""
+    return pulumi_mocks.run_program(GcpMocks(), "ash-gcp", config, ALL_SECRETS, build)
 
 
 def build_stack(mocks: GcpMocks) -> Any:

@@ -14,6 +14,7 @@ from gcp_mocks import (
     INTERNAL_SECRET,
     RUNNER_CONFIG,
     RUNNER_SA,
+    SECRET_STORES,
     SERVER_SA,
     GcpMocks,
     startup_script,
@@ -113,11 +114,7 @@ def test_the_internal_secret_is_in_secret_manager_and_never_in_metadata(gcp_runn
     for template in gcp_runners.of("gcp:compute/instanceTemplate:InstanceTemplate"):
         blob = json.dumps(template.inputs, default=str)  # the startup script and every other metadata
         assert not any(secret in blob for secret in ALL_SECRETS.values()), template.name
-    for resource in gcp_runners.resources:
-        if resource.typ in ("gcp:secretmanager/secretVersion:SecretVersion", "gcp:sql/user:User"):
-            continue
-        blob = json.dumps(resource.inputs, default=str)
-        assert not any(secret in blob for secret in ALL_SECRETS.values()), resource.typ
+    assert gcp_runners.holding(ALL_SECRETS.values(), stores=SECRET_STORES) == []
 
 
 def test_only_the_server_reaches_the_runners_and_runners_reach_the_server_and_database(
