@@ -32,7 +32,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import pytest
 
@@ -166,25 +165,13 @@ def moto(network: Network) -> Iterator[S3Server]:
         server.stop()
 
 
-def ssm_client(moto: S3Server) -> Any:
-    import boto3
-
-    return boto3.session.Session().client(
-        "ssm",
-        endpoint_url=moto.endpoint,
-        region_name=REGION,
-        aws_access_key_id=ACCESS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=ACCESS["AWS_SECRET_ACCESS_KEY"],
-    )
-
-
 @pytest.fixture(scope="module")
 def aws_host(debian_image: str, network: Network, model: FakeAnthropic, moto: S3Server) -> Iterator[CloudHost]:
     aws_boot, _, _ = boot_modules()
     archive, key = release_archive()
     moto.bucket(BUCKET)
     moto.client().put_object(Bucket=BUCKET, Key=key, Body=archive)
-    ssm = ssm_client(moto)
+    ssm = moto.client("ssm")
     for name, value in SECRETS.items():
         if name != MISSING:
             ssm.put_parameter(Name=f"/ash/{STACK}/{name}", Value=value, Type="SecureString")
@@ -222,7 +209,7 @@ def test_aws_a_missing_parameter_fails_the_boot_with_its_name_and_no_env_file(
 
 
 def test_aws_user_data_installs_a_server_that_serves_a_turn(aws_host: CloudHost, moto: S3Server) -> None:
-    ssm_client(moto).put_parameter(Name=f"/ash/{STACK}/{MISSING}", Value=SECRETS[MISSING], Type="SecureString")
+    moto.client("ssm").put_parameter(Name=f"/ash/{STACK}/{MISSING}", Value=SECRETS[MISSING], Type="SecureString")
     boot = aws_host.run_boot()
     assert_serves(aws_host, boot)
     server = aws_host.server

@@ -32,11 +32,12 @@ class S3Server:
         """What a server (or a test's S3SnapshotStore) needs to use it."""
         return {**ACCESS, "AWS_DEFAULT_REGION": REGION, "ASH_S3_ENDPOINT_URL": self.endpoint}
 
-    def client(self) -> Any:
+    def client(self, service: str = "s3") -> Any:
+        """A boto3 client of `service` on this endpoint (moto serves S3, SSM and the rest on the same one)."""
         import boto3
 
         return boto3.session.Session().client(
-            "s3",
+            service,
             endpoint_url=self.endpoint,
             region_name=REGION,
             aws_access_key_id=ACCESS["AWS_ACCESS_KEY_ID"],
