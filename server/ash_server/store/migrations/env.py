@@ -13,7 +13,7 @@ from sqlalchemy import pool, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from ash_server.store.models import Base
+from ash_server.store.schema import Base
 
 log = logging.getLogger("ash_server.store.migrations")
 
