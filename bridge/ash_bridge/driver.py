@@ -67,15 +67,26 @@ def _mcp_servers(cwd: Path, extra: dict[str, Any] | None) -> dict[str, Any]:
     return servers
 
 
+def _system_prompt(cwd: Path, configured: object) -> str | None:
+    """The session's systemPrompt if it set one, else the agent's CLAUDE.md: the agent's system prompt, as in the
+    reference (the CLI also reads CLAUDE.md as project memory under the "project" setting source)."""
+    if isinstance(configured, str) and configured:
+        return configured
+    try:
+        text = (cwd / "CLAUDE.md").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    return text or None
+
+
 def build_options(config: BridgeConfig) -> ClaudeAgentOptions:
     cwd = Path(config["cwd"])
-    system_prompt = config.get("systemPrompt")
     initial_agent = config.get("initialAgent")
     return ClaudeAgentOptions(
         cwd=cwd,
         # "project" loads what makes a folder an agent: CLAUDE.md, .claude/settings.json, .claude/skills/.
         setting_sources=config.get("settingSources", ["project"]),
-        system_prompt=system_prompt if isinstance(system_prompt, str) and system_prompt else None,
+        system_prompt=_system_prompt(cwd, config.get("systemPrompt")),
         model=config.get("model"),
         permission_mode=config.get("permissionMode") or "bypassPermissions",
         allowed_tools=list(config.get("allowedTools") or []),

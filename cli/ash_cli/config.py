@@ -50,6 +50,9 @@ class StoredConfig:
         out = {
             "serverUrl": self.server_url,
             "apiKey": self.api_key,
+            # The reference CLI's spellings of the same two values: it works against this server unchanged.
+            "server_url": self.server_url,
+            "api_key": self.api_key,
             "dataDir": self.data_dir,
             "pid": self.pid,
             "container": self.container,
@@ -58,14 +61,17 @@ class StoredConfig:
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> StoredConfig:
-        def text(key: str) -> str | None:
-            value = raw.get(key)
-            return value if isinstance(value, str) and value else None
+        def text(key: str, *others: str) -> str | None:
+            for name in (key, *others):
+                value = raw.get(name)
+                if isinstance(value, str) and value:
+                    return value
+            return None
 
         pid = raw.get("pid")
         return cls(
-            server_url=text("serverUrl"),
-            api_key=text("apiKey"),
+            server_url=text("serverUrl", "server_url"),  # written by the reference CLI's `ash link`, too
+            api_key=text("apiKey", "api_key"),
             data_dir=text("dataDir"),
             pid=pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None,
             container=text("container"),

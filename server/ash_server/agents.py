@@ -96,7 +96,7 @@ class AgentService:
     async def get(self, tenant_id: str, name: str) -> Agent:
         agent = await self._store.get_agent(tenant_id, name)
         if agent is None:
-            raise NotFound(f"agent {name!r} not found", agent=name)
+            raise NotFound(f"Agent not found: {name!r}", agent=name)
         return agent
 
     async def list(self, tenant_id: str) -> Sequence[Agent]:
@@ -251,9 +251,17 @@ class AgentService:
         return None
 
     async def update(
-        self, tenant_id: str, name: str, *, env: dict[str, Any] | None, config: dict[str, Any] | None
+        self,
+        tenant_id: str,
+        name: str,
+        *,
+        env: dict[str, Any] | None,
+        config: dict[str, Any] | None,
+        description: str | None = None,
     ) -> Agent:
         agent = await self.get(tenant_id, name)
+        if description is not None:
+            agent.description = description
         if env is not None:
             agent.env = {**agent.env, **validate_env(env)}
         if config is not None:
@@ -265,6 +273,6 @@ class AgentService:
 
     async def delete(self, tenant_id: str, name: str) -> None:
         if not await self._store.delete_agent(tenant_id, name):
-            raise NotFound(f"agent {name!r} not found", agent=name)
+            raise NotFound(f"Agent not found: {name!r}", agent=name)
         shutil.rmtree(self._data.agent(tenant_id, name), ignore_errors=True)
         self._version_file(tenant_id, name).unlink(missing_ok=True)

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse
 from opentelemetry.trace import TracerProvider
 
 from . import __version__
@@ -283,6 +284,12 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
     install_network_middleware(app, settings)  # last: the outermost layers
     for router in routers_for(settings.mode):
         app.include_router(router)
+
+    @app.get("/docs/json", include_in_schema=False)
+    async def openapi_at_reference_path() -> JSONResponse:
+        """The spec where the reference serves it (its docs and clients point here); `/openapi.json` is the same."""
+        return JSONResponse(app.openapi())
+
     return app
 
 

@@ -98,17 +98,17 @@ class Authenticator:
 
     async def _authenticate(self, authorization: str | None) -> Principal:
         if not authorization:
-            raise Unauthorized("missing Authorization header (expected: Bearer <api key>)")
+            raise Unauthorized("Missing Authorization header (expected: Bearer <api key>)")
         scheme, _, token = authorization.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            raise Unauthorized("malformed Authorization header (expected: Bearer <api key>)")
+            raise Unauthorized("Invalid API key: malformed Authorization header (expected: Bearer <api key>)")
         key = await self._store.find_api_key(self.hash(token))
         now = utcnow()
         if key is None or key.revoked_at is not None:
-            raise Unauthorized("invalid API key")
+            raise Unauthorized("Invalid API key")
         if key.expires_at is not None and key.expires_at <= now:
-            raise Unauthorized("API key has expired")
+            raise Unauthorized("Invalid API key: it has expired")
         if key.last_used_at is None or now - key.last_used_at > TOUCH_INTERVAL:
             await self._store.touch_api_key(key.id, now)
         return Principal(tenant_id=key.tenant_id, key_id=str(key.id))

@@ -136,7 +136,7 @@ class CredentialService:
         parsed = _parse_id(credential_id)
         credential = await self._store.get_credential(tenant_id, parsed) if parsed is not None else None
         if credential is None:
-            raise NotFound(f"credential {credential_id} not found", credential_id=credential_id)
+            raise NotFound(f"Credential not found: {credential_id}", credential_id=credential_id)
         return credential
 
     async def delete(self, tenant_id: str, credential_id: str) -> None:

@@ -94,7 +94,7 @@ def _open_beneath(root: Path, rel: PurePosixPath, raw: str) -> int:
     try:
         fd = os.open(root, flags | os.O_DIRECTORY)
     except OSError as exc:
-        raise NotFound("the session has no workspace") from exc
+        raise NotFound("No workspace available for this session") from exc
     try:
         for part in rel.parts[:-1]:
             parent, fd = fd, -1
@@ -112,7 +112,7 @@ def _open_beneath(root: Path, rel: PurePosixPath, raw: str) -> int:
         if exc.errno in (errno.ELOOP, errno.EMLINK):
             raise Invalid(f"path escapes its folder: {raw!r}", path=raw) from exc
         if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-            raise NotFound(f"no file {raw!r} in the workspace", path=raw) from exc
+            raise NotFound(f"File not found: no file {raw!r} in the workspace", path=raw) from exc
         raise
     finally:
         if fd >= 0:
@@ -135,7 +135,7 @@ def _open_parent(root: Path, rel: PurePosixPath, raw: str, owner: tuple[int, int
     try:
         fd = os.open(root, _DIR_FLAGS)
     except OSError as exc:
-        raise NotFound("the session has no workspace") from exc
+        raise NotFound("No workspace available for this session") from exc
     try:
         for part in rel.parts[:-1]:
             parent, fd = fd, -1
@@ -153,7 +153,7 @@ def _open_parent(root: Path, rel: PurePosixPath, raw: str, owner: tuple[int, int
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                     raise _escape(raw) from exc
                 if exc.errno == errno.ENOENT:
-                    raise NotFound(f"no file {raw!r} in the workspace", path=raw) from exc
+                    raise NotFound(f"File not found: no file {raw!r} in the workspace", path=raw) from exc
                 raise
             finally:
                 os.close(parent)
@@ -203,7 +203,7 @@ def delete_path(root: Path, raw: str) -> None:
         try:
             st = os.stat(name, dir_fd=parent, follow_symlinks=False)
         except FileNotFoundError as exc:
-            raise NotFound(f"no file {raw!r} in the workspace", path=raw) from exc
+            raise NotFound(f"File not found: no file {raw!r} in the workspace", path=raw) from exc
         if stat.S_ISDIR(st.st_mode):
             # rmtree with dir_fd works on descriptors and never follows a symlink, even one swapped in.
             shutil.rmtree(name, dir_fd=parent)
@@ -256,5 +256,5 @@ def make_dirs(root: Path, rel: PurePosixPath, owner: tuple[int, int] | None) -> 
 def pack_workspace(root: Path, out: IO[bytes]) -> None:
     """The workspace as a tar.gz written to `out`; symlinks stay symlinks."""
     if root.is_symlink() or not root.is_dir():
-        raise NotFound("the session has no workspace")
+        raise NotFound("No workspace available for this session")
     archive.pack([("", root)], out, gzip=True)

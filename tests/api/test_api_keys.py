@@ -56,6 +56,7 @@ def new_key(server: AshServer, **body: object) -> tuple[str, dict[str, object]]:
         response = admin.post("/api/api-keys", json=body)
     assert response.status_code == 201, response.text
     created = response.json()
+    assert created["id"] == created["apiKey"]["id"]  # the reference's {id, key}
     return created["key"], created["apiKey"]
 
 
@@ -76,6 +77,8 @@ def test_a_new_key_is_shown_once_and_listed_by_prefix(server: AshServer) -> None
         assert key not in listed.text  # never again, in any form
         mine = [k for k in listed.json()["apiKeys"] if k["id"] == public["id"]]
         assert mine and mine[0]["prefix"] == key[:12] and set(mine[0]) == set(public)
+        # The reference's envelope and names: {keys: [{id, label, keyPrefix, createdAt}]}.
+        assert listed.json()["keys"] == listed.json()["apiKeys"] and mine[0]["keyPrefix"] == key[:12]
         assert mine[0]["lastUsedAt"] is not None
         assert client.get(f"/api/api-keys/{public['id']}").json()["apiKey"]["id"] == public["id"]
         assert_error(client.get(f"/api/api-keys/{uuid.uuid4()}"), 404)
@@ -86,10 +89,12 @@ def test_a_revoked_key_is_refused_at_once(server: AshServer) -> None:
     with as_client(server, key) as victim, as_client(server, server.api_key) as admin:
         assert victim.get("/api/sessions").status_code == 200
         revoked = admin.delete(f"/api/api-keys/{public['id']}")
-        assert revoked.status_code == 200 and revoked.json()["apiKey"]["revokedAt"] is not None
-        assert_error(victim.get("/api/sessions"), 401, "invalid API key")
-        again = admin.delete(f"/api/api-keys/{public['id']}")  # idempotent: the first revocation time stays
-        assert again.json()["apiKey"]["revokedAt"] == revoked.json()["apiKey"]["revokedAt"]
+        assert revoked.status_code == 204 and revoked.content == b""  # as the reference answers
+        revoked_at = admin.get(f"/api/api-keys/{public['id']}").json()["apiKey"]["revokedAt"]
+        assert revoked_at is not None
+        assert_error(victim.get("/api/sessions"), 401, "Invalid API key")
+        assert admin.delete(f"/api/api-keys/{public['id']}").status_code == 204  # idempotent: the first time stays
+        assert admin.get(f"/api/api-keys/{public['id']}").json()["apiKey"]["revokedAt"] == revoked_at
         assert_error(admin.delete(f"/api/api-keys/{uuid.uuid4()}"), 404)
 
 
@@ -98,7 +103,7 @@ def test_a_key_may_revoke_itself_but_not_the_last_one(server: AshServer) -> None
     with as_client(server, solo["key"]) as client:
         assert_error(client.delete(f"/api/api-keys/{solo['apiKey']['id']}"), 409, "last usable")
         spare = client.post("/api/api-keys", json={"label": "replacement"}).json()
-        assert client.delete(f"/api/api-keys/{solo['apiKey']['id']}").status_code == 200
+        assert client.delete(f"/api/api-keys/{solo['apiKey']['id']}").status_code == 204
         assert_error(client.get("/api/agents"), 401)
     with as_client(server, spare["key"]) as client:
         assert client.get("/api/agents").status_code == 200
@@ -120,10 +125,12 @@ def test_an_expired_key_is_refused(server: AshServer) -> None:
 
 def test_wrong_missing_and_malformed_keys_are_401(server: AshServer) -> None:
     with as_client(server, "ash_" + "x" * 43) as client:
-        assert_error(client.get("/api/agents"), 401, "invalid API key")
+        assert_error(client.get("/api/agents"), 401, "Invalid API key")
     with as_client(server, None) as client:
         assert_error(client.get("/api/agents"), 401, "Authorization")
-        assert_error(client.get("/api/agents", headers={"Authorization": "Basic abc"}), 401, "malformed")
+        assert_error(
+            client.get("/api/agents", headers={"Authorization": "Basic abc"}), 401, "Invalid API key: malformed"
+        )
 
 
 def test_session_creation_is_rate_limited_per_key(server: AshServer) -> None:

@@ -51,7 +51,7 @@ def ended_session(client: httpx.Client, fake_model: FakeAnthropic) -> str:
 def test_missing_and_wrong_auth_are_401(ash_server: AshServer) -> None:
     assert_error(httpx.get(ash_server.url + "/api/agents"), 401, "Authorization")
     wrong = {"Authorization": "Bearer ash_not-a-real-key"}
-    assert_error(httpx.get(ash_server.url + "/api/agents", headers=wrong), 401, "invalid API key")
+    assert_error(httpx.get(ash_server.url + "/api/agents", headers=wrong), 401, "Invalid API key")
     assert_error(httpx.get(ash_server.url + "/api/agents", headers={"Authorization": "Basic abc"}), 401)
     assert_error(httpx.get(ash_server.url + "/metrics-nope", headers=wrong), 404)
     # /health is the one open route.

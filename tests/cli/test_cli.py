@@ -153,7 +153,14 @@ def test_start_serves_and_stores_a_private_config(server: Cli) -> None:
     assert server.started is not None
     config = server.config()
     key = (server.data_dir / "api-key").read_text().strip()
-    assert config == {"serverUrl": server.url, "apiKey": key, "dataDir": str(server.data_dir), "pid": config["pid"]}
+    assert config == {
+        "serverUrl": server.url,
+        "apiKey": key,
+        "server_url": server.url,  # the reference CLI's names
+        "api_key": key,
+        "dataDir": str(server.data_dir),
+        "pid": config["pid"],
+    }
     assert key.startswith("ash_")
     assert stat.S_IMODE((server.home / ".ash" / "config.json").stat().st_mode) == 0o600
     assert stat.S_IMODE((server.home / ".ash").stat().st_mode) == 0o700
@@ -221,6 +228,31 @@ def test_quickstart_deploy_chat_and_list(server: Cli, fake: FakeAnthropic) -> No
     assert_one_line_error(refused, "ended")
 
 
+def test_the_reference_clis_flags_work_here(server: Cli, fake: FakeAnthropic) -> None:
+    """`deploy -n` and `chat -s <session>` / `--end`, as a user of the reference CLI types them."""
+    fake.on("first of two", text("One."))
+    fake.on("second of two", text("Two."))
+    deployed = server.run("deploy", str(HELLO_AGENT), "-n", "flagged")
+    assert deployed.returncode == 0 and "flagged" in deployed.stdout, deployed.stderr
+    first = server.run("chat", "flagged", "first of two")
+    assert first.returncode == 0 and first.stdout == "One.\n", first.stderr
+    sid = next(
+        s["id"] for s in json.loads(server.run("session", "list", "--json").stdout) if s["agentName"] == "flagged"
+    )
+    second = server.run("chat", "flagged", "second of two", "-s", sid)
+    assert second.returncode == 0 and second.stdout == "Two.\n", second.stderr
+    assert (
+        len([s for s in json.loads(server.run("session", "list", "--json").stdout) if s["agentName"] == "flagged"]) == 1
+    )
+    fake.on("last words", text("Bye."))
+    ended = server.run("chat", "flagged", "last words", "--end")
+    assert ended.returncode == 0 and ended.stdout == "Bye.\n", ended.stderr
+    statuses = [
+        s["status"] for s in json.loads(server.run("session", "list", "--json").stdout) if s["agentName"] == "flagged"
+    ]
+    assert sorted(statuses) == ["active", "ended"]
+
+
 def test_chat_prints_text_as_it_streams(server: Cli, fake: FakeAnthropic) -> None:
     fake.on("count slowly", text("one two three", chunks=3, delay=0.8))
     assert server.run("deploy", str(HELLO_AGENT), "--name", "slow-agent").returncode == 0
@@ -286,7 +318,7 @@ def test_wrong_api_key_is_one_line(server: Cli) -> None:
 
 
 def test_chat_with_an_unknown_agent_is_one_line(server: Cli) -> None:
-    assert_one_line_error(server.run("chat", "nope", "hi"), "agent 'nope' not found")
+    assert_one_line_error(server.run("chat", "nope", "hi"), "Agent not found: 'nope'")
 
 
 def test_client_errors_carry_status_and_message(server: Cli) -> None:
@@ -296,11 +328,11 @@ def test_client_errors_carry_status_and_message(server: Cli) -> None:
             ash.get_agent("nope")
         with pytest.raises(BadRequestError) as invalid:
             ash.list_sessions(status="bogus")
-    assert (missing.value.status_code, missing.value.message) == (404, "agent 'nope' not found")
+    assert (missing.value.status_code, missing.value.message) == (404, "Agent not found: 'nope'")
     assert invalid.value.status_code == 400
     with AshClient(server.url, "ash_wrong-key-wrong-key") as ash, pytest.raises(AuthenticationError) as denied:
         ash.list_agents()
-    assert (denied.value.status_code, denied.value.message) == (401, "invalid API key")
+    assert (denied.value.status_code, denied.value.message) == (401, "Invalid API key")
 
 
 def test_logs_prints_the_server_log(server: Cli) -> None:
@@ -506,6 +538,25 @@ def test_config_precedence_env_over_file_over_defaults(tmp_path: Path) -> None:
     )
     save_stored(tmp_path / ".ash" / "config.json", StoredConfig(data_dir=str(data)))
     assert resolve(env).api_key == "ash_from-data-dir"
+
+
+def test_a_config_written_by_the_reference_cli_is_read(tmp_path: Path) -> None:
+    """The reference CLI's `ash link` writes `server_url`/`api_key`; ours reads them (and writes both spellings)."""
+    path = tmp_path / ".ash" / "config.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"server_url": "http://linked:4100", "api_key": "ash_linked"}))
+    linked = resolve({"HOME": str(tmp_path)})
+    assert (linked.server_url, linked.api_key) == ("http://linked:4100", "ash_linked")
+    save_stored(path, StoredConfig(server_url="http://ours:1", api_key="ash_ours"))
+    written = json.loads(path.read_text())
+    assert (
+        (written["server_url"], written["api_key"])
+        == (written["serverUrl"], written["apiKey"])
+        == (
+            "http://ours:1",
+            "ash_ours",
+        )
+    )
 
 
 def test_config_file_is_private_and_a_broken_one_is_explained(tmp_path: Path) -> None:

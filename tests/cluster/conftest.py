@@ -92,7 +92,13 @@ def runners_of(coordinator: AshServer) -> dict[str, dict[str, Any]]:
     with coordinator.client() as client:
         response = client.get("/api/internal/runners")
     assert response.status_code == 200, response.text
-    return {r["id"]: r for r in response.json()["runners"]}
+    body = response.json()
+    assert body["count"] == len(body["runners"]) and body["hasLocal"] is False  # the reference's fields
+    for runner in body["runners"]:
+        url = httpx.URL(runner["url"])
+        assert (runner["runnerId"], runner["host"], runner["port"]) == (runner["id"], url.host, url.port)
+        assert (runner["active"], runner["max"]) == (runner["load"], runner["maxSandboxes"])
+    return {r["id"]: r for r in body["runners"]}
 
 
 @pytest.fixture(scope="module")

@@ -86,7 +86,7 @@ def test_sign_in_with_a_key_sets_a_hardened_cookie(deployment: Deployment) -> No
         assert_hardened(client.get("/dashboard/login"))
 
         wrong = sign_in(client, "ash_not-a-real-key", "/dashboard/agents")
-        assert wrong.status_code == 401 and "invalid API key" in wrong.text
+        assert wrong.status_code == 401 and "Invalid API key" in wrong.text
         assert "ash_dashboard=" not in wrong.headers.get("set-cookie", "")
         forged = client.post("/dashboard/login", data={"key": deployment.key, "csrf": "made.up"})
         assert forged.status_code == 403 and "ash_dashboard=" not in forged.headers.get("set-cookie", "")
@@ -118,7 +118,7 @@ def test_sign_in_with_a_key_sets_a_hardened_cookie(deployment: Deployment) -> No
             created = api.post("/api/api-keys", json={"label": "dashboard test"}).json()
             assert sign_in(client, created["key"]).status_code == 303
             assert client.get("/dashboard").status_code == 200
-            assert api.delete(f"/api/api-keys/{created['apiKey']['id']}").status_code == 200
+            assert api.delete(f"/api/api-keys/{created['apiKey']['id']}").status_code == 204
         assert client.get("/dashboard").status_code == 303
 
         # Open redirects are refused: after sign-in the browser stays on this server's dashboard.

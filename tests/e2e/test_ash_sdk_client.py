@@ -43,6 +43,11 @@ def test_full_session_lifecycle_through_the_python_client(ash_server: AshServer,
     kinds = [e.data.get("type") for e in events if isinstance(e, MessageEvent)]
     assert kinds[0] == "system" and "assistant" in kinds and kinds[-1] == "result"
     assert [e.result for e in events if isinstance(e, TurnCompleteEvent)] == ["Hello there, friend!"]
+    # CLAUDE.md is the system prompt, as in the reference (not only project memory in the first user message).
+    (request,) = model.requests_with_prompt("first contact")
+    system = request["system"]
+    system_text = system if isinstance(system, str) else " ".join(b.get("text", "") for b in system)
+    assert "You are Hello Agent" in system_text
 
     # With partial messages: text deltas that add up to the reply.
     events = list(client.send_message_stream(session.id, "second ping", include_partial_messages=True))

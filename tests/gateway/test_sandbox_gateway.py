@@ -121,10 +121,11 @@ def test_the_model_socket_relays_byte_for_byte_and_meters_usage(
     assert calls and all(e["headers"]["x-api-key"] == SERVER_KEY for e in calls)
     expected = [fake_usage(e) for e in calls]
 
-    timeline = eventually(
-        lambda: client.get(f"/api/sessions/{sid}/events", params={"type": "usage"}).json()["events"],
-        lambda found: len(found) >= len(calls),
-    )
+    def usage_events() -> list[dict[str, Any]]:
+        lifecycle = client.get(f"/api/sessions/{sid}/events", params={"type": "lifecycle"}).json()["events"]
+        return [e for e in lifecycle if json.loads(e["data"]).get("action") == "model_usage"]
+
+    timeline = eventually(usage_events, lambda found: len(found) >= len(calls))
     assert [(json.loads(e["data"])["inputTokens"], json.loads(e["data"])["outputTokens"]) for e in timeline] == expected
     events = client.get("/api/usage", params={"sessionId": sid}).json()["events"]
     assert {e["sessionId"] for e in events} == {sid} and {e["agentName"] for e in events} == {"gw-agent"}

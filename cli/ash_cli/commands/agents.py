@@ -22,7 +22,7 @@ agent_app = typer.Typer(help="List, inspect and delete deployed agents.", no_arg
 def deploy(
     ctx: typer.Context,
     folder: Annotated[Path, typer.Argument(help="The agent folder; it must contain CLAUDE.md.", metavar="FOLDER")],
-    name: Annotated[str | None, typer.Option("--name", help="Agent name (default: the folder's name).")] = None,
+    name: Annotated[str | None, typer.Option("--name", "-n", help="Agent name (default: the folder's name).")] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Upload an agent folder to the server; re-deploying a name bumps its version."""

@@ -54,16 +54,30 @@ def chat(
     agent: AgentArg,
     message: MessageArg,
     model: Annotated[str | None, typer.Option("--model", help="Model for this session.")] = None,
+    continue_session: Annotated[
+        str | None,
+        typer.Option(
+            "--session-id", "-s", help="Continue this session instead of starting one (as the reference CLI)."
+        ),
+    ] = None,
+    end: Annotated[bool, typer.Option("--end", help="End the session after the answer.")] = False,
 ) -> None:
-    """Start a session with an agent, send one message and stream the answer."""
+    """Start a session with an agent (or continue one with -s), send one message and stream the answer."""
     text = _message(message)
     with state(ctx).client() as client:
+        if continue_session is not None:
+            _stream(client, session_id(continue_session), text)
+            return
         if err.is_terminal:
             with err.status(f"Starting a session with {escape(agent)}…"):
                 session = client.create_session(agent, model=model)
         else:
             session = client.create_session(agent, model=model)
-        _stream(client, session["id"], text)
+        try:
+            _stream(client, session["id"], text)
+        finally:
+            if end:
+                client.end_session(session["id"])
 
 
 @session_app.command("create")

@@ -59,7 +59,9 @@ async def get_agent(name: str, principal: PrincipalDep, services: ServicesDep) -
 async def update_agent(name: str, body: AgentUpdate, principal: PrincipalDep, services: ServicesDep) -> AgentResponse:
     if body.config is not None:
         _check_limits(body.config, services)
-    agent = await services.agents.update(principal.tenant_id, name, env=body.env, config=body.config)
+    agent = await services.agents.update(
+        principal.tenant_id, name, env=body.env, config=body.config, description=body.description
+    )
     services.pool.agents_changed()
     return AgentResponse(agent=AgentPublic.of(agent))
 
@@ -122,7 +124,7 @@ async def read_agent_file(
     root: Path = services.agents.folder(await services.agents.get(principal.tenant_id, name))
     target = confine(root, file_path)
     if not target.is_file():
-        raise NotFound(f"no file {file_path!r} in agent {name!r}")
+        raise NotFound(f"File not found: no file {file_path!r} in agent {name!r}")
     data = target.read_bytes()
     if format == "json":
         try:

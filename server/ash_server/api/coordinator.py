@@ -23,7 +23,7 @@ from ..errors import Invalid, NotFound
 from ..store.models import Runner
 from . import sessions
 from .deps import PrincipalDep, Services, ServicesDep
-from .schemas import EventsResponse, MessagesResponse, SessionResponse, SessionsResponse
+from .schemas import EventsResponse, MessagesResponse, SessionResponse, SessionsResponse, SessionsWithTotalResponse
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,9 @@ async def create_session(request: Request, principal: PrincipalDep, services: Se
 
 
 # Reads of what the database holds are answered here, even while the session's runner is down.
-router.add_api_route("", sessions.list_sessions, methods=["GET"], response_model=SessionsResponse)
+router.add_api_route(
+    "", sessions.list_sessions, methods=["GET"], response_model=SessionsResponse | SessionsWithTotalResponse
+)
 router.add_api_route("/{session_id}", sessions.get_session, methods=["GET"], response_model=SessionResponse)
 router.add_api_route("/{session_id}/messages", sessions.list_messages, methods=["GET"], response_model=MessagesResponse)
 router.add_api_route("/{session_id}/events", sessions.list_events, methods=["GET"], response_model=EventsResponse)
@@ -107,7 +109,7 @@ async def _session_request(session_id: str, request: Request, principal: Princip
         raise Invalid(f"{session_id!r} is not a session id") from None
     found = await services.store.session_and_runner(principal.tenant_id, sid)
     if found is None:
-        raise NotFound(f"session {sid} not found", session_id=str(sid))
+        raise NotFound(f"Session not found: {sid}", session_id=str(sid))
     session, runner_row = found
     # The same per-key limits as a standalone server's routes (runners apply none).
     if request.method == "POST" and request.url.path.endswith("/messages"):
@@ -128,7 +130,7 @@ async def _session_request(session_id: str, request: Request, principal: Princip
         await upstream.aclose()
         fresh = await services.store.get_session(principal.tenant_id, sid)
         if fresh is None:
-            raise NotFound(f"session {sid} not found", session_id=str(sid))
+            raise NotFound(f"Session not found: {sid}", session_id=str(sid))
         session, avoid = fresh, runner.id
 
 

@@ -57,7 +57,7 @@ async def _health(services: Services, pool: dict[str, int], **specific: Any) -> 
         coordinator_id=socket.gethostname(),
         active_sessions=await services.store.count_sessions(["active"]),
         active_sandboxes=pool["total"],
-        uptime=round(time.monotonic() - services.started_at, 3),
+        uptime=int(time.monotonic() - services.started_at),
         open_streams=services.streams.open,
         server_id=services.pool.server_id,
         snapshots=services.snapshots.url,

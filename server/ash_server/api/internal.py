@@ -6,6 +6,8 @@ before it gets here. `GET /api/internal/runners` is for operators: an API key of
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from fastapi import APIRouter, Request
 
 from ..cluster.registry import Registry, RunnerView
@@ -30,7 +32,14 @@ def _machine(request: Request) -> None:
 
 
 def runner_public(view: RunnerView) -> RunnerPublic:
+    url = urlsplit(view.url)
     return RunnerPublic(
+        runner_id=view.id,
+        host=url.hostname or "",
+        port=url.port or (443 if url.scheme == "https" else 80),
+        active=view.load,
+        max=view.max_sandboxes,
+        last_heartbeat=view.last_heartbeat_at,
         id=view.id,
         url=view.url,
         status=view.status,
@@ -76,4 +85,5 @@ async def list_runners(principal: PrincipalDep, services: ServicesDep) -> Runner
     """Every runner with its status (live, draining, dead), load and pool. Operators only (default tenant)."""
     if principal.tenant_id != DEFAULT_TENANT:
         raise NotFound("not found")
-    return RunnersResponse(runners=[runner_public(v) for v in await registry_of(services).runners()])
+    runners = [runner_public(v) for v in await registry_of(services).runners()]
+    return RunnersResponse(runners=runners, count=len(runners), has_local=False)

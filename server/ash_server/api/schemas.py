@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -33,6 +34,7 @@ class AgentCreate(Schema):
 
 
 class AgentUpdate(Schema):
+    description: str | None = Field(None, max_length=10_000)
     env: dict[str, str] | None = None
     config: dict[str, Any] | None = None
 
@@ -43,6 +45,7 @@ class AgentPublic(Schema):
     tenant_id: str
     version: int
     path: str
+    description: str | None
     env: dict[str, str]
     config: dict[str, Any]
     created_at: datetime
@@ -56,6 +59,7 @@ class AgentPublic(Schema):
             tenant_id=agent.tenant_id,
             version=agent.version,
             path=agent.path,
+            description=agent.description,
             env={k: "***" for k in agent.env},
             config=agent.config,
             created_at=agent.created_at,
@@ -157,6 +161,12 @@ class SessionsResponse(Schema):
     sessions: list[SessionPublic]
 
 
+class SessionsWithTotalResponse(SessionsResponse):
+    """With `includeTotal=true` (the reference SDK's `listSessionsWithTotal`)."""
+
+    total: int = Field(description="How many sessions match the filters, over all pages.")
+
+
 class TextBlock(Schema):
     type: Literal["text"]
     text: str
@@ -249,12 +259,16 @@ class EventPublic(Schema):
 
     @classmethod
     def of(cls, event: SessionEvent) -> EventPublic:
+        kind, data = event.type, event.data
+        if kind == "usage":  # written by servers before 0.1: the reference's clients reject the type
+            legacy = json.loads(data) if data else {}
+            kind, data = "lifecycle", json.dumps({"action": "model_usage", **legacy}, separators=(",", ":"))
         return cls(
             id=event.id,
             session_id=event.session_id,
             tenant_id=event.tenant_id,
-            type=event.type,
-            data=event.data,
+            type=kind,
+            data=data,
             sequence=event.sequence,
             created_at=event.created_at,
         )
@@ -335,6 +349,7 @@ class ApiKeyPublic(Schema):
     tenant_id: str
     label: str | None
     prefix: str = Field(description="The key's first characters (`ash_AbCd1234`), to tell keys apart.")
+    key_prefix: str = Field(description="The same as `prefix`, under the reference's name.")
     created_at: datetime
     last_used_at: datetime | None = Field(description="Updated at most once a minute.")
     expires_at: datetime | None
@@ -347,6 +362,7 @@ class ApiKeyPublic(Schema):
             tenant_id=key.tenant_id,
             label=key.label,
             prefix=key.prefix,
+            key_prefix=key.prefix,
             created_at=key.created_at,
             last_used_at=key.last_used_at,
             expires_at=key.expires_at,
@@ -359,10 +375,12 @@ class ApiKeyResponse(Schema):
 
 
 class ApiKeysResponse(Schema):
-    api_keys: list[ApiKeyPublic]
+    keys: list[ApiKeyPublic] = Field(description="The reference's name for the list.")
+    api_keys: list[ApiKeyPublic] = Field(description="The same list (Ash's earlier name).")
 
 
 class ApiKeyCreated(ApiKeyResponse):
+    id: uuid.UUID = Field(description="The new key's id (the reference's `{id, key}`).")
     key: str = Field(description="The API key itself. Shown in this response only: it is stored as a keyed hash.")
 
 
@@ -527,7 +545,7 @@ class HealthResponse(Schema):
     active_sessions: int
     active_sandboxes: int
     remote_runners: int
-    uptime: float
+    uptime: int = Field(description="Whole seconds since the server started (an integer, as the reference has it).")
     isolation: str = Field(description="How sandboxes are isolated: bwrap (namespaces) or none.")
     network: str = Field(description="Network of a sandbox whose agent does not ask for more: none, or full.")
     limits: str = Field(description="What enforces sandbox limits: cgroup-v2, cgroup-v1 or rlimit.")
@@ -572,10 +590,19 @@ class RunnerPublic(Schema):
     version: str
     registered_at: datetime
     last_heartbeat_at: datetime
+    # The reference's names for the same runner (its `getRunnerInfoFromDb` shape).
+    runner_id: str
+    host: str
+    port: int
+    active: int
+    max: int
+    last_heartbeat: datetime
 
 
 class RunnersResponse(Schema):
     runners: list[RunnerPublic]
+    count: int
+    has_local: bool = Field(description="Whether this server also runs sandboxes itself (never, on a coordinator).")
 
 
 class ErrorResponse(Schema):

@@ -28,6 +28,7 @@ from .schemas import (
     SessionPublic,
     SessionResponse,
     SessionsResponse,
+    SessionsWithTotalResponse,
 )
 from .sse import EventStream
 
@@ -89,7 +90,7 @@ async def create_session(body: SessionCreate, principal: PrincipalDep, services:
     return SessionResponse(session=SessionPublic.of(session))
 
 
-@router.get("", response_model=SessionsResponse)
+@router.get("", response_model=SessionsResponse | SessionsWithTotalResponse)
 async def list_sessions(
     principal: PrincipalDep,
     services: ServicesDep,
@@ -97,11 +98,16 @@ async def list_sessions(
     status: str | None = Query(None, pattern=SESSION_STATUSES),
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0),
-) -> SessionsResponse:
+    include_total: bool = Query(False, alias="includeTotal", description="Add `total`: how many sessions match."),
+) -> SessionsResponse | SessionsWithTotalResponse:
     sessions = await services.sessions.list_sessions(
         principal.tenant_id, agent=agent, status=status, limit=limit, offset=offset
     )
-    return SessionsResponse(sessions=[SessionPublic.of(s) for s in sessions])
+    page = [SessionPublic.of(s) for s in sessions]
+    if not include_total:
+        return SessionsResponse(sessions=page)
+    total = await services.sessions.count_sessions(principal.tenant_id, agent=agent, status=status)
+    return SessionsWithTotalResponse(sessions=page, total=total)
 
 
 @router.get("/{session_id}", response_model=SessionResponse)
@@ -216,7 +222,12 @@ async def list_events(
 
 @router.get("/{session_id}/logs", response_model=LogsResponse)
 async def session_logs(
-    session_id: uuid.UUID, principal: PrincipalDep, services: ServicesDep, after: int = Query(0, ge=0)
+    session_id: uuid.UUID,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    after: int = Query(
+        0, ge=-1, description="Entries with an index above this; -1 (the reference's default) or 0: all."
+    ),
 ) -> LogsResponse:
     await services.sessions.get(principal.tenant_id, session_id)
     sandbox = services.sessions.sandbox_of(session_id)

@@ -154,7 +154,7 @@ class Registry:
             await self.unplace(target)
             fresh = await self._store.get_session(session.tenant_id, session.id)
             if fresh is None:
-                raise NotFound(f"session {session.id} not found")
+                raise NotFound(f"Session not found: {session.id}")
             session = fresh
             avoid = None
         raise CapacityExhausted(f"session {session.id} is being moved between runners; try again")

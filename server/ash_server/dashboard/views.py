@@ -223,8 +223,8 @@ def event_summary(kind: str, raw: str | None) -> str:
         return compact(f"{data.get('name')} {compact(data.get('input'))}")
     if kind == "tool_result":
         return ("error: " if data.get("is_error") else "") + compact(_tool_result_text(data.get("content")))
-    if kind == "usage":
-        return (
+    if kind == "lifecycle" and data.get("action") == "model_usage":
+        return "model usage " + (
             f"{data.get('model')}: {data.get('inputTokens', 0)} in, {data.get('outputTokens', 0)} out, "
             f"{data.get('cacheReadTokens', 0)} cache read"
         )

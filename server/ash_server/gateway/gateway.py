@@ -54,7 +54,7 @@ class Gateway:
         """Open the sandbox's sockets in its folder, before the sandbox starts; NotFound/Invalid/503 otherwise."""
         session = await self._store.get_session(tenant_id, uuid.UUID(session_id))
         if session is None:
-            raise NotFound(f"session {session_id} not found", session_id=session_id)
+            raise NotFound(f"Session not found: {session_id}", session_id=session_id)
         agent = await self._store.get_agent(tenant_id, session.agent_name)
         return await self.link(
             sandbox_id,
@@ -154,5 +154,7 @@ class Gateway:
             route.agent_name,
             usage.model,
             usage.metrics(),
-            json.dumps({**usage.timeline(), "sandboxId": route.sandbox_id}, separators=(",", ":")),
+            json.dumps(
+                {"action": "model_usage", **usage.timeline(), "sandboxId": route.sandbox_id}, separators=(",", ":")
+            ),
         )

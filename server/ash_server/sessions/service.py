@@ -176,7 +176,7 @@ class SessionService:
     async def get(self, tenant_id: str, session_id: uuid.UUID) -> Session:
         session = await self._store.get_session(tenant_id, session_id)
         if session is None:
-            raise NotFound(f"session {session_id} not found", session_id=str(session_id))
+            raise NotFound(f"Session not found: {session_id}", session_id=str(session_id))
         if self._exclusive and session.runner_id not in (None, self.server_id):
             raise SessionMoved(
                 f"session {session_id} is run by runner {session.runner_id}, not this one",
@@ -188,6 +188,9 @@ class SessionService:
         self, tenant_id: str, *, agent: str | None, status: str | None, limit: int, offset: int
     ) -> Sequence[Session]:
         return await self._store.list_sessions(tenant_id, agent=agent, status=status, limit=limit, offset=offset)
+
+    async def count_sessions(self, tenant_id: str, *, agent: str | None, status: str | None) -> int:
+        return await self._store.count_matching_sessions(tenant_id, agent=agent, status=status)
 
     def sandbox_of(self, session_id: uuid.UUID) -> Sandbox | None:
         live = self._live.get(session_id)
@@ -322,7 +325,7 @@ class SessionService:
         """
         agent = await self._store.get_agent(session.tenant_id, session.agent_name)
         if agent is None:
-            raise NotFound(f"agent {session.agent_name!r} of this session no longer exists")
+            raise NotFound(f"Agent not found: {session.agent_name!r}, the agent of this session, no longer exists")
         await self._ensure_files(session)  # SnapshotError leaves the session as it was
         await self._agents.materialize(agent)  # the sandbox mounts the agent's folder
         if session.runner_id != self.server_id:
@@ -391,7 +394,7 @@ class SessionService:
         async with live.lock:
             session = await self.get(tenant_id, session_id)
             if session.status == "ended":
-                raise Gone(f"session {session_id} has ended")
+                raise Gone(f"Session is ended: {session_id}")
             if session.status in ("paused", "stopped"):
                 return session
             self._refuse_while_running(live)
@@ -412,7 +415,10 @@ class SessionService:
         async with live.lock:
             session = await self.get(tenant_id, session_id)
             if session.status == "ended":
-                raise Gone(f"session {session_id} has ended")
+                raise Gone(f"Session is ended: {session_id}")
+            if await self._store.get_agent(session.tenant_id, session.agent_name) is None:
+                # Even a warm sandbox is not resumed: the agent it ran is gone (the reference answers 404 too).
+                raise NotFound(f"Agent not found: {session.agent_name!r}, the agent of this session, was deleted")
             await self._drop_if_stale(session, live)
             if session.status == "active" and live.sandbox is not None and live.sandbox.alive:
                 return session
@@ -437,7 +443,7 @@ class SessionService:
         async with live.lock:
             session = await self.get(tenant_id, session_id)
             if session.status == "ended":
-                raise Gone(f"session {session_id} has ended")
+                raise Gone(f"Session is ended: {session_id}")
             await self._refuse_if_elsewhere(session)
             await self._finish_turn(live)
             await self._drop_if_stale(session, live)
@@ -472,7 +478,7 @@ class SessionService:
         async with live.lock:
             parent = await self.get(tenant_id, session_id)
             if parent.status == "ended":
-                raise Gone(f"session {session_id} has ended; it cannot be forked")
+                raise Gone(f"Session is ended: {session_id} cannot be forked")
             self._refuse_while_running(live)
             await self._drop_if_stale(parent, live)
             await self._ensure_files(parent)
@@ -522,7 +528,7 @@ class SessionService:
     async def update_config(self, tenant_id: str, session_id: uuid.UUID, changes: dict[str, Any]) -> Session:
         session = await self.get(tenant_id, session_id)
         if session.status == "ended":
-            raise Gone(f"session {session_id} has ended")
+            raise Gone(f"Session is ended: {session_id}")
         config = {**session.config, **_validated_config(changes)}
         await self._set(session, config=config)
         return session
@@ -541,7 +547,7 @@ class SessionService:
             session = await self.get(tenant_id, session_id)
             if session.status != "active":
                 raise Invalid(
-                    f"session {session_id} is {session.status}"
+                    f"Session is {session.status}: {session_id}"
                     + ("; resume it first" if session.status in ("paused", "stopped", "error") else ""),
                     status=session.status,
                 )
@@ -966,7 +972,7 @@ class SessionService:
         async with live.lock:
             session = await self.get(tenant_id, session_id)
             if session.status == "ended":
-                raise Gone(f"session {session_id} has ended")
+                raise Gone(f"Session is ended: {session_id}")
             await self._refuse_if_elsewhere(session)
             await self._drop_if_stale(session, live)
             await self._ensure_files(session)

@@ -94,6 +94,7 @@ class Agent(Base):
     name: Mapped[str] = mapped_column(String(255))
     version: Mapped[int] = mapped_column(Integer, default=1)
     path: Mapped[str] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True, default=None)
     managed: Mapped[bool] = mapped_column(default=False)
     env: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     config: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import ColumnElement, delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -191,14 +191,16 @@ class Store:
         limit: int = 100,
         offset: int = 0,
     ) -> Sequence[Session]:
-        query = select(Session).where(Session.tenant_id == tenant_id)
-        if agent is not None:
-            query = query.where(Session.agent_name == agent)
-        if status is not None:
-            query = query.where(Session.status == status)
+        query = select(Session).where(*_session_filter(tenant_id, agent, status))
         query = query.order_by(Session.created_at.desc(), Session.id).limit(limit).offset(offset)
         async with self.db() as db:
             return (await db.scalars(query)).all()
+
+    async def count_matching_sessions(self, tenant_id: str, *, agent: str | None, status: str | None) -> int:
+        """How many sessions `list_sessions` would page through (the `total` of `includeTotal=true`)."""
+        query = select(func.count()).select_from(Session).where(*_session_filter(tenant_id, agent, status))
+        async with self.db() as db:
+            return int((await db.execute(query)).scalar_one())
 
     async def sessions_with_status(self, statuses: Sequence[str], *, runner_id: str | None = None) -> Sequence[Session]:
         """All tenants: used only by start-up recovery and shutdown, never by a request. With `runner_id`, only the
@@ -259,7 +261,7 @@ class Store:
         )
         row = (await db.execute(statement)).one_or_none()
         if row is None:
-            raise NotFound(f"session {session_id} not found", session_id=str(session_id))
+            raise NotFound(f"Session not found: {session_id}", session_id=str(session_id))
         return int(row[0]) - messages, int(row[1]) - events
 
     async def append_messages(self, session: Session, items: Sequence[tuple[str, str]]) -> list[Message]:
@@ -555,7 +557,8 @@ class Store:
         metrics: Sequence[tuple[str, float]],
         timeline: str,
     ) -> None:
-        """One model call's usage rows and its `usage` timeline event, in one transaction."""
+        """One model call's usage rows and its timeline event, in one transaction. The event is a `lifecycle` one
+        (`action: model_usage`): the reference's event types have no `usage`, and its clients reject unknown ones."""
         now = utcnow()
         async with self._write_lock(session_id), self.db() as db, db.begin():
             _, last = await self._reserve(db, session_id, events=1)
@@ -575,7 +578,7 @@ class Store:
                 SessionEvent(
                     session_id=session_id,
                     tenant_id=tenant_id,
-                    type="usage",
+                    type="lifecycle",
                     data=timeline,
                     sequence=last + 1,
                     created_at=now,
@@ -751,6 +754,15 @@ class Store:
         async with self.db() as db, db.begin():
             query = update(Session).where(Session.id == session_id, where).values(runner_id=to_runner, sandbox_id="")
             return bool((await db.execute(query)).rowcount)  # type: ignore[attr-defined]
+
+
+def _session_filter(tenant_id: str, agent: str | None, status: str | None) -> list[ColumnElement[bool]]:
+    where = [Session.tenant_id == tenant_id]
+    if agent is not None:
+        where.append(Session.agent_name == agent)
+    if status is not None:
+        where.append(Session.status == status)
+    return where
 
 
 def runner_load(runner: Runner) -> int:
