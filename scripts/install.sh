@@ -21,6 +21,8 @@ packages=(python3 python3-venv python3-dev bubblewrap util-linux ca-certificates
   golang-github-containernetworking-plugin-dnsname docker-registry)
 # The docker client drives podman's Docker-compatible API in tests/distribution (`ash start --docker`).
 [[ $dev -eq 1 ]] && ! command -v docker >/dev/null && packages+=(docker.io)
+# The reference's TypeScript SDK and CLI are driven as outside clients in the tests (Node 18+ with npm).
+[[ $dev -eq 1 ]] && ! command -v npm >/dev/null && packages+=(nodejs npm)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
