@@ -166,7 +166,7 @@ def test_another_tenant_gets_404_for_everything_of_a(a: httpx.Client, b: httpx.C
     case = a.post(CASES, json={"question": "private question"}).json()["case"]
     (run, *_) = a.get(RUNS).json()["runs"]
     result = a.get(f"{RUNS}/{run['id']}/results").json()["results"][0]
-    for method, url, body in [
+    attempts: list[tuple[str, str, dict[str, Any] | None]] = [
         ("GET", CASES, None),
         ("GET", f"{CASES}/export", None),
         ("POST", CASES, {"question": "x"}),
@@ -181,7 +181,8 @@ def test_another_tenant_gets_404_for_everything_of_a(a: httpx.Client, b: httpx.C
         ("POST", f"{RUNS}/{run['id']}/score", {"humanScore": 1}),
         ("GET", f"{RUNS}/compare?runA={run['id']}&runB={run['id']}", None),
         ("PATCH", f"/api/agents/{AGENT}/eval-results/{result['id']}", {"humanScore": 1}),
-    ]:
+    ]
+    for method, url, body in attempts:
         _error(b.request(method, url, json=body), 404, "Agent not found")
     # B's own agent of the same name sees none of A's cases, runs or results either.
     assert b.post("/api/agents", json={"name": AGENT, "files": _files("B's agent.")}).status_code == 201
