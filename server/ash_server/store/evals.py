@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, Uuid, delete, func, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
-from .models import DEFAULT_TENANT, Base, JSONType, UTCDateTime, utcnow
+from .models import DEFAULT_TENANT, Agent, Base, JSONType, UTCDateTime, utcnow
 from .repository import Store
 
 
@@ -177,11 +177,16 @@ class EvalStore:
             await db.execute(update(EvalRun).where(EvalRun.id == run_id).values(**values))
 
     async def run_status_counts(self, tenant_id: str) -> dict[str, int]:
-        query = (
-            select(EvalRun.status, func.count()).where(EvalRun.tenant_id == tenant_id).group_by(EvalRun.status)
-        )
+        query = select(EvalRun.status, func.count()).where(EvalRun.tenant_id == tenant_id).group_by(EvalRun.status)
         async with self._store.db() as db:
             return {str(s): int(n) for s, n in (await db.execute(query)).all()}
+
+    # -- Analytics (one GROUP BY or COUNT each) --------------------------------------------------------------
+
+    async def count_agents(self, tenant_id: str) -> int:
+        async with self._store.db() as db:
+            query = select(func.count()).select_from(Agent).where(Agent.tenant_id == tenant_id)
+            return int(await db.scalar(query) or 0)
 
     # -- Results --------------------------------------------------------------------------------------------
 
