@@ -16,7 +16,10 @@ import pytest
 from tests.fakes.anthropic_api import FakeAnthropic, text
 from tests.support.server import AshServer
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.parametrize("ash_server", ["sqlite", "postgresql"], indirect=True, scope="module"),
+]
 
 AGENT = "eval-agent"
 CASES = "/api/agents/eval-agent/eval-cases"
@@ -205,6 +208,7 @@ def test_bad_input_is_4xx(a: httpx.Client) -> None:
     _error(a.patch(f"{CASES}/{case['id']}", json={"question": None}), 400)
     _error(a.post("/api/agents/nobody/eval-cases", json={"question": "q"}), 404, "Agent not found")
     _error(a.post(RUNS, json={"versionNumber": 0}), 400)
+    _error(a.post(RUNS, json={"versionNumber": 99}), 404, "Agent version 99 not found")
     _error(a.get(f"{RUNS}/compare", params={"runA": str(uuid.uuid4())}), 400)
     _error(a.get(f"{RUNS}/compare", params={"runA": str(uuid.uuid4()), "runB": str(uuid.uuid4())}), 404, "Eval run A")
     (run, *_) = a.get(RUNS).json()["runs"]

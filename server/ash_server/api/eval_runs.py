@@ -94,6 +94,9 @@ async def create_run(
         raise NotConfigured("eval runs are not served in this mode")
     agent = await agent_of(services, principal, name)
     body = body or EvalRunCreate()
+    # Every deploy numbers a version (agents.py); none above the agent's current one exists.
+    if body.version_number is not None and body.version_number > agent.version:
+        raise NotFound(f"Agent version {body.version_number} not found: agent {name!r} is at version {agent.version}")
     evals = EvalStore(services.store)
     cases = await evals.list_cases(principal.tenant_id, agent.name, is_active=True)
     if body.categories:
