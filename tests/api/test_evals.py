@@ -240,14 +240,15 @@ def test_everything_survives_a_restart_and_an_interrupted_run_ends_failed(
     for c in cases_before:
         a.patch(f"{CASES}/{c['id']}", json={"isActive": False})
     a.post(CASES, json={"question": "slow question", "category": "slow"})
-    run_id = a.post(RUNS, json={"categories": ["slow"]}).json()["run"]["id"]
-    deadline = time.monotonic() + 120
-    while a.get(f"{RUNS}/{run_id}").json()["run"]["status"] != "running":
-        assert time.monotonic() < deadline, "the run never started"
-        time.sleep(0.2)
-    ash_server.kill()
-    ash_server.start()
-    run = a.get(f"{RUNS}/{run_id}").json()["run"]
-    assert run["status"] == "failed" and "interrupted" in run["error"], run
-    (result,) = a.get(f"{RUNS}/{run_id}/results").json()["results"]
-    assert result["status"] == "error" and "interrupted" in result["error"]
+    for stop in (ash_server.kill, ash_server.stop):  # no shutdown code at all, then a graceful stop
+        run_id = a.post(RUNS, json={"categories": ["slow"]}).json()["run"]["id"]
+        deadline = time.monotonic() + 120
+        while a.get(f"{RUNS}/{run_id}/results").json()["results"][0]["status"] != "running":
+            assert time.monotonic() < deadline, "the case never started"
+            time.sleep(0.2)
+        stop()
+        ash_server.start()
+        run = a.get(f"{RUNS}/{run_id}").json()["run"]
+        assert run["status"] == "failed" and "interrupted" in run["error"], run
+        (result,) = a.get(f"{RUNS}/{run_id}/results").json()["results"]
+        assert result["status"] == "error" and "interrupted" in result["error"], result
