@@ -18,11 +18,14 @@ from . import __version__
 from .agents import AgentService
 from .api import (
     agents,
+    analytics,
     api_keys,
     commands,
     coordinator,
     credentials,
     dashboard,
+    eval_cases,
+    eval_runs,
     files,
     health,
     internal,
@@ -44,6 +47,7 @@ from .cluster.runner import RunnerAgent
 from .cluster.signing import RequestSigner
 from .credentials import CredentialService
 from .errors import AshError, SnapshotError
+from .evals.runner import EvalRunner
 from .gateway import Gateway
 from .observability.metrics import Metrics
 from .observability.tracing import build_tracer_provider, tracer_from
@@ -59,6 +63,7 @@ from .settings import Settings
 from .snapshots import SnapshotStore, open_store
 from .snapshots.service import SnapshotService
 from .store.database import DatabaseUnavailable, PoolOptions, create_engine, migrate, wait_for_database
+from .store.evals import EvalStore
 from .store.repository import Store
 
 log = logging.getLogger(__name__)
@@ -190,6 +195,9 @@ async def build_services(settings: Settings) -> Services:
         recovered = await session_service.recover()
         if recovered:
             log.info("paused %d session(s) that were live when the server last stopped", recovered)
+    eval_runner = EvalRunner(EvalStore(store), session_service) if settings.mode == "standalone" else None
+    if eval_runner is not None and await eval_runner.recover():
+        log.info("failed the eval runs that were running when the server last stopped")
     signer = RequestSigner(settings.internal_secret.get_secret_value()) if settings.internal_secret else None
     cluster: dict[str, Any] = {}
     if settings.mode == "coordinator":
@@ -210,6 +218,7 @@ async def build_services(settings: Settings) -> Services:
         started_at=time.monotonic(),
         credentials=credential_service,
         gateway=gateway,
+        evals=eval_runner,
         # On a runner the coordinators have applied the limits already.
         rate_limits=RateLimits.unlimited()
         if settings.mode == "runner"
@@ -251,6 +260,8 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
                 task.cancel()
             if services.runner_agent is not None:
                 await services.runner_agent.drain()
+            if services.evals is not None:
+                await services.evals.shutdown()
             await services.sessions.shutdown()
             if services.runner_agent is not None:
                 await services.runner_agent.deregister()
@@ -299,10 +310,10 @@ def routers_for(mode: str) -> list[APIRouter]:
     sessions_api = [sessions.router, files.router, commands.router]
     if mode == "runner":
         return [health.router, *sessions_api, metrics.router]
-    account = [agents.router, credentials.router, api_keys.router, usage.router]
+    account = [agents.router, credentials.router, api_keys.router, usage.router, eval_cases.router, analytics.router]
     if mode == "coordinator":
         return [health.router, *account, coordinator.router, internal.router, metrics.router]
-    return [health.router, *account, *sessions_api, internal.router, metrics.router, dashboard.router]
+    return [health.router, *account, eval_runs.router, *sessions_api, internal.router, metrics.router, dashboard.router]
 
 
 def _background_tasks(services: Services, metrics: Metrics) -> list[asyncio.Task[None]]:

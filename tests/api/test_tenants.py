@@ -19,6 +19,7 @@ from tests.support.server import AshServer
 pytestmark = pytest.mark.slow
 
 CREDENTIAL_KEY = "tenant-test-credential-key-0123456789"
+NO_ID = "00000000-0000-4000-8000-000000000000"
 # Minimal valid bodies, so that B's requests fail on the lookup (404) and not on validation (400).
 BODIES: dict[tuple[str, str], Any] = {
     ("post", "/api/sessions/{session_id}/messages"): {"content": "what did A say?"},
@@ -29,6 +30,11 @@ BODIES: dict[tuple[str, str], Any] = {
     ("post", "/api/agents/{name}/files"): {"files": [{"path": "x.md", "content": "eA=="}]},
     ("post", "/api/sessions/{session_id}/files"): {"files": [{"path": "x.md", "content": "eA=="}]},
     ("post", "/api/sessions/{session_id}/workspace"): {"bundle": "eA=="},
+    ("post", "/api/agents/{name}/eval-cases"): {"question": "q"},
+    ("post", "/api/agents/{name}/eval-cases/import"): {"cases": []},
+    ("patch", "/api/agents/{name}/eval-cases/{case_id}"): {"question": "q"},
+    ("post", "/api/agents/{name}/eval-runs/{run_id}/score"): {"humanScore": 1},
+    ("patch", "/api/agents/{name}/eval-results/{result_id}"): {"humanScore": 1},
 }
 
 
@@ -83,6 +89,10 @@ def a_resource_routes(spec: dict[str, Any], t: Tenants) -> list[tuple[str, str, 
         "{credential_id}": t.credential_id,
         "{key_id}": t.key_id,
         "{file_path}": "CLAUDE.md",
+        # Under A's agent, B is refused on the agent whatever the id (tests/api/test_evals.py uses A's real ones).
+        "{case_id}": NO_ID,
+        "{run_id}": NO_ID,
+        "{result_id}": NO_ID,
     }
     routes = []
     for template, methods in spec["paths"].items():

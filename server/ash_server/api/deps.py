@@ -14,6 +14,7 @@ from ..cluster.registry import Registry
 from ..cluster.runner import RunnerAgent
 from ..credentials import CredentialService
 from ..errors import Unauthorized
+from ..evals.runner import EvalRunner
 from ..gateway import Gateway
 from ..ratelimit import RateLimits
 from ..sandbox.manager import SandboxManager
@@ -44,6 +45,8 @@ class Services:
     registry: Registry | None = None
     runner_client: RunnerClient | None = None
     runner_agent: RunnerAgent | None = None
+    # Standalone mode: the eval runs' background runner.
+    evals: EvalRunner | None = None
 
 
 def get_services(request: Request) -> Services:
