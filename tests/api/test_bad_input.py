@@ -107,7 +107,8 @@ def test_paths_are_confined(client: httpx.Client) -> None:
     assert client.post("/api/agents", json={"name": "linky", "path": str(folder)}).status_code == 201
     assert_error(client.get("/api/agents/linky/files/leak"), 400, "escapes")
     assert_error(client.get("/api/agents/linky/files/..%2F..%2Fapi-key"), 400)
-    assert client.get("/api/agents/linky/files/CLAUDE.md").content == b"prompt"
+    assert client.get("/api/agents/linky/files/CLAUDE.md", params={"format": "raw"}).content == b"prompt"
+    assert client.get("/api/agents/linky/files/CLAUDE.md").json()["content"] == "prompt"  # JSON by default
 
 
 def test_message_to_an_ended_session_is_refused(client: httpx.Client, ended_session: str) -> None:

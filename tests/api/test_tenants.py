@@ -152,7 +152,7 @@ def test_b_cannot_use_a_agent_or_credential(tenants: Tenants) -> None:
     assert own.status_code == 201 and own.json()["agent"]["version"] == 1
     refused = b.post("/api/sessions", json={"agent": tenants.agent, "credentialId": tenants.credential_id})
     assert refused.status_code == 404
-    assert b.get(f"/api/agents/{tenants.agent}/files/CLAUDE.md").content == b"B's prompt"
+    assert b.get(f"/api/agents/{tenants.agent}/files/CLAUDE.md").json()["content"] == "B's prompt"
 
 
 def test_a_still_has_everything(tenants: Tenants) -> None:
@@ -161,7 +161,10 @@ def test_a_still_has_everything(tenants: Tenants) -> None:
     assert session["status"] == "active" and session["tenantId"] == "default"
     messages = a.get(f"/api/sessions/{tenants.session_id}/messages").json()["messages"]
     assert messages and "tenant a secret" in messages[0]["content"]
-    assert a.get(f"/api/agents/{tenants.agent}/files/CLAUDE.md").content == b"A's private prompt"
+    assert (
+        a.get(f"/api/agents/{tenants.agent}/files/CLAUDE.md", headers={"Accept": "application/octet-stream"}).content
+        == b"A's private prompt"
+    )
     assert a.get(f"/api/agents/{tenants.agent}").json()["agent"]["env"] == {}
     assert a.get(f"/api/credentials/{tenants.credential_id}").status_code == 200
     assert a.get(f"/api/api-keys/{tenants.key_id}").json()["apiKey"]["revokedAt"] is None

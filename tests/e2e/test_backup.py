@@ -119,7 +119,9 @@ def test_backup_and_restore_give_back_everything(
             turn(a, session_id, "what do you remember?")
             seen = model.user_texts(model.requests_with_prompt("what do you remember")[-1])
             assert seen[:2] == ["my name is Ada", "remember the number 42"]
-            assert a.get("/api/agents/memory/files/CLAUDE.md").content == base64.b64decode(prompt)
+            assert a.get("/api/agents/memory/files/CLAUDE.md", params={"format": "raw"}).content == base64.b64decode(
+                prompt
+            )
     finally:
         original.cleanup()
         if restored is not None:

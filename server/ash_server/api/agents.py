@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Header, Query, Response
 
 from ..agents import UploadedFile
 from ..errors import Invalid, NotFound
@@ -29,6 +31,7 @@ from .schemas import (
 router = APIRouter(prefix="/api/agents", tags=["agents"])
 
 MAX_LISTED_FILES = 10_000
+MAX_READ_BYTES = 100 * 1024 * 1024
 
 
 @router.post("", status_code=201, response_model=AgentResponse)
@@ -101,6 +104,10 @@ def _check_limits(config: Mapping[str, object], services: ServicesDep) -> None:
 @router.get("/{name}/files", response_model=AgentFilesResponse)
 async def list_agent_files(name: str, principal: PrincipalDep, services: ServicesDep) -> AgentFilesResponse:
     root = services.agents.folder(await services.agents.get(principal.tenant_id, name))
+    return AgentFilesResponse(files=await asyncio.to_thread(_list_files, root))
+
+
+def _list_files(root: Path) -> list[AgentFile]:
     files: list[AgentFile] = []
     for path in sorted(root.rglob("*")):
         if len(files) >= MAX_LISTED_FILES:
@@ -108,9 +115,25 @@ async def list_agent_files(name: str, principal: PrincipalDep, services: Service
         kind: Literal["file", "directory", "symlink"] = (
             "symlink" if path.is_symlink() else "directory" if path.is_dir() else "file"
         )
-        size = path.lstat().st_size if kind == "file" else 0
-        files.append(AgentFile(path=path.relative_to(root).as_posix(), size=size, type=kind))
-    return AgentFilesResponse(files=files)
+        info = path.lstat()
+        files.append(
+            AgentFile(
+                path=path.relative_to(root).as_posix(),
+                size=info.st_size if kind == "file" else 0,
+                type=kind,
+                modified_at=datetime.fromtimestamp(info.st_mtime, UTC),
+            )
+        )
+    return files
+
+
+def _wants_raw(format: Literal["raw", "json"] | None, accept: str | None) -> bool:
+    """JSON by default, as the reference; raw bytes with `format=raw`, or when the client asks for anything but
+    JSON in `Accept` (`application/octet-stream`, `text/plain`, ...)."""
+    if format is not None:
+        return format == "raw"
+    wanted = [part.split(";")[0].strip() for part in (accept or "").split(",") if part.strip()]
+    return bool(wanted) and not any(w in ("application/json", "*/*", "application/*") for w in wanted)
 
 
 @router.get("/{name}/files/{file_path:path}", response_model=None)
@@ -119,23 +142,20 @@ async def read_agent_file(
     file_path: str,
     principal: PrincipalDep,
     services: ServicesDep,
-    format: Literal["raw", "json"] = Query("raw"),
+    format: Literal["raw", "json"] | None = Query(None, description="json (the default) or raw bytes."),
+    accept: str | None = Header(None),
 ) -> Response | dict[str, object]:
     root: Path = services.agents.folder(await services.agents.get(principal.tenant_id, name))
     target = confine(root, file_path)
-    if not target.is_file():
+    if not await asyncio.to_thread(target.is_file):
         raise NotFound(f"File not found: no file {file_path!r} in agent {name!r}")
-    data = target.read_bytes()
-    if format == "json":
-        try:
-            return {"path": file_path, "content": data.decode(), "encoding": "utf-8", "size": len(data)}
-        except UnicodeDecodeError:
-            return {
-                "path": file_path,
-                "content": base64.b64encode(data).decode(),
-                "encoding": "base64",
-                "size": len(data),
-            }
-    if len(data) > 100 * 1024 * 1024:
-        raise Invalid("file too large to read through the API")
-    return Response(data, media_type="application/octet-stream")
+    size = (await asyncio.to_thread(target.stat)).st_size
+    if size > MAX_READ_BYTES:
+        raise Invalid(f"File too large ({size} bytes, max {MAX_READ_BYTES}) to read through the API")
+    data = await asyncio.to_thread(target.read_bytes)
+    if _wants_raw(format, accept):
+        return Response(data, media_type="application/octet-stream")
+    try:
+        return {"path": file_path, "content": data.decode(), "encoding": "utf-8", "size": len(data)}
+    except UnicodeDecodeError:
+        return {"path": file_path, "content": base64.b64encode(data).decode(), "encoding": "base64", "size": len(data)}

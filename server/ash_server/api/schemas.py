@@ -86,6 +86,7 @@ class ConfigResponse(Schema):
 class AgentFile(Schema):
     path: str
     size: int
+    modified_at: datetime
     type: Literal["file", "directory", "symlink"]
 
 
