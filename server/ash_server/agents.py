@@ -25,9 +25,10 @@ from typing import IO, Any, cast
 import zstandard
 
 from . import archive
+from .agent_folders import FolderRules, check_folder, copy_folder, ensure_system_prompt, write_files
 from .errors import Invalid, NotFound, PayloadTooLarge
 from .gateway.network import parse_network
-from .paths import NAME_RE, DataDir, confine, is_within, relative_path
+from .paths import NAME_RE, DataDir, relative_path
 from .store.models import Agent, AgentBundle, utcnow
 from .store.repository import Store
 
@@ -40,7 +41,11 @@ class UploadedFile:
     content_b64: str
 
 
-def decode_files(files: Sequence[UploadedFile], max_bytes: int) -> list[tuple[str, bytes]]:
+def decode_files(
+    files: Sequence[UploadedFile], max_bytes: int, *, max_files: int | None = None
+) -> list[tuple[str, bytes]]:
+    if max_files is not None and len(files) > max_files:
+        raise PayloadTooLarge(f"more than {max_files} files uploaded (ASH_MAX_AGENT_FILES)", limit=max_files)
     decoded: list[tuple[str, bytes]] = []
     total = 0
     for item in files:
@@ -86,11 +91,16 @@ def validate_env(env: dict[str, Any]) -> dict[str, str]:
 
 
 class AgentService:
-    def __init__(self, store: Store, data: DataDir, *, path_roots: list[Path], max_upload_bytes: int) -> None:
+    def __init__(
+        self, store: Store, data: DataDir, *, path_roots: list[Path], max_upload_bytes: int, max_files: int = 10_000
+    ) -> None:
         self._store = store
         self._data = data
-        self._path_roots = path_roots
         self._max_upload_bytes = max_upload_bytes
+        self._max_files = max_files
+        self._folders = FolderRules(
+            path_roots, data.root, max_files=max_files, max_bytes=max_upload_bytes, sources=data.sources
+        )
         self._materializing: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def get(self, tenant_id: str, name: str) -> Agent:
@@ -174,22 +184,22 @@ class AgentService:
         if not NAME_RE.match(name):
             raise Invalid("agent name must match ^[a-zA-Z0-9_-]{1,255}$", name=name)
         clean_env = validate_env(env or {})
+        if path is not None and files:
+            raise Invalid("give either path or files, not both")
+        uploads = await asyncio.to_thread(decode_files, files or [], self._max_upload_bytes, max_files=self._max_files)
         staging = self._data.root / "agents" / tenant_id / f".{name}.{uuid.uuid4().hex}"
-        staging.parent.mkdir(parents=True, exist_ok=True)
+        target = self._data.agent(tenant_id, name)
+        # Checking, copying and packing a folder block: all of it runs in a thread (a 15,000-file folder once
+        # froze /health for a minute).
+        source = self._folders.resolve(path) if path is not None else None
         try:
-            source = self._stage(staging, path=path, files=files)
-            if system_prompt:
-                (staging / SYSTEM_PROMPT_FILE).write_text(system_prompt)
-            if not (staging / SYSTEM_PROMPT_FILE).is_file():
-                raise Invalid(f"an agent folder needs a {SYSTEM_PROMPT_FILE} (or a systemPrompt)", name=name)
-            target = self._data.agent(tenant_id, name)
+            packed = await asyncio.to_thread(self._stage, staging, name, source, uploads, system_prompt)
             existing = await self._store.get_agent(tenant_id, name)
-            packed = await asyncio.to_thread(pack_folder, staging)
-            self._swap(staging, target)
+            await asyncio.to_thread(self._swap, staging, target)
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            await asyncio.to_thread(shutil.rmtree, staging, True)
         now = utcnow()
-        stored_path = source if source is not None else str(target)
+        stored_path = str(source) if source is not None else str(target)
         if existing is None:
             agent = Agent(
                 tenant_id=tenant_id,
@@ -222,33 +232,23 @@ class AgentService:
         self._version_file(tenant_id, name).write_text(str(saved.version))
         return saved
 
-    def _stage(self, staging: Path, *, path: str | None, files: Sequence[UploadedFile] | None) -> str | None:
-        if path is not None and files:
-            raise Invalid("give either path or files, not both")
-        if path is not None:
-            source = Path(path)
-            if not source.is_absolute():
-                raise Invalid("path must be an absolute folder on the server", path=path)
-            if not self._path_roots:
-                raise Invalid(
-                    "deploying from a server path is disabled on this server (set ASH_AGENT_ROOTS); "
-                    "upload the folder's files instead (ash deploy does this)",
-                    path=path,
-                )
-            if not is_within(source, self._path_roots):
-                raise Invalid("path is outside the folders this server deploys from (ASH_AGENT_ROOTS)", path=path)
-            if not source.is_dir():
-                raise Invalid(f"no such folder on the server: {path}", path=path)
-            # symlinks=True copies links as links: a link pointing out of the folder is not followed here, and
-            # the files API and the sandbox both refuse to follow it out of the workspace.
-            shutil.copytree(source, staging, symlinks=True)
-            return str(source.resolve())
-        staging.mkdir()
-        for rel, data in decode_files(files or [], self._max_upload_bytes):
-            target = confine(staging, rel)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
-        return None
+    def _stage(
+        self,
+        staging: Path,
+        name: str,
+        source: Path | None,
+        uploads: Sequence[tuple[str, bytes]],
+        system_prompt: str | None,
+    ) -> bytes:
+        """The deploy's files in `staging`, packed. In a thread."""
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        if source is not None:
+            check_folder(source, self._folders)
+            copy_folder(source, staging)
+        else:
+            write_files(staging, uploads)
+        ensure_system_prompt(staging, name, system_prompt)
+        return pack_folder(staging)
 
     async def update(
         self,

@@ -177,7 +177,11 @@ async def build_services(settings: Settings) -> Services:
         store, await _snapshot_store(settings), data, server_id=server_id, owner=settings.sandbox_ids
     )
     agent_service = AgentService(
-        store, data, path_roots=settings.agent_root_paths, max_upload_bytes=settings.max_upload_bytes
+        store,
+        data,
+        path_roots=settings.agent_root_paths,
+        max_upload_bytes=settings.max_upload_bytes,
+        max_files=settings.max_agent_files,
     )
     session_service = SessionService(
         store,

@@ -53,6 +53,12 @@ class DataDir:
             folder.mkdir(parents=True, exist_ok=True)
             os.chmod(folder, 0o711)
         os.chmod(self.root / "agents", 0o700)
+        self.sources.mkdir(mode=0o750, exist_ok=True)
+
+    @property
+    def sources(self) -> Path:
+        """Agent folders an operator puts here can be deployed by `path` (the default ASH_AGENT_ROOTS)."""
+        return self.root / "sources"
 
     def agent(self, tenant_id: str, name: str) -> Path:
         return self.root / "agents" / tenant_id / name

@@ -18,6 +18,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from .sandbox import capabilities
 
 DEFAULT_ANTHROPIC_BASE_URL = "https://api.anthropic.com"
+# Where a default install deploys agents from by `path` (ASH_AGENT_ROOTS unset): inside the data dir, but a folder
+# of its own that holds none of the server's files.
+AGENT_SOURCES = "sources"  # paths.DataDir.sources
 
 
 def split_list(value: str) -> list[str]:
@@ -120,7 +123,11 @@ class Settings(BaseSettings):
     agent_roots: str = Field(
         "",
         description="Folders on the server from which agents may be deployed by `path` (os.pathsep- or "
-        "comma-separated). Empty: deploying by path is refused and agents are uploaded as files.",
+        "comma-separated); a relative `path` is taken under the first. Empty: `<data dir>/sources` only. `none`: "
+        "deploying by path is refused and agents are uploaded as files.",
+    )
+    max_agent_files: int = Field(
+        10_000, ge=1, description="Most files and folders an agent deploy may hold (a path deploy or an upload)."
     )
     metrics_token: SecretStr | None = Field(
         None, description="A bearer token that may read /metrics only (for scrapers). API keys work too."
@@ -315,8 +322,11 @@ class Settings(BaseSettings):
 
     @property
     def agent_root_paths(self) -> list[Path]:
+        if self.agent_roots.strip().lower() == "none":
+            return []
         parts = [p.strip() for chunk in self.agent_roots.split(",") for p in chunk.split(os.pathsep)]
-        return [Path(p).expanduser().resolve() for p in parts if p]
+        roots = [Path(p).expanduser().resolve() for p in parts if p]
+        return roots or [(self.data_dir / AGENT_SOURCES).resolve()]
 
     @property
     def sandbox_ids(self) -> tuple[int, int] | None:

@@ -85,9 +85,9 @@ def test_bad_json_and_invalid_bodies_are_400(client: httpx.Client) -> None:
     assert_error(client.post("/api/agents", json={"name": "envy", "systemPrompt": "hi", "env": env}), 400, "1BAD")
 
 
-def test_agent_without_claude_md_is_400(client: httpx.Client) -> None:
-    files = [{"path": "README.md", "content": _b64(b"no prompt here")}]
-    assert_error(client.post("/api/agents", json={"name": "no-prompt", "files": files}), 400, "CLAUDE.md")
+def test_agent_folder_without_claude_md_is_400(client: httpx.Client) -> None:
+    # Uploaded files without one get a placeholder, as in the reference (tests/api/test_deploy_paths.py); a server
+    # folder must have its own.
     folder = short_tempdir()
     (folder / "notes.txt").write_text("no CLAUDE.md")
     assert_error(client.post("/api/agents", json={"name": "no-prompt", "path": str(folder)}), 400, "CLAUDE.md")
@@ -98,14 +98,18 @@ def test_paths_are_confined(client: httpx.Client) -> None:
     for bad in ["../escape.md", "/etc/passwd", "a/../../b", "~/x"]:
         files = [{"path": "CLAUDE.md", "content": _b64(b"x")}, {"path": bad, "content": _b64(b"x")}]
         assert_error(client.post("/api/agents", json={"name": "escape", "files": files}), 400)
-    assert_error(client.post("/api/agents", json={"name": "rel", "path": "relative/folder"}), 400, "absolute")
+    # Relative paths are taken under the first deploy root, and stay under it.
+    assert_error(client.post("/api/agents", json={"name": "rel", "path": "relative/folder"}), 400, "no such folder")
+    assert_error(client.post("/api/agents", json={"name": "rel", "path": "../../etc"}), 400, "ASH_AGENT_ROOTS")
     assert_error(client.post("/api/agents", json={"name": "etc", "path": "/etc"}), 400, "ASH_AGENT_ROOTS")
-    # A deployed agent's file API does not follow a symlink out of the agent folder.
+    # A symlink out of the folder is refused at deploy; the agent files API stays inside the agent folder.
     folder = short_tempdir()
     (folder / "CLAUDE.md").write_text("prompt")
     (folder / "leak").symlink_to("/etc/hostname")
+    assert_error(client.post("/api/agents", json={"name": "linky", "path": str(folder)}), 400, "outside")
+    (folder / "leak").unlink()
     assert client.post("/api/agents", json={"name": "linky", "path": str(folder)}).status_code == 201
-    assert_error(client.get("/api/agents/linky/files/leak"), 400, "escapes")
+    assert_error(client.get("/api/agents/linky/files/leak"), 404)
     assert_error(client.get("/api/agents/linky/files/..%2F..%2Fapi-key"), 400)
     assert client.get("/api/agents/linky/files/CLAUDE.md", params={"format": "raw"}).content == b"prompt"
     assert client.get("/api/agents/linky/files/CLAUDE.md").json()["content"] == "prompt"  # JSON by default
