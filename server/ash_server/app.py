@@ -20,6 +20,7 @@ from .api import (
     agents,
     analytics,
     api_keys,
+    attachments,
     commands,
     coordinator,
     credentials,
@@ -39,6 +40,7 @@ from .api.limits import RequestSizeLimit
 from .api.middleware import RequestIds, RequestMetrics
 from .api.network import install_network_middleware
 from .api.signed import SignedRequests, coordinator_protects, runner_protects
+from .attachments import AttachmentService
 from .auth import Authenticator, load_secret
 from .cluster import tls
 from .cluster.proxy import RunnerClient
@@ -61,7 +63,9 @@ from .sandbox.pool import SandboxPool
 from .sessions.service import SessionService
 from .settings import Settings
 from .snapshots import SnapshotStore, open_store
+from .snapshots.local import LocalSnapshotStore
 from .snapshots.service import SnapshotService
+from .store.attachments import AttachmentStore
 from .store.database import DatabaseUnavailable, PoolOptions, create_engine, migrate, wait_for_database
 from .store.evals import EvalStore
 from .store.repository import Store
@@ -173,8 +177,14 @@ async def build_services(settings: Settings) -> Services:
         else settings.max_sandboxes,
         warm_pool_size=settings.warm_pool_size,
     )
-    snapshots = SnapshotService(
-        store, await _snapshot_store(settings), data, server_id=server_id, owner=settings.sandbox_ids
+    snapshot_backend = await _snapshot_store(settings)
+    snapshots = SnapshotService(store, snapshot_backend, data, server_id=server_id, owner=settings.sandbox_ids)
+    attachment_service = AttachmentService(
+        AttachmentStore(store),
+        # Beside the snapshots; without a snapshot store, in the data dir (its own folder, private).
+        snapshot_backend or LocalSnapshotStore(data.root / "attachments"),
+        max_bytes=settings.max_attachment_bytes,
+        scratch=data.root,
     )
     agent_service = AgentService(
         store,
@@ -223,6 +233,7 @@ async def build_services(settings: Settings) -> Services:
         credentials=credential_service,
         gateway=gateway,
         evals=eval_runner,
+        attachments=attachment_service,
         # On a runner the coordinators have applied the limits already.
         rate_limits=RateLimits.unlimited()
         if settings.mode == "runner"
@@ -317,7 +328,16 @@ def routers_for(mode: str) -> list[APIRouter]:
     account = [agents.router, credentials.router, api_keys.router, usage.router, eval_cases.router, analytics.router]
     if mode == "coordinator":
         return [health.router, *account, coordinator.router, internal.router, metrics.router]
-    return [health.router, *account, eval_runs.router, *sessions_api, internal.router, metrics.router, dashboard.router]
+    return [
+        health.router,
+        *account,
+        eval_runs.router,
+        *sessions_api,
+        attachments.router,
+        internal.router,
+        metrics.router,
+        dashboard.router,
+    ]
 
 
 def _background_tasks(services: Services, metrics: Metrics) -> list[asyncio.Task[None]]:

@@ -51,6 +51,10 @@ class PayloadTooLarge(AshError):
     status_code = 413
 
 
+class UnsupportedMediaType(AshError):
+    status_code = 415
+
+
 class RateLimited(AshError):
     """Too many requests of one kind from one API key (or failed sign-ins from one client IP)."""
 

@@ -30,6 +30,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("post", "/api/agents/{name}/files"): {"files": [{"path": "x.md", "content": "eA=="}]},
     ("post", "/api/sessions/{session_id}/files"): {"files": [{"path": "x.md", "content": "eA=="}]},
     ("post", "/api/sessions/{session_id}/workspace"): {"bundle": "eA=="},
+    ("post", "/api/sessions/{session_id}/attachments"): {"filename": "b.txt", "content": "eA=="},
     ("post", "/api/agents/{name}/eval-cases"): {"question": "q"},
     ("post", "/api/agents/{name}/eval-cases/import"): {"cases": []},
     ("patch", "/api/agents/{name}/eval-cases/{case_id}"): {"question": "q"},
@@ -47,6 +48,7 @@ class Tenants:
     session_id: str
     credential_id: str
     key_id: str
+    attachment_id: str
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -66,6 +68,11 @@ def tenants(request: pytest.FixtureRequest, fake_model: FakeAnthropic) -> Iterat
             r.read()
         credential = a.post("/api/credentials", json={"type": "anthropic", "key": "sk-ant-tenant-a-0123456789"})
         key = a.post("/api/api-keys", json={"label": "A's second key"})
+        attachment = a.post(
+            f"/api/sessions/{session['id']}/attachments",
+            json={"filename": "a.txt", "content": base64.b64encode(b"A's file").decode(), "mimeType": "text/plain"},
+        )
+        assert attachment.status_code == 201, attachment.text
         yield Tenants(
             server,
             a,
@@ -74,6 +81,7 @@ def tenants(request: pytest.FixtureRequest, fake_model: FakeAnthropic) -> Iterat
             session["id"],
             credential.json()["credential"]["id"],
             key.json()["apiKey"]["id"],
+            attachment.json()["attachment"]["id"],
         )
     finally:
         a.close()
@@ -88,6 +96,7 @@ def a_resource_routes(spec: dict[str, Any], t: Tenants) -> list[tuple[str, str, 
         "{name}": t.agent,
         "{credential_id}": t.credential_id,
         "{key_id}": t.key_id,
+        "{attachment_id}": t.attachment_id,
         "{file_path}": "CLAUDE.md",
         # Under A's agent, B is refused on the agent whatever the id (tests/api/test_evals.py uses A's real ones).
         "{case_id}": NO_ID,
@@ -122,6 +131,8 @@ def test_b_gets_404_for_every_route_to_a_resource_of_a(tenants: Tenants) -> None
         "/api/sessions/{session_id}/files/{file_path}",
         "/api/credentials/{credential_id}",
         "/api/api-keys/{key_id}",
+        "/api/attachments/{attachment_id}",
+        "/api/sessions/{session_id}/attachments",
     ):
         assert expected in templates
     wrong = []

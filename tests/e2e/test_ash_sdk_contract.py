@@ -20,12 +20,14 @@ from ash_sdk.api.agents import (
     get_api_agents_name_files,
     post_api_agents,
 )
+from ash_sdk.api.attachments import delete_api_attachments_id, get_api_attachments_id
 from ash_sdk.api.credentials import delete_api_credentials_id, get_api_credentials, post_api_credentials
 from ash_sdk.api.health import get_health
 from ash_sdk.api.sessions import (
     delete_api_sessions_id,
     get_api_sessions,
     get_api_sessions_id,
+    get_api_sessions_id_attachments,
     get_api_sessions_id_events,
     get_api_sessions_id_files,
     get_api_sessions_id_logs,
@@ -33,6 +35,7 @@ from ash_sdk.api.sessions import (
     get_api_sessions_id_workspace,
     patch_api_sessions_id_config,
     post_api_sessions,
+    post_api_sessions_id_attachments,
     post_api_sessions_id_exec,
     post_api_sessions_id_files,
     post_api_sessions_id_fork,
@@ -51,6 +54,7 @@ from ash_sdk.models import (
     GetApiAgentsNameResponse200,
     GetApiAgentsResponse200,
     GetApiCredentialsResponse200,
+    GetApiSessionsIdAttachmentsResponse200,
     GetApiSessionsIdEventsResponse200,
     GetApiSessionsIdFilesResponse200,
     GetApiSessionsIdLogsResponse200,
@@ -67,6 +71,8 @@ from ash_sdk.models import (
     PostApiCredentialsBody,
     PostApiCredentialsResponse201,
     PostApiSessionsBody,
+    PostApiSessionsIdAttachmentsBody,
+    PostApiSessionsIdAttachmentsResponse201,
     PostApiSessionsIdExecBody,
     PostApiSessionsIdExecResponse200,
     PostApiSessionsIdFilesBody,
@@ -229,3 +235,20 @@ def test_credentials(api: AuthenticatedClient) -> None:
     listed = ok(get_api_credentials.sync_detailed(client=api), GetApiCredentialsResponse200)
     assert created.credential.id in [c.id for c in listed.credentials]
     ok(delete_api_credentials_id.sync_detailed(str(created.credential.id), client=api), None, 204)
+
+
+def test_attachments(api: AuthenticatedClient, session_id: uuid.UUID) -> None:
+    body = PostApiSessionsIdAttachmentsBody(filename="notes.txt", content=base64.b64encode(b"attached").decode())
+    created = ok(
+        post_api_sessions_id_attachments.sync_detailed(session_id, client=api, body=body),
+        PostApiSessionsIdAttachmentsResponse201,
+        201,
+    )
+    attachment_id = uuid.UUID(str(created.attachment.id))
+    listed = ok(
+        get_api_sessions_id_attachments.sync_detailed(session_id, client=api), GetApiSessionsIdAttachmentsResponse200
+    )
+    assert attachment_id in [uuid.UUID(str(a.id)) for a in listed.attachments]
+    downloaded = get_api_attachments_id.sync_detailed(attachment_id, client=api)
+    assert downloaded.status_code == 200 and downloaded.content == b"attached"  # the SDK declares no 200 body
+    ok(delete_api_attachments_id.sync_detailed(attachment_id, client=api), None, 204)

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from ..agents import AgentService
+from ..attachments import AttachmentService
 from ..auth import Authenticator, Principal
 from ..cluster.proxy import RunnerClient
 from ..cluster.registry import Registry
@@ -39,6 +40,8 @@ class Services:
     started_at: float
     credentials: CredentialService
     gateway: Gateway
+    # Served by standalone servers: on a coordinator sessions (and so their attachments) live on the runners.
+    attachments: AttachmentService
     streams: StreamCounter = field(default_factory=StreamCounter)
     rate_limits: RateLimits = field(default_factory=RateLimits.unlimited)
     # Coordinator mode: the runners and the client that forwards to them. Runner mode: the registration agent.

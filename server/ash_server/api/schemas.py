@@ -206,6 +206,9 @@ class ThinkingConfig(Schema):
 
 class MessageCreate(Schema):
     content: str | Annotated[list[ContentBlock], Field(min_length=1, max_length=20)]
+    attachments: list[uuid.UUID] | None = Field(
+        None, max_length=20, description="Attachments of this session to add to the message (images, PDFs, text)."
+    )
     include_partial_messages: bool = False
     model: str | None = Field(None, max_length=255)
     max_turns: int | None = Field(None, ge=1)

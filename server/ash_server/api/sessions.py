@@ -139,6 +139,10 @@ async def send_message(
     on_disconnect: Annotated[Literal["continue", "interrupt"] | None, Query(alias="onDisconnect")] = None,
 ) -> EventStream:
     content = _check_size(body, services)
+    if body.attachments:
+        await services.sessions.get(principal.tenant_id, session_id)
+        named = await services.attachments.content_blocks(principal.tenant_id, session_id, body.attachments)
+        content = [*([{"type": "text", "text": content}] if isinstance(content, str) else content), *named]
     options = TurnOptions(
         model=body.model,
         max_turns=body.max_turns,
@@ -260,4 +264,6 @@ async def fork_session(session_id: uuid.UUID, principal: PrincipalDep, services:
 
 @router.delete("/{session_id}", response_model=SessionResponse)
 async def end_session(session_id: uuid.UUID, principal: PrincipalDep, services: ServicesDep) -> SessionResponse:
-    return SessionResponse(session=SessionPublic.of(await services.sessions.end(principal.tenant_id, session_id)))
+    session = await services.sessions.end(principal.tenant_id, session_id)
+    await services.attachments.delete_for_session(principal.tenant_id, session_id)  # removed with the session
+    return SessionResponse(session=SessionPublic.of(session))
