@@ -26,6 +26,7 @@ from .api import (
     health,
     internal,
     metrics,
+    queue,
     sessions,
     usage,
 )
@@ -53,11 +54,13 @@ from .sandbox.launcher import ProcessLauncher
 from .sandbox.limits import detect_backend
 from .sandbox.manager import SandboxManager, sandbox_runtime_readable
 from .sandbox.pool import SandboxPool
+from .sessions.queue_worker import QueueWorker, WorkerOptions
 from .sessions.service import SessionService
 from .settings import Settings
 from .snapshots import SnapshotStore, open_store
 from .snapshots.service import SnapshotService
 from .store.database import DatabaseUnavailable, PoolOptions, create_engine, migrate, wait_for_database
+from .store.queue import QueueRepository
 from .store.repository import Store
 
 log = logging.getLogger(__name__)
@@ -295,7 +298,7 @@ def routers_for(mode: str) -> list[APIRouter]:
     account = [agents.router, credentials.router, api_keys.router, usage.router]
     if mode == "coordinator":
         return [health.router, *account, coordinator.router, internal.router, metrics.router]
-    return [health.router, *account, *sessions_api, internal.router, metrics.router, dashboard.router]
+    return [health.router, *account, *sessions_api, queue.router, internal.router, metrics.router, dashboard.router]
 
 
 def _background_tasks(services: Services, metrics: Metrics) -> list[asyncio.Task[None]]:
@@ -309,4 +312,18 @@ def _background_tasks(services: Services, metrics: Metrics) -> list[asyncio.Task
     ]
     if services.runner_agent is not None:
         tasks.append(asyncio.create_task(services.runner_agent.run()))
+    elif services.settings.queue_concurrency:
+        tasks.append(asyncio.create_task(_queue_worker(services).run()))
     return tasks
+
+
+def _queue_worker(services: Services) -> QueueWorker:
+    settings = services.settings
+    options = WorkerOptions(
+        worker_id=DataDir(settings.data_dir).server_id(),
+        concurrency=settings.queue_concurrency,
+        poll_s=settings.queue_poll_ms / 1000,
+        retry_delay_s=settings.queue_retry_delay_ms / 1000,
+        lease_s=settings.queue_lease_ms / 1000,
+    )
+    return QueueWorker(QueueRepository(services.store), services.sessions, options)
