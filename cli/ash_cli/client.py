@@ -106,6 +106,12 @@ class AshClient:
     def list_runners(self) -> list[dict[str, Any]]:
         return cast(list[dict[str, Any]], self._field(self._request("GET", "/api/internal/runners"), "runners"))
 
+    # -- queue ------------------------------------------------------------------------------------------------
+
+    def queue(self, method: str, path: str = "", field: str = "item", **kwargs: Any) -> Any:
+        """One call of /api/queue (enqueue, list, stats, get, cancel) and its `field`."""
+        return self._field(self._request(method, "/api/queue" + path, **kwargs), field)
+
     # -- agents -----------------------------------------------------------------------------------------------
 
     def deploy_agent(

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .commands import admin, agents, runners, server, sessions
+from .commands import admin, agents, queue, runners, server, sessions
 from .context import State, explain
 from .errors import AshClientError, CliError
 from .output import error
@@ -52,3 +52,4 @@ agents.register(app)
 sessions.register(app)
 admin.register(app)
 runners.register(app)
+queue.register(app)

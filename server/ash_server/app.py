@@ -31,6 +31,7 @@ from .api import (
     health,
     internal,
     metrics,
+    queue,
     sessions,
     usage,
 )
@@ -60,6 +61,7 @@ from .sandbox.launcher import ProcessLauncher
 from .sandbox.limits import detect_backend
 from .sandbox.manager import SandboxManager, sandbox_runtime_readable
 from .sandbox.pool import SandboxPool
+from .sessions.queue_worker import QueueWorker, WorkerOptions
 from .sessions.service import SessionService
 from .settings import Settings
 from .snapshots import SnapshotStore, open_store
@@ -68,6 +70,7 @@ from .snapshots.service import SnapshotService
 from .store.attachments import AttachmentStore
 from .store.database import DatabaseUnavailable, PoolOptions, create_engine, migrate, wait_for_database
 from .store.evals import EvalStore
+from .store.queue import QueueRepository
 from .store.repository import Store
 
 log = logging.getLogger(__name__)
@@ -334,6 +337,7 @@ def routers_for(mode: str) -> list[APIRouter]:
         eval_runs.router,
         *sessions_api,
         attachments.router,
+        queue.router,
         internal.router,
         metrics.router,
         dashboard.router,
@@ -351,4 +355,18 @@ def _background_tasks(services: Services, metrics: Metrics) -> list[asyncio.Task
     ]
     if services.runner_agent is not None:
         tasks.append(asyncio.create_task(services.runner_agent.run()))
+    elif services.settings.queue_concurrency:
+        tasks.append(asyncio.create_task(_queue_worker(services).run()))
     return tasks
+
+
+def _queue_worker(services: Services) -> QueueWorker:
+    settings = services.settings
+    options = WorkerOptions(
+        worker_id=DataDir(settings.data_dir).server_id(),
+        concurrency=settings.queue_concurrency,
+        poll_s=settings.queue_poll_ms / 1000,
+        retry_delay_s=settings.queue_retry_delay_ms / 1000,
+        lease_s=settings.queue_lease_ms / 1000,
+    )
+    return QueueWorker(QueueRepository(services.store), services.sessions, options)

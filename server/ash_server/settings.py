@@ -57,6 +57,19 @@ class Settings(BaseSettings):
     )
     max_sandboxes: int = Field(1000, ge=1, description="Maximum number of live sandboxes.")
     idle_timeout_ms: int = Field(1_800_000, ge=1000, description="Idle sandbox timeout in milliseconds.")
+    queue_concurrency: int = Field(
+        2, ge=0, description="Queue items this server runs at once (0: this server runs none, it only takes them)."
+    )
+    queue_poll_ms: int = Field(1000, ge=10, description="How often an idle queue worker looks for items.")
+    queue_retry_delay_ms: int = Field(
+        5000, ge=0, description="A failed queue item waits this long times 2^(failures-1) (at most 5 minutes)."
+    )
+    queue_lease_ms: int = Field(
+        60_000,
+        ge=1000,
+        description="A running queue item's claim; renewed while it runs. When its server dies, another takes "
+        "the item over once the claim has run out.",
+    )
     warm_pool_size: int = Field(
         0,
         ge=0,
