@@ -23,6 +23,7 @@ from ash_sdk.api.agents import (
 from ash_sdk.api.attachments import delete_api_attachments_id, get_api_attachments_id
 from ash_sdk.api.credentials import delete_api_credentials_id, get_api_credentials, post_api_credentials
 from ash_sdk.api.health import get_health
+from ash_sdk.api.queue import delete_api_queue_id, get_api_queue, get_api_queue_id, get_api_queue_stats, post_api_queue
 from ash_sdk.api.sessions import (
     delete_api_sessions_id,
     get_api_sessions,
@@ -49,11 +50,15 @@ from ash_sdk.api.usage import get_api_usage, get_api_usage_stats
 from ash_sdk.client import AuthenticatedClient
 from ash_sdk.models import (
     DeleteApiAgentsNameResponse200,
+    DeleteApiQueueIdResponse200,
     DeleteApiSessionsIdResponse200,
     GetApiAgentsNameFilesResponse200,
     GetApiAgentsNameResponse200,
     GetApiAgentsResponse200,
     GetApiCredentialsResponse200,
+    GetApiQueueIdResponse200,
+    GetApiQueueResponse200,
+    GetApiQueueStatsResponse200,
     GetApiSessionsIdAttachmentsResponse200,
     GetApiSessionsIdEventsResponse200,
     GetApiSessionsIdFilesResponse200,
@@ -70,6 +75,8 @@ from ash_sdk.models import (
     PostApiAgentsResponse201,
     PostApiCredentialsBody,
     PostApiCredentialsResponse201,
+    PostApiQueueBody,
+    PostApiQueueResponse201,
     PostApiSessionsBody,
     PostApiSessionsIdAttachmentsBody,
     PostApiSessionsIdAttachmentsResponse201,
@@ -105,7 +112,10 @@ def ok(response: Response[Any], model: type | None, status: int = 200) -> Any:
 @pytest.fixture(scope="module")
 def ash_server(fake_model: FakeAnthropic) -> Iterator[AshServer]:
     """One server for the module, with credential storage configured (the credential calls need it)."""
-    server = AshServer(fake_model.url, env={"ASH_CREDENTIAL_KEY": "contract-credential-key-0123456789"}).start()
+    # No queue worker: queued items stay pending, so the cancel call has one to cancel (tests/api/test_queue.py
+    # runs the worker).
+    env = {"ASH_CREDENTIAL_KEY": "contract-credential-key-0123456789", "ASH_QUEUE_CONCURRENCY": "0"}
+    server = AshServer(fake_model.url, env=env).start()
     try:
         yield server
     finally:
@@ -252,3 +262,17 @@ def test_attachments(api: AuthenticatedClient, session_id: uuid.UUID) -> None:
     downloaded = get_api_attachments_id.sync_detailed(attachment_id, client=api)
     assert downloaded.status_code == 200 and downloaded.content == b"attached"  # the SDK declares no 200 body
     ok(delete_api_attachments_id.sync_detailed(attachment_id, client=api), None, 204)
+
+
+def test_queue(api: AuthenticatedClient, session_id: uuid.UUID) -> None:
+    body = PostApiQueueBody(agent_name="contract", prompt="queued contract prompt")
+    created = ok(post_api_queue.sync_detailed(client=api, body=body), PostApiQueueResponse201, 201)
+    item_id = uuid.UUID(str(created.item.id))
+    listed = ok(get_api_queue.sync_detailed(client=api), GetApiQueueResponse200)
+    assert item_id in [uuid.UUID(str(i.id)) for i in listed.items]
+    one = ok(get_api_queue_id.sync_detailed(item_id, client=api), GetApiQueueIdResponse200)
+    assert str(one.item.status) == "pending"
+    stats = ok(get_api_queue_stats.sync_detailed(client=api), GetApiQueueStatsResponse200)
+    assert stats.stats.pending >= 1
+    cancelled = ok(delete_api_queue_id.sync_detailed(item_id, client=api), DeleteApiQueueIdResponse200)
+    assert str(cancelled.item.status) == "cancelled"
