@@ -33,11 +33,8 @@ def server(request: pytest.FixtureRequest, fake_model: FakeAnthropic) -> Iterato
     elif request.param == "gcs":
         gcs: GcsServer = request.getfixturevalue("gcs_server")
         env |= {**gcs.env, "ASH_SNAPSHOT_URL": f"gs://{gcs.bucket('att-' + uuid.uuid4().hex[:8])}/snap"}
-    server = AshServer(fake_model.url, env=env).start()
-    try:
+    with AshServer(fake_model.url, env=env) as server:
         yield server
-    finally:
-        server.cleanup()
 
 
 @pytest.fixture

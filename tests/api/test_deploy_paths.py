@@ -23,11 +23,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def server(fake_model: FakeAnthropic) -> Iterator[AshServer]:
-    server = AshServer(fake_model.url, env={"ASH_MAX_AGENT_FILES": "5000"}).start()
-    try:
+    with AshServer(fake_model.url, env={"ASH_MAX_AGENT_FILES": "5000"}) as server:
         yield server
-    finally:
-        server.cleanup()
 
 
 @pytest.fixture

@@ -93,6 +93,8 @@ def test_start_docker_runs_the_lifecycle_and_the_cli_uses_the_container(
     assert config == {
         "serverUrl": f"http://127.0.0.1:{ash.env['ASH_PORT']}",
         "apiKey": key,
+        "server_url": f"http://127.0.0.1:{ash.env['ASH_PORT']}",  # the reference CLI's names
+        "api_key": key,
         "dataDir": str(home_data),
         "container": "ash-server",
     }

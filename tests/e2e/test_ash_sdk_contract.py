@@ -115,11 +115,8 @@ def ash_server(fake_model: FakeAnthropic) -> Iterator[AshServer]:
     # No queue worker: queued items stay pending, so the cancel call has one to cancel (tests/api/test_queue.py
     # runs the worker).
     env = {"ASH_CREDENTIAL_KEY": "contract-credential-key-0123456789", "ASH_QUEUE_CONCURRENCY": "0"}
-    server = AshServer(fake_model.url, env=env).start()
-    try:
+    with AshServer(fake_model.url, env=env) as server:
         yield server
-    finally:
-        server.cleanup()
 
 
 @pytest.fixture(scope="module")

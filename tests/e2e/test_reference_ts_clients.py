@@ -110,8 +110,5 @@ def test_openapi_is_also_where_the_reference_serves_it(ash_server: AshServer) ->
 
 @pytest.fixture(scope="module")
 def ash_server(fake_model: FakeAnthropic) -> Iterator[AshServer]:
-    server = AshServer(fake_model.url).start()
-    try:
+    with AshServer(fake_model.url) as server:
         yield server
-    finally:
-        server.cleanup()

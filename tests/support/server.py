@@ -148,3 +148,10 @@ class AshServer:
         self.stop()
         if self.root is not None:
             shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> AshServer:
+        """`with AshServer(...) as server:` starts it, and stops and removes it after (a fixture's whole body)."""
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.cleanup()
