@@ -1,6 +1,6 @@
 """Staging a deploy's files: a folder on the server (checked, then copied) or uploaded files, into a staging folder.
 
-Blocking work: callers run `stage` in a thread. A folder is checked before anything is copied, so a bad deploy
+Blocking work: callers run these in a thread. A folder is checked before anything is copied, so a bad deploy
 costs one walk, not a copy: it must hold CLAUDE.md, must not hold the server's data dir (deploying `$HOME` once
 recursed into `~/.ash`), must stay within the file-count and size caps (413 naming the limit), and its symlinks must
 resolve inside it (a loop or a link out is refused rather than copied).

@@ -32,8 +32,6 @@ from .paths import NAME_RE, DataDir, relative_path
 from .store.models import Agent, AgentBundle, utcnow
 from .store.repository import Store
 
-SYSTEM_PROMPT_FILE = "CLAUDE.md"
-
 
 @dataclass(frozen=True, slots=True)
 class UploadedFile:

@@ -15,12 +15,10 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .paths import DataDir
 from .sandbox import capabilities
 
 DEFAULT_ANTHROPIC_BASE_URL = "https://api.anthropic.com"
-# Where a default install deploys agents from by `path` (ASH_AGENT_ROOTS unset): inside the data dir, but a folder
-# of its own that holds none of the server's files.
-AGENT_SOURCES = "sources"  # paths.DataDir.sources
 
 
 def split_list(value: str) -> list[str]:
@@ -339,7 +337,7 @@ class Settings(BaseSettings):
             return []
         parts = [p.strip() for chunk in self.agent_roots.split(",") for p in chunk.split(os.pathsep)]
         roots = [Path(p).expanduser().resolve() for p in parts if p]
-        return roots or [(self.data_dir / AGENT_SOURCES).resolve()]
+        return roots or [DataDir(self.data_dir).sources.resolve()]
 
     @property
     def sandbox_ids(self) -> tuple[int, int] | None:

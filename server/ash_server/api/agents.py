@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +15,7 @@ from ..errors import Invalid, NotFound
 from ..paths import confine
 from ..sandbox.limits import server_limits, validate_limits
 from .deps import PrincipalDep, ServicesDep
+from .files import file_json
 from .schemas import (
     AgentCreate,
     AgentFile,
@@ -155,7 +155,4 @@ async def read_agent_file(
     data = await asyncio.to_thread(target.read_bytes)
     if _wants_raw(format, accept):
         return Response(data, media_type="application/octet-stream")
-    try:
-        return {"path": file_path, "content": data.decode(), "encoding": "utf-8", "size": len(data)}
-    except UnicodeDecodeError:
-        return {"path": file_path, "content": base64.b64encode(data).decode(), "encoding": "base64", "size": len(data)}
+    return file_json(file_path, data)

@@ -61,6 +61,15 @@ async def list_session_files(
     )
 
 
+def file_json(path: str, data: bytes) -> dict[str, object]:
+    """A file in a JSON answer (`format=json`): UTF-8 text as it is, anything else base64."""
+    try:
+        content, encoding = data.decode(), "utf-8"
+    except UnicodeDecodeError:
+        content, encoding = base64.b64encode(data).decode(), "base64"
+    return {"path": path, "content": content, "encoding": encoding, "size": len(data)}
+
+
 @router.get("/{session_id}/files/{file_path:path}", response_model=None)
 async def read_session_file(
     session_id: uuid.UUID,
@@ -74,11 +83,7 @@ async def read_session_file(
     data = await asyncio.to_thread(read_file, root, file_path, max_bytes=limit)
     if format == "raw":
         return Response(data, media_type="application/octet-stream", headers={"X-Ash-Source": source})
-    try:
-        content, encoding = data.decode(), "utf-8"
-    except UnicodeDecodeError:
-        content, encoding = base64.b64encode(data).decode(), "base64"
-    return {"path": file_path, "content": content, "encoding": encoding, "size": len(data), "source": source}
+    return {**file_json(file_path, data), "source": source}
 
 
 @router.post("/{session_id}/files", response_model=WrittenResponse)
