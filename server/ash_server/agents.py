@@ -1,9 +1,10 @@
 """Agents: folders with a CLAUDE.md, deployed from a server path or uploaded files, versioned on re-deploy.
 
 Every deploy copies the folder under the data dir, so a version is immutable: a later edit of the source folder
-does not change what sessions of that version run. The copy is also packed into the database (`agent_bundles`):
-a server that starts a session of an agent deployed elsewhere (another coordinator's runner, or a second standalone
-server on the same database) unpacks the current version from there first (`materialize`).
+does not change what sessions of that version run. The copy is also packed into the database as a version row
+(store/agent_versions.py): a server that starts a session of an agent deployed elsewhere (another coordinator's
+runner, or a second standalone server on the same database), or of a version activated since, unpacks the active
+version from there first (`materialize`).
 """
 
 from __future__ import annotations
@@ -11,25 +12,25 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hashlib
 import io
 import shutil
 import tarfile
 import uuid
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any, cast
 
 import zstandard
 
 from . import archive
-from .agent_folders import FolderRules, check_folder, copy_folder, ensure_system_prompt, write_files
+from .agent_folders import SYSTEM_PROMPT_FILE, FolderRules, check_folder, copy_folder, ensure_system_prompt, write_files
 from .errors import Invalid, NotFound, PayloadTooLarge
 from .gateway.network import parse_network
 from .paths import NAME_RE, DataDir, relative_path
-from .store.models import Agent, AgentBundle, utcnow
+from .store.agent_versions import AgentVersionStore, NewVersion
+from .store.models import Agent, utcnow
 from .store.repository import Store
 
 
@@ -67,6 +68,14 @@ def pack_folder(folder: Path) -> bytes:
     return out.getvalue()
 
 
+def folder_summary(folder: Path) -> tuple[int, str | None]:
+    """How many files a staged version holds, and its CLAUDE.md (the reference's `systemPrompt` of a version)."""
+    count = sum(1 for path in folder.rglob("*") if not path.is_dir() or path.is_symlink())
+    prompt = folder / SYSTEM_PROMPT_FILE
+    text = prompt.read_text(errors="replace") if prompt.is_file() and not prompt.is_symlink() else None
+    return count, text
+
+
 def unpack_folder(data: bytes, dest: Path) -> None:
     """Extract a bundle into the fresh folder `dest` (same refusals as any archive: no `..`, no writes through
     symlinks, no devices)."""
@@ -90,9 +99,17 @@ def validate_env(env: dict[str, Any]) -> dict[str, str]:
 
 class AgentService:
     def __init__(
-        self, store: Store, data: DataDir, *, path_roots: list[Path], max_upload_bytes: int, max_files: int = 10_000
+        self,
+        store: Store,
+        data: DataDir,
+        *,
+        path_roots: list[Path],
+        max_upload_bytes: int,
+        versions: AgentVersionStore,
+        max_files: int = 10_000,
     ) -> None:
         self._store = store
+        self.versions = versions
         self._data = data
         self._max_upload_bytes = max_upload_bytes
         self._max_files = max_files
@@ -135,15 +152,15 @@ class AgentService:
         async with lock:
             if self._local_version(agent) == agent.version and folder.is_dir():
                 return folder
-            bundle = await self._store.get_agent_bundle(agent.id)
-            if bundle is None or bundle.version != agent.version:
-                if folder.is_dir() and bundle is None:
-                    return folder  # deployed here before bundles existed
+            archive = await self.versions.files_of(agent.id, agent.version)
+            if archive is None:
+                if folder.is_dir():
+                    return folder  # deployed here before versions kept their files
                 raise NotFound(
                     f"the files of agent {agent.name!r} version {agent.version} are not available; deploy it again",
                     agent=agent.name,
                 )
-            await asyncio.to_thread(self._install, agent, bundle.archive)
+            await asyncio.to_thread(self._install, agent, archive)
         return folder
 
     def _install(self, agent: Agent, data: bytes) -> None:
@@ -178,6 +195,7 @@ class AgentService:
         files: Sequence[UploadedFile] | None,
         system_prompt: str | None,
         env: dict[str, Any] | None,
+        created_by: str | None = None,
     ) -> Agent:
         if not NAME_RE.match(name):
             raise Invalid("agent name must match ^[a-zA-Z0-9_-]{1,255}$", name=name)
@@ -191,44 +209,40 @@ class AgentService:
         # froze /health for a minute).
         source = self._folders.resolve(path) if path is not None else None
         try:
-            packed = await asyncio.to_thread(self._stage, staging, name, source, uploads, system_prompt)
-            existing = await self._store.get_agent(tenant_id, name)
-            await asyncio.to_thread(self._swap, staging, target)
+            new = await asyncio.to_thread(self._stage, staging, name, source, uploads, system_prompt)
+            now = utcnow()
+            stored_path = str(source) if source is not None else str(target)
+
+            def create() -> Agent:
+                return Agent(
+                    tenant_id=tenant_id,
+                    name=name,
+                    path=stored_path,
+                    managed=source is None,
+                    env=clean_env,
+                    config={},
+                    created_at=now,
+                    updated_at=now,
+                )
+
+            def change(agent: Agent) -> None:
+                agent.path = stored_path
+                agent.managed = source is None
+                if env is not None:
+                    agent.env = clean_env
+
+            saved, _ = await self.versions.publish(
+                tenant_id, name, replace(new, created_by=created_by), activate=True, create=create, change=change
+            )
+            await asyncio.to_thread(self.install_staged, saved, staging)
         finally:
             await asyncio.to_thread(shutil.rmtree, staging, True)
-        now = utcnow()
-        stored_path = str(source) if source is not None else str(target)
-        if existing is None:
-            agent = Agent(
-                tenant_id=tenant_id,
-                name=name,
-                version=1,
-                path=stored_path,
-                managed=source is None,
-                env=clean_env,
-                config={},
-                created_at=now,
-                updated_at=now,
-            )
-        else:
-            agent = existing
-            agent.version += 1
-            agent.path = stored_path
-            agent.managed = source is None
-            agent.env = clean_env if env is not None else agent.env
-            agent.updated_at = now
-        saved = await self._store.save_agent(agent)
-        await self._store.save_agent_bundle(
-            AgentBundle(
-                agent_id=saved.id,
-                version=saved.version,
-                archive=packed,
-                size=len(packed),
-                sha256=hashlib.sha256(packed).hexdigest(),
-            )
-        )
-        self._version_file(tenant_id, name).write_text(str(saved.version))
         return saved
+
+    def install_staged(self, agent: Agent, staging: Path) -> None:
+        """Make the staged files of the version just activated this server's folder of the agent. In a thread."""
+        self._swap(staging, self.folder(agent))
+        self._version_file(agent.tenant_id, agent.name).write_text(str(agent.version))
 
     def _stage(
         self,
@@ -237,7 +251,7 @@ class AgentService:
         source: Path | None,
         uploads: Sequence[tuple[str, bytes]],
         system_prompt: str | None,
-    ) -> bytes:
+    ) -> NewVersion:
         """The deploy's files in `staging`, packed. In a thread."""
         staging.parent.mkdir(parents=True, exist_ok=True)
         if source is not None:
@@ -246,7 +260,8 @@ class AgentService:
         else:
             write_files(staging, uploads)
         ensure_system_prompt(staging, name, system_prompt)
-        return pack_folder(staging)
+        count, prompt = folder_summary(staging)
+        return NewVersion(archive=pack_folder(staging), file_count=count, system_prompt=prompt)
 
     async def update(
         self,

@@ -15,8 +15,10 @@ from fastapi.responses import JSONResponse
 from opentelemetry.trace import TracerProvider
 
 from . import __version__
+from .agent_versions import AgentVersions
 from .agents import AgentService
 from .api import (
+    agent_versions,
     agents,
     analytics,
     api_keys,
@@ -67,6 +69,7 @@ from .settings import Settings
 from .snapshots import SnapshotStore, open_store
 from .snapshots.local import LocalSnapshotStore
 from .snapshots.service import SnapshotService
+from .store.agent_versions import AgentVersionStore
 from .store.attachments import AttachmentStore
 from .store.database import DatabaseUnavailable, PoolOptions, create_engine, migrate, wait_for_database
 from .store.evals import EvalStore
@@ -192,6 +195,7 @@ async def build_services(settings: Settings) -> Services:
     agent_service = AgentService(
         store,
         data,
+        versions=AgentVersionStore(store),
         path_roots=settings.agent_root_paths,
         max_upload_bytes=settings.max_upload_bytes,
         max_files=settings.max_agent_files,
@@ -228,6 +232,13 @@ async def build_services(settings: Settings) -> Services:
         store=store,
         auth=auth,
         agents=agent_service,
+        agent_versions=AgentVersions(
+            agent_service,
+            agent_service.versions,
+            data,
+            max_upload_bytes=settings.max_upload_bytes,
+            max_files=settings.max_agent_files,
+        ),
         sessions=session_service,
         sandboxes=sandboxes,
         pool=sandbox_pool,
@@ -328,7 +339,15 @@ def routers_for(mode: str) -> list[APIRouter]:
     sessions_api = [sessions.router, files.router, commands.router]
     if mode == "runner":
         return [health.router, *sessions_api, metrics.router]
-    account = [agents.router, credentials.router, api_keys.router, usage.router, eval_cases.router, analytics.router]
+    account = [
+        agents.router,
+        agent_versions.router,
+        credentials.router,
+        api_keys.router,
+        usage.router,
+        eval_cases.router,
+        analytics.router,
+    ]
     if mode == "coordinator":
         return [health.router, *account, coordinator.router, internal.router, metrics.router]
     return [

@@ -36,6 +36,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("patch", "/api/agents/{name}/eval-cases/{case_id}"): {"question": "q"},
     ("post", "/api/agents/{name}/eval-runs/{run_id}/score"): {"humanScore": 1},
     ("patch", "/api/agents/{name}/eval-results/{result_id}"): {"humanScore": 1},
+    ("patch", "/api/agents/{name}/versions/{version}"): {"releaseNotes": "B was here"},
 }
 
 
@@ -98,6 +99,7 @@ def a_resource_routes(spec: dict[str, Any], t: Tenants) -> list[tuple[str, str, 
         "{key_id}": t.key_id,
         "{attachment_id}": t.attachment_id,
         "{file_path}": "CLAUDE.md",
+        "{version}": "1",
         # Under A's agent, B is refused on the agent whatever the id (tests/api/test_evals.py uses A's real ones).
         "{case_id}": NO_ID,
         "{run_id}": NO_ID,
@@ -105,7 +107,7 @@ def a_resource_routes(spec: dict[str, Any], t: Tenants) -> list[tuple[str, str, 
     }
     routes = []
     for template, methods in spec["paths"].items():
-        if not any(v in template for v in values if v != "{file_path}"):
+        if not any(v in template for v in values if v not in ("{file_path}", "{version}")):
             continue
         url = template
         for placeholder, value in values.items():
@@ -122,6 +124,10 @@ def test_b_gets_404_for_every_route_to_a_resource_of_a(tenants: Tenants) -> None
     for expected in (
         "/api/agents/{name}",
         "/api/agents/{name}/files/{file_path}",
+        "/api/agents/{name}/files",
+        "/api/agents/{name}/versions",
+        "/api/agents/{name}/versions/{version}",
+        "/api/agents/{name}/versions/{version}/activate",
         "/api/sessions/{session_id}",
         "/api/sessions/{session_id}/messages",
         "/api/sessions/{session_id}/pause",

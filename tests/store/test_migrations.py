@@ -116,3 +116,53 @@ def test_sequence_counters_start_where_existing_rows_are(empty_url: str) -> None
     asyncio.run(_backfill_check(empty_url))
     command.upgrade(config, "head")
     assert asyncio.run(_counters(empty_url)) == (3, 0, ["default"])
+
+
+async def _agent_with_bundle(url: str) -> str:
+    engine = create_engine(url)
+    agent_id = uuid.uuid4().hex if url.startswith("sqlite") else str(uuid.uuid4())
+    try:
+        async with engine.begin() as db:
+            await db.execute(
+                text(
+                    "INSERT INTO agents (id, tenant_id, name, version, path, managed, env, config, created_at,"
+                    " updated_at) VALUES (:id, 't1', 'helper', 3, '/x', true, '{}', '{}', CURRENT_TIMESTAMP,"
+                    " CURRENT_TIMESTAMP)"
+                ),
+                {"id": agent_id},
+            )
+            await db.execute(
+                text(
+                    "INSERT INTO agent_bundles (agent_id, version, archive, size, sha256)"
+                    " VALUES (:id, 3, :archive, 5, 'abc')"
+                ),
+                {"id": agent_id, "archive": b"files"},
+            )
+    finally:
+        await engine.dispose()
+    return agent_id
+
+
+async def _versions(url: str) -> list[tuple[object, ...]]:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as db:
+            rows = await db.execute(
+                text("SELECT tenant_id, agent_name, version_number, name, is_active, archive, sha256 FROM agent_versions")
+            )
+            return [tuple(row) for row in rows.all()]
+    finally:
+        await engine.dispose()
+
+
+def test_each_agent_s_current_files_become_its_active_version(empty_url: str) -> None:
+    """0012 replaces agent_bundles (the current files only) by agent_versions: what sessions run today is kept,
+    under the number they carry, and a downgrade gives it back."""
+    config = alembic_config(empty_url)
+    command.upgrade(config, "0011")
+    asyncio.run(_agent_with_bundle(empty_url))
+    command.upgrade(config, "head")
+    assert asyncio.run(_versions(empty_url)) == [("t1", "helper", 3, "v3", True, b"files", "abc")]
+    command.downgrade(config, "0011")
+    command.upgrade(config, "head")
+    assert [row[2:6] for row in asyncio.run(_versions(empty_url))] == [(3, "v3", True, b"files")]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from fastapi import APIRouter, Header, Query, Response
+from pydantic import Field
 
 from ..agents import UploadedFile
 from ..errors import Invalid, NotFound
@@ -25,7 +26,9 @@ from .schemas import (
     AgentsResponse,
     AgentUpdate,
     ConfigResponse,
+    FileUpload,
     OkResponse,
+    Schema,
 )
 
 router = APIRouter(prefix="/api/agents", tags=["agents"])
@@ -134,6 +137,42 @@ def _wants_raw(format: Literal["raw", "json"] | None, accept: str | None) -> boo
         return format == "raw"
     wanted = [part.split(";")[0].strip() for part in (accept or "").split(",") if part.strip()]
     return bool(wanted) and not any(w in ("application/json", "*/*", "application/*") for w in wanted)
+
+
+class AgentFilesWrite(Schema):
+    files: list[FileUpload] = Field(min_length=1, max_length=10_000)
+
+
+class AgentFilesWritten(Schema):
+    written: int
+    version: int = Field(description="The agent's new version, active now.")
+
+
+class AgentFileDeleted(Schema):
+    deleted: bool = True
+    version: int = Field(description="The agent's new version, active now.")
+
+
+@router.post("/{name}/files", response_model=AgentFilesWritten)
+async def write_agent_files(
+    name: str, body: AgentFilesWrite, principal: PrincipalDep, services: ServicesDep
+) -> AgentFilesWritten:
+    """Write files (base64) into the agent: a new version with them, active at once."""
+    agent, written = await services.agent_versions.write_files(
+        principal.tenant_id, name, [UploadedFile(f.path, f.content) for f in body.files]
+    )
+    services.pool.agents_changed()
+    return AgentFilesWritten(written=written, version=agent.version)
+
+
+@router.delete("/{name}/files/{file_path:path}", response_model=AgentFileDeleted)
+async def delete_agent_file(
+    name: str, file_path: str, principal: PrincipalDep, services: ServicesDep
+) -> AgentFileDeleted:
+    """Delete one file: a new version without it, active at once."""
+    agent = await services.agent_versions.delete_file(principal.tenant_id, name, file_path)
+    services.pool.agents_changed()
+    return AgentFileDeleted(version=agent.version)
 
 
 @router.get("/{name}/files/{file_path:path}", response_model=None)

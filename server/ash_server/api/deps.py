@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from ..agent_versions import AgentVersions
 from ..agents import AgentService
 from ..attachments import AttachmentService
 from ..auth import Authenticator, Principal
@@ -33,6 +34,7 @@ class Services:
     store: Store
     auth: Authenticator
     agents: AgentService
+    agent_versions: AgentVersions
     sessions: SessionService
     sandboxes: SandboxManager
     pool: SandboxPool

@@ -15,7 +15,6 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
-    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -251,19 +250,6 @@ class UsageEvent(Base):
     event_type: Mapped[str] = mapped_column(String(32))
     value: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-
-
-class AgentBundle(Base):
-    """The files of an agent's current version, packed (tar + zstd). Every server that starts sessions of the agent
-    unpacks it from here (agents.py), so an agent deployed through one coordinator runs on any runner."""
-
-    __tablename__ = "agent_bundles"
-
-    agent_id: Mapped[uuid.UUID] = mapped_column(Uuid(), ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True)
-    version: Mapped[int] = mapped_column(Integer)
-    archive: Mapped[bytes] = mapped_column(LargeBinary)
-    size: Mapped[int] = mapped_column(BigInteger)
-    sha256: Mapped[str] = mapped_column(String(64))
 
 
 class Runner(Base):

@@ -17,7 +17,6 @@ from ..errors import NotFound
 from .database import session_factory
 from .models import (
     Agent,
-    AgentBundle,
     ApiKey,
     Credential,
     Message,
@@ -158,15 +157,6 @@ class Store:
         async with self.db() as db, db.begin():
             result = await db.execute(delete(Agent).where(Agent.tenant_id == tenant_id, Agent.name == name))
             return bool(result.rowcount)  # type: ignore[attr-defined]
-
-    async def save_agent_bundle(self, bundle: AgentBundle) -> None:
-        async with self.db() as db, db.begin():
-            await db.merge(bundle)
-
-    async def get_agent_bundle(self, agent_id: uuid.UUID) -> AgentBundle | None:
-        async with self.db() as db:
-            bundle: AgentBundle | None = await db.get(AgentBundle, agent_id)
-            return bundle
 
     # -- Sessions -------------------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""agent versions: every deploy an immutable row
+"""placeholder, kept so that databases already at 0011 stay on one line of revisions (versions: 0012)
 
 Revision ID: 0007
 Revises: 0006

@@ -1,0 +1,148 @@
+"""/api/agents/{name}/versions: an agent's versions, as the reference's clients call them, and rollback by
+activating an older one."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from fastapi import APIRouter, Path, Response
+from pydantic import Field
+
+from ..agent_versions import VersionMetadata
+from ..store.agent_versions import AgentVersion
+from .deps import PrincipalDep, ServicesDep
+from .schemas import Schema
+
+router = APIRouter(prefix="/api/agents/{name}/versions", tags=["agents"])
+
+VersionRef = Path(description="The version number, or the version's id.")
+
+
+class AgentVersionPublic(Schema):
+    id: uuid.UUID
+    tenant_id: str
+    agent_name: str
+    version_number: int
+    name: str
+    system_prompt: str | None = Field(description="The version's CLAUDE.md.")
+    release_notes: str | None
+    is_active: bool
+    knowledge_files: list[str] | None
+    created_by: str | None
+    created_at: datetime
+    updated_at: datetime
+    # Ours: what the version holds, and whether it can still be edited.
+    file_count: int
+    size: int = Field(description="Bytes of the version's packed files.")
+    sha256: str
+    activated_at: datetime | None = Field(description="First activation; from then on files and prompt are frozen.")
+
+    @classmethod
+    def of(cls, version: AgentVersion) -> AgentVersionPublic:
+        return cls(
+            id=version.id,
+            tenant_id=version.tenant_id,
+            agent_name=version.agent_name,
+            version_number=version.version_number,
+            name=version.name,
+            system_prompt=version.system_prompt,
+            release_notes=version.release_notes,
+            is_active=version.is_active,
+            knowledge_files=version.knowledge_files,
+            created_by=version.created_by,
+            created_at=version.created_at,
+            updated_at=version.updated_at,
+            file_count=version.file_count,
+            size=version.size,
+            sha256=version.sha256,
+            activated_at=version.activated_at,
+        )
+
+
+class VersionUpdate(Schema):
+    name: str | None = Field(None, min_length=1, max_length=255)
+    system_prompt: str | None = Field(None, max_length=1_000_000, description="Becomes the version's CLAUDE.md.")
+    release_notes: str | None = Field(None, max_length=10_000)
+    knowledge_files: list[str] | None = Field(None, max_length=10_000)
+
+    def metadata(self) -> VersionMetadata:
+        return VersionMetadata(
+            name=self.name,
+            system_prompt=self.system_prompt,
+            release_notes=self.release_notes,
+            knowledge_files=self.knowledge_files,
+        )
+
+
+class VersionCreate(VersionUpdate):
+    clone_from: int | str | None = Field(
+        None, description="Version number or id whose files (and knowledgeFiles) the new version starts from."
+    )
+
+
+class VersionResponse(Schema):
+    version: AgentVersionPublic
+
+
+class VersionsResponse(Schema):
+    versions: list[AgentVersionPublic]
+
+
+class ActivateResponse(Schema):
+    activated: bool
+    version_number: int
+
+
+@router.get("", response_model=VersionsResponse)
+async def list_agent_versions(name: str, principal: PrincipalDep, services: ServicesDep) -> VersionsResponse:
+    versions = await services.agent_versions.list(principal.tenant_id, name)
+    return VersionsResponse(versions=[AgentVersionPublic.of(v) for v in versions])
+
+
+@router.post("", status_code=201, response_model=VersionResponse)
+async def create_agent_version(
+    name: str, principal: PrincipalDep, services: ServicesDep, body: VersionCreate | None = None
+) -> VersionResponse:
+    body = body or VersionCreate()
+    version = await services.agent_versions.create(
+        principal.tenant_id,
+        name,
+        body.metadata(),
+        clone_from=str(body.clone_from) if body.clone_from is not None else None,
+        created_by=principal.key_id or None,
+    )
+    return VersionResponse(version=AgentVersionPublic.of(version))
+
+
+@router.get("/{version}", response_model=VersionResponse)
+async def get_agent_version(
+    name: str, principal: PrincipalDep, services: ServicesDep, version: str = VersionRef
+) -> VersionResponse:
+    found = await services.agent_versions.get(principal.tenant_id, name, version)
+    return VersionResponse(version=AgentVersionPublic.of(found))
+
+
+@router.patch("/{version}", response_model=VersionResponse)
+async def update_agent_version(
+    name: str, body: VersionUpdate, principal: PrincipalDep, services: ServicesDep, version: str = VersionRef
+) -> VersionResponse:
+    updated = await services.agent_versions.update(principal.tenant_id, name, version, body.metadata())
+    return VersionResponse(version=AgentVersionPublic.of(updated))
+
+
+@router.delete("/{version}", status_code=204, response_class=Response)
+async def delete_agent_version(
+    name: str, principal: PrincipalDep, services: ServicesDep, version: str = VersionRef
+) -> Response:
+    await services.agent_versions.delete(principal.tenant_id, name, version)
+    return Response(status_code=204)
+
+
+@router.post("/{version}/activate", response_model=ActivateResponse)
+async def activate_agent_version(
+    name: str, principal: PrincipalDep, services: ServicesDep, version: str = VersionRef
+) -> ActivateResponse:
+    _, activated = await services.agent_versions.activate(principal.tenant_id, name, version)
+    services.pool.agents_changed()  # warm sandboxes of the version that was active go
+    return ActivateResponse(activated=True, version_number=activated.version_number)
