@@ -191,7 +191,8 @@ def test_bad_input_is_refused_and_changes_nothing(client: httpx.Client) -> None:
     assert_error(client.patch(f"{root}/1", json={"knowledgeFiles": "not a list"}), 400)
     assert_error(client.post(root, content=b"{not json", headers={"content-type": "application/json"}), 400)
     assert_error(client.get("/api/agents/no-such-agent/versions"), 404, "Agent not found")
-    assert_error(client.post("/api/agents/no-such-agent/files", json={"files": [{"path": "a", "content": "eA=="}]}), 404)
+    one_file = {"files": [{"path": "a", "content": "eA=="}]}
+    assert_error(client.post("/api/agents/no-such-agent/files", json=one_file), 404)
     assert [(v["versionNumber"], v["isActive"]) for v in versions(client, name)] == [(1, True)]
 
 

@@ -148,7 +148,9 @@ async def _versions(url: str) -> list[tuple[object, ...]]:
     try:
         async with engine.connect() as db:
             rows = await db.execute(
-                text("SELECT tenant_id, agent_name, version_number, name, is_active, archive, sha256 FROM agent_versions")
+                text(
+                    "SELECT tenant_id, agent_name, version_number, name, is_active, archive, sha256 FROM agent_versions"
+                )
             )
             return [tuple(row) for row in rows.all()]
     finally:
