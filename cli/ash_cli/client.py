@@ -37,12 +37,13 @@ from .errors import (
     StatusError,
     status_error,
 )
-from .models import Agent, Health, Message, Session
+from .models import Agent, AgentVersion, Health, Message, Session
 from .sse import iter_events
 
 __all__ = [
     "DEFAULT_TIMEOUT",
     "Agent",
+    "AgentVersion",
     "AshClient",
     "AshClientError",
     "AuthenticationError",
@@ -144,6 +145,15 @@ class AshClient:
 
     def delete_agent(self, name: str) -> None:
         self._request("DELETE", f"/api/agents/{_seg(name)}")
+
+    def list_agent_versions(self, name: str) -> list[AgentVersion]:
+        body = self._request("GET", f"/api/agents/{_seg(name)}/versions")
+        return cast(list[AgentVersion], self._field(body, "versions"))
+
+    def activate_agent_version(self, name: str, version: int | str) -> int:
+        """Make `version` (number or id) the one new sessions run; the number activated."""
+        body = self._request("POST", f"/api/agents/{_seg(name)}/versions/{_seg(str(version))}/activate")
+        return int(self._field(body, "versionNumber"))
 
     # -- sessions ---------------------------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NotRequired, TypedDict
 
-__all__ = ["Agent", "Health", "Message", "PoolStats", "Session"]
+__all__ = ["Agent", "AgentVersion", "Health", "Message", "PoolStats", "Session"]
 
 
 class Agent(TypedDict):
@@ -17,6 +17,19 @@ class Agent(TypedDict):
     config: NotRequired[dict[str, Any]]
     createdAt: str
     updatedAt: str
+
+
+class AgentVersion(TypedDict):
+    id: str
+    agentName: str
+    versionNumber: int
+    name: str
+    isActive: bool
+    systemPrompt: str | None
+    releaseNotes: str | None
+    fileCount: NotRequired[int]
+    createdAt: str
+    activatedAt: NotRequired[str | None]
 
 
 class Session(TypedDict):

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .models import Agent, Health, Session
+from .models import Agent, AgentVersion, Health, Session
 
 __all__ = [
     "agent_details",
@@ -26,6 +26,7 @@ __all__ = [
     "session_details",
     "session_table",
     "timestamp",
+    "version_table",
 ]
 
 
@@ -99,6 +100,20 @@ def agent_table(agents: Sequence[Agent]) -> None:
     table = _table(["AGENT", "VERSION", "UPDATED (UTC)", "ID"])
     for a in agents:
         table.add_row(escape(a["name"]), str(a["version"]), timestamp(a["updatedAt"]), a["id"])
+    out.print(table)
+
+
+def version_table(versions: Sequence[AgentVersion]) -> None:
+    table = _table(["VERSION", "NAME", "ACTIVE", "FILES", "CREATED (UTC)", "NOTES"])
+    for v in versions:
+        table.add_row(
+            str(v["versionNumber"]),
+            escape(v["name"]),
+            "[green]active[/]" if v["isActive"] else "",
+            str(v.get("fileCount", "-")),
+            timestamp(v["createdAt"]),
+            escape((v.get("releaseNotes") or "").splitlines()[0] if v.get("releaseNotes") else ""),
+        )
     out.print(table)
 
 

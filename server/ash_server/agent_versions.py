@@ -141,7 +141,7 @@ class AgentVersions:
                 version.system_prompt = rebuilt.system_prompt
             return await self._versions.save(version)
 
-    async def delete(self, tenant_id: str, name: str, ref: str) -> None:
+    async def delete(self, tenant_id: str, name: str, ref: str) -> int:
         agent = await self._agents.get(tenant_id, name)
         version = await self._resolve(agent, ref)
         if not await self._versions.delete(version):
@@ -149,6 +149,7 @@ class AgentVersions:
                 f"version {version.version_number} is the active version of agent {name!r}; activate another first",
                 version=version.version_number,
             )
+        return version.version_number
 
     async def activate(self, tenant_id: str, name: str, ref: str) -> tuple[Agent, AgentVersion]:
         """Sessions started from now on run this version; running ones keep theirs. Rollback is activating an

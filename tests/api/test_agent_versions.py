@@ -142,7 +142,7 @@ def test_delete_a_version_but_never_the_active_one(client: httpx.Client) -> None
     by_id = versions(client, name)[1]["id"]
     assert client.get(f"/api/agents/{name}/versions/{by_id}").json()["version"]["versionNumber"] == 1
     deleted = client.delete(f"/api/agents/{name}/versions/{by_id}")
-    assert deleted.status_code == 204 and deleted.content == b""
+    assert deleted.status_code == 200 and deleted.json() == {"deleted": True, "versionNumber": 1}
     assert_error(client.get(f"/api/agents/{name}/versions/1"), 404, "Version not found")
     assert [v["versionNumber"] for v in versions(client, name)] == [2]
     assert deploy(client, name, "# three")["version"] == 3  # numbers are never reused

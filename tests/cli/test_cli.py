@@ -228,6 +228,22 @@ def test_quickstart_deploy_chat_and_list(server: Cli, fake: FakeAnthropic) -> No
     assert_one_line_error(refused, "ended")
 
 
+def test_agent_versions_and_rollback(server: Cli) -> None:
+    for _ in range(2):
+        assert server.run("deploy", str(HELLO_AGENT), "--name", "versioned").returncode == 0
+    listed = server.run("agent", "versions", "versioned")
+    assert listed.returncode == 0, listed.stderr
+    rows = [line.split() for line in listed.stdout.splitlines()[1:]]
+    assert [r[:3] for r in rows] == [["2", "v2", "active"], ["1", "v1", "1"]]  # 1: its file count, not "active"
+    rolled = server.run("agent", "activate", "versioned", "1")
+    assert rolled.returncode == 0 and "now runs version 1" in rolled.stdout, rolled.stderr
+    agent = json.loads(server.run("--json", "agent", "info", "versioned").stdout)
+    assert agent["version"] == 1
+    versions = json.loads(server.run("--json", "agent", "versions", "versioned").stdout)
+    assert [(v["versionNumber"], v["isActive"]) for v in versions] == [(2, False), (1, True)]
+    assert_one_line_error(server.run("agent", "activate", "versioned", "9"), "Version not found")
+
+
 def test_the_reference_clis_flags_work_here(server: Cli, fake: FakeAnthropic) -> None:
     """`deploy -n` and `chat -s <session>` / `--end`, as a user of the reference CLI types them."""
     fake.on("first of two", text("One."))
@@ -467,6 +483,7 @@ def test_client_public_surface() -> None:
     assert set(client_module.__all__) == {
         "DEFAULT_TIMEOUT",
         "Agent",
+        "AgentVersion",
         "AshClient",
         "AshClientError",
         "AuthenticationError",

@@ -65,6 +65,49 @@ def test_sdk_shapes(clients: ReferenceClients, ash_server: AshServer, model: Fak
     assert (out["unknownAgent"]["status"], out["unknownAgent"]["error"].split(":")[0]) == (404, "Agent not found")
 
 
+def test_sdk_agent_versions_and_file_writes(clients: ReferenceClients, ash_server: AshServer) -> None:
+    """Every agent-version and agent-file call of the reference SDK: each succeeds, and what it changed is what a
+    new session of the agent then runs."""
+    out = clients.sdk(
+        f"""
+        await client.deployAgent('ts-versions', {json.dumps(HELLO)});
+        out.written = await attempt(() => client.uploadAgentFiles('ts-versions', [
+          {{ path: 'kb/a.md', content: Buffer.from('alpha').toString('base64') }},
+        ]));
+        out.created = await attempt(() => client.createAgentVersion('ts-versions', {{
+          systemPrompt: 'You are TS version three.', releaseNotes: 'from ts',
+        }}));
+        out.listed = await attempt(() => client.listAgentVersions('ts-versions'));
+        out.got = await attempt(() => client.getAgentVersion('ts-versions', 3));
+        out.updated = await attempt(() => client.updateAgentVersion('ts-versions', 3, {{ name: 'three' }}));
+        out.activated = await attempt(() => client.activateAgentVersion('ts-versions', 3));
+        out.agent = await attempt(() => client.getAgent('ts-versions'));
+        const session = await client.createSession('ts-versions');
+        out.prompt = await attempt(() => client.getSessionFile(session.id, 'CLAUDE.md'));
+        out.deletedFile = await attempt(() => client.deleteAgentFile('ts-versions', 'kb/a.md'));
+        out.rolledBack = await attempt(() => client.activateAgentVersion('ts-versions', 1));
+        out.deletedVersion = await attempt(() => client.deleteAgentVersion('ts-versions', 3));
+        out.gone = await attempt(() => client.getAgentVersion('ts-versions', 3));
+        out.after = await attempt(() => client.listAgentVersions('ts-versions'));
+        """,
+        url=ash_server.url,
+        key=ash_server.api_key,
+    )
+    failed = {k: v for k, v in out.items() if k != "gone" and not v["ok"]}
+    assert not failed, failed
+    assert out["written"]["value"]["written"] == 1
+    # The SDK types these as an AgentVersion; the reference (and we) send {version: ...}.
+    assert out["created"]["value"]["version"]["versionNumber"] == 3
+    assert [v["versionNumber"] for v in out["listed"]["value"]] == [3, 2, 1]
+    assert out["got"]["value"]["version"]["systemPrompt"] == "You are TS version three."
+    assert out["updated"]["value"]["version"]["name"] == "three"
+    assert out["agent"]["value"]["version"] == 3
+    assert out["prompt"]["value"]["content"] == "You are TS version three."
+    assert out["deletedFile"]["value"]["deleted"] is True
+    assert out["gone"]["status"] == 404 and out["gone"]["error"].startswith("Version not found")
+    assert [(v["versionNumber"], v["isActive"]) for v in out["after"]["value"]] == [(4, False), (2, False), (1, True)]
+
+
 def test_sdk_error_strings_for_keys_and_ended_sessions(
     clients: ReferenceClients, ash_server: AshServer, model: FakeAnthropic
 ) -> None:

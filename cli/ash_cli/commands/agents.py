@@ -1,4 +1,4 @@
-"""Agents: `deploy` a folder, and `agent list | info | delete`."""
+"""Agents: `deploy` a folder, and `agent list | info | delete | versions | activate`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from rich.markup import escape
 
 from ..bundle import collect, validate_name
 from ..context import JsonOption, state, wants_json
-from ..output import agent_details, agent_table, out, print_json
+from ..output import agent_details, agent_table, out, print_json, version_table
 
 __all__ = ["agent_app", "register"]
 
@@ -71,6 +71,33 @@ def delete(ctx: typer.Context, name: NameArg, json_output: JsonOption = False) -
         print_json({"ok": True, "name": name})
     else:
         out.print(f"Deleted agent [bold]{escape(name)}[/].")
+
+
+@agent_app.command("versions")
+def versions(ctx: typer.Context, name: NameArg, json_output: JsonOption = False) -> None:
+    """List an agent's versions, newest first; every deploy is one."""
+    with state(ctx).client() as client:
+        listed = client.list_agent_versions(name)
+    if wants_json(ctx, json_output):
+        print_json(listed)
+    else:
+        version_table(listed)
+
+
+@agent_app.command("activate")
+def activate(
+    ctx: typer.Context,
+    name: NameArg,
+    version: Annotated[str, typer.Argument(help="The version number (or id) to run.", metavar="VERSION")],
+    json_output: JsonOption = False,
+) -> None:
+    """Make a version the one new sessions run: an older one rolls back. Running sessions keep theirs."""
+    with state(ctx).client() as client:
+        number = client.activate_agent_version(name, version)
+    if wants_json(ctx, json_output):
+        print_json({"activated": True, "name": name, "versionNumber": number})
+    else:
+        out.print(f"Agent [bold]{escape(name)}[/] now runs version {number}.")
 
 
 def register(app: typer.Typer) -> None:

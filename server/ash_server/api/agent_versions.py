@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Path
 from pydantic import Field
 
 from ..agent_versions import VersionMetadata
@@ -131,12 +131,19 @@ async def update_agent_version(
     return VersionResponse(version=AgentVersionPublic.of(updated))
 
 
-@router.delete("/{version}", status_code=204, response_class=Response)
+class VersionDeleted(Schema):
+    deleted: bool = True
+    version_number: int
+
+
+@router.delete("/{version}", response_model=VersionDeleted)
 async def delete_agent_version(
     name: str, principal: PrincipalDep, services: ServicesDep, version: str = VersionRef
-) -> Response:
-    await services.agent_versions.delete(principal.tenant_id, name, version)
-    return Response(status_code=204)
+) -> VersionDeleted:
+    """200 with a body where the reference answers 204: the reference's own SDK parses every answer as JSON, so its
+    `deleteAgentVersion` fails on an empty one."""
+    deleted = await services.agent_versions.delete(principal.tenant_id, name, version)
+    return VersionDeleted(version_number=deleted)
 
 
 @router.post("/{version}/activate", response_model=ActivateResponse)
