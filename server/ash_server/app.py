@@ -46,6 +46,7 @@ from .api.signed import SignedRequests, coordinator_protects, runner_protects
 from .attachments import AttachmentService
 from .auth import Authenticator, load_secret
 from .cluster import tls
+from .cluster.prompts import RunnerSessions
 from .cluster.proxy import RunnerClient
 from .cluster.registry import Registry
 from .cluster.runner import RunnerAgent
@@ -63,6 +64,7 @@ from .sandbox.launcher import ProcessLauncher
 from .sandbox.limits import detect_backend
 from .sandbox.manager import SandboxManager, sandbox_runtime_readable
 from .sandbox.pool import SandboxPool
+from .sessions.prompt import LocalSessions, PromptSessions
 from .sessions.queue_worker import QueueWorker, WorkerOptions
 from .sessions.service import SessionService
 from .settings import Settings
@@ -187,8 +189,9 @@ async def build_services(settings: Settings) -> Services:
     snapshots = SnapshotService(store, snapshot_backend, data, server_id=server_id, owner=settings.sandbox_ids)
     attachment_service = AttachmentService(
         AttachmentStore(store),
-        # Beside the snapshots; without a snapshot store, in the data dir (its own folder, private).
-        snapshot_backend or LocalSnapshotStore(data.root / "attachments"),
+        # Beside the snapshots; without a snapshot store, in the data dir (its own folder, private), which only a
+        # standalone server can use: a coordinator's and its runners' data dirs are on different machines.
+        snapshot_backend or (LocalSnapshotStore(data.root / "attachments") if settings.mode == "standalone" else None),
         max_bytes=settings.max_attachment_bytes,
         scratch=data.root,
     )
@@ -216,14 +219,17 @@ async def build_services(settings: Settings) -> Services:
         recovered = await session_service.recover()
         if recovered:
             log.info("paused %d session(s) that were live when the server last stopped", recovered)
-    eval_runner = EvalRunner(EvalStore(store), session_service) if settings.mode == "standalone" else None
-    if eval_runner is not None and await eval_runner.recover():
-        log.info("failed the eval runs that were running when the server last stopped")
     signer = RequestSigner(settings.internal_secret.get_secret_value()) if settings.internal_secret else None
     cluster: dict[str, Any] = {}
+    prompts: PromptSessions | None = LocalSessions(session_service) if settings.mode == "standalone" else None
     if settings.mode == "coordinator":
         assert signer is not None
-        cluster = {"registry": Registry(store, settings), "runner_client": RunnerClient(settings, signer)}
+        registry, runner_client = Registry(store, settings), RunnerClient(settings, signer)
+        cluster = {"registry": registry, "runner_client": runner_client}
+        prompts = RunnerSessions(store, registry, runner_client)
+    eval_runner = EvalRunner(EvalStore(store), prompts, server_id=server_id) if prompts is not None else None
+    if eval_runner is not None and await eval_runner.recover():
+        log.info("failed the eval runs that were running when the server last stopped")
     elif settings.mode == "runner":
         assert signer is not None
         cluster = {"runner_agent": RunnerAgent(settings, signer, session_service, sandbox_pool, gateway)}
@@ -349,7 +355,18 @@ def routers_for(mode: str) -> list[APIRouter]:
         analytics.router,
     ]
     if mode == "coordinator":
-        return [health.router, *account, coordinator.router, internal.router, metrics.router]
+        # The queue and eval runs too: their sessions run on the runners (cluster/prompts.py).
+        return [
+            health.router,
+            *account,
+            eval_runs.router,
+            queue.router,
+            # Before coordinator's: its session routes are served here, from the database and the shared store.
+            attachments.router,
+            coordinator.router,
+            internal.router,
+            metrics.router,
+        ]
     return [
         health.router,
         *account,
@@ -366,7 +383,10 @@ def routers_for(mode: str) -> list[APIRouter]:
 def _background_tasks(services: Services, metrics: Metrics) -> list[asyncio.Task[None]]:
     if services.registry is not None:
         metrics.add_runner_collector(services.registry.cached_runners)
-        return [asyncio.create_task(services.registry.run_sweeper())]
+        tasks = [asyncio.create_task(services.registry.run_sweeper())]
+        if services.settings.queue_concurrency:
+            tasks.append(asyncio.create_task(_queue_worker(services).run()))
+        return tasks
     metrics.add_pool_collector(services.pool.counts)
     tasks = [
         asyncio.create_task(services.sessions.run_idle_sweeper()),
@@ -388,4 +408,8 @@ def _queue_worker(services: Services) -> QueueWorker:
         retry_delay_s=settings.queue_retry_delay_ms / 1000,
         lease_s=settings.queue_lease_ms / 1000,
     )
-    return QueueWorker(QueueRepository(services.store), services.sessions, options)
+    if services.registry is not None and services.runner_client is not None:
+        prompts: PromptSessions = RunnerSessions(services.store, services.registry, services.runner_client)
+    else:
+        prompts = LocalSessions(services.sessions)
+    return QueueWorker(QueueRepository(services.store), prompts, options)

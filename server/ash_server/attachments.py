@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .errors import Invalid, NotFound, PayloadTooLarge, UnsupportedMediaType
+from .errors import Invalid, NotConfigured, NotFound, PayloadTooLarge, UnsupportedMediaType
 from .snapshots import SnapshotMissing, SnapshotStore
 from .store.attachments import UNLINKED, Attachment, AttachmentStore
 from .store.models import utcnow
@@ -35,11 +35,20 @@ def clean_filename(raw: str) -> str:
 
 
 class AttachmentService:
-    def __init__(self, rows: AttachmentStore, blobs: SnapshotStore, *, max_bytes: int, scratch: Path) -> None:
+    def __init__(self, rows: AttachmentStore, blobs: SnapshotStore | None, *, max_bytes: int, scratch: Path) -> None:
+        """`blobs` None: no store every server reaches (a coordinator deployment without ASH_SNAPSHOT_URL)."""
         self._rows = rows
-        self._blobs = blobs
+        self._store = blobs
         self._max_bytes = max_bytes
         self._scratch = scratch
+
+    @property
+    def _blobs(self) -> SnapshotStore:
+        if self._store is None:
+            raise NotConfigured(
+                "attachments on coordinators and runners need ASH_SNAPSHOT_URL: a store every machine reaches"
+            )
+        return self._store
 
     async def upload(
         self,
@@ -51,6 +60,7 @@ class AttachmentService:
         mime_type: str,
         message_id: str | None,
     ) -> Attachment:
+        blobs = self._blobs  # 503 before anything is decoded when there is nowhere to keep it
         media = mime_type.split(";")[0].strip().lower()
         if media not in ALLOWED_TYPES:
             raise UnsupportedMediaType(
@@ -81,7 +91,7 @@ class AttachmentService:
         try:
             return await self._rows.add(row)
         except Exception:
-            await self._blobs.delete(key)  # no object without its row
+            await blobs.delete(key)  # no object without its row
             raise
 
     async def get(self, tenant_id: str, attachment_id: uuid.UUID) -> Attachment:
@@ -109,6 +119,8 @@ class AttachmentService:
 
     async def delete_for_session(self, tenant_id: str, session_id: uuid.UUID) -> int:
         rows = await self._rows.for_session(tenant_id, session_id)
+        if not rows:
+            return 0
         for row in rows:
             await self._rows.delete(row.id)
             await self._blobs.delete(row.storage_key)

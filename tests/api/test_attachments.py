@@ -5,14 +5,19 @@ tests/api/test_tenants.py sweeps these routes too.)"""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import httpx
 import pytest
 
+from ash_server.attachments import AttachmentService
+from ash_server.errors import NotConfigured
+from ash_server.store.attachments import AttachmentStore
 from tests.fakes.anthropic_api import FakeAnthropic, text
 from tests.support.server import REPO, AshServer
 from tests.support.storage import GcsServer, S3Server
@@ -121,3 +126,13 @@ def test_they_survive_a_restart_and_go_with_their_session(server: AshServer, cli
         assert again.delete(f"/api/sessions/{sid}").status_code == 200
         assert_error(again.get(f"/api/attachments/{kept}"), 404)
         assert again.get(f"/api/sessions/{sid}/attachments").json()["attachments"] == []
+
+
+def test_a_cluster_server_without_a_shared_store_refuses_uploads_clearly(tmp_path: Path) -> None:
+    """On coordinators and runners the data dirs are on different machines: attachments need ASH_SNAPSHOT_URL."""
+    service = AttachmentService(cast(AttachmentStore, None), None, max_bytes=10, scratch=tmp_path)
+    upload = service.upload(
+        "t", uuid.uuid4(), filename="a.txt", content_b64="eA==", mime_type="text/plain", message_id=None
+    )
+    with pytest.raises(NotConfigured, match="ASH_SNAPSHOT_URL"):
+        asyncio.run(upload)

@@ -42,3 +42,16 @@ async def test_run_counts_by_status_and_agent_count(store: Store) -> None:
     assert await evals.run_status_counts("t2") == {"pending": 1}
     assert [r.tenant_id for r in await evals.runs_with_status([EvalRunStatus.PENDING])] == ["t2"]
     assert await evals.count_agents("t1") == 0
+
+
+async def test_a_run_is_claimed_by_one_server_and_recovered_only_by_it(store: Store) -> None:
+    evals = EvalStore(store)
+    run = EvalRun(tenant_id="t1", agent_name="a")
+    await evals.add_run(run, [])
+    claims = [await evals.claim_run(run.id, server) for server in ("server-a", "server-b", "server-a")]
+    assert claims == [True, False, False]
+    claimed = await evals.run_by_id(run.id)
+    assert claimed is not None and (claimed.status, claimed.server_id) == (EvalRunStatus.RUNNING, "server-a")
+    assert claimed.started_at is not None
+    assert [r.id for r in await evals.runs_left_running("server-a")] == [run.id]
+    assert await evals.runs_left_running("server-b") == []

@@ -1,8 +1,9 @@
 """Runs eval runs in the background: each case is a real session (create, one prompt, end), scored on its answer.
 
-A run is a task of this server. A server that stops, gracefully or not, leaves no run `running`: on start,
-`recover` fails the runs a previous process was running (their sessions are gone with it) and starts the pending
-ones again.
+A run is a task of the server that claimed it (several servers may share a database: a claim is one conditional
+UPDATE, so exactly one runs it). A server that stops, gracefully or not, leaves no run of its own `running`: on
+start, `recover` fails the runs its previous process was running (their sessions are gone with it) and starts the
+pending ones.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ import logging
 import time
 import uuid
 
-from ..sessions.prompt import run_prompt
-from ..sessions.service import SessionService
+from ..sessions.prompt import PromptSessions
 from ..store.evals import EvalResult, EvalResultStatus, EvalRun, EvalRunStatus, EvalStore
 from ..store.models import utcnow
 from .scoring import Scored, safety_score, summarize, topic_score
@@ -24,9 +24,10 @@ INTERRUPTED = "interrupted: the server stopped while the run was running"
 
 
 class EvalRunner:
-    def __init__(self, evals: EvalStore, sessions: SessionService) -> None:
+    def __init__(self, evals: EvalStore, sessions: PromptSessions, *, server_id: str) -> None:
         self._evals = evals
         self._sessions = sessions
+        self._server_id = server_id
         self._tasks: dict[uuid.UUID, asyncio.Task[None]] = {}
 
     def start(self, run_id: uuid.UUID) -> None:
@@ -36,7 +37,7 @@ class EvalRunner:
 
     async def recover(self) -> int:
         """Fail the runs left running by a previous process; start the pending ones. Returns how many failed."""
-        stale = await self._evals.runs_with_status([EvalRunStatus.RUNNING])
+        stale = await self._evals.runs_left_running(self._server_id)
         for run in stale:
             await self._fail(run.id, INTERRUPTED)
         for run in await self._evals.runs_with_status([EvalRunStatus.PENDING]):
@@ -63,10 +64,11 @@ class EvalRunner:
         await self._evals.update_run(run_id, status=EvalRunStatus.FAILED, error=error, completed_at=now)
 
     async def _run(self, run_id: uuid.UUID) -> None:
+        if not await self._evals.claim_run(run_id, self._server_id):
+            return  # another server runs it
         run = await self._evals.run_by_id(run_id)
-        if run is None or run.status != EvalRunStatus.PENDING:
+        if run is None:
             return
-        await self._evals.update_run(run_id, status=EvalRunStatus.RUNNING, started_at=utcnow())
         try:
             results = await self._evals.list_results(run_id)
             for done, result in enumerate(results, start=1):
@@ -100,11 +102,11 @@ class EvalRunner:
         started = time.perf_counter()
         values: dict[str, object]
         try:
-            session = await self._sessions.create(run.tenant_id, run.agent_name, {})
+            session_id = await self._sessions.open(run.tenant_id, run.agent_name)
             try:
-                outcome = await run_prompt(self._sessions, run.tenant_id, session.id, case.question)
+                outcome = await self._sessions.prompt(run.tenant_id, session_id, case.question)
             finally:
-                await self._sessions.end(run.tenant_id, session.id)
+                await self._sessions.end(run.tenant_id, session_id)
             if outcome.error is not None:
                 raise RuntimeError(outcome.error)
             answer = outcome.text or outcome.answer

@@ -1,14 +1,15 @@
 """One prompt run to its end without a client: what the queue worker and eval runs do with a session.
 
 The turn runs as any other (stored, streamed to whoever follows the session); this reads its frames as a subscriber
-would and sums them up. Callers own the session: they create, resume or end it.
+would and sums them up. Callers own the session: they create, resume or end it, through `PromptSessions`: this
+server's own sessions (`LocalSessions`), or on a coordinator its runners' (cluster/prompts.py).
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from .service import SessionService, TurnOptions
 
@@ -37,6 +38,46 @@ class PromptOutcome:
         return self.result if self.result is not None else self.text
 
 
+class PromptSessions(Protocol):
+    """The session operations a client-less prompt needs."""
+
+    async def open(self, tenant_id: str, agent_name: str) -> uuid.UUID:
+        """A new session of the agent, with the default configuration."""
+        ...
+
+    async def status(self, tenant_id: str, session_id: uuid.UUID) -> str: ...
+
+    async def resume(self, tenant_id: str, session_id: uuid.UUID) -> None: ...
+
+    async def prompt(self, tenant_id: str, session_id: uuid.UUID, content: str) -> PromptOutcome:
+        """Run one turn to its end (`run_prompt`)."""
+        ...
+
+    async def end(self, tenant_id: str, session_id: uuid.UUID) -> None: ...
+
+
+class LocalSessions:
+    """`PromptSessions` on this server's own sandboxes."""
+
+    def __init__(self, sessions: SessionService) -> None:
+        self._sessions = sessions
+
+    async def open(self, tenant_id: str, agent_name: str) -> uuid.UUID:
+        return (await self._sessions.create(tenant_id, agent_name, {})).id
+
+    async def status(self, tenant_id: str, session_id: uuid.UUID) -> str:
+        return (await self._sessions.get(tenant_id, session_id)).status
+
+    async def resume(self, tenant_id: str, session_id: uuid.UUID) -> None:
+        await self._sessions.resume(tenant_id, session_id)
+
+    async def prompt(self, tenant_id: str, session_id: uuid.UUID, content: str) -> PromptOutcome:
+        return await run_prompt(self._sessions, tenant_id, session_id, content)
+
+    async def end(self, tenant_id: str, session_id: uuid.UUID) -> None:
+        await self._sessions.end(tenant_id, session_id)
+
+
 async def run_prompt(
     sessions: SessionService,
     tenant_id: str,
@@ -54,13 +95,14 @@ async def run_prompt(
     try:
         while not subscription.done:
             for frame in await subscription.next_frames(POLL_S):
-                _take(outcome, frame.event, frame.data)
+                take_frame(outcome, frame.event, frame.data)
     finally:
         subscription.close()
     return outcome
 
 
-def _take(outcome: PromptOutcome, event: str, data: Any) -> None:
+def take_frame(outcome: PromptOutcome, event: str, data: Any) -> None:
+    """Add one stream event (its name and decoded data) to what the turn came to."""
     if not isinstance(data, dict):
         return
     if event == "message":

@@ -14,10 +14,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
-from ..errors import AshError, Conflict, Gone, Invalid, NotFound
+from ..errors import AshError, CapacityExhausted, Conflict, Gone, Invalid, NotFound
 from ..store.queue import QueueItem, QueueRepository
-from .prompt import run_prompt
-from .service import SessionService
+from .prompt import PromptSessions
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +44,7 @@ def backoff(options: WorkerOptions, failures: int) -> timedelta:
 
 
 class QueueWorker:
-    def __init__(self, repo: QueueRepository, sessions: SessionService, options: WorkerOptions) -> None:
+    def __init__(self, repo: QueueRepository, sessions: PromptSessions, options: WorkerOptions) -> None:
         self.repo = repo
         self.sessions = sessions
         self.options = options
@@ -115,6 +114,11 @@ class QueueWorker:
             # The session is busy with a turn a client sent: wait for it, no attempt lost.
             log.info("queue: item %s waits, %s", item.id, exc.message)
             await self.repo.release(item, me, delay=timedelta(seconds=self.options.poll_s))
+        except CapacityExhausted as exc:
+            # Every sandbox (or, on a coordinator, every runner) is busy or none is live yet: not the item's
+            # fault, so no attempt is counted; it waits a retry delay.
+            log.info("queue: item %s waits for capacity: %s", item.id, exc.message)
+            await self.repo.release(item, me, delay=timedelta(seconds=self.options.retry_delay_s))
         except (NotFound, Gone, Invalid) as exc:
             log.warning("queue: item %s cannot run: %s", item.id, exc.message)
             await self.repo.fail(item, me, exc.message, backoff=None)
@@ -141,17 +145,15 @@ class QueueWorker:
     async def _run(self, item: QueueItem) -> str:
         session_id = item.session_id
         if session_id is None:
-            session = await self.sessions.create(item.tenant_id, item.agent_name, {})
-            session_id = session.id
+            session_id = await self.sessions.open(item.tenant_id, item.agent_name)
             await self.repo.set_session(item, self.options.worker_id, session_id)
             item.session_id = session_id
         await self._ensure_active(item.tenant_id, session_id)
-        outcome = await run_prompt(self.sessions, item.tenant_id, session_id, item.prompt)
+        outcome = await self.sessions.prompt(item.tenant_id, session_id, item.prompt)
         if not outcome.ok:
             raise TurnFailed(outcome.error)
         return outcome.answer
 
     async def _ensure_active(self, tenant_id: str, session_id: uuid.UUID) -> None:
-        session = await self.sessions.get(tenant_id, session_id)
-        if session.status in RESUMABLE:
+        if await self.sessions.status(tenant_id, session_id) in RESUMABLE:
             await self.sessions.resume(tenant_id, session_id)

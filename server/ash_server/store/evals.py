@@ -67,6 +67,8 @@ class EvalRun(Base):
     filters: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     # Ours: why a run failed (the reference only sets the status).
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Ours: the server running it (claimed once, so two servers on one database never both run it).
+    server_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
@@ -170,6 +172,25 @@ class EvalStore:
     async def runs_with_status(self, statuses: Sequence[str]) -> Sequence[EvalRun]:
         async with self._store.db() as db:
             query = select(EvalRun).where(EvalRun.status.in_(statuses)).order_by(EvalRun.created_at)
+            return (await db.scalars(query)).all()
+
+    async def claim_run(self, run_id: uuid.UUID, server_id: str) -> bool:
+        """Take a pending run for `server_id`; False when another server (or an earlier call) took it."""
+        async with self._store.db() as db, db.begin():
+            result = await db.execute(
+                update(EvalRun)
+                .where(EvalRun.id == run_id, EvalRun.status == EvalRunStatus.PENDING)
+                .values(status=EvalRunStatus.RUNNING, server_id=server_id, started_at=utcnow())
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def runs_left_running(self, server_id: str) -> Sequence[EvalRun]:
+        """The runs a previous process of this server was running (and those of servers before claims existed)."""
+        query = select(EvalRun).where(
+            EvalRun.status == EvalRunStatus.RUNNING,
+            (EvalRun.server_id == server_id) | EvalRun.server_id.is_(None),
+        )
+        async with self._store.db() as db:
             return (await db.scalars(query)).all()
 
     async def update_run(self, run_id: uuid.UUID, **values: Any) -> None:
