@@ -34,6 +34,12 @@ class Metrics:
         self.turn_seconds = Histogram(
             "ash_turn_duration_seconds", "Whole turn, message in to done.", buckets=LATENCY_BUCKETS, registry=r
         )
+        self.turn_end_write_failures = Counter(
+            "ash_turn_end_write_failures_total",
+            "Failed attempts to store what a turn leaves (its SDK session id, its stream frames); each is retried.",
+            ["what"],
+            registry=r,
+        )
         self.first_event_seconds = Histogram(
             "ash_turn_first_event_seconds",
             "From the message to the bridge's first event of the turn.",

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,6 +44,7 @@ from ..snapshots.service import SnapshotService
 from ..store.models import Agent, Session, StreamEvent, utcnow
 from ..store.repository import Store
 from .events import dumps, message_role, sse_events, timeline_events
+from .live import LiveSession, LiveSessions
 from .turn import Frame, Subscription, Turn
 
 log = logging.getLogger(__name__)
@@ -68,29 +70,10 @@ DRAIN_TURNS_S = 10.0
 # A session folder without a session row is left alone this long (a warm sandbox's may be in the making).
 ORPHAN_FOLDER_AGE_S = 3600.0
 MESSAGE_COPY_BATCH = 500
+# What a turn leaves behind is written this often before the failure is given up on (waits 0.1, 0.2, 0.4 s ...).
+WRITE_ATTEMPTS = 4
+WRITE_RETRY_S = 0.1
 T = TypeVar("T")
-
-
-@dataclass
-class LiveSession:
-    """What exists of a session in this process: its sandbox and its running turn."""
-
-    tenant_id: str
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    sandbox: Sandbox | None = None
-    turn: Turn | None = None
-    # The next SSE id (stream frame sequence) of this session; loaded from the store at its first turn here.
-    next_seq: int | None = None
-    turn_started: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def wait_for_turn(self, limit_s: float | None) -> Turn | None:
-        """The running turn, or the next one to start within `limit_s` seconds."""
-        started = self.turn_started
-        if self.turn is not None and not self.turn.finished:
-            return self.turn
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(started.wait(), limit_s)
-        return self.turn if self.turn is not None and not self.turn.finished else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +140,7 @@ class SessionService:
         self._pool = pool
         self._snapshots = snapshots
         self.server_id = pool.server_id
-        self._live: dict[uuid.UUID, LiveSession] = {}
+        self._live = LiveSessions()
         self._background: set[asyncio.Task[None]] = set()
         self.metrics: Metrics | None = None  # set by the app once metrics exist
         self.tracer: Tracer = trace.NoOpTracer()  # set by the app when tracing is configured
@@ -165,11 +148,18 @@ class SessionService:
         pool.prepare_warm = self.prepare_warm
         pool.profile_of = profile_key
 
-    def _live_of(self, session: Session) -> LiveSession:
-        live = self._live.get(session.id)
-        if live is None:
-            live = self._live[session.id] = LiveSession(session.tenant_id)
-        return live
+    @contextlib.asynccontextmanager
+    async def _locked(
+        self, tenant_id: str, session_id: uuid.UUID, *, allow_ended: bool = False
+    ) -> AsyncIterator[tuple[Session, LiveSession]]:
+        """The session, read again once its lock is held (it may have changed while this request waited), and its
+        live entry. An ended session is 410 unless `allow_ended`."""
+        await self.get(tenant_id, session_id)  # 404 (or moved) before an entry is made for it
+        async with self._live.locked(session_id, tenant_id) as live:
+            session = await self.get(tenant_id, session_id)
+            if session.status == "ended" and not allow_ended:
+                raise Gone(f"Session is ended: {session_id}")
+            yield session, live
 
     # -- Queries ----------------------------------------------------------------------------------------------
 
@@ -247,8 +237,7 @@ class SessionService:
             except BaseException:
                 await self._set(session, status="error")
                 raise
-            live = self._live_of(session)
-            async with live.lock:
+            async with self._live.locked(session.id, session.tenant_id) as live:
                 await self._start_sandbox(session, live, slot=slot)
         finally:
             slot.release()
@@ -276,7 +265,7 @@ class SessionService:
             await self._pool.retire(entry)
             raise
         self._pool.claimed(entry)
-        self._live_of(session).sandbox = entry.sandbox
+        self._live.entry(session.id, session.tenant_id).sandbox = entry.sandbox
         return session
 
     async def prepare_warm(self, agent: Agent) -> tuple[str, SandboxRequest] | None:
@@ -389,12 +378,7 @@ class SessionService:
             )
 
     async def pause(self, tenant_id: str, session_id: uuid.UUID) -> Session:
-        session = await self.get(tenant_id, session_id)
-        live = self._live_of(session)
-        async with live.lock:
-            session = await self.get(tenant_id, session_id)
-            if session.status == "ended":
-                raise Gone(f"Session is ended: {session_id}")
+        async with self._locked(tenant_id, session_id) as (session, live):
             if session.status in ("paused", "stopped"):
                 return session
             self._refuse_while_running(live)
@@ -410,12 +394,7 @@ class SessionService:
     @traced("session.resume")
     async def resume(self, tenant_id: str, session_id: uuid.UUID) -> Session:
         started = time.perf_counter()
-        session = await self.get(tenant_id, session_id)
-        live = self._live_of(session)
-        async with live.lock:
-            session = await self.get(tenant_id, session_id)
-            if session.status == "ended":
-                raise Gone(f"Session is ended: {session_id}")
+        async with self._locked(tenant_id, session_id) as (session, live):
             if await self._store.get_agent(session.tenant_id, session.agent_name) is None:
                 # Even a warm sandbox is not resumed: the agent it ran is gone (the reference answers 404 too).
                 raise NotFound(f"Agent not found: {session.agent_name!r}, the agent of this session, was deleted")
@@ -438,12 +417,7 @@ class SessionService:
         return session
 
     async def stop(self, tenant_id: str, session_id: uuid.UUID) -> Session:
-        session = await self.get(tenant_id, session_id)
-        live = self._live_of(session)
-        async with live.lock:
-            session = await self.get(tenant_id, session_id)
-            if session.status == "ended":
-                raise Gone(f"Session is ended: {session_id}")
+        async with self._locked(tenant_id, session_id) as (session, live):
             await self._refuse_if_elsewhere(session)
             await self._finish_turn(live)
             await self._drop_if_stale(session, live)
@@ -455,30 +429,22 @@ class SessionService:
         return session
 
     async def end(self, tenant_id: str, session_id: uuid.UUID) -> Session:
-        session = await self.get(tenant_id, session_id)
-        live = self._live_of(session)
-        async with live.lock:
-            session = await self.get(tenant_id, session_id)
+        async with self._locked(tenant_id, session_id, allow_ended=True) as (session, live):
             if session.status == "ended":
                 return session
             await self._finish_turn(live)
             await self._drop_sandbox(live, cold=False)
             await self._store.delete_cold_sandboxes(session.id)
             await self._set(session, status="ended", sandbox_id="", ended_at=utcnow())
-        self._live.pop(session.id, None)
+        self._live.forget(session.id)
         await self._event(session, "lifecycle", {"action": "ended"})
         return session
 
     async def fork(self, tenant_id: str, session_id: uuid.UUID) -> Session:
         """A new, paused session whose workspace, transcript and message history are copies of this one's now.
         Resuming it continues the conversation from here, independently of the parent."""
-        parent = await self.get(tenant_id, session_id)
-        live = self._live_of(parent)
         child_id = uuid.uuid4()
-        async with live.lock:
-            parent = await self.get(tenant_id, session_id)
-            if parent.status == "ended":
-                raise Gone(f"Session is ended: {session_id} cannot be forked")
+        async with self._locked(tenant_id, session_id) as (parent, live):
             self._refuse_while_running(live)
             await self._drop_if_stale(parent, live)
             await self._ensure_files(parent)
@@ -540,11 +506,8 @@ class SessionService:
         self, tenant_id: str, session_id: uuid.UUID, content: str | list[dict[str, Any]], options: TurnOptions
     ) -> Turn:
         received = time.perf_counter()
-        session = await self.get(tenant_id, session_id)
-        live = self._live_of(session)
         sandbox_start_ms = 0.0
-        async with live.lock:
-            session = await self.get(tenant_id, session_id)
+        async with self._locked(tenant_id, session_id, allow_ended=True) as (session, live):
             if session.status != "active":
                 raise Invalid(
                     f"Session is {session.status}: {session_id}"
@@ -653,13 +616,20 @@ class SessionService:
                 with contextlib.suppress(Exception):
                     await self._event(session, "error", {"error": "turn interrupted", "code": "interrupted"})
             turn.publish("done", {"sessionId": turn.session_id})
+            # The SDK session id first: it is the session's memory on its next cold resume.
+            with contextlib.suppress(Exception):  # retried, logged and counted in _retried already
+                await self._retried(
+                    "sdk_session_id",
+                    session,
+                    lambda: self._set(session, sdk_session_id=sdk_session_id, last_active_at=utcnow()),
+                )
             with contextlib.suppress(Exception):
                 await self._flush(session, turn)
-                await self._set(session, sdk_session_id=sdk_session_id, last_active_at=utcnow())
             live.next_seq = turn.next_seq
             turn.finish()
             if live.turn is turn:
                 live.turn = None
+            self._live.forget_if_idle(session.id)  # its sandbox may have died with the turn
             self._pool.mark(sandbox.id, "waiting")
             # After the stream's `done`: the snapshot never holds the turn's client back.
             self._snapshots.schedule(session)
@@ -689,20 +659,46 @@ class SessionService:
 
     async def _flush(self, session: Session, turn: Turn) -> None:
         frames = turn.take_unflushed()
-        await self._store.append_stream_events(
-            [
-                StreamEvent(
-                    session_id=session.id,
-                    seq=f.seq,
-                    turn_id=turn.id,
-                    event=f.event,
-                    data=f.data_json,
-                    partial=f.partial,
-                    created_at=utcnow(),
+        rows = [
+            StreamEvent(
+                session_id=session.id,
+                seq=f.seq,
+                turn_id=turn.id,
+                event=f.event,
+                data=f.data_json,
+                partial=f.partial,
+                created_at=utcnow(),
+            )
+            for f in frames
+        ]
+        if rows:
+            # Taken from the turn once: a retry writes the same frames, none is lost in between.
+            await self._retried("stream_frames", session, lambda: self._store.append_stream_events(rows))
+
+    async def _retried(self, what: str, session: Session, write: Callable[[], Awaitable[None]]) -> None:
+        """A write the session cannot do without (its memory, its replayable frames), tried WRITE_ATTEMPTS times;
+        each failure is logged and counted (ash_turn_end_write_failures_total), the last one raised."""
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                await write()
+                return
+            except Exception as exc:
+                if self.metrics is not None:
+                    self.metrics.turn_end_write_failures.labels(what).inc()
+                last = attempt == WRITE_ATTEMPTS
+                log.log(
+                    logging.ERROR if last else logging.WARNING,
+                    "session %s: storing its %s failed (attempt %d of %d%s): %s",
+                    session.id,
+                    what.replace("_", " "),
+                    attempt,
+                    WRITE_ATTEMPTS,
+                    ", giving up" if last else ", retrying",
+                    exc,
                 )
-                for f in frames
-            ]
-        )
+                if last:
+                    raise
+                await asyncio.sleep(WRITE_RETRY_S * 2 ** (attempt - 1))
 
     async def subscribe(
         self,
@@ -736,7 +732,7 @@ class SessionService:
             rows = await self._store.stream_events_after(session.id, after_seq, before=before, limit=limit)
             return [Frame(r.seq, r.event, r.data, r.partial) for r in rows]
 
-        waiter = self._live_of(session).wait_for_turn if follow else None
+        waiter = functools.partial(self._live.wait_for_turn, session.id, session.tenant_id) if follow else None
         return Subscription(
             after, include_partial=include_partial, loader=load, turn=turn, sender=sender, next_turn=waiter
         )
@@ -801,7 +797,7 @@ class SessionService:
         if live is None or live.sandbox is not entry.sandbox:
             await self._pool.release(entry.sandbox, cold=True)
             return True
-        if live.lock.locked() or (live.turn is not None and not live.turn.finished):
+        if live.users or live.lock.locked() or live.running:
             return False
         async with live.lock:  # free: taken at once, nothing ran in between
             session = await self._store.get_session(live.tenant_id, sid)
@@ -815,6 +811,7 @@ class SessionService:
                 return False
             await self._drop_sandbox(live, cold=True)
             await self._store.update_session(sid, sandbox_id="")
+        self._live.forget_if_idle(sid)
         await self._event(session, "lifecycle", {"action": "sandbox_stopped", "reason": reason})
         return True
 
@@ -896,7 +893,7 @@ class SessionService:
                 log.warning("session %s moved to another runner; dropping its sandbox here", session_id)
                 await self._finish_turn(live)
                 await self._drop_sandbox(live, cold=False)
-            self._live.pop(session_id, None)
+            self._live.forget(session_id)
         return len(moved)
 
     # -- Start-up and shutdown --------------------------------------------------------------------------------
@@ -956,9 +953,7 @@ class SessionService:
         alive = live is not None and live.sandbox is not None and live.sandbox.alive
         if alive and session.runner_id in (None, self.server_id):
             return workspace, "sandbox"
-        live = self._live_of(session)
-        async with live.lock:
-            session = await self.get(tenant_id, session_id)
+        async with self._locked(tenant_id, session_id, allow_ended=True) as (session, _):
             await self._ensure_files(session)
         return workspace, "snapshot"
 
@@ -967,12 +962,7 @@ class SessionService:
     ) -> T:
         """Run `change(workspace, owner)` (in a thread) on this server's up-to-date copy of the workspace, live or
         not; a snapshot follows. 409 while another server runs the session."""
-        session = await self.get(tenant_id, session_id)
-        live = self._live_of(session)
-        async with live.lock:
-            session = await self.get(tenant_id, session_id)
-            if session.status == "ended":
-                raise Gone(f"Session is ended: {session_id}")
+        async with self._locked(tenant_id, session_id) as (session, live):
             await self._refuse_if_elsewhere(session)
             await self._drop_if_stale(session, live)
             await self._ensure_files(session)
