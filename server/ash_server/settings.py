@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .paths import DataDir
 from .sandbox import capabilities
+from .states import ServerMode
 
 DEFAULT_ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 
@@ -35,8 +36,8 @@ class Settings(BaseSettings):
         description="Bind address. Loopback by default; containers and hosts behind a load balancer set 0.0.0.0.",
     )
     data_dir: Path = Field(Path("./data"), description="Persistent storage: database, agents, sessions, sandboxes.")
-    mode: Literal["standalone", "coordinator", "runner"] = Field(
-        "standalone",
+    mode: ServerMode = Field(
+        ServerMode.STANDALONE,
         description="standalone (one machine), coordinator (public API; sessions run on runners) or runner "
         "(hosts sandboxes for coordinators; `ash runner` sets it). docs/self-hosting/multi-machine.md.",
     )

@@ -31,6 +31,7 @@ from ..dashboard.render import ASSETS, asset, duration, render
 from ..dashboard.tokens import TOKEN_LIFETIME_S, TokenSigner
 from ..dashboard.views import STATUSES, RunnerRow, SessionCounts, conversation, timeline
 from ..errors import AshError, Invalid, NotFound, PayloadTooLarge, Unauthorized
+from ..states import SandboxState
 from ..store.models import Session, utcnow
 from .deps import Services, ServicesDep
 from .schemas import UsageStats
@@ -302,7 +303,7 @@ def _sandbox_states(services: Services) -> dict[str, str]:
 
 
 def _turn_running(services: Services, session: Session) -> bool:
-    return _sandbox_states(services).get(str(session.id)) == "running"
+    return _sandbox_states(services).get(str(session.id)) == SandboxState.RUNNING
 
 
 @router.get("")

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from .. import __version__
+from ..states import SessionStatus
 from .deps import Services, ServicesDep
 from .internal import runner_public
 from .schemas import HealthResponse, PoolStats
@@ -55,7 +56,7 @@ async def _health(services: Services, pool: dict[str, int], **specific: Any) -> 
         status="ok",
         version=__version__,
         coordinator_id=socket.gethostname(),
-        active_sessions=await services.store.count_sessions(["active"]),
+        active_sessions=await services.store.count_sessions([SessionStatus.ACTIVE]),
         active_sandboxes=pool["total"],
         uptime=int(time.monotonic() - services.started_at),
         open_streams=services.streams.open,

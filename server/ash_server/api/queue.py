@@ -15,6 +15,7 @@ from fastapi import APIRouter, Header, Query, Response
 from pydantic import Field
 
 from ..errors import Conflict, Invalid, NotFound
+from ..states import SessionStatus
 from ..store.queue import QueueItem, QueueRepository, QueueStatus
 from .deps import PrincipalDep, ServicesDep
 from .schemas import Schema
@@ -109,7 +110,7 @@ async def enqueue(
         session = await services.store.get_session(tenant, body.session_id)
         if session is None:
             raise NotFound(f"Session not found: no session {body.session_id}")
-        if session.status == "ended":
+        if session.status == SessionStatus.ENDED:
             raise Invalid(f"Session has ended: session {body.session_id} takes no more prompts")
         if agent_name is not None and agent_name != session.agent_name:
             raise Invalid(f"session {body.session_id} runs agent {session.agent_name!r}, not {agent_name!r}")

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from ..states import PermissionMode, SessionStatus
 from ..store.models import Agent, ApiKey, Credential, Message, Session, SessionEvent, UsageEvent
 
 
@@ -96,8 +97,6 @@ class AgentFilesResponse(Schema):
 
 # -- Sessions -------------------------------------------------------------------------------------------------
 
-PermissionMode = Literal["default", "acceptEdits", "plan", "bypassPermissions", "dontAsk", "permissionsByAgent"]
-
 
 class SessionOptions(Schema):
     model: str | None = Field(None, max_length=255)
@@ -132,7 +131,7 @@ class SessionPublic(Schema):
     agent_name: str
     agent_version: int
     sandbox_id: str
-    status: str
+    status: SessionStatus
     runner_id: str | None
     parent_session_id: uuid.UUID | None
     created_at: datetime

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Header, Query
 from ..errors import Invalid, PayloadTooLarge
 from ..sessions.service import TurnOptions
 from ..sessions.turn import Subscription
+from ..states import SessionStatus
 from .deps import MESSAGE_RATE_LIMIT, SESSION_RATE_LIMIT, PrincipalDep, Services, ServicesDep
 from .schemas import (
     EventPublic,
@@ -34,7 +35,6 @@ from .sse import EventStream
 
 router = APIRouter(prefix="/api/sessions", tags=["sessions"])
 
-SESSION_STATUSES = "^(starting|active|paused|stopped|ended|error)$"
 SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/event-stream": {}}, "description": "The turn as Server-Sent Events (see docs/api.md)."}
 }
@@ -95,7 +95,7 @@ async def list_sessions(
     principal: PrincipalDep,
     services: ServicesDep,
     agent: str | None = Query(None, max_length=255),
-    status: str | None = Query(None, pattern=SESSION_STATUSES),
+    status: SessionStatus | None = None,
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0),
     include_total: bool = Query(False, alias="includeTotal", description="Add `total`: how many sessions match."),

@@ -19,13 +19,14 @@ from typing import Any
 from ..errors import CapacityExhausted, NotFound
 from ..sessions.events import dumps
 from ..settings import Settings
+from ..states import SessionStatus
 from ..store.models import Runner, Session, utcnow
 from ..store.repository import Store, runner_load
 
 log = logging.getLogger(__name__)
 
 # Statuses of the sessions a dead runner held a sandbox for.
-HELD = ("starting", "active")
+HELD = (SessionStatus.STARTING, SessionStatus.ACTIVE)
 MOVE_ATTEMPTS = 5
 
 

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ..states import SessionStatus
 from ..store.models import Message, SessionEvent
 
-STATUSES = ("starting", "active", "paused", "stopped", "ended", "error")
+STATUSES = tuple(SessionStatus)
 # Long texts are cut for the page; the API (`/api/sessions/{id}/messages`) has them whole.
 TEXT_LIMIT = 20_000
 DETAIL_LIMIT = 4_000
@@ -96,7 +97,9 @@ class SessionCounts:
     def of_agent(self, agent: str) -> tuple[int, int]:
         """(all sessions, live ones: starting or active) of an agent."""
         per_agent = self.by_agent.get(agent, {})
-        return sum(per_agent.values()), per_agent.get("active", 0) + per_agent.get("starting", 0)
+        return sum(per_agent.values()), per_agent.get(SessionStatus.ACTIVE, 0) + per_agent.get(
+            SessionStatus.STARTING, 0
+        )
 
 
 def cut(text: str, limit: int) -> str:

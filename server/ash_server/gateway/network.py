@@ -19,11 +19,11 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from ..errors import Invalid
+from ..states import NetworkMode
 
-NetworkMode = Literal["none", "allowlist", "full"]
 DEFAULT_PORTS = frozenset({80, 443})
 MAX_ENTRIES = 256
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
@@ -62,7 +62,7 @@ class NetworkPolicy:
 
     def entry_for(self, host: str, port: int) -> AllowEntry | None:
         """The allowlist entry that admits host:port, or None."""
-        if self.mode != "allowlist":
+        if self.mode != NetworkMode.ALLOWLIST:
             return None
         name = normalize_host(host)
         if name is None:
@@ -73,12 +73,12 @@ class NetworkPolicy:
         return None
 
     def to_json(self) -> str | dict[str, list[str]]:
-        if self.mode == "allowlist":
+        if self.mode == NetworkMode.ALLOWLIST:
             return {"allow": [str(e) for e in self.allow]}
         return self.mode
 
 
-NO_NETWORK = NetworkPolicy("none")
+NO_NETWORK = NetworkPolicy(NetworkMode.NONE)
 
 
 def normalize_host(raw: str) -> str | None:
@@ -142,11 +142,11 @@ def parse_network(raw: Any) -> NetworkPolicy:
     if raw is None or raw == "none":
         return NO_NETWORK
     if raw == "full":
-        return NetworkPolicy("full")
+        return NetworkPolicy(NetworkMode.FULL)
     if isinstance(raw, dict) and set(raw) == {"allow"} and isinstance(raw["allow"], list):
         entries = raw["allow"]
         if len(entries) > MAX_ENTRIES:
             raise Invalid(f"a network allowlist holds at most {MAX_ENTRIES} entries")
         allow = tuple(dict.fromkeys(parse_entry(e) for e in entries))
-        return NetworkPolicy("allowlist", allow) if allow else NO_NETWORK
+        return NetworkPolicy(NetworkMode.ALLOWLIST, allow) if allow else NO_NETWORK
     raise Invalid('network must be "none", "full" or {"allow": ["example.com", "*.example.org:8443", ...]}')

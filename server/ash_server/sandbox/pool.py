@@ -32,6 +32,7 @@ from typing import Any
 from ..errors import AshError, CapacityExhausted, SandboxError
 from ..observability.metrics import Metrics
 from ..paths import DataDir
+from ..states import UNCLAIMED, SandboxState, SessionStatus
 from ..store.models import Agent, utcnow
 from ..store.models import Sandbox as SandboxRow
 from ..store.repository import Store
@@ -40,8 +41,6 @@ from .sandbox import Sandbox
 
 log = logging.getLogger(__name__)
 
-STATES = ("cold", "warming", "warm", "waiting", "running")
-UNCLAIMED = ("warming", "warm")
 # How long the warm pool waits before retrying an agent whose warm sandbox failed to start.
 WARM_RETRY_S = 30.0
 MAINTAIN_INTERVAL_S = 30.0
@@ -55,7 +54,7 @@ class PoolEntry:
     tenant_id: str
     # The session it serves, or (warming/warm) the id reserved for the session that will claim it.
     session_id: str
-    state: str = "warming"
+    state: SandboxState = SandboxState.WARMING
     # Warm pool sandboxes: what they were started for (profile.py) and for which agent (tenant, name).
     profile: str | None = None
     agent: tuple[str, str] | None = None
@@ -65,7 +64,7 @@ class PoolEntry:
     claiming: bool = False
     # The state its row says. `waiting` ⇄ `running` changes reach the row in the background (`sync_states`), never
     # on a turn's path: on SQLite a write there would contend with the turn's own.
-    recorded: str = "warming"
+    recorded: SandboxState = SandboxState.WARMING
 
     @property
     def id(self) -> str:
@@ -145,19 +144,19 @@ class SandboxPool:
 
     def counts(self) -> dict[str, int]:
         """Sandboxes by state (cold: this server's sessions whose sandbox is gone, files persisted)."""
-        counts = dict.fromkeys(STATES, 0)
+        counts: dict[str, int] = dict.fromkeys(SandboxState, 0)
         for entry in self._entries.values():
             counts[entry.state] += 1
-        counts["cold"] = self._cold
+        counts[SandboxState.COLD] = self._cold
         return counts
 
     async def stats(self) -> dict[str, int]:
         """What /health reports (and /metrics could): counts by state, capacity and hit counters."""
-        self._cold = await self._store.count_sandboxes(self.server_id, "cold")
+        self._cold = await self._store.count_sandboxes(self.server_id, SandboxState.COLD)
         counts = self.counts()
         return {
             **counts,
-            "total": sum(n for state, n in counts.items() if state != "cold"),
+            "total": sum(n for state, n in counts.items() if state != SandboxState.COLD),
             "maxCapacity": self.max_sandboxes,
             "resumeWarmHits": self.resume_warm_hits,
             "resumeColdHits": self.resume_cold_hits,
@@ -174,14 +173,14 @@ class SandboxPool:
         while self._occupied() >= self.max_sandboxes:
             victim = self._victim(tried) if evict else None
             if victim is None:
-                running = sum(1 for e in self._entries.values() if e.state == "running")
+                running = sum(1 for e in self._entries.values() if e.state == SandboxState.RUNNING)
                 if running == len(self._entries) and not self._reserved:
                     message = f"all {self.max_sandboxes} sandboxes are running turns; try again when one finishes"
                 else:
                     message = f"all {self.max_sandboxes} sandboxes are busy (running turns or starting); try again"
                 raise CapacityExhausted(message, max_sandboxes=self.max_sandboxes, running=running)
             tried.add(victim.id)
-            if victim.state == "warm":
+            if victim.state == SandboxState.WARM:
                 await self.retire(victim)
             elif self.evictor is not None and await self.evictor(victim, "capacity"):
                 self.evictions += 1
@@ -190,10 +189,14 @@ class SandboxPool:
         return Slot(self)
 
     def _victim(self, tried: set[str]) -> PoolEntry | None:
-        warm = [e for e in self._entries.values() if e.state == "warm" and e.id not in tried]
+        warm = [e for e in self._entries.values() if e.state == SandboxState.WARM and e.id not in tried]
         if warm:
             return min(warm, key=lambda e: e.created)
-        idle = [e for e in self._entries.values() if e.state == "waiting" and not e.claiming and e.id not in tried]
+        idle = [
+            e
+            for e in self._entries.values()
+            if e.state == SandboxState.WAITING and not e.claiming and e.id not in tried
+        ]
         return min(idle, key=lambda e: e.last_used) if idle else None
 
     # -- Starting -----------------------------------------------------------------------------------------------
@@ -203,7 +206,7 @@ class SandboxPool:
         request: SandboxRequest,
         slot: Slot,
         *,
-        state: str = "waiting",
+        state: SandboxState = SandboxState.WAITING,
         profile: str | None = None,
         agent: tuple[str, str] | None = None,
     ) -> Sandbox:
@@ -220,7 +223,7 @@ class SandboxPool:
                 id=sandbox.id,
                 tenant_id=request.tenant_id,
                 session_id=uuid.UUID(request.session_id),
-                state="warming",
+                state=SandboxState.WARMING,
                 pid=sandbox.pid,
                 created_at=now,
                 last_used_at=now,
@@ -242,7 +245,7 @@ class SandboxPool:
         assert entry is not None
         if self.metrics is not None:
             self.metrics.sandbox_starts.inc()
-        if state != "warm":
+        if state != SandboxState.WARM:
             self._drop_cold_rows(request.session_id)
         # In order after the rows written so far, and written before the entry can be claimed (a claim writes its
         # row directly, in the claiming session's insert).
@@ -255,17 +258,17 @@ class SandboxPool:
     # -- Claims and states --------------------------------------------------------------------------------------
 
     def has_warm(self, tenant_id: str, agent_name: str) -> bool:
-        return any(e.state == "warm" and e.agent == (tenant_id, agent_name) for e in self._entries.values())
+        return any(e.state == SandboxState.WARM and e.agent == (tenant_id, agent_name) for e in self._entries.values())
 
     def claim(self, profile: str) -> PoolEntry | None:
         """Take a warm sandbox started for exactly this profile (the oldest), or None. No await: two claims can
         never get the same one."""
-        candidates = [e for e in self._entries.values() if e.state == "warm" and e.profile == profile]
+        candidates = [e for e in self._entries.values() if e.state == SandboxState.WARM and e.profile == profile]
         candidates = [e for e in candidates if e.sandbox.alive]
         if not candidates:
             return None
         entry = min(candidates, key=lambda e: e.created)
-        entry.state = entry.recorded = "waiting"  # the claiming session's insert writes the row
+        entry.state = entry.recorded = SandboxState.WAITING  # the claiming session's insert writes the row
         entry.profile = None
         entry.claiming = True
         entry.last_used = time.monotonic()
@@ -283,7 +286,7 @@ class SandboxPool:
         would otherwise contend with the new sandbox's row on SQLite)."""
         self._wake.set()
 
-    def mark(self, sandbox_id: str, state: str) -> None:
+    def mark(self, sandbox_id: str, state: SandboxState) -> None:
         """`running` when a turn starts, `waiting` when it ends. Memory only: the row follows in the background."""
         entry = self._entries.get(sandbox_id)
         if entry is None or entry.state == state:
@@ -294,7 +297,11 @@ class SandboxPool:
     def sync_states(self) -> None:
         """Bring the rows of sessions' sandboxes in line with their `waiting`/`running` state and last use."""
         for entry in self._entries.values():
-            if entry.state in ("waiting", "running") and entry.recorded != entry.state and not entry.claiming:
+            if (
+                entry.state in (SandboxState.WAITING, SandboxState.RUNNING)
+                and entry.recorded != entry.state
+                and not entry.claiming
+            ):
                 entry.recorded = entry.state
                 self._write(entry.id, {"state": entry.state, "last_used_at": utcnow()})
 
@@ -310,7 +317,7 @@ class SandboxPool:
         self._entries.pop(sandbox.id, None)
         await self._manager.stop(sandbox)
         if cold:
-            self._write(sandbox.id, {"state": "cold", "pid": None, "last_used_at": utcnow()})
+            self._write(sandbox.id, {"state": SandboxState.COLD, "pid": None, "last_used_at": utcnow()})
         else:
             self._write(sandbox.id, None)
 
@@ -327,13 +334,13 @@ class SandboxPool:
         if entry is None:
             return
         # One still starting is counted by `start`, as a failure to start.
-        if entry.state != "warming" and self.metrics is not None:
+        if entry.state != SandboxState.WARMING and self.metrics is not None:
             self.metrics.sandbox_failures.labels(sandbox.exit_cause or "crash").inc()
         if entry.state in UNCLAIMED:
             self._write(sandbox.id, None)
             shutil.rmtree(self._data.session(entry.tenant_id, entry.session_id), ignore_errors=True)
         else:
-            self._write(sandbox.id, {"state": "cold", "pid": None, "last_used_at": utcnow()})
+            self._write(sandbox.id, {"state": SandboxState.COLD, "pid": None, "last_used_at": utcnow()})
 
     # -- Idle sweep ---------------------------------------------------------------------------------------------
 
@@ -345,7 +352,7 @@ class SandboxPool:
         idle = [
             e
             for e in self._entries.values()
-            if e.state == "waiting" and not e.claiming and now - e.last_used >= idle_timeout_s
+            if e.state == SandboxState.WAITING and not e.claiming and now - e.last_used >= idle_timeout_s
         ]
         for entry in idle:
             if self.evictor is not None and await self.evictor(entry, "idle"):
@@ -386,7 +393,7 @@ class SandboxPool:
             if size > 0:
                 wanted[self.profile_of(agent, {})] = (agent, size)
         # Warm sandboxes of an old version or config, or more than wanted, go.
-        for entry in [e for e in self._entries.values() if e.state == "warm"]:
+        for entry in [e for e in self._entries.values() if e.state == SandboxState.WARM]:
             want = wanted.get(entry.profile or "")
             have = sum(1 for e in self._entries.values() if e.state in UNCLAIMED and e.profile == entry.profile)
             if want is None or have > want[1]:
@@ -415,7 +422,9 @@ class SandboxPool:
         try:
             prepared = await self.prepare_warm(agent)
             if prepared is not None:
-                await self.start(prepared[1], slot, state="warm", profile=profile, agent=(agent.tenant_id, agent.name))
+                await self.start(
+                    prepared[1], slot, state=SandboxState.WARM, profile=profile, agent=(agent.tenant_id, agent.name)
+                )
                 started = True
         except (AshError, OSError) as exc:
             message = exc.message if isinstance(exc, AshError) else str(exc)
@@ -432,18 +441,20 @@ class SandboxPool:
         """After a restart: kill what this server's predecessor left running; its sessions' rows become cold,
         unclaimed warm sandboxes (and their reserved folders) go. Returns how many processes were still alive."""
         rows = await self._store.list_sandboxes(self.server_id)
-        killed = await self._manager.reap_orphans([(r.id, r.pid) for r in rows if r.state != "cold"])
+        killed = await self._manager.reap_orphans([(r.id, r.pid) for r in rows if r.state != SandboxState.COLD])
         states = await self._store.session_states([r.session_id for r in rows if r.session_id is not None])
         for row in rows:
             session = states.get(row.session_id) if row.session_id is not None else None
-            if session is not None and session[0] != "ended":
-                if row.state != "cold" or row.server_id is None:
-                    await self._store.update_sandbox(row.id, state="cold", pid=None, server_id=self.server_id)
+            if session is not None and session[0] != SessionStatus.ENDED:
+                if row.state != SandboxState.COLD or row.server_id is None:
+                    await self._store.update_sandbox(
+                        row.id, state=SandboxState.COLD, pid=None, server_id=self.server_id
+                    )
                 continue
             await self._store.delete_sandbox(row.id)
             if session is None and row.state in UNCLAIMED and row.session_id is not None:
                 shutil.rmtree(self._data.session(row.tenant_id, str(row.session_id)), ignore_errors=True)
-        self._cold = await self._store.count_sandboxes(self.server_id, "cold")
+        self._cold = await self._store.count_sandboxes(self.server_id, SandboxState.COLD)
         return killed
 
     async def close(self) -> None:
@@ -484,8 +495,8 @@ class SandboxPool:
                     await self._store.delete_cold_sandboxes(uuid.UUID(key))
                 else:
                     await self._store.update_sandbox(key, **values)
-                if op != "update" or values.get("state") == "cold":
-                    self._cold = await self._store.count_sandboxes(self.server_id, "cold")
+                if op != "update" or values.get("state") == SandboxState.COLD:
+                    self._cold = await self._store.count_sandboxes(self.server_id, SandboxState.COLD)
             except Exception:
                 log.exception("writing the pool row of %s failed", key)
             finally:

@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from ..errors import AshError, CapacityExhausted, Conflict, Gone, Invalid, NotFound
+from ..states import SessionStatus
 from ..store.queue import QueueItem, QueueRepository
 from .prompt import PromptSessions
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = timedelta(minutes=5)
-# Session states a queued prompt resumes from (the server restarted, the idle sweep stopped its sandbox).
-RESUMABLE = {"paused", "stopped", "error"}
 
 
 class TurnFailed(Exception):
@@ -155,5 +154,6 @@ class QueueWorker:
         return outcome.answer
 
     async def _ensure_active(self, tenant_id: str, session_id: uuid.UUID) -> None:
-        if await self.sessions.status(tenant_id, session_id) in RESUMABLE:
+        # A session the server restart paused, or the idle sweep stopped, continues.
+        if SessionStatus(await self.sessions.status(tenant_id, session_id)).resumable:
             await self.sessions.resume(tenant_id, session_id)

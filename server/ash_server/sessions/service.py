@@ -41,6 +41,7 @@ from ..sandbox.pool import PoolEntry, SandboxPool, Slot
 from ..sandbox.profile import profile_key
 from ..sandbox.sandbox import Sandbox
 from ..snapshots.service import SnapshotService
+from ..states import PermissionMode, SandboxState, SessionStatus, check_transition
 from ..store.models import Agent, Session, StreamEvent, utcnow
 from ..store.repository import Store
 from .events import dumps, message_role, sse_events, timeline_events
@@ -49,7 +50,6 @@ from .turn import Frame, Subscription, Turn
 
 log = logging.getLogger(__name__)
 
-PERMISSION_MODES = {"default", "acceptEdits", "plan", "bypassPermissions", "dontAsk", "permissionsByAgent"}
 # Session options that shape the SDK client, and so the sandbox: stored on the session, applied at sandbox start.
 SDK_OPTIONS = (
     "model",
@@ -94,8 +94,8 @@ def effective_sdk_options(config: dict[str, Any], turn: TurnOptions) -> dict[str
     Always complete, so a turn without an option returns to the session's value instead of keeping the last one.
     """
     options: dict[str, Any] = {k: config.get(k) for k in SDK_OPTIONS}
-    if options.get("permissionMode") == "permissionsByAgent":
-        options["permissionMode"] = "default"
+    if options.get("permissionMode") == PermissionMode.PERMISSIONS_BY_AGENT:
+        options["permissionMode"] = PermissionMode.DEFAULT.value
     per_turn = {
         "model": turn.model,
         "maxTurns": turn.max_turns,
@@ -157,7 +157,7 @@ class SessionService:
         await self.get(tenant_id, session_id)  # 404 (or moved) before an entry is made for it
         async with self._live.locked(session_id, tenant_id) as live:
             session = await self.get(tenant_id, session_id)
-            if session.status == "ended" and not allow_ended:
+            if session.status == SessionStatus.ENDED and not allow_ended:
                 raise Gone(f"Session is ended: {session_id}")
             yield session, live
 
@@ -224,7 +224,7 @@ class SessionService:
                     tenant_id=agent.tenant_id,
                     agent_name=agent.name,
                     agent_version=agent.version,
-                    status="starting",
+                    status=SessionStatus.STARTING,
                     config=config,
                     runner_id=self.server_id,
                     created_at=utcnow(),
@@ -235,7 +235,7 @@ class SessionService:
                 self._data.make_session(agent.tenant_id, str(session.id), self._sandboxes.owner)
                 await self._copy_agent(agent, self._data.workspace(agent.tenant_id, str(session.id)))
             except BaseException:
-                await self._set(session, status="error")
+                await self._set(session, status=SessionStatus.ERROR)
                 raise
             async with self._live.locked(session.id, session.tenant_id) as live:
                 await self._start_sandbox(session, live, slot=slot)
@@ -252,7 +252,7 @@ class SessionService:
                     tenant_id=agent.tenant_id,
                     agent_name=agent.name,
                     agent_version=agent.version,
-                    status="active",
+                    status=SessionStatus.ACTIVE,
                     config=config,
                     sandbox_id=entry.id,
                     runner_id=self.server_id,
@@ -326,13 +326,13 @@ class SessionService:
         try:
             sandbox = await self._pool.start(request, slot)
         except AshError:
-            await self._set(session, status="error", sandbox_id="")
+            await self._set(session, status=SessionStatus.ERROR, sandbox_id="")
             raise
         finally:
             if own_slot:
                 slot.release()
         live.sandbox = sandbox
-        await self._set(session, status="active", sandbox_id=sandbox.id, last_active_at=utcnow())
+        await self._set(session, status=SessionStatus.ACTIVE, sandbox_id=sandbox.id, last_active_at=utcnow())
 
     async def _ensure_files(self, session: Session) -> None:
         """Make this server's copy of the session's folder current: it is, if this server ran the session last;
@@ -379,7 +379,7 @@ class SessionService:
 
     async def pause(self, tenant_id: str, session_id: uuid.UUID) -> Session:
         async with self._locked(tenant_id, session_id) as (session, live):
-            if session.status in ("paused", "stopped"):
+            if session.status in (SessionStatus.PAUSED, SessionStatus.STOPPED):
                 return session
             self._refuse_while_running(live)
             await self._refuse_if_elsewhere(session)
@@ -387,7 +387,7 @@ class SessionService:
             # Warm pause: the sandbox stays up so resume is immediate; eviction may still reclaim it. The snapshot
             # is taken first, so another server can resume the session from here.
             await self._persist(session)
-            await self._set(session, status="paused")
+            await self._set(session, status=SessionStatus.PAUSED)
         await self._event(session, "lifecycle", {"action": "paused"})
         return session
 
@@ -399,12 +399,12 @@ class SessionService:
                 # Even a warm sandbox is not resumed: the agent it ran is gone (the reference answers 404 too).
                 raise NotFound(f"Agent not found: {session.agent_name!r}, the agent of this session, was deleted")
             await self._drop_if_stale(session, live)
-            if session.status == "active" and live.sandbox is not None and live.sandbox.alive:
+            if session.status == SessionStatus.ACTIVE and live.sandbox is not None and live.sandbox.alive:
                 return session
             if live.sandbox is not None and live.sandbox.alive:
                 self._pool.resume_warm_hits += 1
                 self._pool.touch(live.sandbox.id)
-                await self._set(session, status="active", last_active_at=utcnow())
+                await self._set(session, status=SessionStatus.ACTIVE, last_active_at=utcnow())
                 path = "warm"
             else:
                 await self._drop_sandbox(live, cold=False)
@@ -424,18 +424,18 @@ class SessionService:
             if live.sandbox is not None:
                 await self._persist(session)
             await self._drop_sandbox(live, cold=True)
-            await self._set(session, status="stopped", sandbox_id="")
+            await self._set(session, status=SessionStatus.STOPPED, sandbox_id="")
         await self._event(session, "lifecycle", {"action": "stopped"})
         return session
 
     async def end(self, tenant_id: str, session_id: uuid.UUID) -> Session:
         async with self._locked(tenant_id, session_id, allow_ended=True) as (session, live):
-            if session.status == "ended":
+            if session.status == SessionStatus.ENDED:
                 return session
             await self._finish_turn(live)
             await self._drop_sandbox(live, cold=False)
             await self._store.delete_cold_sandboxes(session.id)
-            await self._set(session, status="ended", sandbox_id="", ended_at=utcnow())
+            await self._set(session, status=SessionStatus.ENDED, sandbox_id="", ended_at=utcnow())
         self._live.forget(session.id)
         await self._event(session, "lifecycle", {"action": "ended"})
         return session
@@ -458,7 +458,7 @@ class SessionService:
                         tenant_id=tenant_id,
                         agent_name=parent.agent_name,
                         agent_version=parent.agent_version,
-                        status="paused",
+                        status=SessionStatus.PAUSED,
                         config=dict(parent.config),
                         sdk_session_id=parent.sdk_session_id,
                         parent_session_id=parent.id,
@@ -493,7 +493,7 @@ class SessionService:
 
     async def update_config(self, tenant_id: str, session_id: uuid.UUID, changes: dict[str, Any]) -> Session:
         session = await self.get(tenant_id, session_id)
-        if session.status == "ended":
+        if session.status == SessionStatus.ENDED:
             raise Gone(f"Session is ended: {session_id}")
         config = {**session.config, **_validated_config(changes)}
         await self._set(session, config=config)
@@ -508,10 +508,10 @@ class SessionService:
         received = time.perf_counter()
         sandbox_start_ms = 0.0
         async with self._locked(tenant_id, session_id, allow_ended=True) as (session, live):
-            if session.status != "active":
+            if session.status != SessionStatus.ACTIVE:
                 raise Invalid(
                     f"Session is {session.status}: {session_id}"
-                    + ("; resume it first" if session.status in ("paused", "stopped", "error") else ""),
+                    + ("; resume it first" if session.status.resumable else ""),
                     status=session.status,
                 )
             self._refuse_while_running(live)
@@ -545,7 +545,7 @@ class SessionService:
                 "received": received,
             }
             turn.task = asyncio.create_task(self._run_turn(session, live, sandbox, turn, content, options))
-            self._pool.mark(sandbox.id, "running")  # never evicted while the turn runs
+            self._pool.mark(sandbox.id, SandboxState.RUNNING)  # never evicted while the turn runs
         return turn
 
     def _refuse_while_running(self, live: LiveSession) -> None:
@@ -630,7 +630,7 @@ class SessionService:
             if live.turn is turn:
                 live.turn = None
             self._live.forget_if_idle(session.id)  # its sandbox may have died with the turn
-            self._pool.mark(sandbox.id, "waiting")
+            self._pool.mark(sandbox.id, SandboxState.WAITING)
             # After the stream's `done`: the snapshot never holds the turn's client back.
             self._snapshots.schedule(session)
             log.info(
@@ -801,7 +801,11 @@ class SessionService:
             return False
         async with live.lock:  # free: taken at once, nothing ran in between
             session = await self._store.get_session(live.tenant_id, sid)
-            if session is None or session.status == "ended" or session.runner_id not in (None, self.server_id):
+            if (
+                session is None
+                or session.status == SessionStatus.ENDED
+                or session.runner_id not in (None, self.server_id)
+            ):
                 await self._drop_sandbox(live, cold=False)  # nothing to keep here
                 return True
             try:
@@ -844,7 +848,7 @@ class SessionService:
                     with contextlib.suppress(OSError):
                         if reserved or time.time() - folder.stat().st_mtime < ORPHAN_FOLDER_AGE_S:
                             continue
-                elif state[0] != "ended" or state[1] is None or state[1] > cutoff:
+                elif state[0] != SessionStatus.ENDED or state[1] is None or state[1] > cutoff:
                     continue
                 await asyncio.to_thread(shutil.rmtree, folder, True)
                 removed += 1
@@ -902,9 +906,11 @@ class SessionService:
         """After a restart no sandbox of this server exists: what its predecessor left is killed (the pool), and
         the sessions it was running are paused, resumable on the cold path. Other servers' sessions are theirs."""
         await self._pool.recover()
-        recovered = await self._store.sessions_with_status(["active", "starting"], runner_id=self.server_id)
+        recovered = await self._store.sessions_with_status(
+            [SessionStatus.ACTIVE, SessionStatus.STARTING], runner_id=self.server_id
+        )
         for session in recovered:
-            await self._set(session, status="paused", sandbox_id="")
+            await self._set(session, status=SessionStatus.PAUSED, sandbox_id="")
             await self._event(session, "lifecycle", {"action": "paused", "reason": "server restarted"})
         return len(recovered)
 
@@ -933,8 +939,8 @@ class SessionService:
                 except AshError as exc:
                     log.warning("session %s: snapshot at shutdown failed: %s", session_id, exc.message)
                 await self._drop_sandbox(live, cold=True)
-                if session.status in ("active", "starting"):
-                    await self._set(session, status="paused", sandbox_id="")
+                if session.status in (SessionStatus.ACTIVE, SessionStatus.STARTING):
+                    await self._set(session, status=SessionStatus.PAUSED, sandbox_id="")
                     await self._event(session, "lifecycle", {"action": "paused", "reason": "server shutting down"})
                 else:
                     await self._set(session, sandbox_id="")
@@ -977,6 +983,8 @@ class SessionService:
     # -- Helpers ----------------------------------------------------------------------------------------------
 
     async def _set(self, session: Session, **values: Any) -> None:
+        if "status" in values:
+            check_transition(session.status, values["status"])
         for key, value in values.items():
             setattr(session, key, value)
         await self._store.update_session(session.id, **values)
@@ -1003,8 +1011,8 @@ class _Arrival:
 def _validated_config(options: dict[str, Any]) -> dict[str, Any]:
     config = {k: v for k, v in options.items() if v is not None}
     mode = config.get("permissionMode")
-    if mode is not None and mode not in PERMISSION_MODES:
-        raise Invalid(f"permissionMode must be one of {sorted(PERMISSION_MODES)}", permissionMode=mode)
+    if mode is not None and mode not in set(PermissionMode):
+        raise Invalid(f"permissionMode must be one of {sorted(PermissionMode)}", permissionMode=mode)
     if "extraEnv" in config:
         config["extraEnv"] = validate_env(config["extraEnv"])
     return config

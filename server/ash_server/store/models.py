@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -24,6 +25,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from ..states import SandboxState, SessionStatus
 
 DEFAULT_TENANT = "default"
 
@@ -52,6 +55,27 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+class EnumString(TypeDecorator[E]):
+    """A StrEnum stored as its string (String(16): the schema is the same as a plain string's); read back as the
+    enum."""
+
+    impl = String(16)
+    cache_ok = True
+
+    def __init__(self, enum: type[E]) -> None:
+        super().__init__()
+        self._enum = enum
+
+    def process_bind_param(self, value: E | str | None, dialect: Dialect) -> str | None:
+        return None if value is None else self._enum(value).value
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> E | None:
+        return None if value is None else self._enum(value)
 
 
 class Base(DeclarativeBase):
@@ -116,7 +140,7 @@ class Session(Base):
     agent_name: Mapped[str] = mapped_column(String(255))
     agent_version: Mapped[int] = mapped_column(Integer)
     sandbox_id: Mapped[str] = mapped_column(String(64), default="")
-    status: Mapped[str] = mapped_column(String(16), default="starting")
+    status: Mapped[SessionStatus] = mapped_column(EnumString(SessionStatus), default=SessionStatus.STARTING)
     runner_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     parent_session_id: Mapped[uuid.UUID | None] = mapped_column(Uuid(), nullable=True)
     # The Claude Agent SDK's own session id: what a cold resume passes as `resume=` to continue the conversation.
@@ -190,7 +214,7 @@ class Sandbox(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(String(255), default=DEFAULT_TENANT)
     session_id: Mapped[uuid.UUID | None] = mapped_column(Uuid(), nullable=True, index=True)
-    state: Mapped[str] = mapped_column(String(16), default="warming")
+    state: Mapped[SandboxState] = mapped_column(EnumString(SandboxState), default=SandboxState.WARMING)
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     last_used_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ..errors import NotFound
+from ..states import SandboxState, SessionStatus
 from .database import session_factory
 from .models import (
     Agent,
@@ -416,7 +417,7 @@ class Store:
             await db.execute(
                 update(Sandbox)
                 .where(Sandbox.id == sandbox_id)
-                .values(state="waiting", session_id=session.id, last_used_at=utcnow())
+                .values(state=SandboxState.WAITING, session_id=session.id, last_used_at=utcnow())
             )
         return session
 
@@ -427,13 +428,15 @@ class Store:
     async def delete_cold_sandboxes(self, session_id: uuid.UUID) -> None:
         """The session has a sandbox again (or has ended): its cold rows, on any server, no longer stand for it."""
         async with self.db() as db, db.begin():
-            await db.execute(delete(Sandbox).where(Sandbox.session_id == session_id, Sandbox.state == "cold"))
+            await db.execute(
+                delete(Sandbox).where(Sandbox.session_id == session_id, Sandbox.state == SandboxState.COLD)
+            )
 
     async def live_sandbox_on(self, session_id: uuid.UUID, server_id: str) -> Sandbox | None:
         """A live (waiting or running) sandbox of this session on that server, if any."""
         query = select(Sandbox).where(
             Sandbox.session_id == session_id,
-            Sandbox.state.in_(("waiting", "running")),
+            Sandbox.state.in_((SandboxState.WAITING, SandboxState.RUNNING)),
             Sandbox.server_id == server_id,
         )
         async with self.db() as db:
@@ -488,7 +491,7 @@ class Store:
         query = (
             select(Snapshot)
             .join(Session, Session.id == Snapshot.session_id)
-            .where(Session.status == "ended", Session.ended_at < ended_before)
+            .where(Session.status == SessionStatus.ENDED, Session.ended_at < ended_before)
             .limit(limit)
         )
         async with self.db() as db:
@@ -733,7 +736,7 @@ class Store:
         if not session_ids:
             return []
         query = select(Session.id).where(
-            Session.id.in_(session_ids), (Session.runner_id != runner_id) | (Session.status == "ended")
+            Session.id.in_(session_ids), (Session.runner_id != runner_id) | (Session.status == SessionStatus.ENDED)
         )
         async with self.db() as db:
             return [r for r in (await db.scalars(query)).all()]
