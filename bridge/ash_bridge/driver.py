@@ -112,6 +112,13 @@ def build_options(config: BridgeConfig) -> ClaudeAgentOptions:
     )
 
 
+class _Unknown:
+    pass
+
+
+UNKNOWN = _Unknown()
+
+
 class SdkDriver:
     """Owns the SDK client. connect/reconnect/disconnect must run in one task (the SDK's anyio task group)."""
 
@@ -119,8 +126,10 @@ class SdkDriver:
         self._base = dict(config)
         self._client = ClaudeSDKClient(build_options(self._base))
         self._connection = connection_options(self._base)
-        self._model: str | None = self._base.get("model")
         self.sdk_session_id: str | None = self._base.get("resume")
+        # The model the CLI runs. A resumed conversation runs on the model its transcript last used (a message's
+        # override, say), not on the one the CLI was started with: unknown until set once.
+        self._model: str | None | _Unknown = UNKNOWN if self.sdk_session_id else self._base.get("model")
 
     async def connect(self) -> None:
         await self._client.connect()
@@ -140,8 +149,7 @@ class SdkDriver:
             self._client = ClaudeSDKClient(build_options(config))
             await self._client.connect()
             self._connection = wanted
-            self._model = options.get("model")
-            return
+            self._model = UNKNOWN if self.sdk_session_id else options.get("model")
         model = options.get("model")
         if model != self._model:
             await self._client.set_model(model)

@@ -55,6 +55,46 @@ def test_model_per_session_per_message_and_patched(client: httpx.Client, sid: st
     assert last_request(model, "which model 4")["model"] == "patched-model-c"
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [{"maxTurns": 3}, {"effort": "low"}, {"thinking": {"type": "disabled"}}],
+    ids=["maxTurns", "effort", "thinking"],
+)
+def test_a_message_s_model_does_not_stick_with_other_options(
+    client: httpx.Client, model: FakeAnthropic, extra: dict[str, Any]
+) -> None:
+    """A message's model, together with an option that restarts the SDK client, is that message's only: the next
+    plain message runs on the session's model again, and the model switches leave nothing in the conversation."""
+    model.default = text("ok")
+    session = client.post("/api/sessions", json={"agent": "optioned", "model": "session-model-a"}).json()["session"]
+    tag = next(iter(extra))
+    turn(client, session["id"], f"override {tag}", model="message-model-b", **extra)
+    assert last_request(model, f"override {tag}")["model"] == "message-model-b"
+    turn(client, session["id"], f"plain after {tag}")
+    assert last_request(model, f"plain after {tag}")["model"] == "session-model-a"
+    turn(client, session["id"], f"override again {tag}", model="message-model-b")
+    turn(client, session["id"], f"plain again {tag}")
+    assert last_request(model, f"plain again {tag}")["model"] == "session-model-a"
+    # A session without a model of its own goes back to the CLI's default, not to the last message's.
+    bare = client.post("/api/sessions", json={"agent": "optioned"}).json()["session"]["id"]
+    turn(client, bare, f"default first {tag}")
+    default = last_request(model, f"default first {tag}")["model"]
+    assert default != "message-model-b"
+    turn(client, bare, f"override bare {tag}", model="message-model-b", **extra)
+    turn(client, bare, f"default again {tag}")
+    assert last_request(model, f"default again {tag}")["model"] == default
+    # And on a new sandbox (the cold path resumes the transcript, whose last model was the override).
+    turn(client, bare, f"override before stop {tag}", model="message-model-b")
+    assert client.post(f"/api/sessions/{bare}/stop").status_code == 200
+    assert client.post(f"/api/sessions/{bare}/resume").status_code == 200
+    turn(client, bare, f"default after resume {tag}")
+    assert last_request(model, f"default after resume {tag}")["model"] == default
+    stored = client.get(f"/api/sessions/{session['id']}/messages", params={"limit": 1000}).json()["messages"]
+    assert not [m for m in stored if "Set model to" in m["content"]], [
+        m["content"][:300] for m in stored if "Set model" in m["content"]
+    ]
+
+
 def test_effort_and_thinking_reach_the_model(client: httpx.Client, sid: str, model: FakeAnthropic) -> None:
     model.default = text("ok")
     turn(client, sid, "effort please", effort="low")

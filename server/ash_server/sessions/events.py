@@ -104,11 +104,22 @@ def timeline_events(message: dict[str, Any]) -> list[TimelineEvent]:
 
 
 def message_role(message: dict[str, Any]) -> str | None:
-    """The stored role of an SDK message, or None for messages that are not kept as history (partial deltas)."""
+    """The stored role of an SDK message, or None for messages that are not kept as history: partial deltas, and
+    the CLI's echo of a local command the bridge ran (`Set model to ...` when a turn switches the model)."""
     kind = message.get("type")
-    if kind == "stream_event":
+    if kind == "stream_event" or _is_local_command_echo(message):
         return None
     return "user" if kind == "user" else "assistant"
+
+
+def _is_local_command_echo(message: dict[str, Any]) -> bool:
+    if message.get("type") != "user":
+        return False
+    inner = message.get("message")
+    content = inner.get("content") if isinstance(inner, dict) else None
+    if isinstance(content, list):
+        content = "".join(str(b.get("text", "")) for b in content if isinstance(b, dict) and b.get("type") == "text")
+    return isinstance(content, str) and content.lstrip().startswith("<local-command-stdout>")
 
 
 def dumps(data: Any) -> str:
