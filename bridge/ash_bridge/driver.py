@@ -129,7 +129,7 @@ class SdkDriver:
         self.sdk_session_id: str | None = self._base.get("resume")
         # The model the CLI runs. A resumed conversation runs on the model its transcript last used (a message's
         # override, say), not on the one the CLI was started with: unknown until set once.
-        self._model: str | None | _Unknown = UNKNOWN if self.sdk_session_id else self._base.get("model")
+        self._model: str | _Unknown | None = UNKNOWN if self.sdk_session_id else self._base.get("model")
 
     async def connect(self) -> None:
         await self._client.connect()

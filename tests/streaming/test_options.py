@@ -90,9 +90,8 @@ def test_a_message_s_model_does_not_stick_with_other_options(
     turn(client, bare, f"default after resume {tag}")
     assert last_request(model, f"default after resume {tag}")["model"] == default
     stored = client.get(f"/api/sessions/{session['id']}/messages", params={"limit": 1000}).json()["messages"]
-    assert not [m for m in stored if "Set model to" in m["content"]], [
-        m["content"][:300] for m in stored if "Set model" in m["content"]
-    ]
+    echoes = [m["content"][:300] for m in stored if "Set model to" in m["content"]]
+    assert not echoes, echoes
 
 
 def test_effort_and_thinking_reach_the_model(client: httpx.Client, sid: str, model: FakeAnthropic) -> None:
