@@ -9,35 +9,17 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from claude_agent_sdk import AgentDefinition, ClaudeAgentOptions, ClaudeSDKClient
 
-from .protocol import MAX_FRAME_BYTES, BridgeConfig
-
-# Options that are fixed when the CLI starts: changing one means reconnecting the SDK client (resuming the same
-# conversation). The model is not among them: it changes with a control request on the live client.
-CONNECTION_KEYS = (
-    "systemPrompt",
-    "permissionMode",
-    "allowedTools",
-    "disallowedTools",
-    "mcpServers",
-    "betas",
-    "maxTurns",
-    "maxBudgetUsd",
-    "effort",
-    "thinking",
-    "outputFormat",
-    "subagents",
-    "initialAgent",
-)
+from .protocol import CONNECTION_OPTIONS, MAX_FRAME_BYTES, BridgeConfig
 
 
-def connection_options(config: dict[str, Any]) -> dict[str, Any]:
-    return {key: config.get(key) for key in CONNECTION_KEYS}
+def connection_options(config: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: config.get(key) for key in CONNECTION_OPTIONS}
 
 
 def _agents(subagents: Any) -> dict[str, AgentDefinition] | None:
@@ -79,7 +61,9 @@ def _system_prompt(cwd: Path, configured: object) -> str | None:
     return text or None
 
 
-def build_options(config: BridgeConfig) -> ClaudeAgentOptions:
+def build_options(typed: BridgeConfig | Mapping[str, Any]) -> ClaudeAgentOptions:
+    # The API has validated every value against the SDK's narrower types (Literal modes, thinking shapes).
+    config: Mapping[str, Any] = typed
     cwd = Path(config["cwd"])
     initial_agent = config.get("initialAgent")
     return ClaudeAgentOptions(
@@ -123,7 +107,7 @@ class SdkDriver:
     """Owns the SDK client. connect/reconnect/disconnect must run in one task (the SDK's anyio task group)."""
 
     def __init__(self, config: BridgeConfig) -> None:
-        self._base = dict(config)
+        self._base: dict[str, Any] = dict(config)
         self._client = ClaudeSDKClient(build_options(self._base))
         self._connection = connection_options(self._base)
         self.sdk_session_id: str | None = self._base.get("resume")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 # Frames are capped so a corrupt or hostile peer cannot make the other side buffer without bound. A single SDK
 # message can carry a large tool result, hence the generous cap.
@@ -146,7 +146,53 @@ def decode_event(line: bytes) -> Event:
     )
 
 
-# The bridge's start-up configuration, written by the server as JSON to the file named by ASH_BRIDGE_CONFIG.
-# Keys (all optional except cwd): cwd, systemPrompt, model, permissionMode, allowedTools, disallowedTools,
-# mcpServers, betas, resume (SDK session id to continue), maxTurns, settingSources.
-BridgeConfig = dict[str, Any]
+# -- SDK options ----------------------------------------------------------------------------------------------
+# The one list of the SDK options Ash carries, by their wire names. The API's request bodies, the session service
+# (which stores the session's and merges a message's) and the bridge driver (which builds the SDK client from them)
+# all take their names from here; tests/bridge/test_options_contract.py fails when one of them is missing a field.
+
+
+class SessionSdkOptions(TypedDict, total=False):
+    """Options a session is created with (and may patch): they shape its SDK client."""
+
+    model: str
+    systemPrompt: str
+    permissionMode: str
+    allowedTools: list[str]
+    disallowedTools: list[str]
+    mcpServers: dict[str, Any]
+    betas: list[str]
+    subagents: dict[str, Any]
+    initialAgent: str
+
+
+class TurnSdkOptions(TypedDict, total=False):
+    """Options one message may carry; a later message without them returns to the session's."""
+
+    model: str
+    maxTurns: int
+    maxBudgetUsd: float
+    effort: str
+    thinking: dict[str, Any]
+    outputFormat: dict[str, Any]
+
+
+class SdkOptions(SessionSdkOptions, TurnSdkOptions, total=False):
+    """What the SDK client of one turn looks like: the session's options, then the message's."""
+
+
+class BridgeConfig(SdkOptions, total=False):
+    """The bridge's start-up configuration, written by the server as JSON to the file ASH_BRIDGE_CONFIG names."""
+
+    cwd: str  # required: the workspace
+    resume: str  # the SDK session id to continue
+    settingSources: list[str]
+    cliPath: str
+
+
+SESSION_OPTIONS: tuple[str, ...] = tuple(SessionSdkOptions.__annotations__)
+TURN_OPTIONS: tuple[str, ...] = tuple(TurnSdkOptions.__annotations__)
+SDK_OPTIONS: tuple[str, ...] = tuple(dict.fromkeys(SESSION_OPTIONS + TURN_OPTIONS))
+# Fixed when the CLI starts: changing one reconnects the SDK client (resuming the same conversation). The model is
+# not among them: it changes with a control request on the live client.
+CONNECTION_OPTIONS: tuple[str, ...] = tuple(k for k in SDK_OPTIONS if k != "model")

@@ -21,12 +21,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
 
-from ash_bridge.protocol import Command
+from ash_bridge.protocol import SESSION_OPTIONS, Command, SdkOptions, TurnSdkOptions
 
 from .. import __version__, archive
 from ..agents import AgentService, validate_env
@@ -50,18 +50,6 @@ from .turn import Frame, Subscription, Turn
 
 log = logging.getLogger(__name__)
 
-# Session options that shape the SDK client, and so the sandbox: stored on the session, applied at sandbox start.
-SDK_OPTIONS = (
-    "model",
-    "systemPrompt",
-    "permissionMode",
-    "allowedTools",
-    "disallowedTools",
-    "mcpServers",
-    "betas",
-    "subagents",
-    "initialAgent",
-)
 # How long an interrupted turn may take to end before its sandbox is stopped.
 INTERRUPT_GRACE_S = 10.0
 # At shutdown, how long running turns may go on before they are interrupted (uvicorn has already waited for the
@@ -87,25 +75,29 @@ class TurnOptions:
     thinking: dict[str, Any] | None = None
     output_format: dict[str, Any] | None = None
 
+    def sdk(self) -> TurnSdkOptions:
+        """The wire form (ash_bridge.protocol.TURN_OPTIONS), only the options given."""
+        given = {
+            "model": self.model,
+            "maxTurns": self.max_turns,
+            "maxBudgetUsd": self.max_budget_usd,
+            "effort": self.effort,
+            "thinking": self.thinking,
+            "outputFormat": self.output_format,
+        }
+        return cast(TurnSdkOptions, {k: v for k, v in given.items() if v is not None})
 
-def effective_sdk_options(config: dict[str, Any], turn: TurnOptions) -> dict[str, Any]:
+
+def effective_sdk_options(config: dict[str, Any], turn: TurnOptions) -> SdkOptions:
     """What the bridge's SDK client should look like for this turn: session config, then the message's options.
 
     Always complete, so a turn without an option returns to the session's value instead of keeping the last one.
     """
-    options: dict[str, Any] = {k: config.get(k) for k in SDK_OPTIONS}
+    options: dict[str, Any] = {k: config.get(k) for k in SESSION_OPTIONS}
     if options.get("permissionMode") == PermissionMode.PERMISSIONS_BY_AGENT:
         options["permissionMode"] = PermissionMode.DEFAULT.value
-    per_turn = {
-        "model": turn.model,
-        "maxTurns": turn.max_turns,
-        "maxBudgetUsd": turn.max_budget_usd,
-        "effort": turn.effort,
-        "thinking": turn.thinking,
-        "outputFormat": turn.output_format,
-    }
-    options.update({k: v for k, v in per_turn.items() if v is not None})
-    return {k: v for k, v in options.items() if v is not None}
+    options.update(turn.sdk())
+    return cast(SdkOptions, {k: v for k, v in options.items() if v is not None})
 
 
 class SessionService:
