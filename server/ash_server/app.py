@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
-from opentelemetry.trace import TracerProvider
+from opentelemetry.trace import Tracer, TracerProvider
 
 from . import __version__
 from .agent_versions import AgentVersions
@@ -139,7 +139,9 @@ async def _snapshot_store(settings: Settings) -> SnapshotStore | None:
     return backend
 
 
-async def build_services(settings: Settings) -> Services:
+async def build_services(
+    settings: Settings, *, metrics: Metrics | None = None, tracer: Tracer | None = None
+) -> Services:
     check_supported(settings)
     data = DataDir(settings.data_dir)
     data.prepare()
@@ -213,6 +215,8 @@ async def build_services(settings: Settings) -> Services:
         idle_timeout_s=settings.idle_timeout_ms / 1000,
         retention_s=settings.session_retention_ms / 1000,
         debug_timing=settings.debug_timing,
+        metrics=metrics,
+        tracer=tracer,
         exclusive=settings.mode == "runner",
     )
     if settings.mode != "coordinator":
@@ -272,13 +276,12 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
-            services = await build_services(settings)
+            services = await build_services(settings, metrics=app.state.metrics, tracer=tracer_from(provider))
         except StartupError as exc:
             log.error("cannot start: %s", exc.message)  # one clear line before uvicorn's traceback
             raise
         app.state.services = services
-        services.sessions.metrics = services.pool.metrics = services.gateway.metrics = app.state.metrics
-        services.sessions.tracer = tracer_from(provider)
+        services.pool.metrics = services.gateway.metrics = app.state.metrics
         tasks = _background_tasks(services, app.state.metrics)
         log.info(
             "Ash %s (%s) listening on %s:%d (data: %s)",

@@ -12,7 +12,7 @@ from pydantic.alias_generators import to_camel
 from ash_bridge.driver import build_options, connection_options
 from ash_bridge.protocol import CONNECTION_OPTIONS, SDK_OPTIONS, SESSION_OPTIONS, TURN_OPTIONS
 from ash_server.api.schemas import MessageCreate, SessionOptions
-from ash_server.sessions.service import TurnOptions, effective_sdk_options
+from ash_server.sessions.options import TurnOptions, effective_sdk_options
 
 # Fields of a message body that are not SDK options.
 MESSAGE_ONLY = {"content", "attachments", "includePartialMessages", "onDisconnect"}

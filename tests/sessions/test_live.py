@@ -73,7 +73,7 @@ async def test_sessions_of_the_service_leave_no_entry_once_they_have_no_sandbox(
         ids = [await new_session(services) for _ in range(3)]
         for sid in ids:
             assert (await turn(services, sid, "hi")).answer == "echo: hi"
-        live = services.sessions._live  # what this test is about
+        live = services.sessions.live
         assert {sid for sid in live} == set(ids)  # each holds its warm sandbox
         await services.sessions.stop("default", ids[0])
         await services.sessions.end("default", ids[1])

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Query
 
 from ..errors import Invalid, PayloadTooLarge
-from ..sessions.service import TurnOptions
+from ..sessions.options import TurnOptions
 from ..sessions.turn import Subscription
 from ..states import SessionStatus
 from .deps import MESSAGE_RATE_LIMIT, SESSION_RATE_LIMIT, PrincipalDep, Services, ServicesDep

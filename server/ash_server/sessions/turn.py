@@ -30,6 +30,15 @@ FLUSH_EVERY = 64
 FLUSH_AFTER_S = 0.1
 
 
+@dataclass(slots=True)
+class TurnTimings:
+    """The server's part of a turn before the bridge has the query (logged with ASH_DEBUG_TIMING)."""
+
+    received: float  # time.perf_counter() when the message arrived
+    server_lookup_ms: float = -1.0  # lookups, locks, storing the message (a sandbox start counted apart)
+    sandbox_start_ms: float = 0.0
+
+
 @dataclass(frozen=True, slots=True)
 class Frame:
     seq: int
@@ -62,8 +71,8 @@ class Turn:
     interrupted: bool = False
     had_error: bool = False
     task: asyncio.Task[None] | None = None
-    # ASH_DEBUG_TIMING: where the time of this turn went before its task started (sessions/service.py).
-    timings: dict[str, float] = field(default_factory=dict)
+    # ASH_DEBUG_TIMING: where the time of this turn went before its task started (sessions/turns.py).
+    timings: TurnTimings = field(default_factory=lambda: TurnTimings(received=time.perf_counter()))
     # Frames not yet written to the store; frames leave the window only once written.
     unflushed: list[Frame] = field(default_factory=list)
     sender_seq: int = 0

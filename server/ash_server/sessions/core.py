@@ -1,0 +1,216 @@
+"""What every part of the session service shares: its dependencies, the live entries, and the steps the lifecycle,
+turns and upkeep all take (read a session under its lock, give it a sandbox, persist it, change its row).
+
+A session's files live in `sessions/<tenant>/<id>/` (workspace and the SDK's config dir with its transcripts), so a
+sandbox is disposable: a new one started on the same folder with `resume=<sdk session id>` continues the same
+conversation (the cold path). Snapshots copy that folder to a store other servers share, so the cold path also
+works on a server that never saw the session: the server that last ran a session is its `runnerId`, and another
+server restores the latest snapshot before it starts a sandbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Tracer
+
+from ..agents import AgentService
+from ..errors import AshError, Conflict, Gone, NotFound, SessionMoved, SnapshotError
+from ..observability.metrics import Metrics
+from ..observability.tracing import traced
+from ..paths import DataDir
+from ..sandbox.manager import SandboxManager, SandboxRequest
+from ..sandbox.pool import SandboxPool, Slot
+from ..snapshots.service import SnapshotService
+from ..states import SessionStatus, check_transition
+from ..store.models import Agent, Session, utcnow
+from ..store.repository import Store
+from .events import dumps
+from .live import LiveSession, LiveSessions
+from .options import TurnOptions, effective_sdk_options
+
+log = logging.getLogger(__name__)
+
+
+class SessionCore:
+    def __init__(
+        self,
+        store: Store,
+        data: DataDir,
+        agents: AgentService,
+        sandboxes: SandboxManager,
+        *,
+        pool: SandboxPool,
+        snapshots: SnapshotService,
+        metrics: Metrics,
+        tracer: Tracer | None = None,
+        exclusive: bool = False,
+    ) -> None:
+        """`exclusive` (runner mode): serve only the sessions assigned to this server (`runnerId`); coordinators
+        move sessions between runners, a runner never takes one over by itself."""
+        self.store = store
+        self.data = data
+        self.agents = agents
+        self.sandboxes = sandboxes
+        self.pool = pool
+        self.snapshots = snapshots
+        self.metrics = metrics
+        self.tracer: Tracer = tracer or trace.NoOpTracer()
+        self.exclusive = exclusive
+        self.server_id = pool.server_id
+        self.live = LiveSessions()
+        # Tasks that outlive the request that started them (interrupt watchdogs): kept so they are not collected.
+        self.background: set[asyncio.Task[None]] = set()
+
+    def runs_here(self, session: Session) -> bool:
+        """This server runs the session (or none does yet)."""
+        return session.runner_id in (None, self.server_id)
+
+    @contextlib.asynccontextmanager
+    async def locked(
+        self, tenant_id: str, session_id: uuid.UUID, *, allow_ended: bool = False
+    ) -> AsyncIterator[tuple[Session, LiveSession]]:
+        """The session, read again once its lock is held (it may have changed while this request waited), and its
+        live entry. An ended session is 410 unless `allow_ended`."""
+        await self.get(tenant_id, session_id)  # 404 (or moved) before an entry is made for it
+        async with self.live.locked(session_id, tenant_id) as live:
+            session = await self.get(tenant_id, session_id)
+            if session.status == SessionStatus.ENDED and not allow_ended:
+                raise Gone(f"Session is ended: {session_id}")
+            yield session, live
+
+    async def get(self, tenant_id: str, session_id: uuid.UUID) -> Session:
+        session = await self.store.get_session(tenant_id, session_id)
+        if session is None:
+            raise NotFound(f"Session not found: {session_id}", session_id=str(session_id))
+        if self.exclusive and not self.runs_here(session):
+            raise SessionMoved(
+                f"session {session_id} is run by runner {session.runner_id}, not this one",
+                runner_id=session.runner_id,
+            )
+        return session
+
+    async def copy_agent(self, agent: Agent, workspace: Path) -> None:
+        folder = await self.agents.materialize(agent)
+        await asyncio.to_thread(shutil.copytree, folder, workspace, symlinks=True)
+
+    def request(
+        self, agent: Agent, session_id: str, config: dict[str, Any], *, resume: str | None, assigned: bool = True
+    ) -> SandboxRequest:
+        """What a sandbox of this session looks like: the warm pool's profile key covers every input here."""
+        workspace = self.data.workspace(agent.tenant_id, session_id)
+        bridge_config: dict[str, Any] = {"cwd": str(workspace), **effective_sdk_options(config, TurnOptions())}
+        if resume:
+            bridge_config["resume"] = resume
+        credential = config.get("credentialId")
+        return SandboxRequest(
+            session_id=session_id,
+            tenant_id=agent.tenant_id,
+            agent_dir=self.agents.folder(agent),
+            workspace=workspace,
+            home=self.data.home(agent.tenant_id, session_id),
+            bridge_config=bridge_config,
+            user_env={**agent.env, **config.get("extraEnv", {})},
+            agent_name=agent.name,
+            agent_config=dict(agent.config),
+            credential_id=str(credential) if credential else None,
+            assigned=assigned,
+        )
+
+    @traced("sandbox.start")
+    async def start_sandbox(self, session: Session, live: LiveSession, slot: Slot | None = None) -> None:
+        """Start a sandbox on the session's folder (cold path); the caller holds the session's lock. The files
+        come from the latest snapshot when this server's copy is missing or another server ran the session since.
+        """
+        agent = await self.store.get_agent(session.tenant_id, session.agent_name)
+        if agent is None:
+            raise NotFound(f"Agent not found: {session.agent_name!r}, the agent of this session, no longer exists")
+        await self.ensure_files(session)  # SnapshotError leaves the session as it was
+        await self.agents.materialize(agent)  # the sandbox mounts the agent's folder
+        if session.runner_id != self.server_id:
+            await self.set(session, runner_id=self.server_id)
+        request = self.request(agent, str(session.id), session.config, resume=session.sdk_session_id)
+        own_slot = slot is None
+        if slot is None:
+            slot = await self.pool.reserve()
+        try:
+            sandbox = await self.pool.start(request, slot)
+        except AshError:
+            await self.set(session, status=SessionStatus.ERROR, sandbox_id="")
+            raise
+        finally:
+            if own_slot:
+                slot.release()
+        live.sandbox = sandbox
+        await self.set(session, status=SessionStatus.ACTIVE, sandbox_id=sandbox.id, last_active_at=utcnow())
+
+    async def ensure_files(self, session: Session) -> None:
+        """Make this server's copy of the session's folder current: it is, if this server ran the session last;
+        otherwise (or if there is none) the latest snapshot replaces it."""
+        sid = str(session.id)
+        local = self.data.workspace(session.tenant_id, sid).is_dir()
+        if local and self.runs_here(session) and await self.snapshots.is_current(session):
+            return
+        restored = await self.snapshots.restore(session)
+        if restored is not None:
+            return
+        if not local:
+            elsewhere = f"; it last ran on server {session.runner_id}" if session.runner_id else ""
+            raise SnapshotError(
+                f"session {sid} has no files on this server and no snapshot to restore them from{elsewhere}",
+                session_id=sid,
+            )
+        log.warning("session %s last ran on %s and has no snapshot; using this server's copy", sid, session.runner_id)
+
+    async def drop_if_stale(self, session: Session, live: LiveSession) -> None:
+        """Another server has run this session since this one started its sandbox: that sandbox (and the files
+        it has) are out of date. It goes, without a snapshot; the cold path restores the newer state."""
+        if live.sandbox is not None and not self.runs_here(session):
+            log.info("session %s moved to server %s; dropping its stale sandbox here", session.id, session.runner_id)
+            await self.drop_sandbox(live, cold=False)
+
+    async def persist(self, session: Session) -> None:
+        """Snapshot the session now, if snapshots are on and this server runs it (SnapshotError if that fails:
+        nothing is freed then)."""
+        if self.runs_here(session):
+            await self.snapshots.take(session)
+
+    async def refuse_if_elsewhere(self, session: Session) -> None:
+        """409 when the server that runs this session (another one) has a sandbox for it: only that server can
+        persist or stop it. (Other servers' sandboxes of a session this server runs are stale, not a conflict.)"""
+        runner = session.runner_id
+        if runner in (None, self.server_id):
+            return
+        assert runner is not None
+        if await self.store.live_sandbox_on(session.id, runner) is not None:
+            raise Conflict(
+                f"session {session.id} is running on another server ({runner}); send this there", server_id=runner
+            )
+
+    def refuse_while_running(self, live: LiveSession) -> None:
+        if live.turn is not None and not live.turn.finished:
+            raise Conflict(f"a turn is already running on this session ({live.turn.id})", turn_id=live.turn.id)
+
+    async def drop_sandbox(self, live: LiveSession, *, cold: bool) -> None:
+        """Stop the session's sandbox. `cold`: the session lives on without one (its files are persisted)."""
+        if live.sandbox is not None:
+            await self.pool.release(live.sandbox, cold=cold)
+            live.sandbox = None
+
+    async def set(self, session: Session, **values: Any) -> None:
+        if "status" in values:
+            check_transition(session.status, values["status"])
+        for key, value in values.items():
+            setattr(session, key, value)
+        await self.store.update_session(session.id, **values)
+
+    async def event(self, session: Session, kind: str, data: dict[str, Any]) -> None:
+        await self.store.append_events(session, [(kind, dumps(data))])

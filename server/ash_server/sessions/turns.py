@@ -1,0 +1,327 @@
+"""Turns: a message runs as one SDK query in the session's sandbox; its frames are published to the stream (and
+its subscribers), its messages and timeline stored, its SDK session id kept for the cold path; interrupts end it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from opentelemetry.trace import Tracer
+
+from ash_bridge.protocol import Command
+
+from .. import __version__
+from ..errors import AshError, Invalid
+from ..observability import logs
+from ..observability.tracing import current_traceparent, traced
+from ..sandbox.sandbox import Sandbox
+from ..states import SandboxState, SessionStatus
+from ..store.models import Session, StreamEvent, utcnow
+from .core import SessionCore
+from .events import dumps, message_role, sse_events, timeline_events
+from .live import LiveSession
+from .options import TurnOptions, effective_sdk_options
+from .turn import Frame, Subscription, Turn, TurnTimings
+
+log = logging.getLogger(__name__)
+
+# How long an interrupted turn may take to end before its sandbox is stopped.
+INTERRUPT_GRACE_S = 10.0
+# What a turn leaves behind is written this often before the failure is given up on (waits 0.1, 0.2, 0.4 s ...).
+WRITE_ATTEMPTS = 4
+WRITE_RETRY_S = 0.1
+
+
+class TurnRunner:
+    """Send messages, run their turns, follow their streams, interrupt them."""
+
+    def __init__(self, core: SessionCore, *, debug_timing: bool = False) -> None:
+        self._core = core
+        self._store = core.store
+        self._data = core.data
+        self._agents = core.agents
+        self._sandboxes = core.sandboxes
+        self._pool = core.pool
+        self._snapshots = core.snapshots
+        self.tracer: Tracer = core.tracer
+        self._debug_timing = debug_timing
+
+    @traced("session.message")
+    async def send(
+        self, tenant_id: str, session_id: uuid.UUID, content: str | list[dict[str, Any]], options: TurnOptions
+    ) -> Turn:
+        received = time.perf_counter()
+        sandbox_start_ms = 0.0
+        async with self._core.locked(tenant_id, session_id, allow_ended=True) as (session, live):
+            if session.status != SessionStatus.ACTIVE:
+                raise Invalid(
+                    f"Session is {session.status}: {session_id}"
+                    + ("; resume it first" if session.status.resumable else ""),
+                    status=session.status,
+                )
+            self._core.refuse_while_running(live)
+            await self._core.drop_if_stale(session, live)
+            if live.sandbox is None or not live.sandbox.alive:
+                # The sandbox is gone (evicted, crashed, or the server restarted): continue on a new one.
+                await self._core.drop_sandbox(live, cold=False)
+                starting = time.perf_counter()
+                await self._core.start_sandbox(session, live)
+                sandbox_start_ms = (time.perf_counter() - starting) * 1000
+                self._pool.resume_cold_hits += 1
+            sandbox = live.sandbox
+            assert sandbox is not None
+            # The user's message is stored before anything runs: once the stream starts it is acknowledged.
+            await self._store.append_messages(session, [("user", dumps({"type": "user", "content": content}))])
+            if live.next_seq is None:
+                live.next_seq = await self._store.last_stream_seq(session.id) + 1
+            turn = Turn(session_id=str(session.id), first_seq=live.next_seq)
+            live.turn = turn
+            live.turn_started.set()
+            live.turn_started = asyncio.Event()
+            turn.publish("session_start", {"sessionId": turn.session_id, "version": __version__})
+            # The turn's task inherits these: its log lines carry the session and sandbox they belong to.
+            logs.session_id.set(str(session.id))
+            logs.sandbox_id.set(sandbox.id)
+            # ASH_DEBUG_TIMING: the server's part before the bridge gets the query (lookups, locks, storing the
+            # message; a sandbox start, if one was needed, is counted apart).
+            turn.timings = TurnTimings(
+                received=received,
+                server_lookup_ms=(time.perf_counter() - received) * 1000 - sandbox_start_ms,
+                sandbox_start_ms=sandbox_start_ms,
+            )
+            turn.task = asyncio.create_task(self._run_turn(session, live, sandbox, turn, content, options))
+            self._pool.mark(sandbox.id, SandboxState.RUNNING)  # never evicted while the turn runs
+        return turn
+
+    @traced("bridge.query")
+    async def _run_turn(
+        self,
+        session: Session,
+        live: LiveSession,
+        sandbox: Sandbox,
+        turn: Turn,
+        content: str | list[dict[str, Any]],
+        options: TurnOptions,
+    ) -> None:
+        started = time.perf_counter()
+        command = Command(
+            cmd="query",
+            id=turn.id,
+            prompt=content,
+            include_partial_messages=True,
+            # The trace context travels to the bridge with the query, so the sandbox side can join the trace.
+            options={**effective_sdk_options(session.config, options), "traceparent": current_traceparent()},
+        )
+        sdk_session_id = session.sdk_session_id
+        first_event_ms: float | None = None
+        first_token_ms: float | None = None
+        try:
+            async for event in sandbox.request(command):
+                if first_event_ms is None:
+                    first_event_ms = (time.perf_counter() - started) * 1000
+                if event.event == "message" and event.message is not None:
+                    message = event.message
+                    if first_token_ms is None and message.get("type") in ("stream_event", "assistant"):
+                        first_token_ms = (time.perf_counter() - started) * 1000
+                    role = message_role(message)
+                    if role is not None:
+                        await self._store.record_message(
+                            session,
+                            role,
+                            dumps(message),
+                            [(k, dumps(v)) for k, v in timeline_events(message)],
+                        )
+                    for name, data, partial in sse_events(message):
+                        turn.publish(name, data, partial=partial)
+                    if isinstance(message.get("session_id"), str) and message["session_id"]:
+                        sdk_session_id = message["session_id"]
+                elif event.event == "error":
+                    error = "turn interrupted" if turn.interrupted else event.error or "unknown error"
+                    await self._core.event(session, "error", {"error": error, "code": event.code})
+                    turn.publish("error", {"error": error})
+                elif event.event == "done" and event.sdk_session_id:
+                    sdk_session_id = event.sdk_session_id
+                if turn.needs_flush():
+                    await self._flush(session, turn)
+                # Backpressure: a sender that lags holds the turn, and through the socket, the bridge.
+                await turn.wait_for_sender()
+        except AshError as exc:
+            await self._core.event(session, "error", {"error": exc.message})
+            turn.publish("error", {"error": exc.message})
+        except Exception as exc:  # a turn must always end with done, whatever broke
+            log.exception("turn %s of session %s failed", turn.id, session.id)
+            turn.publish("error", {"error": f"internal error: {type(exc).__name__}"})
+        finally:
+            if turn.interrupted and not turn.had_error:
+                turn.publish("error", {"error": "turn interrupted"})
+                with contextlib.suppress(Exception):
+                    await self._core.event(session, "error", {"error": "turn interrupted", "code": "interrupted"})
+            turn.publish("done", {"sessionId": turn.session_id})
+            # The SDK session id first: it is the session's memory on its next cold resume.
+            with contextlib.suppress(Exception):  # retried, logged and counted in _retried already
+                await self._retried(
+                    "sdk_session_id",
+                    session,
+                    lambda: self._core.set(session, sdk_session_id=sdk_session_id, last_active_at=utcnow()),
+                )
+            with contextlib.suppress(Exception):
+                await self._flush(session, turn)
+            live.next_seq = turn.next_seq
+            turn.finish()
+            if live.turn is turn:
+                live.turn = None
+            self._core.live.forget_if_idle(session.id)  # its sandbox may have died with the turn
+            self._pool.mark(sandbox.id, SandboxState.WAITING)
+            # After the stream's `done`: the snapshot never holds the turn's client back.
+            self._snapshots.schedule(session)
+            log.info(
+                "turn %s finished in %.0f ms%s",
+                turn.id,
+                (time.perf_counter() - started) * 1000,
+                " (interrupted)" if turn.interrupted else " with an error" if turn.had_error else "",
+            )
+            self._core.metrics.turn_seconds.observe(time.perf_counter() - started)
+            if first_event_ms is not None:
+                self._core.metrics.first_event_seconds.observe(first_event_ms / 1000)
+            if self._debug_timing:
+                timings = turn.timings
+                log.info(
+                    "timing session=%s turn=%s server_lookup_ms=%.2f sandbox_start_ms=%.2f bridge_first_event_ms=%.2f "
+                    "sdk_first_token_ms=%.2f total_ms=%.2f",
+                    session.id,
+                    turn.id,
+                    timings.server_lookup_ms,
+                    timings.sandbox_start_ms,
+                    first_event_ms if first_event_ms is not None else -1.0,
+                    first_token_ms if first_token_ms is not None else -1.0,
+                    (time.perf_counter() - timings.received) * 1000,
+                )
+
+    async def _flush(self, session: Session, turn: Turn) -> None:
+        frames = turn.take_unflushed()
+        rows = [
+            StreamEvent(
+                session_id=session.id,
+                seq=f.seq,
+                turn_id=turn.id,
+                event=f.event,
+                data=f.data_json,
+                partial=f.partial,
+                created_at=utcnow(),
+            )
+            for f in frames
+        ]
+        if rows:
+            # Taken from the turn once: a retry writes the same frames, none is lost in between.
+            await self._retried("stream_frames", session, lambda: self._store.append_stream_events(rows))
+
+    async def _retried(self, what: str, session: Session, write: Callable[[], Awaitable[None]]) -> None:
+        """A write the session cannot do without (its memory, its replayable frames), tried WRITE_ATTEMPTS times;
+        each failure is logged and counted (ash_turn_end_write_failures_total), the last one raised."""
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                await write()
+                return
+            except Exception as exc:
+                self._core.metrics.turn_end_write_failures.labels(what).inc()
+                last = attempt == WRITE_ATTEMPTS
+                log.log(
+                    logging.ERROR if last else logging.WARNING,
+                    "session %s: storing its %s failed (attempt %d of %d%s): %s",
+                    session.id,
+                    what.replace("_", " "),
+                    attempt,
+                    WRITE_ATTEMPTS,
+                    ", giving up" if last else ", retrying",
+                    exc,
+                )
+                if last:
+                    raise
+                await asyncio.sleep(WRITE_RETRY_S * 2 ** (attempt - 1))
+
+    async def subscribe(
+        self,
+        tenant_id: str,
+        session_id: uuid.UUID,
+        *,
+        after: int | None,
+        include_partial: bool,
+        turn: Turn | None = None,
+        follow: bool = False,
+    ) -> Subscription:
+        """Follow a session's frames after `after` (the SSE Last-Event-ID), then its live turn, if any.
+
+        With `turn`, the subscriber is that turn's sender (its lag holds the turn back). Without `after`, it starts
+        at the running turn's first frame, or replays the latest finished turn. With `follow`, it does not end
+        after a turn but waits for the session's next one.
+        """
+        session = await self._core.get(tenant_id, session_id)
+        sender = turn is not None
+        live = self._core.live.get(session.id)
+        if turn is None and live is not None and live.turn is not None and not live.turn.finished:
+            turn = live.turn
+        if after is None:
+            if turn is not None:
+                after = turn.first_seq - 1
+            else:
+                first = await self._store.last_turn_start(session.id)
+                after = first - 1 if first is not None else await self._store.last_stream_seq(session.id)
+
+        async def load(after_seq: int, before: int | None, limit: int) -> list[Frame]:
+            rows = await self._store.stream_events_after(session.id, after_seq, before=before, limit=limit)
+            return [Frame(r.seq, r.event, r.data, r.partial) for r in rows]
+
+        waiter = functools.partial(self._core.live.wait_for_turn, session.id, session.tenant_id) if follow else None
+        return Subscription(
+            after, include_partial=include_partial, loader=load, turn=turn, sender=sender, next_turn=waiter
+        )
+
+    async def interrupt(self, tenant_id: str, session_id: uuid.UUID) -> Turn | None:
+        """Abort the running turn, if any. Its stream ends with `error` (interrupted) and `done`."""
+        session = await self._core.get(tenant_id, session_id)
+        live = self._core.live.get(session.id)
+        turn = live.turn if live is not None else None
+        if live is None or turn is None or turn.finished or live.sandbox is None:
+            return None
+        await self._interrupt(live, turn)
+        return turn
+
+    async def _interrupt(self, live: LiveSession, turn: Turn) -> None:
+        turn.interrupted = True
+        sandbox = live.sandbox
+        if sandbox is None:
+            return
+        with contextlib.suppress(AshError):
+            await sandbox.send(Command(cmd="interrupt", id=turn.id))
+        self._watch_interrupt(live, turn, sandbox)
+
+    def _watch_interrupt(self, live: LiveSession, turn: Turn, sandbox: Sandbox) -> None:
+        """If the SDK does not end an interrupted turn soon, end the sandbox: the turn then ends at once."""
+
+        async def watchdog() -> None:
+            if turn.task is None:
+                return
+            try:
+                await asyncio.wait_for(asyncio.shield(turn.task), timeout=INTERRUPT_GRACE_S)
+            except TimeoutError:
+                log.warning("turn %s ignored its interrupt; stopping sandbox %s", turn.id, sandbox.id)
+                sandbox.kill()
+
+        task = asyncio.create_task(watchdog())
+        self._core.background.add(task)
+        task.add_done_callback(self._core.background.discard)
+
+    async def finish_turn(self, live: LiveSession) -> None:
+        turn = live.turn
+        if turn is None or turn.finished or live.sandbox is None:
+            return
+        await self._interrupt(live, turn)
+        if turn.task is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(turn.task), timeout=INTERRUPT_GRACE_S + 5)
