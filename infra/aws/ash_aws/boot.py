@@ -12,16 +12,9 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .firewall import API_PORT, RUNNER_PORT
+from ash_infra.secrets import SECRET_VARIABLES
 
-# Parameter (under the stack's prefix) -> the variable it becomes in /etc/ash/ash.env.
-SECRET_VARIABLES = {
-    "api-key": "ASH_API_KEY",
-    "anthropic-api-key": "ANTHROPIC_API_KEY",
-    "credential-key": "ASH_CREDENTIAL_KEY",
-    "database-url": "ASH_DATABASE_URL",
-    "internal-secret": "ASH_INTERNAL_SECRET",
-}
+from .firewall import API_PORT, RUNNER_PORT
 
 TEMPLATE = r"""#!/bin/bash
 # Ash on AWS, first boot (infra/aws/ash_aws/boot.py). No secret is in this script: infra/boot/write-env.py reads them

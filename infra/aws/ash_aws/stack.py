@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
+from ash_infra.secrets import stack_secrets
+from ash_infra.source import source_archive
 
 from .boot import BootArgs, user_data
 from .compute import RunnerGroup, RunnerGroupArgs, Server, ServerArgs, architecture
@@ -21,7 +23,6 @@ from .monitoring import Monitoring, MonitoringArgs
 from .network import Network, NetworkArgs
 from .policy import instance_policy
 from .secrets import Secrets, SecretsArgs
-from .source import source_archive
 from .storage import Storage, StorageArgs
 
 
@@ -78,15 +79,14 @@ def build(config: StackConfig) -> Stack:
             deletion_protection=config.db_deletion_protection,
         ),
     )
-    values: dict[str, pulumi.Input[str]] = {"api-key": config.api_key, "database-url": database.url}
-    if config.anthropic_api_key is not None:
-        values["anthropic-api-key"] = config.anthropic_api_key
-    if config.credential_key is not None:
-        values["credential-key"] = config.credential_key
-    if runners:
-        if config.internal_secret is None:
-            raise ValueError("runners need config.internal_secret")  # load_config() requires it
-        values["internal-secret"] = config.internal_secret
+    values = stack_secrets(
+        api_key=config.api_key,
+        database_url=database.url,
+        anthropic_api_key=config.anthropic_api_key,
+        credential_key=config.credential_key,
+        internal_secret=config.internal_secret,
+        runners=bool(runners),
+    )
     for key, value in values.items():
         secrets.put(key, value)
     archive, digest = source_archive()

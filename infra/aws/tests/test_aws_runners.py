@@ -85,7 +85,7 @@ def test_runners_run_ash_runner_and_register_with_the_servers_private_address(aw
     record = aws_runners.one("aws:route53/record:Record", "ash-test-coordinator").inputs
     assert record["name"] == "coordinator.ash-test.internal" and record["type"] == "A"
     assert record["records"] == [SERVER_IP] and record["zoneId"] == "ash-test-internal-zone"
-    from ash_aws.source import REPO
+    from ash_infra.source import REPO
 
     shipped = (REPO / "systemd/ash-runner.service").read_text()
     assert "ExecStart=/opt/ash/venv/bin/ash runner" in shipped

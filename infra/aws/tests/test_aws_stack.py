@@ -143,7 +143,7 @@ def test_secrets_are_in_ssm_and_never_in_user_data(aws: AwsMocks) -> None:
         "ASH_CREDENTIAL_KEY": "credential-key",
         "ASH_DATABASE_URL": "database-url",
     }
-    from ash_aws.source import REPO
+    from ash_infra.source import REPO
 
     write_env = (REPO / "infra/boot/write-env.py").read_text()
     assert '"aws", "ssm", "get-parameter"' in write_env and '"--with-decryption"' in write_env
@@ -155,7 +155,7 @@ def test_user_data_installs_ash_and_the_repository_unit(aws: AwsMocks) -> None:
     script = base64.b64decode(aws.one("aws:ec2/launchTemplate:LaunchTemplate").inputs["userData"]).decode()
     assert "bash /opt/ash/src/infra/boot/install-ash.sh /opt/ash/src postgres,s3" in script
     assert "ASH_SNAPSHOT_URL=" in script and "s3://ash-test-bucket/snapshots" in script
-    from ash_aws.source import REPO, source_files
+    from ash_infra.source import REPO, source_files
 
     shipped = {p.relative_to(REPO).as_posix() for p in source_files()}
     assert {"systemd/ash.service", "infra/boot/install-ash.sh", "requirements.lock", "pyproject.toml"} <= shipped

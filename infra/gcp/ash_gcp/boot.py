@@ -12,15 +12,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import quote
 
-from .network import API_PORT, RUNNER_PORT
+from ash_infra.secrets import SECRET_VARIABLES
 
-SECRET_VARIABLES = {
-    "api-key": "ASH_API_KEY",
-    "anthropic-api-key": "ANTHROPIC_API_KEY",
-    "credential-key": "ASH_CREDENTIAL_KEY",
-    "database-url": "ASH_DATABASE_URL",
-    "internal-secret": "ASH_INTERNAL_SECRET",
-}
+from .network import API_PORT, RUNNER_PORT
 
 METADATA_URL = "http://metadata.google.internal/computeMetadata/v1"
 SECRET_MANAGER_URL = "https://secretmanager.googleapis.com/v1"

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pulumi
+from ash_infra.secrets import stack_secrets
+from ash_infra.source import source_archive
 
 from .boot import BootArgs, startup_script
 from .compute import RunnerGroup, RunnerGroupArgs, Server, ServerArgs, service_account
@@ -14,7 +16,6 @@ from .loadbalancer import LoadBalancer, LoadBalancerArgs
 from .monitoring import Monitoring, MonitoringArgs
 from .network import API_PORT, Network, NetworkArgs
 from .secrets import Secrets, SecretsArgs
-from .source import source_archive
 from .storage import Storage, StorageArgs
 
 # What the instances' service account may do in the project: write logs and metrics (the Ops Agent). Everything else
@@ -68,15 +69,14 @@ def build(config: StackConfig) -> Stack:
         ),
     )
     secrets = Secrets(name, SecretsArgs(reader=member, runner_reader=runner_member))
-    values: dict[str, pulumi.Input[str]] = {"api-key": config.api_key, "database-url": database.url}
-    if config.anthropic_api_key is not None:
-        values["anthropic-api-key"] = config.anthropic_api_key
-    if config.credential_key is not None:
-        values["credential-key"] = config.credential_key
-    if runners:
-        if config.internal_secret is None:
-            raise ValueError("runners need config.internal_secret")  # load_config() requires it
-        values["internal-secret"] = config.internal_secret
+    values = stack_secrets(
+        api_key=config.api_key,
+        database_url=database.url,
+        anthropic_api_key=config.anthropic_api_key,
+        credential_key=config.credential_key,
+        internal_secret=config.internal_secret,
+        runners=bool(runners),
+    )
     for key, value in values.items():
         secrets.put(key, value, runners=runners and key in RUNNER_SECRETS)
 

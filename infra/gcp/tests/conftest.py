@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# The stacks' shared package (infra/common/ash_infra).
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "common"))
 # The mocks (gcp_mocks.py) beside the tests.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 

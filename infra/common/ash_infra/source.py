@@ -1,5 +1,6 @@
-"""The release archive the instances install from: this checkout's package sources, lock file, unit and boot script.
-Its name carries a hash of its contents, so a changed checkout is a new object (and a new launch template version)."""
+"""The release archive the instances of both stacks install from: this checkout's package sources, lock file, unit
+and boot script. Its name carries a hash of its contents, so a changed checkout is a new object (and a new launch
+template version)."""
 
 from __future__ import annotations
 
