@@ -15,6 +15,7 @@ from tests.support.netns import Network, Unavailable
 from tests.support.postgres import PostgresCluster
 from tests.support.postgres import Unavailable as PostgresUnavailable
 from tests.support.server import AshServer, short_tempdir
+from tests.support.sse import turn_text
 from tests.support.storage import S3Server
 
 RUNNER_PORT = 4200
@@ -133,6 +134,4 @@ def deployment(network: Network) -> Iterator[Deployment]:
 
 
 def stream(client: httpx.Client, session_id: str, content: str) -> str:
-    with client.stream("POST", f"/api/sessions/{session_id}/messages", json={"content": content}) as response:
-        assert response.status_code == 200, response.read()
-        return "".join(response.iter_text())
+    return turn_text(client, session_id, content, until_done=False)

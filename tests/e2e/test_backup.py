@@ -16,6 +16,7 @@ import pytest
 
 from tests.fakes.anthropic_api import FakeAnthropic, text
 from tests.support.server import REPO, AshServer, short_tempdir
+from tests.support.sse import turn_text as turn
 
 pytestmark = pytest.mark.slow
 
@@ -32,12 +33,6 @@ def ash(server: AshServer, *args: str, **env: str) -> dict[str, Any]:
     assert result.returncode == 0, result.stderr
     output: dict[str, Any] = json.loads(result.stdout)
     return output
-
-
-def turn(client: httpx.Client, session_id: str, content: str) -> None:
-    with client.stream("POST", f"/api/sessions/{session_id}/messages", json={"content": content}) as response:
-        assert response.status_code == 200
-        assert "event: done" in response.read().decode()
 
 
 def snapshot(client: httpx.Client) -> dict[str, Any]:

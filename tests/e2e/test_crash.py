@@ -16,15 +16,14 @@ from ash_server.sandbox.limits import instance_name
 from tests.fakes.anthropic_api import FakeAnthropic, echo, text
 from tests.support.processes import pids_with_env
 from tests.support.server import REPO, AshServer, short_tempdir
+from tests.support.sse import turn_text
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
 
 def turn(client: httpx.Client, sid: str, prompt: str) -> str:
-    with client.stream("POST", f"/api/sessions/{sid}/messages", json={"content": prompt}) as response:
-        assert response.status_code == 200, response.read()
-        return "".join(response.iter_text())
+    return turn_text(client, sid, prompt, until_done=False)  # a turn the test may cut off
 
 
 class Background:

@@ -13,6 +13,7 @@ import pytest
 
 from tests.fakes.anthropic_api import FakeAnthropic, echo, text, tool_use
 from tests.support.server import REPO, AshServer, short_tempdir
+from tests.support.sse import turn_text as turn
 from tests.support.storage import GcsServer, S3Server
 
 pytestmark = pytest.mark.slow
@@ -61,14 +62,6 @@ def bucket(request: pytest.FixtureRequest) -> Bucket:
     if request.param == "s3":
         return Bucket("s3", request.getfixturevalue("s3_server"), None)
     return Bucket("gcs", None, request.getfixturevalue("gcs_server"))
-
-
-def turn(client: httpx.Client, sid: str, prompt: str) -> str:
-    with client.stream("POST", f"/api/sessions/{sid}/messages", json={"content": prompt}) as response:
-        assert response.status_code == 200, response.read()
-        body = "".join(response.iter_text())
-    assert "event: done" in body
-    return body
 
 
 def session_of(client: httpx.Client, sid: str) -> dict[str, Any]:

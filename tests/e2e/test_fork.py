@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
 from tests.fakes.anthropic_api import FakeAnthropic, echo, text, tool_use
 from tests.support.server import REPO, AshServer
+from tests.support.sse import turn_text as turn
 
 pytestmark = pytest.mark.slow
-
-
-def turn(client: httpx.Client, sid: str, prompt: str) -> str:
-    with client.stream("POST", f"/api/sessions/{sid}/messages", json={"content": prompt}) as response:
-        assert response.status_code == 200, response.read()
-        body = "".join(response.iter_text())
-    assert "event: done" in body
-    return body
 
 
 def test_parent_and_fork_diverge(model: FakeAnthropic) -> None:

@@ -12,17 +12,10 @@ import pytest
 from tests.fakes.anthropic_api import FakeAnthropic, echo, text, tool_use
 from tests.support.processes import env_values
 from tests.support.server import REPO, AshServer
+from tests.support.sse import turn_text as turn
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def turn(client: httpx.Client, sid: str, prompt: str) -> str:
-    with client.stream("POST", f"/api/sessions/{sid}/messages", json={"content": prompt}) as response:
-        assert response.status_code == 200, response.read()
-        body = "".join(response.iter_text())
-    assert "event: done" in body
-    return body
 
 
 def slow_turn(server: AshServer, sid: str) -> None:

@@ -265,7 +265,11 @@ def test_start_stop_frees_port_and_cuts_slow_streams() -> None:
     with pytest.raises(RuntimeError):
         _ = fake.url
     with socket.socket() as s:
-        s.bind(("127.0.0.1", port))  # the port is free again
+        # The port is free again: no listener holds it. SO_REUSEADDR as any server sets it, so the connection the
+        # stop cut (left in TIME_WAIT) does not count; a listener still bound would still fail this.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+        s.listen()
     with FakeAnthropic() as again:
         assert httpx.post(f"{again.url}/v1/messages", json=_body("x")).json()["content"][0]["text"] == "ok"
 

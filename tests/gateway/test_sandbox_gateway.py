@@ -23,7 +23,8 @@ from tests.fakes.anthropic_api import FakeAnthropic, text, tool_use
 from tests.support.processes import pids_with_env
 from tests.support.rawhttp import request
 from tests.support.server import REPO, AshServer
-from tests.support.sse import SseReader, read_all
+from tests.support.sse import SseReader, turn
+from tests.support.sse import new_session as create_session
 
 pytestmark = pytest.mark.slow
 
@@ -53,16 +54,7 @@ def client(server: AshServer) -> Iterator[httpx.Client]:
 
 
 def new_session(client: httpx.Client, agent: str = "gw-agent", **extra: Any) -> dict[str, Any]:
-    response = client.post("/api/sessions", json={"agent": agent, **extra})
-    assert response.status_code == 201, response.text
-    session: dict[str, Any] = response.json()["session"]
-    return session
-
-
-def turn(client: httpx.Client, sid: str, prompt: str) -> SseReader:
-    with client.stream("POST", f"/api/sessions/{sid}/messages", json={"content": prompt}) as response:
-        assert response.status_code == 200, response.read()
-        return read_all(response)
+    return create_session(client, agent, **extra)
 
 
 def tool_output(reader: SseReader) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +10,7 @@ import httpx
 
 from tests.fakes.anthropic_api import FakeAnthropic, text, tool_use
 from tests.support.server import AshServer
+from tests.support.sse import events_of, turn_text
 
 
 @dataclass
@@ -38,24 +38,8 @@ class TurnResult:
         return [name for name, _ in self.events]
 
 
-def parse_sse(body: str) -> list[tuple[str, Any]]:
-    events = []
-    for block in body.split("\n\n"):
-        name, data = None, []
-        for line in block.splitlines():
-            if line.startswith("event: "):
-                name = line[len("event: ") :]
-            elif line.startswith("data: "):
-                data.append(line[len("data: ") :])
-        if name is not None:
-            events.append((name, json.loads("\n".join(data)) if data else None))
-    return events
-
-
 def turn(client: httpx.Client, session_id: str, prompt: str) -> TurnResult:
-    with client.stream("POST", f"/api/sessions/{session_id}/messages", json={"content": prompt}) as response:
-        assert response.status_code == 200, response.read()
-        result = TurnResult(parse_sse("".join(response.iter_text())))
+    result = TurnResult(events_of(turn_text(client, session_id, prompt, until_done=False)))
     assert result.names[-1] == "done", result.names
     return result
 
@@ -72,13 +56,6 @@ def deploy(client: httpx.Client, name: str, config: dict[str, Any] | None = None
     if config:
         response = client.patch(f"/api/agents/{name}/config", json=config)
         assert response.status_code == 200, response.text
-
-
-def new_session(client: httpx.Client, agent: str) -> dict[str, Any]:
-    response = client.post("/api/sessions", json={"agent": agent})
-    assert response.status_code == 201, response.text
-    session: dict[str, Any] = response.json()["session"]
-    return session
 
 
 def healthy(server: AshServer) -> dict[str, Any]:

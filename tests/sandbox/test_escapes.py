@@ -11,9 +11,10 @@ import httpx
 import pytest
 
 from tests.fakes.anthropic_api import FakeAnthropic
-from tests.sandbox.support import bash, deploy, healthy, new_session, turn
+from tests.sandbox.support import bash, deploy, healthy, turn
 from tests.support.processes import pids_with_env
 from tests.support.server import AshServer
+from tests.support.sse import new_session
 
 pytestmark = pytest.mark.slow
 

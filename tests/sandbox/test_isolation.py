@@ -7,8 +7,9 @@ import os
 import pytest
 
 from tests.fakes.anthropic_api import FakeAnthropic
-from tests.sandbox.support import bash, deploy, healthy, new_session
+from tests.sandbox.support import bash, deploy, healthy
 from tests.support.server import AshServer, short_tempdir
+from tests.support.sse import new_session
 
 pytestmark = pytest.mark.slow
 

@@ -20,9 +20,10 @@ import httpx
 import pytest
 
 from tests.fakes.anthropic_api import FakeAnthropic, text
-from tests.sandbox.support import bash, healthy, new_session, turn
+from tests.sandbox.support import bash, healthy, turn
 from tests.support.processes import pids_with_env
 from tests.support.server import REPO, AshServer, short_tempdir
+from tests.support.sse import new_session
 
 pytestmark = pytest.mark.slow
 

@@ -49,3 +49,32 @@ def read_all(response: httpx.Response) -> SseReader:
     for _ in reader.feed(response.iter_lines()):
         pass
     return reader
+
+
+def events_of(body: str) -> list[tuple[str, Any]]:
+    """A whole SSE body (text) as (event, decoded data) pairs."""
+    return [(f.event, f.data) for f in SseReader().feed(iter(body.splitlines())) if f.event]
+
+
+def turn(client: httpx.Client, session_id: str, prompt: str, **body: object) -> SseReader:
+    """One message to a session, its whole stream read and parsed."""
+    with client.stream("POST", f"/api/sessions/{session_id}/messages", json={"content": prompt, **body}) as response:
+        assert response.status_code == 200, response.read()
+        return read_all(response)
+
+
+def turn_text(client: httpx.Client, session_id: str, prompt: str, *, until_done: bool = True) -> str:
+    """One message to a session, its whole stream as text; with `until_done`, it must have ended with `done`."""
+    with client.stream("POST", f"/api/sessions/{session_id}/messages", json={"content": prompt}) as response:
+        assert response.status_code == 200, response.read()
+        text = "".join(response.iter_text())
+    if until_done:
+        assert "event: done" in text, text[-500:]
+    return text
+
+
+def new_session(client: httpx.Client, agent: str, **options: Any) -> dict[str, Any]:
+    response = client.post("/api/sessions", json={"agent": agent, **options})
+    assert response.status_code == 201, response.text
+    session: dict[str, Any] = response.json()["session"]
+    return session
