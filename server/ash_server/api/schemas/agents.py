@@ -1,0 +1,84 @@
+"""Agents: deploy, change, read, and their files."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field
+
+from ...store.models import Agent
+from .base import Schema
+
+# -- Agents ---------------------------------------------------------------------------------------------------
+
+
+class FileUpload(Schema):
+    path: str = Field(min_length=1, max_length=4096)
+    content: str = Field(description="File content, base64.")
+
+
+class AgentCreate(Schema):
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,255}$")
+    path: str | None = Field(None, description="A folder on the server's disk (must contain CLAUDE.md).")
+    system_prompt: str | None = None
+    files: list[FileUpload] | None = None
+    env: dict[str, str] | None = None
+
+
+class AgentUpdate(Schema):
+    description: str | None = Field(None, max_length=10_000)
+    env: dict[str, str] | None = None
+    config: dict[str, Any] | None = None
+
+
+class AgentPublic(Schema):
+    id: uuid.UUID
+    name: str
+    tenant_id: str
+    version: int
+    path: str
+    description: str | None
+    env: dict[str, str]
+    config: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, agent: Agent) -> AgentPublic:
+        return cls(
+            id=agent.id,
+            name=agent.name,
+            tenant_id=agent.tenant_id,
+            version=agent.version,
+            path=agent.path,
+            description=agent.description,
+            env={k: "***" for k in agent.env},
+            config=agent.config,
+            created_at=agent.created_at,
+            updated_at=agent.updated_at,
+        )
+
+
+class AgentResponse(Schema):
+    agent: AgentPublic
+
+
+class AgentsResponse(Schema):
+    agents: list[AgentPublic]
+
+
+class ConfigResponse(Schema):
+    config: dict[str, Any]
+
+
+class AgentFile(Schema):
+    path: str
+    size: int
+    modified_at: datetime
+    type: Literal["file", "directory", "symlink"]
+
+
+class AgentFilesResponse(Schema):
+    files: list[AgentFile]

@@ -1,0 +1,211 @@
+"""Sessions: create and configure them, messages, their timeline and logs."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from ...states import PermissionMode, SessionStatus
+from ...store.models import Message, Session, SessionEvent
+from .base import Schema
+
+# -- Sessions -------------------------------------------------------------------------------------------------
+
+
+class SessionOptions(Schema):
+    model: str | None = Field(None, max_length=255)
+    system_prompt: str | None = None
+    permission_mode: PermissionMode | None = None
+    allowed_tools: list[str] | None = None
+    disallowed_tools: list[str] | None = None
+    mcp_servers: dict[str, dict[str, Any]] | None = None
+    betas: list[str] | None = None
+    subagents: dict[str, Any] | None = None
+    initial_agent: str | None = None
+
+
+class SessionCreate(SessionOptions):
+    agent: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,255}$")
+    credential_id: str | None = None
+    extra_env: dict[str, str] | None = None
+
+
+class SessionConfigUpdate(Schema):
+    model: str | None = Field(None, max_length=255)
+    allowed_tools: list[str] | None = None
+    disallowed_tools: list[str] | None = None
+    betas: list[str] | None = None
+    subagents: dict[str, Any] | None = None
+    initial_agent: str | None = None
+
+
+class SessionPublic(Schema):
+    id: uuid.UUID
+    tenant_id: str
+    agent_name: str
+    agent_version: int
+    sandbox_id: str
+    status: SessionStatus
+    runner_id: str | None
+    parent_session_id: uuid.UUID | None
+    created_at: datetime
+    last_active_at: datetime
+
+    @classmethod
+    def of(cls, session: Session) -> SessionPublic:
+        return cls(
+            id=session.id,
+            tenant_id=session.tenant_id,
+            agent_name=session.agent_name,
+            agent_version=session.agent_version,
+            sandbox_id=session.sandbox_id,
+            status=session.status,
+            runner_id=session.runner_id,
+            parent_session_id=session.parent_session_id,
+            created_at=session.created_at,
+            last_active_at=session.last_active_at,
+        )
+
+
+class SessionResponse(Schema):
+    session: SessionPublic
+
+
+class SessionsResponse(Schema):
+    sessions: list[SessionPublic]
+
+
+class SessionsWithTotalResponse(SessionsResponse):
+    """With `includeTotal=true` (the reference SDK's `listSessionsWithTotal`)."""
+
+    total: int = Field(description="How many sessions match the filters, over all pages.")
+
+
+class TextBlock(Schema):
+    type: Literal["text"]
+    text: str
+
+
+class Base64Source(Schema):
+    type: Literal["base64"]
+    media_type: str = Field(alias="media_type")
+    data: str
+
+
+class ImageBlock(Schema):
+    type: Literal["image"]
+    source: Base64Source
+
+
+class DocumentBlock(Schema):
+    type: Literal["document"]
+    source: Base64Source
+    title: str | None = None
+
+
+ContentBlock = Annotated[TextBlock | ImageBlock | DocumentBlock, Field(discriminator="type")]
+
+
+class ThinkingConfig(Schema):
+    type: Literal["enabled", "disabled", "adaptive"]
+    budget_tokens: int | None = Field(None, ge=1024)
+
+    def sdk(self) -> dict[str, Any]:
+        """The SDK's ThinkingConfig shape (snake_case)."""
+        if self.type == "enabled":
+            return {"type": "enabled", "budget_tokens": self.budget_tokens or 10_000}
+        return {"type": self.type}
+
+
+class MessageCreate(Schema):
+    content: str | Annotated[list[ContentBlock], Field(min_length=1, max_length=20)]
+    attachments: list[uuid.UUID] | None = Field(
+        None, max_length=20, description="Attachments of this session to add to the message (images, PDFs, text)."
+    )
+    include_partial_messages: bool = False
+    model: str | None = Field(None, max_length=255)
+    max_turns: int | None = Field(None, ge=1)
+    max_budget_usd: float | None = Field(None, gt=0)
+    effort: Literal["low", "medium", "high", "max"] | None = None
+    thinking: ThinkingConfig | None = None
+    output_format: dict[str, Any] | None = None
+    on_disconnect: Literal["continue", "interrupt"] = Field(
+        "continue", description="What a client disconnect does to the turn (also `?onDisconnect=`)."
+    )
+
+
+class InterruptResponse(Schema):
+    interrupted: bool
+    turn_id: str | None
+
+
+class MessagePublic(Schema):
+    id: uuid.UUID
+    session_id: uuid.UUID
+    tenant_id: str
+    role: str
+    content: str
+    sequence: int
+    created_at: datetime
+
+    @classmethod
+    def of(cls, message: Message) -> MessagePublic:
+        return cls(
+            id=message.id,
+            session_id=message.session_id,
+            tenant_id=message.tenant_id,
+            role=message.role,
+            content=message.content,
+            sequence=message.sequence,
+            created_at=message.created_at,
+        )
+
+
+class MessagesResponse(Schema):
+    messages: list[MessagePublic]
+
+
+class EventPublic(Schema):
+    id: uuid.UUID
+    session_id: uuid.UUID
+    tenant_id: str
+    type: str
+    data: str | None
+    sequence: int
+    created_at: datetime
+
+    @classmethod
+    def of(cls, event: SessionEvent) -> EventPublic:
+        kind, data = event.type, event.data
+        if kind == "usage":  # written by servers before 0.1: the reference's clients reject the type
+            legacy = json.loads(data) if data else {}
+            kind, data = "lifecycle", json.dumps({"action": "model_usage", **legacy}, separators=(",", ":"))
+        return cls(
+            id=event.id,
+            session_id=event.session_id,
+            tenant_id=event.tenant_id,
+            type=kind,
+            data=data,
+            sequence=event.sequence,
+            created_at=event.created_at,
+        )
+
+
+class EventsResponse(Schema):
+    events: list[EventPublic]
+
+
+class LogEntry(Schema):
+    index: int
+    level: str
+    text: str
+    ts: str
+
+
+class LogsResponse(Schema):
+    logs: list[LogEntry]
+    source: Literal["sandbox", "none"]

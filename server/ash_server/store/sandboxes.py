@@ -1,0 +1,129 @@
+"""Sandboxes (the pool's rows) and snapshots."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+
+from ..states import SandboxState, SessionStatus
+from .base import StoreBase
+from .models import (
+    Agent,
+    Sandbox,
+    Session,
+    Snapshot,
+    utcnow,
+)
+
+
+class SandboxQueries(StoreBase):
+    async def save_sandbox(self, sandbox: Sandbox) -> None:
+        async with self.db() as db, db.begin():
+            await db.merge(sandbox)
+
+    async def delete_sandbox(self, sandbox_id: str) -> None:
+        async with self.db() as db, db.begin():
+            await db.execute(delete(Sandbox).where(Sandbox.id == sandbox_id))
+
+    async def list_sandboxes(self, server_id: str | None = None) -> Sequence[Sandbox]:
+        """Every pool row, or those of one server (and rows written before servers were told apart)."""
+        query = select(Sandbox)
+        if server_id is not None:
+            query = query.where((Sandbox.server_id == server_id) | Sandbox.server_id.is_(None))
+        async with self.db() as db:
+            return (await db.scalars(query)).all()
+
+    async def add_session_on_sandbox(self, session: Session, sandbox_id: str) -> Session:
+        """Insert a session that claims a warm sandbox, and mark that sandbox `waiting` for it: one transaction."""
+        async with self.db() as db, db.begin():
+            db.add(session)
+            await db.execute(
+                update(Sandbox)
+                .where(Sandbox.id == sandbox_id)
+                .values(state=SandboxState.WAITING, session_id=session.id, last_used_at=utcnow())
+            )
+        return session
+
+    async def update_sandbox(self, sandbox_id: str, **values: Any) -> None:
+        async with self.db() as db, db.begin():
+            await db.execute(update(Sandbox).where(Sandbox.id == sandbox_id).values(**values))
+
+    async def delete_cold_sandboxes(self, session_id: uuid.UUID) -> None:
+        """The session has a sandbox again (or has ended): its cold rows, on any server, no longer stand for it."""
+        async with self.db() as db, db.begin():
+            await db.execute(
+                delete(Sandbox).where(Sandbox.session_id == session_id, Sandbox.state == SandboxState.COLD)
+            )
+
+    async def live_sandbox_on(self, session_id: uuid.UUID, server_id: str) -> Sandbox | None:
+        """A live (waiting or running) sandbox of this session on that server, if any."""
+        query = select(Sandbox).where(
+            Sandbox.session_id == session_id,
+            Sandbox.state.in_((SandboxState.WAITING, SandboxState.RUNNING)),
+            Sandbox.server_id == server_id,
+        )
+        async with self.db() as db:
+            row: Sandbox | None = await db.scalar(query.limit(1))
+            return row
+
+    async def count_sandboxes(self, server_id: str, state: str) -> int:
+        query = select(func.count()).select_from(Sandbox).where(Sandbox.server_id == server_id, Sandbox.state == state)
+        async with self.db() as db:
+            return int(await db.scalar(query) or 0)
+
+    async def all_agents(self) -> Sequence[Agent]:
+        """Every tenant's agents: what the warm pool keeps sandboxes for. Never used by a request."""
+        async with self.db() as db:
+            return (await db.scalars(select(Agent).order_by(Agent.tenant_id, Agent.name))).all()
+
+    # -- Snapshots ------------------------------------------------------------------------------------------
+
+    async def latest_snapshot(self, session_id: uuid.UUID) -> Snapshot | None:
+        query = select(Snapshot).where(Snapshot.session_id == session_id).order_by(Snapshot.generation.desc())
+        async with self.db() as db:
+            row: Snapshot | None = await db.scalar(query.limit(1))
+            return row
+
+    async def commit_snapshot(self, snapshot: Snapshot, runner_id: str) -> bool:
+        """Record an uploaded snapshot as its session's latest, unless another server has taken the session over
+        since (its copy is newer than ours). Its generation is the next one of its session."""
+        async with self.db() as db, db.begin():
+            # FOR UPDATE: a coordinator moving the session to another runner (move_session) waits for this commit.
+            runner = await db.scalar(
+                select(Session.runner_id).where(Session.id == snapshot.session_id).with_for_update()
+            )
+            if runner is not None and runner != runner_id:
+                return False
+            last = await db.scalar(
+                select(func.max(Snapshot.generation)).where(Snapshot.session_id == snapshot.session_id)
+            )
+            snapshot.generation = (last or 0) + 1
+            db.add(snapshot)
+        return True
+
+    async def older_snapshots(self, session_id: uuid.UUID, keep: int) -> Sequence[Snapshot]:
+        """The session's snapshots but its `keep` latest."""
+        query = (
+            select(Snapshot).where(Snapshot.session_id == session_id).order_by(Snapshot.generation.desc()).offset(keep)
+        )
+        async with self.db() as db:
+            return (await db.scalars(query)).all()
+
+    async def expired_snapshots(self, ended_before: datetime, limit: int = 500) -> Sequence[Snapshot]:
+        """Snapshots of sessions that ended before `ended_before` (their retention is over)."""
+        query = (
+            select(Snapshot)
+            .join(Session, Session.id == Snapshot.session_id)
+            .where(Session.status == SessionStatus.ENDED, Session.ended_at < ended_before)
+            .limit(limit)
+        )
+        async with self.db() as db:
+            return (await db.scalars(query)).all()
+
+    async def delete_snapshot_row(self, snapshot_id: str) -> None:
+        async with self.db() as db, db.begin():
+            await db.execute(delete(Snapshot).where(Snapshot.id == snapshot_id))

@@ -1,0 +1,156 @@
+"""A session's timeline: messages, events and stream frames, numbered without gaps (base.py reserves)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import func, select
+
+from .base import StoreBase
+from .models import (
+    Message,
+    Session,
+    SessionEvent,
+    StreamEvent,
+    utcnow,
+)
+
+
+class TimelineQueries(StoreBase):
+    async def append_messages(self, session: Session, items: Sequence[tuple[str, str]]) -> list[Message]:
+        """Append (role, JSON content) rows, returning them with their sequences."""
+        async with self._write_lock(session.id), self.db() as db, db.begin():
+            last, _ = await self._reserve(db, session.id, messages=len(items))
+            rows = [
+                Message(
+                    session_id=session.id,
+                    tenant_id=session.tenant_id,
+                    role=role,
+                    content=content,
+                    sequence=last + i + 1,
+                    created_at=utcnow(),
+                )
+                for i, (role, content) in enumerate(items)
+            ]
+            db.add_all(rows)
+        return rows
+
+    async def record_message(
+        self, session: Session, role: str, content: str, events: Sequence[tuple[str, str | None]]
+    ) -> None:
+        """One SDK message and the timeline events derived from it, in one transaction."""
+        async with self._write_lock(session.id), self.db() as db, db.begin():
+            last_message, last_event = await self._reserve(db, session.id, messages=1, events=len(events))
+            now = utcnow()
+            db.add(
+                Message(
+                    session_id=session.id,
+                    tenant_id=session.tenant_id,
+                    role=role,
+                    content=content,
+                    sequence=last_message + 1,
+                    created_at=now,
+                )
+            )
+            if events:
+                db.add_all(
+                    SessionEvent(
+                        session_id=session.id,
+                        tenant_id=session.tenant_id,
+                        type=kind,
+                        data=data,
+                        sequence=last_event + i + 1,
+                        created_at=now,
+                    )
+                    for i, (kind, data) in enumerate(events)
+                )
+
+    async def list_messages(
+        self, tenant_id: str, session_id: uuid.UUID, *, after: int = 0, limit: int = 100
+    ) -> Sequence[Message]:
+        query = (
+            select(Message)
+            .where(Message.tenant_id == tenant_id, Message.session_id == session_id, Message.sequence > after)
+            .order_by(Message.sequence)
+            .limit(limit)
+        )
+        async with self.db() as db:
+            return (await db.scalars(query)).all()
+
+    async def append_events(self, session: Session, items: Sequence[tuple[str, str | None]]) -> None:
+        if not items:
+            return
+        async with self._write_lock(session.id), self.db() as db, db.begin():
+            _, last = await self._reserve(db, session.id, events=len(items))
+            db.add_all(
+                SessionEvent(
+                    session_id=session.id,
+                    tenant_id=session.tenant_id,
+                    type=kind,
+                    data=data,
+                    sequence=last + i + 1,
+                    created_at=utcnow(),
+                )
+                for i, (kind, data) in enumerate(items)
+            )
+
+    async def list_events(
+        self,
+        tenant_id: str,
+        session_id: uuid.UUID,
+        *,
+        after: int = 0,
+        limit: int = 100,
+        kind: str | None = None,
+    ) -> Sequence[SessionEvent]:
+        query = select(SessionEvent).where(
+            SessionEvent.tenant_id == tenant_id,
+            SessionEvent.session_id == session_id,
+            SessionEvent.sequence > after,
+        )
+        if kind is not None:
+            query = query.where(SessionEvent.type == kind)
+        async with self.db() as db:
+            return (await db.scalars(query.order_by(SessionEvent.sequence).limit(limit))).all()
+
+    # -- Stream frames --------------------------------------------------------------------------------------------
+
+    async def append_stream_events(self, rows: Sequence[StreamEvent]) -> None:
+        if not rows:
+            return
+        async with self.db() as db, db.begin():
+            db.add_all(rows)
+
+    async def last_stream_seq(self, session_id: uuid.UUID) -> int:
+        async with self.db() as db:
+            return int(
+                await db.scalar(select(func.max(StreamEvent.seq)).where(StreamEvent.session_id == session_id)) or 0
+            )
+
+    async def stream_events_after(
+        self, session_id: uuid.UUID, after: int, *, before: int | None = None, limit: int = 500
+    ) -> Sequence[StreamEvent]:
+        query = select(StreamEvent).where(StreamEvent.session_id == session_id, StreamEvent.seq > after)
+        if before is not None:
+            query = query.where(StreamEvent.seq < before)
+        async with self.db() as db:
+            return (await db.scalars(query.order_by(StreamEvent.seq).limit(limit))).all()
+
+    async def last_turn_start(self, session_id: uuid.UUID) -> int | None:
+        """The first frame's seq of the session's latest turn, or None if it never had one."""
+        async with self.db() as db:
+            last = await db.scalar(
+                select(StreamEvent)
+                .where(StreamEvent.session_id == session_id)
+                .order_by(StreamEvent.seq.desc())
+                .limit(1)
+            )
+            if last is None:
+                return None
+            first = await db.scalar(
+                select(func.min(StreamEvent.seq)).where(
+                    StreamEvent.session_id == session_id, StreamEvent.turn_id == last.turn_id
+                )
+            )
+            return int(first) if first is not None else None

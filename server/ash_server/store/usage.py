@@ -1,0 +1,114 @@
+"""Usage records of model calls and their aggregates."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+
+from .base import StoreBase
+from .models import (
+    SessionEvent,
+    UsageEvent,
+    utcnow,
+)
+
+
+class UsageQueries(StoreBase):
+    async def record_usage(
+        self,
+        tenant_id: str,
+        session_id: uuid.UUID,
+        agent_name: str,
+        model: str,
+        metrics: Sequence[tuple[str, float]],
+        timeline: str,
+    ) -> None:
+        """One model call's usage rows and its timeline event, in one transaction. The event is a `lifecycle` one
+        (`action: model_usage`): the reference's event types have no `usage`, and its clients reject unknown ones."""
+        now = utcnow()
+        async with self._write_lock(session_id), self.db() as db, db.begin():
+            _, last = await self._reserve(db, session_id, events=1)
+            db.add_all(
+                UsageEvent(
+                    tenant_id=tenant_id,
+                    session_id=session_id,
+                    agent_name=agent_name,
+                    model=model,
+                    event_type=kind,
+                    value=value,
+                    created_at=now,
+                )
+                for kind, value in metrics
+            )
+            db.add(
+                SessionEvent(
+                    session_id=session_id,
+                    tenant_id=tenant_id,
+                    type="lifecycle",
+                    data=timeline,
+                    sequence=last + 1,
+                    created_at=now,
+                )
+            )
+
+    def _usage_query(
+        self,
+        query: Any,
+        tenant_id: str,
+        *,
+        session_id: uuid.UUID | None,
+        agent_name: str | None,
+        after: datetime | None,
+        before: datetime | None,
+    ) -> Any:
+        query = query.where(UsageEvent.tenant_id == tenant_id)
+        if session_id is not None:
+            query = query.where(UsageEvent.session_id == session_id)
+        if agent_name is not None:
+            query = query.where(UsageEvent.agent_name == agent_name)
+        if after is not None:
+            query = query.where(UsageEvent.created_at > after)
+        if before is not None:
+            query = query.where(UsageEvent.created_at < before)
+        return query
+
+    async def list_usage(
+        self,
+        tenant_id: str,
+        *,
+        session_id: uuid.UUID | None = None,
+        agent_name: str | None = None,
+        after: datetime | None = None,
+        before: datetime | None = None,
+        limit: int = 100,
+    ) -> Sequence[UsageEvent]:
+        query = self._usage_query(
+            select(UsageEvent), tenant_id, session_id=session_id, agent_name=agent_name, after=after, before=before
+        )
+        async with self.db() as db:
+            return (await db.scalars(query.order_by(UsageEvent.created_at, UsageEvent.id).limit(limit))).all()
+
+    async def usage_totals(
+        self,
+        tenant_id: str,
+        *,
+        session_id: uuid.UUID | None = None,
+        agent_name: str | None = None,
+        after: datetime | None = None,
+        before: datetime | None = None,
+    ) -> list[tuple[str, str, float]]:
+        """(model, event type, sum of values) over the matching usage rows."""
+        query = self._usage_query(
+            select(UsageEvent.model, UsageEvent.event_type, func.sum(UsageEvent.value)),
+            tenant_id,
+            session_id=session_id,
+            agent_name=agent_name,
+            after=after,
+            before=before,
+        ).group_by(UsageEvent.model, UsageEvent.event_type)
+        async with self.db() as db:
+            return [(str(m), str(t), float(v or 0)) for m, t, v in (await db.execute(query)).all()]
