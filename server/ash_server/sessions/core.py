@@ -17,7 +17,7 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
@@ -33,6 +33,7 @@ from ..snapshots.service import SnapshotService
 from ..states import SessionStatus, check_transition
 from ..store.models import Agent, Session, utcnow
 from ..store.repository import Store
+from ..store.sessions import SessionChanges
 from .events import dumps
 from .live import LiveSession, LiveSessions
 from .options import TurnOptions, effective_sdk_options
@@ -205,7 +206,7 @@ class SessionCore:
             await self.pool.release(live.sandbox, cold=cold)
             live.sandbox = None
 
-    async def set(self, session: Session, **values: Any) -> None:
+    async def set(self, session: Session, **values: Unpack[SessionChanges]) -> None:
         if "status" in values:
             check_transition(session.status, values["status"])
         for key, value in values.items():

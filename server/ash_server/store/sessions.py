@@ -5,14 +5,27 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from sqlalchemy import ColumnElement, func, select, update
 
+from ..states import SessionStatus
 from .base import StoreBase
 from .models import (
     Session,
 )
+
+
+class SessionChanges(TypedDict, total=False):
+    """What of a session's row changes after it is created (the rest is fixed at create)."""
+
+    status: SessionStatus
+    sandbox_id: str
+    sdk_session_id: str | None
+    runner_id: str | None
+    config: dict[str, Any]
+    last_active_at: datetime
+    ended_at: datetime
 
 
 class SessionQueries(StoreBase):
@@ -80,7 +93,7 @@ class SessionQueries(StoreBase):
         async with self.db() as db:
             return [(str(agent), str(status), int(n)) for agent, status, n in (await db.execute(query)).all()]
 
-    async def update_session(self, session_id: uuid.UUID, **values: Any) -> None:
+    async def update_session(self, session_id: uuid.UUID, **values: Unpack[SessionChanges]) -> None:
         async with self.db() as db, db.begin():
             await db.execute(update(Session).where(Session.id == session_id).values(**values))
 
