@@ -166,7 +166,8 @@ async def build_services(
     if settings.mode != "runner":  # runners take no API keys: coordinators authenticate
         await auth.bootstrap(settings)
     credential_service = CredentialService.from_settings(store, settings)
-    gateway = Gateway(settings, store, credential_service)
+    metrics = metrics or Metrics()
+    gateway = Gateway(settings, store, credential_service, metrics=metrics)
     try:
         # A coordinator starts no sandbox: it needs no isolation (its runners check theirs).
         launcher = ProcessLauncher() if settings.mode == "coordinator" else await select_launcher(settings)
@@ -186,6 +187,7 @@ async def build_services(
         if settings.mode == "runner"
         else settings.max_sandboxes,
         warm_pool_size=settings.warm_pool_size,
+        metrics=metrics,
     )
     snapshot_backend = await _snapshot_store(settings)
     snapshots = SnapshotService(store, snapshot_backend, data, server_id=server_id, owner=settings.sandbox_ids)
@@ -281,7 +283,6 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
             log.error("cannot start: %s", exc.message)  # one clear line before uvicorn's traceback
             raise
         app.state.services = services
-        services.pool.metrics = services.gateway.metrics = app.state.metrics
         tasks = _background_tasks(services, app.state.metrics)
         log.info(
             "Ash %s (%s) listening on %s:%d (data: %s)",

@@ -36,7 +36,9 @@ class SandboxLink:
 
 
 class Gateway:
-    def __init__(self, settings: Settings, store: Store, credentials: CredentialService) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, credentials: CredentialService, *, metrics: Metrics | None = None
+    ) -> None:
         self._store = store
         self._credentials = credentials
         self._server_auth = server_auth(settings)
@@ -46,7 +48,7 @@ class Gateway:
             on_usage=self._record_usage,
         )
         self.egress = EgressProxy()
-        self.metrics: Metrics | None = None  # set by the app once metrics exist
+        self.metrics = metrics or Metrics()
 
     async def attach(
         self, sandbox_id: str, directory: Path, *, session_id: str, tenant_id: str, owner: tuple[int, int] | None
@@ -138,16 +140,15 @@ class Gateway:
         await self.model.aclose()
 
     async def _record_usage(self, route: ModelRoute, usage: CallUsage) -> None:
-        if self.metrics is not None:
-            model = usage.model or "unknown"
-            for kind, count in (
-                ("input", usage.input_tokens),
-                ("output", usage.output_tokens),
-                ("cache_creation", usage.cache_creation_tokens),
-                ("cache_read", usage.cache_read_tokens),
-            ):
-                if count:
-                    self.metrics.tokens.labels(kind, model).inc(count)
+        model = usage.model or "unknown"
+        for kind, count in (
+            ("input", usage.input_tokens),
+            ("output", usage.output_tokens),
+            ("cache_creation", usage.cache_creation_tokens),
+            ("cache_read", usage.cache_read_tokens),
+        ):
+            if count:
+                self.metrics.tokens.labels(kind, model).inc(count)
         await self._store.record_usage(
             route.tenant_id,
             uuid.UUID(route.session_id),
