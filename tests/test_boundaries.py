@@ -50,3 +50,44 @@ def test_domain_does_not_import_the_web_framework() -> None:
             continue
         for name in names:
             assert name.split(".")[0] not in {"fastapi", "starlette", "uvicorn"}, (path, name)
+
+
+# Each layer imports only those below it: api -> sessions -> sandbox / gateway / snapshots -> store (and the
+# modules every layer may use: states, errors, paths, observability, settings). Run-time callbacks go through
+# constructor arguments typed by the lower layer (the pool's evictor, the manager's on_exited), never an import up.
+LAYERS = {
+    "store": {"api", "sessions", "sandbox", "gateway", "snapshots", "cluster", "dashboard", "evals"},
+    "sandbox": {"api", "sessions", "cluster", "dashboard", "evals"},
+    "gateway": {"api", "sessions", "sandbox", "cluster", "dashboard", "evals"},
+    "snapshots": {"api", "sessions", "sandbox", "cluster", "dashboard", "evals"},
+    "sessions": {"api", "cluster", "dashboard", "evals"},
+}
+
+
+def _server_imports(path: Path) -> set[str]:
+    """The ash_server subpackages a module imports (relative imports resolved)."""
+    server = ROOT / "server" / "ash_server"
+    package = path.relative_to(server).parts[:-1]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = list(package[: len(package) - node.level + 1])
+                target = [*base, *(node.module.split(".") if node.module else [])]
+                names = [target] if node.module else [[*base, a.name] for a in node.names]
+            elif node.module and node.module.startswith("ash_server."):
+                names = [node.module.split(".")[1:]]
+            else:
+                continue
+            found.update(parts[0] for parts in names if parts)
+    return found
+
+
+def test_layers_import_only_downwards() -> None:
+    server = ROOT / "server" / "ash_server"
+    wrong = []
+    for layer, above in LAYERS.items():
+        for path in (server / layer).rglob("*.py"):
+            for imported in _server_imports(path) & above:
+                wrong.append(f"{path.relative_to(server)} imports {imported}")
+    assert not wrong, "\n".join(wrong)

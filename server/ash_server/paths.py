@@ -113,3 +113,14 @@ class DataDir:
         folder = tenant_dir / sandbox_id
         folder.mkdir(mode=0o700)
         return folder
+
+
+def chown_tree(root: Path, ids: tuple[int, int] | None) -> None:
+    """Give a folder and everything in it to (uid, gid), links themselves rather than what they point to."""
+    if ids is None:
+        return
+    uid, gid = ids
+    os.chown(root, uid, gid, follow_symlinks=False)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)

@@ -26,8 +26,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import SandboxError
+from ..paths import chown_tree
 from .environment import DEFAULT_PATH
-from .launcher import LaunchSpec, chown_tree, drop_privileges
+from .launcher import LaunchSpec, drop_privileges
 
 HOSTNAME = "sandbox"
 # What of /etc the CLI, bash, git and Python need; nothing else (no shadow, no ssh keys, no proxy or package

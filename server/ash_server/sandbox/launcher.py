@@ -9,7 +9,6 @@ see limits/).
 from __future__ import annotations
 
 import asyncio
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -88,13 +87,3 @@ def drop_privileges(ids: tuple[int, int] | None) -> list[str]:
         return ["setpriv", *clear_caps, "--no-new-privs", "--"]
     uid, gid = ids
     return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", *clear_caps, "--no-new-privs", "--"]
-
-
-def chown_tree(root: Path, ids: tuple[int, int] | None) -> None:
-    if ids is None:
-        return
-    uid, gid = ids
-    os.chown(root, uid, gid, follow_symlinks=False)
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)

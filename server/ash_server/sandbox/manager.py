@@ -21,14 +21,14 @@ from typing import Any
 
 from ..errors import Invalid, SandboxError
 from ..gateway import Gateway
-from ..paths import DataDir
+from ..paths import DataDir, chown_tree
 from ..settings import Settings
 from .commands import CommandResult, run_command, shell_argv
 from .disk import DiskQuota
 from .environment import sandbox_environment
 from .guard import SandboxGuard
 from .isolation import runtime_paths
-from .launcher import Launcher, LaunchSpec, chown_tree
+from .launcher import Launcher, LaunchSpec
 from .limits import LimitsBackend, agent_limits, server_limits
 from .limits.rlimit import RlimitBackend
 from .sandbox import Sandbox, kill_group

@@ -19,7 +19,7 @@ from opentelemetry.trace import Tracer
 from .. import archive
 from ..errors import AshError, Gone, NotFound
 from ..observability.tracing import traced
-from ..sandbox.launcher import chown_tree
+from ..paths import chown_tree
 from ..sandbox.manager import SandboxRequest
 from ..sandbox.pool import PoolEntry
 from ..sandbox.profile import profile_key

@@ -31,8 +31,7 @@ import zstandard
 
 from .. import archive
 from ..errors import AshError, SnapshotError
-from ..paths import DataDir
-from ..sandbox.launcher import chown_tree
+from ..paths import DataDir, chown_tree
 from ..store.models import Session, Snapshot, utcnow
 from ..store.repository import Store
 from .base import SnapshotMissing, SnapshotStore
