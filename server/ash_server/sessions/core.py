@@ -215,3 +215,17 @@ class SessionCore:
 
     async def event(self, session: Session, kind: str, data: dict[str, Any]) -> None:
         await self.store.append_events(session, [(kind, dumps(data))])
+
+
+class SessionPart:
+    """What each part of the session service (lifecycle, turns, upkeep) holds of the core."""
+
+    def __init__(self, core: SessionCore) -> None:
+        self._core = core
+        self._store = core.store
+        self._data = core.data
+        self._agents = core.agents
+        self._sandboxes = core.sandboxes
+        self._pool = core.pool
+        self._snapshots = core.snapshots
+        self.tracer: Tracer = core.tracer

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from opentelemetry import trace
-from opentelemetry.trace import Tracer
 
 from .. import archive
 from ..errors import AshError, Gone, NotFound
@@ -25,7 +24,7 @@ from ..sandbox.pool import PoolEntry
 from ..sandbox.profile import profile_key
 from ..states import SessionStatus
 from ..store.models import Agent, Session, utcnow
-from .core import SessionCore
+from .core import SessionCore, SessionPart
 from .options import validated_config
 from .turns import TurnRunner
 
@@ -59,18 +58,11 @@ class _Arrival:
             self._arrivals.pending -= 1
 
 
-class Lifecycle:
+class Lifecycle(SessionPart):
     """Create, pause, resume, stop, end, fork and configure sessions."""
 
     def __init__(self, core: SessionCore, turns: TurnRunner) -> None:
-        self._core = core
-        self._store = core.store
-        self._data = core.data
-        self._agents = core.agents
-        self._sandboxes = core.sandboxes
-        self._pool = core.pool
-        self._snapshots = core.snapshots
-        self.tracer: Tracer = core.tracer
+        super().__init__(core)
         self._turns = turns
         self.arrivals = Arrivals()
 

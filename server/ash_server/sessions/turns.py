@@ -12,8 +12,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from opentelemetry.trace import Tracer
-
 from ash_bridge.protocol import Command
 
 from .. import __version__
@@ -23,7 +21,7 @@ from ..observability.tracing import current_traceparent, traced
 from ..sandbox.sandbox import Sandbox
 from ..states import SandboxState, SessionStatus
 from ..store.models import Session, StreamEvent, utcnow
-from .core import SessionCore
+from .core import SessionCore, SessionPart
 from .events import dumps, message_role, sse_events, timeline_events
 from .live import LiveSession
 from .options import TurnOptions, effective_sdk_options
@@ -38,18 +36,11 @@ WRITE_ATTEMPTS = 4
 WRITE_RETRY_S = 0.1
 
 
-class TurnRunner:
+class TurnRunner(SessionPart):
     """Send messages, run their turns, follow their streams, interrupt them."""
 
     def __init__(self, core: SessionCore, *, debug_timing: bool = False) -> None:
-        self._core = core
-        self._store = core.store
-        self._data = core.data
-        self._agents = core.agents
-        self._sandboxes = core.sandboxes
-        self._pool = core.pool
-        self._snapshots = core.snapshots
-        self.tracer: Tracer = core.tracer
+        super().__init__(core)
         self._debug_timing = debug_timing
 
     @traced("session.message")

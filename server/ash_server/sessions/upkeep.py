@@ -13,13 +13,11 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
-from opentelemetry.trace import Tracer
-
 from ..errors import AshError
 from ..sandbox.pool import PoolEntry
 from ..states import SessionStatus
 from ..store.models import utcnow
-from .core import SessionCore
+from .core import SessionCore, SessionPart
 from .turns import TurnRunner
 
 log = logging.getLogger(__name__)
@@ -31,18 +29,11 @@ DRAIN_TURNS_S = 10.0
 ORPHAN_FOLDER_AGE_S = 3600.0
 
 
-class Upkeep:
+class Upkeep(SessionPart):
     """Eviction, sweeps, recovery and shutdown."""
 
     def __init__(self, core: SessionCore, turns: TurnRunner, *, idle_timeout_s: float, retention_s: float) -> None:
-        self._core = core
-        self._store = core.store
-        self._data = core.data
-        self._agents = core.agents
-        self._sandboxes = core.sandboxes
-        self._pool = core.pool
-        self._snapshots = core.snapshots
-        self.tracer: Tracer = core.tracer
+        super().__init__(core)
         self._turns = turns
         self._idle_timeout_s = idle_timeout_s
         self._retention_s = retention_s
