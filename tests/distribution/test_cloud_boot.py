@@ -3,7 +3,7 @@ infra/gcp renders (`ash_gcp.boot.startup_script`), each run as root, as cloud-in
 fresh Debian 12 container booted with systemd, against fakes of the cloud on the podman network's gateway.
 
 AWS: moto in server mode stands for S3 and SSM Parameter Store (SecureString parameters under /ash/ash-boot, the
-release archive the stack uploads, built by `ash_aws.source`), and credentials in the environment stand for the
+release archive the stack uploads, built by `ash_infra.source`), and credentials in the environment stand for the
 instance role. GCP: tests/fakes/gcp_metadata.py stands for the metadata server's token, Cloud Storage and Secret
 Manager (which has no emulator here). Each host first boots with one secret missing: the script must stop non-zero
 before the install, name the secret (and its parameter or secret path) in /var/log/ash-boot.log and leave no ash.env.
@@ -58,21 +58,21 @@ LOG = "/var/log/ash-boot.log"
 
 
 def boot_modules() -> tuple[ModuleType, ModuleType, ModuleType]:
-    """ash_aws.boot, ash_gcp.boot and ash_aws.source, imported as the stacks' tests import them."""
-    for stack in ("aws", "gcp"):
+    """ash_aws.boot, ash_gcp.boot and ash_infra.source, imported as the stacks' tests import them."""
+    for stack in ("aws", "gcp", "common"):
         path = str(REPO / "infra" / stack)
         if path not in sys.path:
             sys.path.insert(0, path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the provider SDKs warn about their own resources
         import ash_aws.boot as aws_boot
-        import ash_aws.source as source
         import ash_gcp.boot as gcp_boot
+        import ash_infra.source as source
     return aws_boot, gcp_boot, source
 
 
 def release_archive() -> tuple[bytes, str]:
-    """The zip the stacks upload (`ash_aws.source`: this checkout's package sources, unit and boot scripts)."""
+    """The zip the stacks upload (`ash_infra.source`: this checkout's package sources, unit and boot scripts)."""
     _, _, source = boot_modules()
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
