@@ -5,6 +5,7 @@ docs/configuration.md lists the same variables; tests/test_settings.py keeps the
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
@@ -15,8 +16,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from . import capabilities
 from .paths import DataDir
-from .sandbox import capabilities
 from .states import ServerMode
 
 DEFAULT_ANTHROPIC_BASE_URL = "https://api.anthropic.com"
@@ -340,11 +341,12 @@ class Settings(BaseSettings):
         roots = [Path(p).expanduser().resolve() for p in parts if p]
         return roots or [DataDir(self.data_dir).sources.resolve()]
 
-    @property
+    @functools.cached_property
     def sandbox_ids(self) -> tuple[int, int] | None:
         """(uid, gid) sandboxes switch to, or None when the server cannot switch users: decided by capability
         (CAP_SETUID and CAP_SETGID effective), not by uid, so a non-root server given them switches too (ADR 0008).
-        Root always switches: a root server without them fails to start sandboxes rather than run them as root."""
+        Root always switches: a root server without them fails to start sandboxes rather than run them as root.
+        Read once: a process's capabilities do not change while it runs."""
         if os.geteuid() != 0 and not capabilities.current().can_switch_users:
             return None
         uid = 65534 if self.sandbox_uid is None else self.sandbox_uid

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from ash_server.sandbox import capabilities, isolation, launcher
-from ash_server.sandbox.capabilities import CapabilitySets
+from ash_server import capabilities
+from ash_server.capabilities import CapabilitySets
+from ash_server.sandbox import isolation, launcher
 from ash_server.settings import Settings
 
 # /proc/<pid>/status of a non-root server started by systemd/ash.service (uid 999, the six ambient capabilities).
@@ -58,14 +59,17 @@ def with_capabilities(monkeypatch: pytest.MonkeyPatch, caps: CapabilitySets) -> 
 
 def test_sandbox_ids_follow_capabilities_not_the_uid(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 999)
-    settings = Settings(sandbox_uid=10001, sandbox_gid=10002)
+
+    def ids() -> tuple[int, int] | None:
+        return Settings(sandbox_uid=10001, sandbox_gid=10002).sandbox_ids  # read once per settings object
+
     with_capabilities(monkeypatch, capabilities.parse_status(NONROOT_SERVER))
-    assert settings.sandbox_ids == (10001, 10002)
+    assert ids() == (10001, 10002)
     assert Settings().sandbox_ids == (65534, 65534)
     with_capabilities(monkeypatch, CapabilitySets(effective=1 << capabilities.CAP_SETUID))
-    assert settings.sandbox_ids is None
+    assert ids() is None
     with_capabilities(monkeypatch, CapabilitySets())  # a developer's own user
-    assert settings.sandbox_ids is None
+    assert ids() is None
 
 
 def test_root_switches_even_without_the_capabilities(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -108,4 +112,4 @@ def test_a_non_root_server_that_switches_users_needs_the_whole_set(monkeypatch: 
         isolation.check_user_switch(settings)
     assert "lacks CAP_DAC_OVERRIDE CAP_FOWNER CAP_KILL" in refused.value.message
     with_capabilities(monkeypatch, CapabilitySets())  # cannot switch: sandboxes run as the server's user
-    isolation.check_user_switch(settings)
+    isolation.check_user_switch(Settings())  # (a new server: the ids are read once per process's settings)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from ash_bridge import protocol
 
+from .. import capabilities
 from ..errors import AshError
 from ..settings import Settings
-from . import capabilities
 from .bwrap import BwrapLauncher
 from .launcher import Launcher, ProcessLauncher
 

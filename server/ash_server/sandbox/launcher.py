@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from . import capabilities
+from .. import capabilities
 
 
 @dataclass(frozen=True, slots=True)
