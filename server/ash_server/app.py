@@ -12,7 +12,13 @@ from fastapi.responses import JSONResponse
 from opentelemetry.trace import TracerProvider
 
 from . import __version__
-from .api import (
+from .api.deps import Services
+from .api.errors import install_error_handlers
+from .api.middleware.limits import RequestSizeLimit
+from .api.middleware.network import install_network_middleware
+from .api.middleware.requests import RequestIds, RequestMetrics
+from .api.middleware.signed import SignedRequests, coordinator_protects, runner_protects
+from .api.routes import (
     agent_versions,
     agents,
     analytics,
@@ -32,12 +38,6 @@ from .api import (
     sessions,
     usage,
 )
-from .api.deps import Services
-from .api.errors import install_error_handlers
-from .api.limits import RequestSizeLimit
-from .api.middleware import RequestIds, RequestMetrics
-from .api.network import install_network_middleware
-from .api.signed import SignedRequests, coordinator_protects, runner_protects
 from .cluster.prompts import RunnerSessions
 from .cluster.signing import RequestSigner
 from .observability.metrics import Metrics

@@ -34,7 +34,8 @@ def serve(settings: Settings | None = None) -> None:
         "log_level": settings.log_level,
         "log_config": None,  # our handlers (JSON, ids, masking) stay in charge
         "access_log": settings.log_level == "debug",
-        # Forwarding headers are believed only from ASH_TRUSTED_PROXIES (api/network.py), not uvicorn's default.
+        # Forwarding headers are believed only from ASH_TRUSTED_PROXIES (api/middleware/network.py), not uvicorn's
+        # default.
         "proxy_headers": False,
         "timeout_graceful_shutdown": 30,
     }
@@ -56,7 +57,7 @@ class _Listener(uvicorn.Server):
 
 def _serve_two(app: Any, settings: Settings, common: dict[str, Any]) -> None:
     """A coordinator with mutual TLS: the public API on ASH_PORT, runner traffic on ASH_INTERNAL_PORT (TLS,
-    client certificate required). api/signed.py keeps each listener to its own routes."""
+    client certificate required). api/middleware/signed.py keeps each listener to its own routes."""
     public = _Listener(uvicorn.Config(app, host=settings.host, port=settings.port, **common))
     internal = _Listener(
         uvicorn.Config(

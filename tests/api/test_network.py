@@ -7,7 +7,7 @@ import pytest
 from fastapi import FastAPI, Request
 from pydantic import ValidationError
 
-from ash_server.api.network import install_network_middleware
+from ash_server.api.middleware.network import install_network_middleware
 from ash_server.settings import Settings
 
 

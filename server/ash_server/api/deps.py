@@ -67,7 +67,8 @@ async def get_principal(request: Request) -> Principal:
         if signed is None or not signed.tenant_id:
             raise Unauthorized("this runner serves coordinators only")
         return Principal(tenant_id=signed.tenant_id, key_id=signed.key_id)
-    # The client as ASH_TRUSTED_PROXIES lets us see it (api/network.py rewrote the scope for trusted proxies).
+    # The client as ASH_TRUSTED_PROXIES lets us see it (api/middleware/network.py rewrote the scope for trusted
+    # proxies).
     client_ip = request.client.host if request.client is not None else None
     return await services.auth.authenticate(request.headers.get("authorization"), client_ip)
 

@@ -1,7 +1,7 @@
 """Client-less prompts on a coordinator: the queue worker's and eval runs' sessions live on runners.
 
 `RunnerSessions` does what a client of the coordinator would: a new session goes to the least-loaded live runner,
-everything about an existing one to the runner that runs it (routed as api/coordinator.py routes a client's
+everything about an existing one to the runner that runs it (routed as api/routes/coordinator.py routes a client's
 request, a move included), each request signed for the item's tenant. A turn's stream is read to its `done` and
 summed up as on a standalone server (sessions/prompt.py). A runner's `{error, statusCode}` comes back as the same
 error class, so the worker treats a busy session (409), a gone agent (404) or a dead runner (503) alike everywhere.

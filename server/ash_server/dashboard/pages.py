@@ -12,8 +12,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from .. import __version__
 from ..api.deps import Services, ServicesDep
+from ..api.routes.sessions import event_stream
 from ..api.schemas import UsageStats
-from ..api.sessions import event_stream
 from ..api.sse import EventStream
 from ..errors import Invalid, NotFound
 from ..states import SandboxState

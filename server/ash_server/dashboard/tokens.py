@@ -2,7 +2,7 @@
 
 A browser cannot send `Authorization: Bearer`, so signing in exchanges an API key for a token
 `v1.<tenant>.<key id>.<expiry>.<mac>`, an HMAC-SHA256 under a key derived from the server secret. Verifying it needs
-no state; the key it names is then looked up on every request (api/dashboard.py), so revoking or expiring the API
+no state; the key it names is then looked up on every request (dashboard/signin.py), so revoking or expiring the API
 key ends its dashboard sessions at once, as it does for the API. Signing out only clears the cookie: a copied token
 stays valid until it expires (TOKEN_LIFETIME_S) or its key is revoked.
 

@@ -11,13 +11,12 @@ from typing import Literal
 from fastapi import APIRouter, Header, Query, Response
 from pydantic import Field
 
-from ..agents import UploadedFile
-from ..errors import Invalid, NotFound
-from ..paths import confine
-from ..sandbox.limits import server_limits, validate_limits
-from .deps import PrincipalDep, ServicesDep
-from .files import file_json
-from .schemas import (
+from ...agents import UploadedFile
+from ...errors import Invalid, NotFound
+from ...paths import confine
+from ...sandbox.limits import server_limits, validate_limits
+from ..deps import PrincipalDep, ServicesDep
+from ..schemas import (
     AgentCreate,
     AgentFile,
     AgentFilesResponse,
@@ -30,6 +29,7 @@ from .schemas import (
     OkResponse,
     Schema,
 )
+from .files import file_json
 
 router = APIRouter(prefix="/api/agents", tags=["agents"])
 

@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..cluster.signing import RequestSigner
-from ..errors import Unauthorized
-from .errors import error_response
+from ...cluster.signing import RequestSigner
+from ...errors import Unauthorized
+from ..errors import error_response
 
 CLUSTER_PREFIX = "/api/internal/cluster/"
 

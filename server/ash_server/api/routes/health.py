@@ -8,11 +8,11 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from .. import __version__
-from ..states import SessionStatus
-from .deps import Services, ServicesDep
+from ... import __version__
+from ...states import SessionStatus
+from ..deps import Services, ServicesDep
+from ..schemas import HealthResponse, PoolStats
 from .internal import runner_public
-from .schemas import HealthResponse, PoolStats
 
 router = APIRouter(tags=["health"])
 

@@ -16,14 +16,14 @@ import httpx
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
-from ..auth import Principal
-from ..cluster.proxy import FORWARDED_REQUEST_HEADERS, RELAYED_RESPONSE_HEADERS, RunnerClient, RunnerUnreachable
-from ..cluster.registry import Registry
-from ..errors import Invalid, NotFound
-from ..store.models import Runner
+from ...auth import Principal
+from ...cluster.proxy import FORWARDED_REQUEST_HEADERS, RELAYED_RESPONSE_HEADERS, RunnerClient, RunnerUnreachable
+from ...cluster.registry import Registry
+from ...errors import Invalid, NotFound
+from ...store.models import Runner
+from ..deps import PrincipalDep, Services, ServicesDep
+from ..schemas import EventsResponse, MessagesResponse, SessionResponse, SessionsResponse, SessionsWithTotalResponse
 from . import sessions
-from .deps import PrincipalDep, Services, ServicesDep
-from .schemas import EventsResponse, MessagesResponse, SessionResponse, SessionsResponse, SessionsWithTotalResponse
 
 log = logging.getLogger(__name__)
 

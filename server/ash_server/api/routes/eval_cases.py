@@ -6,11 +6,11 @@ import uuid
 
 from fastapi import APIRouter, Query, Response
 
-from ..errors import Invalid, NotFound
-from ..store.evals import EvalCase, EvalStore
-from ..store.models import Agent
-from .deps import PrincipalDep, ServicesDep
-from .eval_schemas import (
+from ...errors import Invalid, NotFound
+from ...store.evals import EvalCase, EvalStore
+from ...store.models import Agent
+from ..deps import PrincipalDep, ServicesDep
+from ..schemas.evals import (
     EvalCaseCreate,
     EvalCaseImport,
     EvalCasePublic,

@@ -6,8 +6,8 @@ import uuid
 
 from fastapi import APIRouter, Response
 
-from .deps import PrincipalDep, ServicesDep
-from .schemas import CredentialCreate, CredentialPublic, CredentialResponse, CredentialsResponse
+from ..deps import PrincipalDep, ServicesDep
+from ..schemas import CredentialCreate, CredentialPublic, CredentialResponse, CredentialsResponse
 
 router = APIRouter(prefix="/api/credentials", tags=["credentials"])
 

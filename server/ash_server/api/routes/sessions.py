@@ -10,12 +10,12 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query
 
-from ..errors import Invalid, PayloadTooLarge
-from ..sessions.options import TurnOptions
-from ..sessions.turn import Subscription
-from ..states import SessionStatus
-from .deps import MESSAGE_RATE_LIMIT, SESSION_RATE_LIMIT, PrincipalDep, Services, ServicesDep
-from .schemas import (
+from ...errors import Invalid, PayloadTooLarge
+from ...sessions.options import TurnOptions
+from ...sessions.turn import Subscription
+from ...states import SessionStatus
+from ..deps import MESSAGE_RATE_LIMIT, SESSION_RATE_LIMIT, PrincipalDep, Services, ServicesDep
+from ..schemas import (
     EventPublic,
     EventsResponse,
     InterruptResponse,
@@ -31,7 +31,7 @@ from .schemas import (
     SessionsResponse,
     SessionsWithTotalResponse,
 )
-from .sse import EventStream
+from ..sse import EventStream
 
 router = APIRouter(prefix="/api/sessions", tags=["sessions"])
 

@@ -6,9 +6,9 @@ import uuid
 
 from fastapi import APIRouter
 
-from ..errors import Invalid
-from .deps import PrincipalDep, ServicesDep
-from .schemas import ExecCreate, ExecResponse
+from ...errors import Invalid
+from ..deps import PrincipalDep, ServicesDep
+from ..schemas import ExecCreate, ExecResponse
 
 router = APIRouter(prefix="/api/sessions", tags=["sessions"])
 

@@ -9,10 +9,10 @@ from datetime import datetime
 from fastapi import APIRouter, Path
 from pydantic import Field
 
-from ..agent_versions import VersionMetadata
-from ..store.agent_versions import AgentVersion
-from .deps import PrincipalDep, ServicesDep
-from .schemas import Schema
+from ...agent_versions import VersionMetadata
+from ...store.agent_versions import AgentVersion
+from ..deps import PrincipalDep, ServicesDep
+from ..schemas import Schema
 
 router = APIRouter(prefix="/api/agents/{name}/versions", tags=["agents"])
 

@@ -8,10 +8,10 @@ from datetime import datetime
 
 from fastapi import APIRouter, Query
 
-from ..store.evals import EvalStore
-from .deps import PrincipalDep, ServicesDep
-from .eval_schemas import AnalyticsResponse, CountTotal, EvalCounts, SessionCounts
-from .schemas import UsageStats
+from ...store.evals import EvalStore
+from ..deps import PrincipalDep, ServicesDep
+from ..schemas import UsageStats
+from ..schemas.evals import AnalyticsResponse, CountTotal, EvalCounts, SessionCounts
 from .usage import _utc
 
 router = APIRouter(prefix="/api/analytics", tags=["usage"])

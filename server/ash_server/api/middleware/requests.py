@@ -7,8 +7,8 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..observability.logs import REQUEST_ID_RE, request_id
-from ..observability.metrics import Metrics
+from ...observability.logs import REQUEST_ID_RE, request_id
+from ...observability.metrics import Metrics
 
 
 class RequestIds:

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter, Query
 
-from .deps import PrincipalDep, ServicesDep
-from .schemas import UsageEventPublic, UsageEventsResponse, UsageStats, UsageStatsResponse
+from ..deps import PrincipalDep, ServicesDep
+from ..schemas import UsageEventPublic, UsageEventsResponse, UsageStats, UsageStatsResponse
 
 router = APIRouter(prefix="/api/usage", tags=["usage"])
 

@@ -20,12 +20,12 @@ from typing import Literal
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 
-from ..agents import UploadedFile, decode_files
-from ..errors import Invalid, PayloadTooLarge
-from ..paths import relative_path
-from ..workspace import delete_path, extract_bundle, list_files, pack_workspace, read_file, write_file
-from .deps import PrincipalDep, ServicesDep
-from .schemas import (
+from ...agents import UploadedFile, decode_files
+from ...errors import Invalid, PayloadTooLarge
+from ...paths import relative_path
+from ...workspace import delete_path, extract_bundle, list_files, pack_workspace, read_file, write_file
+from ..deps import PrincipalDep, ServicesDep
+from ..schemas import (
     DeletedResponse,
     SessionFile,
     SessionFilesResponse,

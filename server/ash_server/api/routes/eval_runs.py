@@ -7,12 +7,11 @@ import uuid
 
 from fastapi import APIRouter, Query
 
-from ..errors import Invalid, NotConfigured, NotFound
-from ..evals.runner import EvalRunner
-from ..store.evals import EvalRun, EvalStore
-from .deps import PrincipalDep, ServicesDep
-from .eval_cases import agent_of
-from .eval_schemas import (
+from ...errors import Invalid, NotConfigured, NotFound
+from ...evals.runner import EvalRunner
+from ...store.evals import EvalRun, EvalStore
+from ..deps import PrincipalDep, ServicesDep
+from ..schemas.evals import (
     ComparedCase,
     Comparison,
     ComparisonResponse,
@@ -27,6 +26,7 @@ from .eval_schemas import (
     RunScore,
     ScoredResponse,
 )
+from .eval_cases import agent_of
 
 router = APIRouter(prefix="/api/agents/{name}", tags=["evals"])
 

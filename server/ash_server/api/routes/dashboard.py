@@ -10,6 +10,6 @@ rendered HTML from `/updates`, so there is one renderer: the templates.
 
 from __future__ import annotations
 
-from ..dashboard.pages import router
+from ...dashboard.pages import router
 
 __all__ = ["router"]

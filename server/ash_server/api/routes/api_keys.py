@@ -6,8 +6,8 @@ import uuid
 
 from fastapi import APIRouter, Response
 
-from .deps import PrincipalDep, ServicesDep
-from .schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic, ApiKeyResponse, ApiKeysResponse
+from ..deps import PrincipalDep, ServicesDep
+from ..schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic, ApiKeyResponse, ApiKeysResponse
 
 router = APIRouter(prefix="/api/api-keys", tags=["api-keys"])
 

@@ -6,7 +6,7 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import PayloadTooLarge
+from ...errors import PayloadTooLarge
 
 
 class BodyTooLarge(PayloadTooLarge):

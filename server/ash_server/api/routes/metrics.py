@@ -6,8 +6,8 @@ import hmac
 
 from fastapi import APIRouter, Request, Response
 
-from ..observability.metrics import Metrics
-from .deps import get_principal, get_services
+from ...observability.metrics import Metrics
+from ..deps import get_principal, get_services
 
 router = APIRouter(tags=["operations"])
 

@@ -8,9 +8,9 @@ from typing import Any
 
 from pydantic import Field
 
-from ..evals.scoring import passed
-from ..store.evals import EvalCase, EvalResult, EvalResultStatus, EvalRun, EvalRunStatus
-from .schemas import Schema, UsageStats
+from ...evals.scoring import passed
+from ...store.evals import EvalCase, EvalResult, EvalResultStatus, EvalRun, EvalRunStatus
+from . import Schema, UsageStats
 
 Topics = list[str] | None
 

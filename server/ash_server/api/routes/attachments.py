@@ -9,9 +9,9 @@ from urllib.parse import quote
 from fastapi import APIRouter, Response
 from pydantic import Field
 
-from ..store.attachments import Attachment
-from .deps import PrincipalDep, ServicesDep
-from .schemas import Schema
+from ...store.attachments import Attachment
+from ..deps import PrincipalDep, ServicesDep
+from ..schemas import Schema
 
 router = APIRouter(tags=["attachments"])
 

@@ -14,11 +14,11 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 from pydantic import Field
 
-from ..errors import Conflict, Invalid, NotFound
-from ..states import SessionStatus
-from ..store.queue import QueueItem, QueueRepository, QueueStatus
-from .deps import PrincipalDep, ServicesDep
-from .schemas import Schema
+from ...errors import Conflict, Invalid, NotFound
+from ...states import SessionStatus
+from ...store.queue import QueueItem, QueueRepository, QueueStatus
+from ..deps import PrincipalDep, ServicesDep
+from ..schemas import Schema
 
 router = APIRouter(prefix="/api/queue", tags=["queue"])
 

@@ -1,7 +1,7 @@
 """/api/internal: runners registering and heartbeating (signed, cluster/), and the runner list for operators.
 
-`/api/internal/cluster/*` is for runners only: api/signed.py refuses anything not signed with ASH_INTERNAL_SECRET
-before it gets here. `GET /api/internal/runners` is for operators: an API key of the default tenant.
+`/api/internal/cluster/*` is for runners only: api/middleware/signed.py refuses anything not signed with
+ASH_INTERNAL_SECRET before it gets here. `GET /api/internal/runners` is for operators: an API key of the default tenant.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
 
-from ..cluster.registry import Registry, RunnerView
-from ..errors import NotFound, Unauthorized
-from ..store.models import DEFAULT_TENANT
-from .deps import PrincipalDep, Services, ServicesDep
-from .schemas import OkResponse, RunnerHeartbeat, RunnerPublic, RunnerRef, RunnerRegistration, RunnersResponse
+from ...cluster.registry import Registry, RunnerView
+from ...errors import NotFound, Unauthorized
+from ...store.models import DEFAULT_TENANT
+from ..deps import PrincipalDep, Services, ServicesDep
+from ..schemas import OkResponse, RunnerHeartbeat, RunnerPublic, RunnerRef, RunnerRegistration, RunnersResponse
 
 router = APIRouter(prefix="/api/internal", tags=["runners"])
 

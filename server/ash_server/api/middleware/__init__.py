@@ -1,0 +1,1 @@
+"""What wraps every request: request ids and metrics, the size limit, trusted proxies, signed internal traffic."""
