@@ -7,9 +7,10 @@ import asyncio
 import uuid
 from datetime import timedelta
 
+from ash_server.cluster.placement import least_loaded, runner_load
 from ash_server.store.database import create_engine
 from ash_server.store.models import Runner, Session, Snapshot, utcnow
-from ash_server.store.repository import Store, runner_load
+from ash_server.store.repository import Store
 
 
 def runner(runner_id: str, capacity: int = 10) -> Runner:
@@ -34,7 +35,7 @@ async def test_placements_count_as_load_until_the_runner_reports_them(store: Sto
     await store.register_runner(runner("a"))
     await store.register_runner(runner("b"))
     since = utcnow() - timedelta(seconds=10)
-    chosen = [(await store.place_session(since)).id for _ in range(6)]  # type: ignore[union-attr]
+    chosen = [(await store.place_session(since, least_loaded)).id for _ in range(6)]  # type: ignore[union-attr]
     assert sorted(chosen) == ["a", "a", "a", "b", "b", "b"]
     # `a` reports 3 sandboxes and having received its 3 placements: its load stays 3, nothing double counted.
     assert await store.runner_heartbeat("a", sandboxes=3, received=3, stats={"running": 1}, now=utcnow())
@@ -42,8 +43,8 @@ async def test_placements_count_as_load_until_the_runner_reports_them(store: Sto
     assert loads == {"a": 3, "b": 3}
     # A draining runner and a full one get nothing; excluded runners neither.
     await store.set_runner_draining("a")
-    assert (await store.place_session(since)).id == "b"  # type: ignore[union-attr]
-    assert await store.place_session(since, exclude=["b"]) is None
+    assert (await store.place_session(since, least_loaded)).id == "b"  # type: ignore[union-attr]
+    assert await store.place_session(since, least_loaded, exclude=["b"]) is None
     await store.unplace("b")
     assert runner_load(next(r for r in await store.list_runners() if r.id == "b")) == 3
 
@@ -54,7 +55,7 @@ async def test_concurrent_placements_from_many_connections_spread(database_url: 
         for name in ("a", "b", "c", "d"):
             await stores[0].register_runner(runner(name, capacity=100))
         since = utcnow() - timedelta(seconds=10)
-        placed = await asyncio.gather(*(stores[i % 4].place_session(since) for i in range(40)))
+        placed = await asyncio.gather(*(stores[i % 4].place_session(since, least_loaded) for i in range(40)))
         counts: dict[str, int] = {}
         for r in placed:
             assert r is not None
@@ -72,7 +73,7 @@ async def test_silent_runners_are_declared_dead_once_and_refuse_heartbeats(store
     assert await store.mark_dead_runners(utcnow() + timedelta(seconds=5)) == ["a"]
     assert await store.mark_dead_runners(utcnow() + timedelta(seconds=5)) == []
     assert not await store.runner_heartbeat("a", sandboxes=0, received=0, stats={}, now=utcnow())
-    assert await store.place_session(utcnow() - timedelta(seconds=10)) is not None  # b only
+    assert await store.place_session(utcnow() - timedelta(seconds=10), least_loaded) is not None  # b only
     await store.register_runner(runner("a"))  # it registers again: live
     assert await store.runner_heartbeat("a", sandboxes=0, received=0, stats={}, now=utcnow())
 

@@ -21,7 +21,8 @@ from ..sessions.events import dumps
 from ..settings import Settings
 from ..states import SessionStatus
 from ..store.models import Runner, Session, utcnow
-from ..store.repository import Store, runner_load
+from ..store.repository import Store
+from .placement import least_loaded, runner_load
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ class Registry:
 
     async def place(self, exclude: list[str] | None = None) -> Runner:
         """The runner a new session goes to (its placement already counted); 503 when none is alive with room."""
-        runner = await self._store.place_session(self._heard_since(), exclude or [])
+        runner = await self._store.place_session(self._heard_since(), least_loaded, exclude or [])
         if runner is None:
             raise CapacityExhausted("no live runner has room for a session; try again later")
         return runner

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from .agent_rows import AgentQueries
 from .keys import KeyQueries
-from .runners import RunnerQueries, runner_load
+from .runners import RunnerQueries
 from .sandboxes import SandboxQueries
 from .sessions import SessionQueries
 from .timeline import TimelineQueries
 from .usage import UsageQueries
 
-__all__ = ["Store", "runner_load"]
+__all__ = ["Store"]
 
 
 class Store(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -55,11 +55,16 @@ class RunnerQueries(StoreBase):
         async with self.db() as db:
             return (await db.scalars(select(Runner).order_by(Runner.id))).all()
 
-    async def place_session(self, heard_since: datetime, exclude: Sequence[str] = ()) -> Runner | None:
-        """Choose the least-loaded live runner for a new session and count the placement on it, in one
-        transaction that every coordinator serializes on (an advisory lock on PostgreSQL, the write lock on
-        SQLite): a burst of creates spreads instead of landing where the last heartbeat said there was room.
-        Load = sandboxes at its last heartbeat + placements it had not received then, over its capacity."""
+    async def place_session(
+        self,
+        heard_since: datetime,
+        choose: Callable[[Sequence[Runner]], Runner | None],
+        exclude: Sequence[str] = (),
+    ) -> Runner | None:
+        """Let `choose` pick among the live runners for a new session and count the placement on the chosen one,
+        in one transaction that every coordinator serializes on (an advisory lock on PostgreSQL, the write lock on
+        SQLite): a burst of creates spreads instead of landing where the last heartbeat said there was room
+        (cluster/placement.py chooses)."""
         async with self.db() as db, db.begin():
             if self.engine.dialect.name == "postgresql":
                 await db.execute(text("SELECT pg_advisory_xact_lock(4242000007)"))
@@ -70,10 +75,9 @@ class RunnerQueries(StoreBase):
             )
             if exclude:
                 query = query.where(Runner.id.not_in(exclude))
-            candidates = [r for r in (await db.scalars(query)).all() if runner_load(r) < r.max_sandboxes]
-            if not candidates:
+            chosen = choose((await db.scalars(query)).all())
+            if chosen is None:
                 return None
-            chosen = min(candidates, key=lambda r: (runner_load(r) / r.max_sandboxes, runner_load(r), r.id))
             db.expunge(chosen)  # a plain value for the caller: the count is changed by the statement only
             await db.execute(update(Runner).where(Runner.id == chosen.id).values(placed=Runner.placed + 1))
             return chosen
@@ -127,8 +131,3 @@ class RunnerQueries(StoreBase):
         async with self.db() as db, db.begin():
             query = update(Session).where(Session.id == session_id, where).values(runner_id=to_runner, sandbox_id="")
             return bool((await db.execute(query)).rowcount)  # type: ignore[attr-defined]
-
-
-def runner_load(runner: Runner) -> int:
-    """Sandboxes a runner holds, counting the sessions placed on it since its last heartbeat."""
-    return runner.sandboxes + max(0, runner.placed - runner.received)
