@@ -200,12 +200,12 @@ async def build_services(
         registry, runner_client = Registry(store, settings), RunnerClient(settings, signer)
         cluster = {"registry": registry, "runner_client": runner_client}
         prompts = RunnerSessions(store, registry, runner_client)
-    eval_runner = EvalRunner(EvalStore(store), prompts, server_id=server_id) if prompts is not None else None
-    if eval_runner is not None and await eval_runner.recover():
-        log.info("failed the eval runs that were running when the server last stopped")
     elif settings.mode == "runner":
         assert signer is not None
         cluster = {"runner_agent": RunnerAgent(settings, signer, session_service, sandbox_pool, gateway)}
+    eval_runner = EvalRunner(EvalStore(store), prompts, server_id=server_id) if prompts is not None else None
+    if eval_runner is not None and await eval_runner.recover():
+        log.info("failed the eval runs that were running when the server last stopped")
     return Services(
         settings=settings,
         store=store,
