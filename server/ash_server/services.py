@@ -16,6 +16,7 @@ from .api.deps import Services
 from .attachments import AttachmentService
 from .auth import Authenticator, load_secret
 from .cluster import tls
+from .cluster.load import CreateLoad
 from .cluster.prompts import RunnerSessions
 from .cluster.proxy import RunnerClient
 from .cluster.registry import Registry
@@ -174,6 +175,8 @@ async def build_services(
         max_upload_bytes=settings.max_upload_bytes,
         max_files=settings.max_agent_files,
     )
+    # A runner reports the creates it received as load (cluster/load.py).
+    creates = CreateLoad() if settings.mode == "runner" else None
     session_service = SessionService(
         store,
         data,
@@ -186,6 +189,7 @@ async def build_services(
         debug_timing=settings.debug_timing,
         metrics=metrics,
         tracer=tracer,
+        creates=creates,
         exclusive=settings.mode == "runner",
     )
     if settings.mode != "coordinator":
@@ -201,8 +205,9 @@ async def build_services(
         cluster = {"registry": registry, "runner_client": runner_client}
         prompts = RunnerSessions(store, registry, runner_client)
     elif settings.mode == "runner":
-        assert signer is not None
-        cluster = {"runner_agent": RunnerAgent(settings, signer, session_service, sandbox_pool, gateway)}
+        assert signer is not None and creates is not None
+        runner_agent = RunnerAgent(settings, signer, session_service, sandbox_pool, gateway, creates)
+        cluster = {"runner_agent": runner_agent}
     eval_runner = EvalRunner(EvalStore(store), prompts, server_id=server_id) if prompts is not None else None
     if eval_runner is not None and await eval_runner.recover():
         log.info("failed the eval runs that were running when the server last stopped")

@@ -23,6 +23,7 @@ from ..sandbox.pool import SandboxPool
 from ..sessions.service import SessionService
 from ..settings import Settings
 from . import tls
+from .load import CreateLoad
 from .signing import RequestSigner
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,13 @@ class CoordinatorRefused(Exception):
 
 class RunnerAgent:
     def __init__(
-        self, settings: Settings, signer: RequestSigner, sessions: SessionService, pool: SandboxPool, gateway: Gateway
+        self,
+        settings: Settings,
+        signer: RequestSigner,
+        sessions: SessionService,
+        pool: SandboxPool,
+        gateway: Gateway,
+        creates: CreateLoad,
     ) -> None:
         assert settings.server_url is not None
         self.runner_id = settings.effective_runner_id
@@ -47,6 +54,7 @@ class RunnerAgent:
         self._sessions = sessions
         self._pool = pool
         self._gateway = gateway
+        self._creates = creates
         context = tls.client_context(settings)
         self._client = httpx.AsyncClient(
             base_url=settings.server_url.rstrip("/"),
@@ -64,7 +72,7 @@ class RunnerAgent:
         return await self._client.send(request)
 
     async def register(self) -> None:
-        self._sessions.reset_load()
+        self._creates.reset()
         response = await self._post(
             "register",
             {"id": self.runner_id, "url": self.url, "maxSandboxes": self._max_sandboxes, "version": __version__},
@@ -75,7 +83,7 @@ class RunnerAgent:
         log.info("registered with the coordinator as runner %s (%s)", self.runner_id, self.url)
 
     async def heartbeat(self) -> None:
-        sandboxes, received = self._sessions.load()
+        sandboxes, received = self._creates.load(self._pool)
         stats = await self._pool.stats()
         response = await self._post(
             "heartbeat", {"id": self.runner_id, "sandboxes": sandboxes, "received": received, "stats": stats}

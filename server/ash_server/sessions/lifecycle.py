@@ -9,9 +9,8 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from opentelemetry import trace
 
@@ -34,42 +33,49 @@ MESSAGE_COPY_BATCH = 500
 T = TypeVar("T")
 
 
-@dataclass
-class Arrivals:
-    """Creates this server received since start, and those not yet holding a pool slot (after that the pool counts
-    them): what a runner reports as its load (cluster/runner.py)."""
+class CreateCounter(Protocol):
+    """Told of every create: when it arrives, and when it holds a pool slot or failed (a runner reports its creates
+    as load, cluster/load.py)."""
 
-    received: int = 0
-    pending: int = 0
+    def arrived(self) -> None: ...
+
+    def settled(self) -> None: ...
+
+
+class NoCounting:
+    def arrived(self) -> None:
+        pass
+
+    def settled(self) -> None:
+        pass
 
 
 class _Arrival:
     """One create, counted as pending until it holds a slot (or fails)."""
 
-    def __init__(self, arrivals: Arrivals) -> None:
-        self._arrivals = arrivals
+    def __init__(self, counter: CreateCounter) -> None:
+        self._counter = counter
         self._pending = True
-        arrivals.received += 1
-        arrivals.pending += 1
+        counter.arrived()
 
     def settle(self) -> None:
         if self._pending:
             self._pending = False
-            self._arrivals.pending -= 1
+            self._counter.settled()
 
 
 class Lifecycle(SessionPart):
     """Create, pause, resume, stop, end, fork and configure sessions."""
 
-    def __init__(self, core: SessionCore, turns: TurnRunner) -> None:
+    def __init__(self, core: SessionCore, turns: TurnRunner, creates: CreateCounter | None = None) -> None:
         super().__init__(core)
         self._turns = turns
-        self.arrivals = Arrivals()
+        self._creates = creates or NoCounting()
 
     @traced("session.create")
     async def create(self, tenant_id: str, agent_name: str, options: dict[str, Any]) -> Session:
         started = time.perf_counter()
-        arrival = _Arrival(self.arrivals)
+        arrival = _Arrival(self._creates)
         try:
             agent = await self._agents.get(tenant_id, agent_name)
             config = validated_config(options)

@@ -27,7 +27,7 @@ from ..snapshots.service import SnapshotService
 from ..store.models import Session
 from ..store.repository import Store
 from .core import SessionCore
-from .lifecycle import Lifecycle
+from .lifecycle import CreateCounter, Lifecycle
 from .live import LiveSessions
 from .options import TurnOptions, effective_sdk_options
 from .turns import TurnRunner
@@ -49,6 +49,7 @@ class SessionService:
         idle_timeout_s: float,
         retention_s: float,
         metrics: Metrics | None = None,
+        creates: CreateCounter | None = None,
         tracer: Tracer | None = None,
         debug_timing: bool = False,
         exclusive: bool = False,
@@ -67,7 +68,7 @@ class SessionService:
         )
         self._core = core
         self.turns = TurnRunner(core, debug_timing=debug_timing)
-        self.lifecycle = Lifecycle(core, self.turns)
+        self.lifecycle = Lifecycle(core, self.turns, creates)
         self.upkeep = Upkeep(core, self.turns, idle_timeout_s=idle_timeout_s, retention_s=retention_s)
         # The pool asks the sessions for room (eviction) and for warm sandboxes' folders.
         pool.evictor = self.upkeep.evict
@@ -115,15 +116,3 @@ class SessionService:
     def sandbox_of(self, session_id: uuid.UUID) -> Sandbox | None:
         live = self._core.live.get(session_id)
         return live.sandbox if live is not None else None
-
-    # -- Runner mode: what a runner reports in its heartbeats (cluster/runner.py) ------------------------------
-
-    def load(self) -> tuple[int, int]:
-        """(sandboxes held or about to be, creates received): read in one go, so a create is counted in exactly one
-        of the two (cluster/registry.py)."""
-        arrivals = self.lifecycle.arrivals
-        return self._core.pool.occupied + arrivals.pending, arrivals.received
-
-    def reset_load(self) -> None:
-        """A runner registers (again): coordinators count placements from zero."""
-        self.lifecycle.arrivals.received = 0
