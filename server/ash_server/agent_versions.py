@@ -11,7 +11,6 @@ on the active one.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import shutil
 import uuid
 import weakref
@@ -22,7 +21,7 @@ from pathlib import Path
 from .agent_folders import SYSTEM_PROMPT_FILE, write_files
 from .agents import AgentService, UploadedFile, decode_files, folder_summary, pack_folder, unpack_folder
 from .errors import Conflict, Invalid, NotFound, PayloadTooLarge
-from .paths import DataDir, confine, relative_path
+from .paths import confine, relative_path
 from .store.agent_versions import AgentVersion, AgentVersionStore, NewVersion
 from .store.models import Agent
 
@@ -44,11 +43,10 @@ class VersionMetadata:
 
 class AgentVersions:
     def __init__(
-        self, agents: AgentService, versions: AgentVersionStore, data: DataDir, *, max_upload_bytes: int, max_files: int
+        self, agents: AgentService, versions: AgentVersionStore, *, max_upload_bytes: int, max_files: int
     ) -> None:
         self._agents = agents
         self._versions = versions
-        self._data = data
         self._max_upload_bytes = max_upload_bytes
         self._max_files = max_files
         # Writers of one agent's versions take turns on this server; across servers the agent row's lock and
@@ -96,7 +94,8 @@ class AgentVersions:
                 raise Invalid(f"Source version {clone_from} not found", cloneFrom=clone_from) from None
         prompt = metadata.system_prompt
         async with self._lock(agent):
-            new = await self._build(agent, source, _set_prompt(prompt) if prompt is not None else None)
+            base = source.version_number if source is not None else agent.version
+            new = await self._build(agent, base, _set_prompt(prompt) if prompt is not None else None)
             _, version = await self._versions.publish(
                 tenant_id,
                 name,
@@ -133,12 +132,8 @@ class AgentVersions:
             if metadata.knowledge_files is not None:
                 version.knowledge_files = metadata.knowledge_files
             if changes_files and metadata.system_prompt is not None:
-                rebuilt = await self._build(agent, version, _set_prompt(metadata.system_prompt))
-                version.archive = rebuilt.archive
-                version.size = len(rebuilt.archive)
-                version.sha256 = hashlib.sha256(rebuilt.archive).hexdigest()
-                version.file_count = rebuilt.file_count
-                version.system_prompt = rebuilt.system_prompt
+                rebuilt = await self._build(agent, version.version_number, _set_prompt(metadata.system_prompt))
+                rebuilt.replace_files_of(version)
             return await self._versions.save(version)
 
     async def delete(self, tenant_id: str, name: str, ref: str) -> int:
@@ -195,10 +190,9 @@ class AgentVersions:
         for _ in range(WRITE_ATTEMPTS):
             agent = await self._agents.get(tenant_id, name)
             async with self._lock(agent):
-                base = await self._versions.by_number(agent.id, agent.version)
-                staging = self._staging(agent)
+                staging = self._agents.staging_folder(agent.tenant_id, agent.name)
                 try:
-                    new = await self._build(agent, base, edit, keep=staging)
+                    new = await self._build(agent, agent.version, edit, keep=staging)
                     try:
                         activated, _ = await self._versions.publish(
                             tenant_id, name, new, activate=True, based_on=agent.version
@@ -211,17 +205,13 @@ class AgentVersions:
                     await asyncio.to_thread(shutil.rmtree, staging, True)
         raise Conflict(f"agent {name!r} kept changing while its files were written; try again", agent=name)
 
-    def _staging(self, agent: Agent) -> Path:
-        return self._data.root / "agents" / agent.tenant_id / f".{agent.name}.{uuid.uuid4().hex}"
-
-    async def _build(
-        self, agent: Agent, base: AgentVersion | None, edit: Edit | None, *, keep: Path | None = None
-    ) -> NewVersion:
-        """`base`'s files (the active version's without one), edited, packed. `keep` is a staging folder the caller
-        installs afterwards; without one the files are only packed."""
-        archive = await self._versions.files_of(agent.id, base.version_number) if base is not None else None
+    async def _build(self, agent: Agent, base: int, edit: Edit | None, *, keep: Path | None = None) -> NewVersion:
+        """Version `base`'s files, edited, packed. `keep` is a staging folder the caller installs afterwards;
+        without one the files are only packed."""
+        archive = await self._versions.files_of(agent.id, base)
+        # An agent deployed before versions kept their files: its folder here is its active version.
         folder = None if archive is not None else await self._agents.materialize(agent)
-        staging = keep or self._staging(agent)
+        staging = keep or self._agents.staging_folder(agent.tenant_id, agent.name)
         try:
             return await asyncio.to_thread(self._stage, staging, archive, folder, edit)
         finally:

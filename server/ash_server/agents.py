@@ -163,10 +163,13 @@ class AgentService:
             await asyncio.to_thread(self._install, agent, archive)
         return folder
 
+    def staging_folder(self, tenant_id: str, name: str) -> Path:
+        """A fresh name beside the agent's folder, where a version is put together before it is swapped in."""
+        return self._data.root / "agents" / tenant_id / f".{name}.{uuid.uuid4().hex}"
+
     def _install(self, agent: Agent, data: bytes) -> None:
-        parent = self.folder(agent).parent
-        parent.mkdir(parents=True, exist_ok=True)
-        staging = parent / f".{agent.name}.{uuid.uuid4().hex}"
+        staging = self.staging_folder(agent.tenant_id, agent.name)
+        staging.parent.mkdir(parents=True, exist_ok=True)
         staging.mkdir(mode=0o755)
         try:
             unpack_folder(data, staging)
@@ -203,7 +206,7 @@ class AgentService:
         if path is not None and files:
             raise Invalid("give either path or files, not both")
         uploads = await asyncio.to_thread(decode_files, files or [], self._max_upload_bytes, max_files=self._max_files)
-        staging = self._data.root / "agents" / tenant_id / f".{name}.{uuid.uuid4().hex}"
+        staging = self.staging_folder(tenant_id, name)
         target = self._data.agent(tenant_id, name)
         # Checking, copying and packing a folder block: all of it runs in a thread (a 15,000-file folder once
         # froze /health for a minute).

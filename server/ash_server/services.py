@@ -219,7 +219,6 @@ async def build_services(
         agent_versions=AgentVersions(
             agent_service,
             agent_service.versions,
-            data,
             max_upload_bytes=settings.max_upload_bytes,
             max_files=settings.max_agent_files,
         ),

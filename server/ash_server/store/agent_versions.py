@@ -79,27 +79,32 @@ class NewVersion:
     knowledge_files: list[str] | None = None
     created_by: str | None = None
 
+    def replace_files_of(self, version: AgentVersion) -> None:
+        """Give a (draft) version these files and their prompt."""
+        version.archive = self.archive
+        version.size = len(self.archive)
+        version.sha256 = hashlib.sha256(self.archive).hexdigest()
+        version.file_count = self.file_count
+        version.system_prompt = self.system_prompt
+
     def row(self, agent: Agent, number: int) -> AgentVersion:
         now = utcnow()
-        return AgentVersion(
+        row = AgentVersion(
             id=uuid.uuid4(),
             agent_id=agent.id,
             tenant_id=agent.tenant_id,
             agent_name=agent.name,
             version_number=number,
             name=self.name or f"v{number}",
-            system_prompt=self.system_prompt,
             release_notes=self.release_notes,
             knowledge_files=self.knowledge_files,
             created_by=self.created_by,
             is_active=False,
-            archive=self.archive,
-            size=len(self.archive),
-            sha256=hashlib.sha256(self.archive).hexdigest(),
-            file_count=self.file_count,
             created_at=now,
             updated_at=now,
         )
+        self.replace_files_of(row)
+        return row
 
 
 class AgentVersionStore:
