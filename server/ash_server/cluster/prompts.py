@@ -10,7 +10,6 @@ error class, so the worker treats a busy session (409), a gone agent (404) or a 
 from __future__ import annotations
 
 import json
-import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,12 +22,9 @@ from ..errors import AshError, Conflict, Gone, Invalid, NotFound, PayloadTooLarg
 from ..sessions.prompt import PromptOutcome, take_frame
 from ..store.models import Runner
 from ..store.repository import Store
-from .proxy import RunnerClient, RunnerUnreachable
+from .proxy import RunnerClient
 from .registry import Registry
 
-log = logging.getLogger(__name__)
-
-PLACEMENT_ATTEMPTS = 3
 # The principal a runner sees for these requests: the tenant's, with no API key behind it.
 KEY_ID = "ash-coordinator"
 ERRORS: dict[int, type[AshError]] = {400: Invalid, 404: NotFound, 409: Conflict, 410: Gone, 413: PayloadTooLarge}
@@ -48,20 +44,14 @@ class RunnerSessions:
 
     async def open(self, tenant_id: str, agent_name: str) -> uuid.UUID:
         body = _dumps({"agent": agent_name})
-        tried: list[str] = []
-        for attempt in range(PLACEMENT_ATTEMPTS):
-            runner = await self._registry.place(tried)
-            try:
-                async with self._send(runner, "POST", "/api/sessions", body, tenant_id) as response:
-                    created = await _json(response)
-                return uuid.UUID(str(created["session"]["id"]))
-            except RunnerUnreachable as exc:
-                await self._registry.unplace(runner)  # nothing reached it: the session can go elsewhere
-                tried.append(runner.id)
-                log.warning("queue/evals: placing a session: %s; trying another runner", exc.message)
-                if attempt == PLACEMENT_ATTEMPTS - 1:
-                    raise
-        raise AssertionError("unreachable")
+        response = await self._registry.send_placed(
+            lambda runner: self._send(runner, "POST", "/api/sessions", body, tenant_id)
+        )
+        try:
+            created = await _json(response)
+        finally:
+            await response.aclose()
+        return uuid.UUID(str(created["session"]["id"]))
 
     async def status(self, tenant_id: str, session_id: uuid.UUID) -> str:
         session = await self._store.get_session(tenant_id, session_id)
@@ -112,32 +102,20 @@ class RunnerSessions:
             raise NotFound(f"Session not found: {session_id}", session_id=str(session_id))
         session, runner_row = found
         path = f"/api/sessions/{session_id}" + (f"/{action}" if action else "")
-        avoid: str | None = None
-        while True:
-            runner = await self._registry.route(session, avoid=avoid, runner=runner_row)
-            async with self._send(runner, method, path, body, tenant_id) as response:
-                moved = response.status_code == 409 and "x-ash-session-moved" in response.headers
-                if not moved or avoid is not None:
-                    yield response
-                    return
-            fresh = await self._store.get_session(tenant_id, session_id)
-            if fresh is None:
-                raise NotFound(f"Session not found: {session_id}", session_id=str(session_id))
-            session, runner_row, avoid = fresh, None, runner.id
-
-    @asynccontextmanager
-    async def _send(
-        self, runner: Runner, method: str, path: str, body: bytes, tenant_id: str
-    ) -> AsyncIterator[httpx.Response]:
-        headers = {"content-type": "application/json"} if body else {}
-        request = self._client.build(
-            runner.url, method, path, b"", body, headers=headers, tenant=tenant_id, key_id=KEY_ID
+        response = await self._registry.send_routed(
+            session, runner_row, lambda runner: self._send(runner, method, path, body, tenant_id)
         )
-        response = await self._client.send(request)
         try:
             yield response
         finally:
             await response.aclose()
+
+    async def _send(self, runner: Runner, method: str, path: str, body: bytes, tenant_id: str) -> httpx.Response:
+        headers = {"content-type": "application/json"} if body else {}
+        request = self._client.build(
+            runner.url, method, path, b"", body, headers=headers, tenant=tenant_id, key_id=KEY_ID
+        )
+        return await self._client.send(request)
 
 
 def _dumps(body: dict[str, str]) -> bytes:

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
+
+import httpx
 
 from ..errors import CapacityExhausted, NotFound
 from ..sessions.events import dumps
@@ -23,8 +26,13 @@ from ..states import SessionStatus
 from ..store.models import Runner, Session, utcnow
 from ..store.repository import Store
 from .placement import least_loaded, runner_load
+from .proxy import RunnerUnreachable
 
 log = logging.getLogger(__name__)
+
+# Runners a new session is offered to before its create fails (each one that could not be reached at all).
+PLACEMENT_ATTEMPTS = 3
+T = TypeVar("T")
 
 # Statuses of the sessions a dead runner held a sandbox for.
 HELD = (SessionStatus.STARTING, SessionStatus.ACTIVE)
@@ -131,6 +139,41 @@ class Registry:
         if runner is None:
             raise CapacityExhausted("no live runner has room for a session; try again later")
         return runner
+
+    async def send_placed(self, send: Callable[[Runner], Awaitable[T]]) -> T:
+        """Send a new session's request to the runner `place` chooses; to another one when nothing reached that
+        one (RunnerUnreachable), up to PLACEMENT_ATTEMPTS runners."""
+        tried: list[str] = []
+        for attempt in range(PLACEMENT_ATTEMPTS):
+            runner = await self.place(tried)
+            try:
+                return await send(runner)
+            except RunnerUnreachable as exc:
+                await self.unplace(runner)  # nothing reached it: the session can go elsewhere
+                tried.append(runner.id)
+                log.warning("placing a session: %s; trying another runner", exc.message)
+                if attempt == PLACEMENT_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def send_routed(
+        self, session: Session, runner: Runner | None, send: Callable[[Runner], Awaitable[httpx.Response]]
+    ) -> httpx.Response:
+        """Send a request about an existing session to the runner that serves it (`route`; `runner`: its row, if
+        already read); once more if that runner says the session moved meanwhile (a move raced the request).
+        RunnerUnreachable (503, Retry-After) when the runner is down but not yet declared dead: by the time the
+        client retries, the liveness sweep has moved its sessions."""
+        avoid: str | None = None
+        while True:
+            chosen = await self.route(session, avoid=avoid, runner=runner)
+            upstream = await send(chosen)
+            if upstream.status_code != 409 or "x-ash-session-moved" not in upstream.headers or avoid is not None:
+                return upstream
+            await upstream.aclose()
+            fresh = await self._store.get_session(session.tenant_id, session.id)
+            if fresh is None:
+                raise NotFound(f"Session not found: {session.id}", session_id=str(session.id))
+            session, runner, avoid = fresh, None, chosen.id
 
     async def unplace(self, runner: Runner) -> None:
         await self._store.unplace(runner.id)

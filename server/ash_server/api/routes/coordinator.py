@@ -8,7 +8,6 @@ exactly as a standalone server would, and the answer (an SSE stream included) is
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import AsyncIterator
 
@@ -17,7 +16,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
 from ...auth import Principal
-from ...cluster.proxy import FORWARDED_REQUEST_HEADERS, RELAYED_RESPONSE_HEADERS, RunnerClient, RunnerUnreachable
+from ...cluster.proxy import FORWARDED_REQUEST_HEADERS, RELAYED_RESPONSE_HEADERS, RunnerClient
 from ...cluster.registry import Registry
 from ...errors import Invalid, NotFound
 from ...store.models import Runner
@@ -25,10 +24,7 @@ from ..deps import PrincipalDep, Services, ServicesDep
 from ..schemas import EventsResponse, MessagesResponse, SessionResponse, SessionsResponse, SessionsWithTotalResponse
 from . import sessions
 
-log = logging.getLogger(__name__)
-
 router = APIRouter(prefix="/api/sessions", tags=["sessions"])
-PLACEMENT_ATTEMPTS = 3
 PROXIED_METHODS = ["GET", "POST", "PATCH", "PUT", "DELETE"]
 
 
@@ -78,19 +74,7 @@ async def create_session(request: Request, principal: PrincipalDep, services: Se
     services.rate_limits.sessions.check(principal.key_id, "sessions")
     registry, _ = _cluster(services)
     body = await request.body()
-    tried: list[str] = []
-    for attempt in range(PLACEMENT_ATTEMPTS):
-        runner = await registry.place(tried)
-        try:
-            return relay(await _forward(services, runner, request, principal, body))
-        except RunnerUnreachable as exc:
-            # Nothing reached that runner: the session can go to another one.
-            await registry.unplace(runner)
-            tried.append(runner.id)
-            log.warning("placing a session: %s; trying another runner", exc.message)
-            if attempt == PLACEMENT_ATTEMPTS - 1:
-                raise
-    raise AssertionError("unreachable")
+    return relay(await registry.send_placed(lambda runner: _forward(services, runner, request, principal, body)))
 
 
 # Reads of what the database holds are answered here, even while the session's runner is down.
@@ -118,20 +102,11 @@ async def _session_request(session_id: str, request: Request, principal: Princip
         services.rate_limits.sessions.check(principal.key_id, "sessions")
     registry, _ = _cluster(services)
     body = await request.body()
-    avoid: str | None = None
-    while True:
-        runner = await registry.route(session, avoid=avoid, runner=runner_row)
-        # RunnerUnreachable (503, Retry-After): the runner is down but not yet declared dead; by the time the
-        # client retries, the liveness sweep has moved its sessions.
-        upstream = await _forward(services, runner, request, principal, body)
-        if upstream.status_code != 409 or "x-ash-session-moved" not in upstream.headers or avoid is not None:
-            return relay(upstream)
-        # The runner says another one runs the session now (a move raced this request): route again, once.
-        await upstream.aclose()
-        fresh = await services.store.get_session(principal.tenant_id, sid)
-        if fresh is None:
-            raise NotFound(f"Session not found: {sid}", session_id=str(sid))
-        session, avoid = fresh, runner.id
+    return relay(
+        await registry.send_routed(
+            session, runner_row, lambda runner: _forward(services, runner, request, principal, body)
+        )
+    )
 
 
 @router.api_route("/{session_id}", methods=PROXIED_METHODS, include_in_schema=False)
