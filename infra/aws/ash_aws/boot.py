@@ -10,21 +10,16 @@ from __future__ import annotations
 import json
 import shlex
 from dataclasses import dataclass, field
-from typing import Literal
 
-from ash_infra.secrets import SECRET_VARIABLES
+from ash_infra.boot import LOCAL_DATA_DIR, Role, data_disk, fill, instance_settings, script, write_env_command
 
-from .firewall import API_PORT, RUNNER_PORT
-
-TEMPLATE = r"""#!/bin/bash
+HEADER = """
 # Ash on AWS, first boot (infra/aws/ash_aws/boot.py). No secret is in this script: infra/boot/write-env.py reads them
 # from SSM Parameter Store with the instance role, checks every read and prints no value. Log: /var/log/ash-boot.log
 # and the console (`aws ec2 get-console-output`), shipped to CloudWatch by the agent this script starts first.
-set -Eeuo pipefail
-exec > >(tee -a /var/log/ash-boot.log) 2>&1
-trap 'echo "ash boot: FAILED (exit $?) at line $LINENO: $BASH_COMMAND"' ERR
-echo "ash boot: $(date -Is)"
+"""
 
+BODY = r"""
 region=@REGION@
 bucket=@BUCKET@
 archive=@ARCHIVE@
@@ -64,9 +59,6 @@ unzip -q /opt/ash/release.zip -d /opt/ash/src
 # Settings: the stack's, and the secrets from SSM Parameter Store (SecureString). write-env.py reads them all before
 # it writes anything: a parameter it cannot read stops the boot here, named in the log, with no ash.env written.
 @WRITE_ENV@
-
-bash /opt/ash/src/infra/boot/install-ash.sh /opt/ash/src @EXTRAS@ @UNIT@
-echo "ash boot: done $(date -Is)"
 """
 
 # First, before anything that can fail: the CloudWatch agent, shipping this boot's log (and then the server's).
@@ -85,17 +77,14 @@ CONF
 """
 
 # The server's data volume.
-DATA_VOLUME = r"""
+DATA_VOLUME = data_disk(
+    """
 # The data volume (sessions, agents) outlives the instance: format it once, mount it at the data dir.
 volume=@VOLUME@
 device=/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_${volume/-/}
-for _ in $(seq 150); do [[ -e "$device" ]] && break; sleep 2; done
-blkid "$device" >/dev/null || mkfs.ext4 -q -L ash-data "$device"
-mkdir -p /var/lib/ash
-grep -q '^LABEL=ash-data ' /etc/fstab || echo 'LABEL=ash-data /var/lib/ash ext4 defaults,nofail 0 2' >>/etc/fstab
-mount /var/lib/ash 2>/dev/null || mountpoint -q /var/lib/ash
-chmod 0711 /var/lib/ash
-"""
+""",
+    wait_s=300,
+)
 
 # A runner: no data volume (its sessions move between runners through the snapshot bucket); its id and the address
 # the coordinator reaches it at come from the instance metadata (IMDSv2, the only version the instances allow).
@@ -108,8 +97,6 @@ private_ip=$(imds local-ipv4)
 mkdir -p /var/lib/ash
 chmod 0711 /var/lib/ash
 """
-
-Role = Literal["server", "runner"]
 
 
 @dataclass
@@ -166,41 +153,34 @@ def agent_config(log_group: str, namespace: str, role: Role = "server") -> str:
 
 def user_data(args: BootArgs) -> str:
     runner = args.role == "runner"
-    if runner and not args.server_url:
-        raise ValueError("a runner needs the coordinator's URL")
     if not runner and args.cloud_machine and args.data_volume_id is None:
         raise ValueError("the server needs its data volume")
-    settings = {
-        **({"ASH_MODE": "runner"} if runner else {"ASH_MODE": "coordinator"} if args.coordinator else {}),
-        # Behind the load balancer (the server) or the coordinator (a runner): the security groups admit them only.
-        "ASH_HOST": "0.0.0.0",  # noqa: S104
-        **({"ASH_RUNNER_PORT": str(RUNNER_PORT)} if runner else {"ASH_PORT": str(API_PORT)}),
-        "ASH_DATA_DIR": "/var/lib/ash",
-        "AWS_REGION": args.region,
-        **({"ASH_SNAPSHOT_URL": args.snapshot_url} if args.snapshot_url else {}),
-        **({"ASH_SERVER_URL": args.server_url} if runner and args.server_url else {}),
-        **args.settings,
-    }
     if runner and not args.cloud_machine:
         raise ValueError("a runner's id and address come from the instance metadata: it needs an EC2 instance")
-    write_env = [
-        "python3 /opt/ash/src/infra/boot/write-env.py /etc/ash/ash.env ssm",
-        '  --region "$region" --prefix "$parameters" "${aws_endpoint[@]}"',
-        *(f"  --setting {shlex.quote(f'{k}={v}')}" for k, v in settings.items()),
-    ]
-    if runner:  # known at boot only
-        write_env += ['  --setting "ASH_RUNNER_ID=$instance_id"', '  --setting "ASH_RUNNER_ADVERTISE_HOST=$private_ip"']
-    write_env += [f"  --secret {SECRET_VARIABLES[name]}={name}" for name in args.secret_parameters]
+    settings = instance_settings(
+        role=args.role,
+        coordinator=args.coordinator,
+        snapshot_url=args.snapshot_url,
+        server_url=args.server_url,
+        cloud={"AWS_REGION": args.region},
+        extra=args.settings,
+    )
+    write_env = write_env_command(
+        ["ssm", '--region "$region" --prefix "$parameters" "${aws_endpoint[@]}"'],
+        settings,
+        runner_identity=("$instance_id", "$private_ip") if runner else None,
+        secret_names=args.secret_parameters,
+    )
     if runner:
         machine = RUNNER_IDENTITY
     elif args.cloud_machine:
         machine = DATA_VOLUME.replace("@VOLUME@", shlex.quote(args.data_volume_id or ""))
     else:
-        machine = "\nmkdir -p /var/lib/ash\n"  # no data volume: the data stays on the root disk
+        machine = LOCAL_DATA_DIR
     log_agent = LOG_AGENT.replace("@ARCH@", shlex.quote(args.arch)).replace(
         "@AGENT_CONFIG@", agent_config(args.log_group, args.metrics_namespace, args.role)
     )
-    replacements = {
+    values = {
         "@REGION@": shlex.quote(args.region),
         "@BUCKET@": shlex.quote(args.bucket),
         "@ARCHIVE@": shlex.quote(args.archive_key),
@@ -208,11 +188,6 @@ def user_data(args: BootArgs) -> str:
         "@ENDPOINT@": shlex.quote(args.endpoint_url or ""),
         "@LOG_AGENT@": log_agent if args.cloud_machine else "",
         "@MACHINE@": machine,
-        "@EXTRAS@": shlex.quote(args.extras),
-        "@UNIT@": "ash-runner" if runner else "ash",
-        "@WRITE_ENV@": " \\\n".join(write_env),
+        "@WRITE_ENV@": write_env,
     }
-    script = TEMPLATE
-    for token, value in replacements.items():
-        script = script.replace(token, value)
-    return script
+    return fill(script(HEADER, BODY), role=args.role, extras=args.extras, values=values)

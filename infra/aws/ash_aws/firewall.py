@@ -9,9 +9,8 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
+from ash_infra.boot import API_PORT, RUNNER_PORT
 
-API_PORT = 4100
-RUNNER_PORT = 4200
 POSTGRES_PORT = 5432
 
 

@@ -3,6 +3,8 @@ stack's prefix) and the variable each becomes in /etc/ash/ash.env (infra/boot/wr
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import pulumi
 
 SECRET_VARIABLES = {
@@ -14,23 +16,30 @@ SECRET_VARIABLES = {
 }
 
 
+class SecretConfig(Protocol):
+    """The secrets of a stack's config (each cloud's config class has them)."""
+
+    @property
+    def api_key(self) -> pulumi.Input[str]: ...
+    @property
+    def anthropic_api_key(self) -> pulumi.Input[str] | None: ...
+    @property
+    def credential_key(self) -> pulumi.Input[str] | None: ...
+    @property
+    def internal_secret(self) -> pulumi.Input[str] | None: ...
+
+
 def stack_secrets(
-    *,
-    api_key: pulumi.Input[str],
-    database_url: pulumi.Input[str],
-    anthropic_api_key: pulumi.Input[str] | None,
-    credential_key: pulumi.Input[str] | None,
-    internal_secret: pulumi.Input[str] | None,
-    runners: bool,
+    config: SecretConfig, *, database_url: pulumi.Input[str], runners: bool
 ) -> dict[str, pulumi.Input[str]]:
     """The secrets a stack stores for its instances, by the names above (only those the stack has)."""
-    values: dict[str, pulumi.Input[str]] = {"api-key": api_key, "database-url": database_url}
-    if anthropic_api_key is not None:
-        values["anthropic-api-key"] = anthropic_api_key
-    if credential_key is not None:
-        values["credential-key"] = credential_key
+    values: dict[str, pulumi.Input[str]] = {"api-key": config.api_key, "database-url": database_url}
+    if config.anthropic_api_key is not None:
+        values["anthropic-api-key"] = config.anthropic_api_key
+    if config.credential_key is not None:
+        values["credential-key"] = config.credential_key
     if runners:
-        if internal_secret is None:
+        if config.internal_secret is None:
             raise ValueError("runners need config.internal_secret")  # load_config() requires it
-        values["internal-secret"] = internal_secret
+        values["internal-secret"] = config.internal_secret
     return values

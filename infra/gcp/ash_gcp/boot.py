@@ -9,26 +9,21 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass, field
-from typing import Literal
 from urllib.parse import quote
 
-from ash_infra.secrets import SECRET_VARIABLES
-
-from .network import API_PORT, RUNNER_PORT
+from ash_infra.boot import LOCAL_DATA_DIR, Role, data_disk, fill, instance_settings, script, write_env_command
 
 METADATA_URL = "http://metadata.google.internal/computeMetadata/v1"
 SECRET_MANAGER_URL = "https://secretmanager.googleapis.com/v1"
 STORAGE_URL = "https://storage.googleapis.com"
 
-TEMPLATE = r"""#!/bin/bash
+HEADER = """
 # Ash on Google Cloud, startup (infra/gcp/ash_gcp/boot.py). No secret is in this script: infra/boot/write-env.py reads
 # them from Secret Manager with the instance's service account, checks every read and prints no value. Log:
 # /var/log/ash-boot.log and the serial console (and so the journal the Ops Agent, started first, ships).
-set -Eeuo pipefail
-exec > >(tee -a /var/log/ash-boot.log) 2>&1
-trap 'echo "ash boot: FAILED (exit $?) at line $LINENO: $BASH_COMMAND"' ERR
-echo "ash boot: $(date -Is)"
+"""
 
+BODY = r"""
 project=@PROJECT@
 bucket=@BUCKET@
 archive=@ARCHIVE@  # URL-encoded object name
@@ -57,9 +52,6 @@ unzip -q /opt/ash/release.zip -d /opt/ash/src
 # Settings: the stack's, and the secrets from Secret Manager. write-env.py reads them all before it writes anything: a
 # secret it cannot read stops the boot here, named in the log, with no ash.env written (a reboot keeps the last one).
 @WRITE_ENV@
-
-bash /opt/ash/src/infra/boot/install-ash.sh /opt/ash/src @EXTRAS@ @UNIT@
-echo "ash boot: done $(date -Is)"
 """
 
 # First, before anything that can fail: the Ops Agent. The startup script's output reaches the journal through the
@@ -79,16 +71,13 @@ systemctl restart google-cloud-ops-agent
 """
 
 # The server's data disk.
-DATA_DISK = r"""
+DATA_DISK = data_disk(
+    """
 # The data disk (sessions, agents) is kept by the managed instance group when the VM is recreated.
 device=/dev/disk/by-id/google-ash-data
-for _ in $(seq 60); do [[ -e "$device" ]] && break; sleep 2; done
-blkid "$device" >/dev/null || mkfs.ext4 -q -L ash-data "$device"
-mkdir -p /var/lib/ash
-grep -q '^LABEL=ash-data ' /etc/fstab || echo 'LABEL=ash-data /var/lib/ash ext4 defaults,nofail 0 2' >>/etc/fstab
-mountpoint -q /var/lib/ash || mount /var/lib/ash
-chmod 0711 /var/lib/ash
-"""
+""",
+    wait_s=120,
+)
 
 # A runner: no data disk (its sessions move between runners through the snapshot bucket); its id and the address the
 # coordinator reaches it at come from the metadata server.
@@ -102,8 +91,6 @@ private_ip=$(meta network-interfaces/0/ip)
 mkdir -p /var/lib/ash
 chmod 0711 /var/lib/ash
 """
-
-Role = Literal["server", "runner"]
 
 
 @dataclass
@@ -150,37 +137,31 @@ metrics:
 
 def startup_script(args: BootArgs) -> str:
     runner = args.role == "runner"
-    if runner and not args.server_url:
-        raise ValueError("a runner needs the coordinator's URL")
-    settings = {
-        **({"ASH_MODE": "runner"} if runner else {"ASH_MODE": "coordinator"} if args.coordinator else {}),
-        # Behind the load balancer (the server: the firewall admits Google's ranges only) or the coordinator (a runner).
-        "ASH_HOST": "0.0.0.0",  # noqa: S104
-        **({"ASH_RUNNER_PORT": str(RUNNER_PORT)} if runner else {"ASH_PORT": str(API_PORT)}),
-        "ASH_DATA_DIR": "/var/lib/ash",
-        **({"ASH_SNAPSHOT_URL": args.snapshot_url} if args.snapshot_url else {}),
-        **({"ASH_SERVER_URL": args.server_url} if runner and args.server_url else {}),
-        **args.settings,
-    }
-    write_env = [
-        "python3 /opt/ash/src/infra/boot/write-env.py /etc/ash/ash.env gcp",
-        '  --project "$project" --prefix "$secret_prefix"',
-        '  --metadata-url "$metadata_url" --secret-manager-url "$secret_manager_url"',
-        *(f"  --setting {shlex.quote(f'{k}={v}')}" for k, v in settings.items()),
-    ]
-    if runner:  # known at boot only
-        write_env += [
-            '  --setting "ASH_RUNNER_ID=$instance_name"',
-            '  --setting "ASH_RUNNER_ADVERTISE_HOST=$private_ip"',
-        ]
-    write_env += [f"  --secret {SECRET_VARIABLES[name]}={name}" for name in args.secret_names]
+    settings = instance_settings(
+        role=args.role,
+        coordinator=args.coordinator,
+        snapshot_url=args.snapshot_url,
+        server_url=args.server_url,
+        cloud={},
+        extra=args.settings,
+    )
+    write_env = write_env_command(
+        [
+            "gcp",
+            '--project "$project" --prefix "$secret_prefix"',
+            '--metadata-url "$metadata_url" --secret-manager-url "$secret_manager_url"',
+        ],
+        settings,
+        runner_identity=("$instance_name", "$private_ip") if runner else None,
+        secret_names=args.secret_names,
+    )
     if runner:
         machine = RUNNER_IDENTITY
     elif args.cloud_machine:
         machine = DATA_DISK
     else:
-        machine = "\nmkdir -p /var/lib/ash\n"  # no data disk: the data stays on the boot disk
-    replacements = {
+        machine = LOCAL_DATA_DIR
+    values = {
         "@PROJECT@": shlex.quote(args.project),
         "@BUCKET@": shlex.quote(args.bucket),
         "@ARCHIVE@": shlex.quote(quote(args.archive_key, safe="")),
@@ -190,11 +171,6 @@ def startup_script(args: BootArgs) -> str:
         "@SECRET_MANAGER_URL@": shlex.quote(args.secret_manager_url),
         "@LOG_AGENT@": LOG_AGENT.replace("@AGENT_CONFIG@", AGENT_CONFIG) if args.cloud_machine else "",
         "@MACHINE@": machine,
-        "@EXTRAS@": shlex.quote(args.extras),
-        "@UNIT@": "ash-runner" if runner else "ash",
-        "@WRITE_ENV@": " \\\n".join(write_env),
+        "@WRITE_ENV@": write_env,
     }
-    script = TEMPLATE
-    for token, value in replacements.items():
-        script = script.replace(token, value)
-    return script
+    return fill(script(HEADER, BODY), role=args.role, extras=args.extras, values=values)

@@ -9,9 +9,8 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_gcp as gcp
+from ash_infra.boot import API_PORT, RUNNER_PORT
 
-API_PORT = 4100
-RUNNER_PORT = 4200
 # Google Front Ends and health checkers: the only sources of load-balanced traffic.
 GOOGLE_LB_RANGES = ["130.211.0.0/22", "35.191.0.0/16"]
 # Identity-Aware Proxy TCP forwarding (`gcloud compute ssh --tunnel-through-iap`).

@@ -69,14 +69,7 @@ def build(config: StackConfig) -> Stack:
         ),
     )
     secrets = Secrets(name, SecretsArgs(reader=member, runner_reader=runner_member))
-    values = stack_secrets(
-        api_key=config.api_key,
-        database_url=database.url,
-        anthropic_api_key=config.anthropic_api_key,
-        credential_key=config.credential_key,
-        internal_secret=config.internal_secret,
-        runners=bool(runners),
-    )
+    values = stack_secrets(config, database_url=database.url, runners=bool(runners))
     for key, value in values.items():
         secrets.put(key, value, runners=runners and key in RUNNER_SECRETS)
 

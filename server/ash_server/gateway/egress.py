@@ -18,13 +18,13 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import os
 import socket
 from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from .network import AllowEntry, NetworkPolicy, is_public, normalize_host
+from .sockets import SandboxSockets
 
 log = logging.getLogger(__name__)
 
@@ -44,42 +44,32 @@ class Refused(Exception):
 class EgressProxy:
     def __init__(self, *, connect_timeout: float = CONNECT_TIMEOUT) -> None:
         self._connect_timeout = connect_timeout
-        self._servers: dict[str, asyncio.AbstractServer] = {}
-        self._connections: dict[str, set[asyncio.Task[None]]] = {}
+        self._sockets = SandboxSockets()
 
     async def open(self, sandbox_id: str, policy: NetworkPolicy, path: Path, owner: tuple[int, int] | None) -> None:
-        server = await asyncio.start_unix_server(
-            partial(self._serve, sandbox_id, policy), path=str(path), limit=MAX_HEAD_BYTES
+        await self._sockets.open(
+            sandbox_id, partial(self._serve, sandbox_id, policy), path, owner, limit=MAX_HEAD_BYTES
         )
-        os.chmod(path, 0o600)
-        if owner is not None:
-            os.chown(path, *owner)
-        self._servers[sandbox_id] = server
-        self._connections[sandbox_id] = set()
 
     async def close(self, sandbox_id: str) -> None:
-        server = self._servers.pop(sandbox_id, None)
-        if server is not None:
-            server.close()
-        tasks = self._connections.pop(sandbox_id, set())
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._sockets.close(sandbox_id)
 
     async def aclose(self) -> None:
-        for sandbox_id in list(self._servers):
+        for sandbox_id in self._sockets.sandbox_ids():
             await self.close(sandbox_id)
 
     async def _serve(
         self, sandbox_id: str, policy: NetworkPolicy, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        task = asyncio.current_task()
-        tracked = self._connections.get(sandbox_id)
-        if task is None or tracked is None:
-            writer.close()
-            return
-        tracked.add(task)
+        with self._sockets.connection(sandbox_id) as tracked:
+            if tracked:
+                await self._proxy(sandbox_id, policy, reader, writer)
+            else:
+                writer.close()
+
+    async def _proxy(
+        self, sandbox_id: str, policy: NetworkPolicy, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         upstream: asyncio.StreamWriter | None = None
         try:
             try:
@@ -100,7 +90,6 @@ class EgressProxy:
         except (ConnectionError, OSError):
             pass
         finally:
-            tracked.discard(task)
             if upstream is not None:
                 upstream.close()
             writer.close()

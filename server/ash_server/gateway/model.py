@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from functools import partial
@@ -27,6 +26,7 @@ import h11
 import httpx
 
 from ..credentials import UpstreamAuth
+from .sockets import SandboxSockets
 from .usage import CallUsage, UsageMeter
 
 log = logging.getLogger(__name__)
@@ -102,33 +102,22 @@ class ModelGateway:
             trust_env=True,
         )
         self._routes: dict[str, ModelRoute] = {}
-        self._servers: dict[str, asyncio.AbstractServer] = {}
-        self._connections: dict[str, set[asyncio.Task[None]]] = {}
+        self._sockets = SandboxSockets()
         self._recorders: set[asyncio.Task[None]] = set()
 
     # -- Sockets ------------------------------------------------------------------------------------------------
 
     async def open(self, route: ModelRoute, path: Path, owner: tuple[int, int] | None) -> None:
         """Listen on `path` for the sandbox of `route`: mode 0600, owned by the sandbox user."""
-        server = await asyncio.start_unix_server(partial(self._serve, route.sandbox_id), path=str(path))
-        os.chmod(path, 0o600)
-        if owner is not None:
-            os.chown(path, *owner)
+        await self._sockets.open(
+            route.sandbox_id, partial(self._serve, route.sandbox_id), path, owner, limit=MAX_HEAD_BYTES
+        )
         self._routes[route.sandbox_id] = route
-        self._servers[route.sandbox_id] = server
-        self._connections[route.sandbox_id] = set()
 
     async def close(self, sandbox_id: str) -> None:
         """Stop listening and cut the sandbox's requests in flight (their usage so far is still recorded)."""
         self._routes.pop(sandbox_id, None)
-        server = self._servers.pop(sandbox_id, None)
-        if server is not None:
-            server.close()
-        tasks = self._connections.pop(sandbox_id, set())
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._sockets.close(sandbox_id)
 
     def assign(self, sandbox_id: str, session_id: str) -> None:
         """Point the sandbox's socket at the session that claimed it (the warm pool's hand-over)."""
@@ -150,7 +139,7 @@ class ModelGateway:
         return revoked
 
     async def aclose(self) -> None:
-        for sandbox_id in list(self._servers):
+        for sandbox_id in self._sockets.sandbox_ids():
             await self.close(sandbox_id)
         if self._recorders:
             await asyncio.wait(list(self._recorders), timeout=10)
@@ -159,12 +148,13 @@ class ModelGateway:
     # -- One connection -----------------------------------------------------------------------------------------
 
     async def _serve(self, sandbox_id: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        tracked = self._connections.get(sandbox_id)
-        if task is None or tracked is None:
-            writer.close()
-            return
-        tracked.add(task)
+        with self._sockets.connection(sandbox_id) as tracked:
+            if tracked:
+                await self._converse(sandbox_id, reader, writer)
+            else:
+                writer.close()
+
+    async def _converse(self, sandbox_id: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
         try:
             while True:
@@ -182,7 +172,6 @@ class ModelGateway:
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
-            tracked.discard(task)
             writer.close()
 
     async def _exchange(
