@@ -57,7 +57,8 @@ def test_domain_does_not_import_the_web_framework() -> None:
 
 # Each layer imports only those below it: api -> sessions -> sandbox / gateway / snapshots -> store (and the
 # modules every layer may use: states, errors, paths, observability, settings). Run-time callbacks go through
-# constructor arguments typed by the lower layer (the pool's evictor, the manager's on_exited), never an import up.
+# arguments typed by the lower layer (the evictor the pool is handed, the on_exited of a sandbox start, the warm
+# pool's preparer), never an import up or an attribute set after construction.
 LAYERS = {
     "store": {"api", "sessions", "sandbox", "gateway", "snapshots", "cluster", "dashboard", "evals"},
     "sandbox": {"api", "sessions", "cluster", "dashboard", "evals"},
@@ -94,3 +95,40 @@ def test_layers_import_only_downwards() -> None:
             for imported in _server_imports(path) & above:
                 wrong.append(f"{path.relative_to(server)} imports {imported}")
     assert not wrong, "\n".join(wrong)
+
+
+def _root(node: ast.expr) -> tuple[str | None, int]:
+    """The name an attribute chain starts from, and its length (`self.a.b`: ("self", 2))."""
+    depth = 0
+    while isinstance(node, ast.Attribute):
+        node, depth = node.value, depth + 1
+    return (node.id if isinstance(node, ast.Name) else None), depth
+
+
+def test_no_callback_is_wired_into_another_object_after_construction() -> None:
+    """A part's callbacks come in through its constructor or the call that needs them: nothing assigns one of its
+    own methods (`self.x`, `self.part.method`) or a lambda onto another object's attribute."""
+    server = ROOT / "server" / "ash_server"
+    trees = {path: ast.parse(path.read_text()) for path in server.rglob("*.py")}
+    functions = {
+        node.name
+        for tree in trees.values()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
+    wired = []
+    for path, tree in trees.items():
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Assign):
+                continue
+            for target in node.targets:
+                if not isinstance(target, ast.Attribute):
+                    continue
+                root, depth = _root(target)
+                if root == "self" and depth == 1:
+                    continue  # its own attribute
+                value = node.value
+                method = isinstance(value, ast.Attribute) and _root(value)[0] == "self" and value.attr in functions
+                if method or isinstance(value, ast.Lambda):
+                    wired.append(f"{path.relative_to(server)}:{node.lineno}: {ast.unparse(node)}")
+    assert not wired, "\n".join(wired)

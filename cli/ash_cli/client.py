@@ -19,24 +19,9 @@ from urllib.parse import quote
 
 import httpx
 
-from .errors import (
-    AshClientError,
-    AuthenticationError,
-    BadRequestError,
-    ConflictError,
-    ConnectionFailed,
-    ConnectionLost,
-    GoneError,
-    NotFoundError,
-    PayloadTooLargeError,
-    PermissionDeniedError,
-    ProtocolError,
-    RequestTimedOut,
-    ServerError,
-    ServiceUnavailableError,
-    StatusError,
-    status_error,
-)
+from . import errors
+from .errors import *  # noqa: F403  (the errors are the client's too: `from ash_cli.client import NotFoundError`)
+from .errors import AshClientError, ConnectionFailed, ConnectionLost, ProtocolError, RequestTimedOut, status_error
 from .models import Agent, AgentVersion, Health, Message, Session
 from .sse import iter_events
 
@@ -45,24 +30,10 @@ __all__ = [
     "Agent",
     "AgentVersion",
     "AshClient",
-    "AshClientError",
-    "AuthenticationError",
-    "BadRequestError",
-    "ConflictError",
-    "ConnectionFailed",
-    "ConnectionLost",
-    "GoneError",
     "Health",
     "Message",
-    "NotFoundError",
-    "PayloadTooLargeError",
-    "PermissionDeniedError",
-    "ProtocolError",
-    "RequestTimedOut",
-    "ServerError",
-    "ServiceUnavailableError",
     "Session",
-    "StatusError",
+    *(name for name in errors.__all__ if name not in ("CliError", "status_error")),
 ]
 
 # Creating a session starts a sandbox (seconds, up to the server's bridge start timeout), hence the long read.

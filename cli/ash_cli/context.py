@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 
@@ -17,6 +18,7 @@ from .errors import (
     ConnectionFailed,
     ServerError,
 )
+from .output import print_json
 
 __all__ = ["NO_KEY", "JsonOption", "State", "explain", "session_id", "state", "wants_json"]
 
@@ -45,6 +47,9 @@ class State:
         return AshClient(config.server_url, config.api_key if auth else None)
 
 
+T = TypeVar("T")
+
+
 def state(ctx: typer.Context) -> State:
     found = ctx.find_object(State)
     return found if found is not None else ctx.ensure_object(State)
@@ -52,6 +57,14 @@ def state(ctx: typer.Context) -> State:
 
 def wants_json(ctx: typer.Context, flag: bool) -> bool:
     return flag or state(ctx).json
+
+
+def show(ctx: typer.Context, json_output: bool, value: T, render: Callable[[T], None]) -> None:
+    """`value` as JSON when asked for (`--json`, here or on `ash`), else as `render` draws it."""
+    if wants_json(ctx, json_output):
+        print_json(value)
+    else:
+        render(value)
 
 
 def session_id(raw: str) -> str:

@@ -70,18 +70,19 @@ def key_values(rows: Iterable[tuple[str, object]], *, title: str | None = None) 
     out.print(grid)
 
 
-def _table(columns: Sequence[str]) -> Table:
-    table = Table(box=None, header_style="bold", pad_edge=False)
+def new_table(columns: Sequence[str], *, wrap: Sequence[str] = ()) -> Table:
+    """A borderless table with these column headers; the columns named in `wrap` may wrap."""
+    drawn = Table(box=None, header_style="bold", pad_edge=False)
     for name in columns:
-        table.add_column(name, no_wrap=True)
-    return table
+        drawn.add_column(name, no_wrap=name not in wrap)
+    return drawn
 
 
 def session_table(sessions: Sequence[Session]) -> None:
     if not sessions:
         out.print("[dim]No sessions.[/]")
         return
-    table = _table(["SESSION", "AGENT", "STATUS", "CREATED (UTC)", "LAST ACTIVE (UTC)"])
+    table = new_table(["SESSION", "AGENT", "STATUS", "CREATED (UTC)", "LAST ACTIVE (UTC)"])
     for s in sessions:
         table.add_row(
             s["id"],
@@ -97,14 +98,14 @@ def agent_table(agents: Sequence[Agent]) -> None:
     if not agents:
         out.print("[dim]No agents. Deploy one with `ash deploy <folder>`.[/]")
         return
-    table = _table(["AGENT", "VERSION", "UPDATED (UTC)", "ID"])
+    table = new_table(["AGENT", "VERSION", "UPDATED (UTC)", "ID"])
     for a in agents:
         table.add_row(escape(a["name"]), str(a["version"]), timestamp(a["updatedAt"]), a["id"])
     out.print(table)
 
 
 def version_table(versions: Sequence[AgentVersion]) -> None:
-    table = _table(["VERSION", "NAME", "ACTIVE", "FILES", "CREATED (UTC)", "NOTES"])
+    table = new_table(["VERSION", "NAME", "ACTIVE", "FILES", "CREATED (UTC)", "NOTES"])
     for v in versions:
         table.add_row(
             str(v["versionNumber"]),

@@ -84,11 +84,8 @@ class TurnPrinter:
         if event == "text_delta":
             self._text(str(payload.get("delta", "")))
             self._text_since_message = True
-        elif event == "tool_use":
-            self._line(Text("⏺ " + describe_tool(str(payload.get("name", "?")), payload.get("input")), style="dim"))
-        elif event == "tool_result":
-            style = "red" if payload.get("is_error") else "dim"
-            self._line(Text("  ⎿  " + summarize_result(payload.get("content")), style=style))
+        elif event in ("tool_use", "tool_result"):
+            self._line(tool_line(event, payload))
         elif event == "error":
             self._break_line()
             self._err.print(Text("Error: ", style="bold red") + Text(str(payload.get("error", data)), style="red"))
@@ -167,11 +164,8 @@ def print_history_message(console: Console, role: str, raw: str) -> None:
             btype = block.get("type")
             if btype == "text":
                 console.print(Text(f"{kind}: ", style="bold") + Text(str(block.get("text", ""))))
-            elif btype == "tool_use":
-                console.print(Text("⏺ " + describe_tool(str(block.get("name", "?")), block.get("input")), style="dim"))
-            elif btype == "tool_result":
-                style = "red" if block.get("is_error") else "dim"
-                console.print(Text("  ⎿  " + summarize_result(block.get("content")), style=style))
+            elif btype in ("tool_use", "tool_result"):
+                console.print(tool_line(btype, block))
     elif kind == "result":
         turns = message.get("num_turns")
         cost = message.get("total_cost_usd")
@@ -181,3 +175,10 @@ def print_history_message(console: Console, role: str, raw: str) -> None:
         return  # the CLI's own bookkeeping (init, status), not part of the conversation
     else:
         console.print(Text(f"— {kind or role}", style="dim"))
+
+
+def tool_line(kind: str, block: Mapping[str, Any]) -> Text:
+    """One line for a tool call (`tool_use`: what it does) or its answer (`tool_result`: what came back)."""
+    if kind == "tool_use":
+        return Text("⏺ " + describe_tool(str(block.get("name", "?")), block.get("input")), style="dim")
+    return Text("  ⎿  " + summarize_result(block.get("content")), style="red" if block.get("is_error") else "dim")

@@ -177,7 +177,7 @@ def _background_tasks(services: Services, metrics: Metrics) -> list[asyncio.Task
     metrics.add_pool_collector(services.pool.counts)
     tasks = [
         asyncio.create_task(services.sessions.run_idle_sweeper()),
-        asyncio.create_task(services.pool.maintain()),
+        asyncio.create_task(services.warm.maintain()),
     ]
     if services.runner_agent is not None:
         tasks.append(asyncio.create_task(services.runner_agent.run()))

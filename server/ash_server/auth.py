@@ -107,10 +107,17 @@ class Authenticator:
         now = utcnow()
         if key is None or key.revoked_at is not None:
             raise Unauthorized("Invalid API key")
-        if key.expires_at is not None and key.expires_at <= now:
+        if _expired(key, now):
             raise Unauthorized("Invalid API key: it has expired")
         if key.last_used_at is None or now - key.last_used_at > TOUCH_INTERVAL:
             await self._store.touch_api_key(key.id, now)
+        return Principal(tenant_id=key.tenant_id, key_id=str(key.id))
+
+    async def principal_of_key(self, tenant_id: str, key_id: uuid.UUID) -> Principal | None:
+        """The principal of a key named by id (a dashboard sign-in's), if the key is still valid."""
+        key = await self._store.get_api_key(tenant_id, key_id)
+        if key is None or key.revoked_at is not None or _expired(key, utcnow()):
+            return None
         return Principal(tenant_id=key.tenant_id, key_id=str(key.id))
 
     async def bootstrap(self, settings: Settings) -> None:
@@ -202,3 +209,7 @@ class Authenticator:
         revoked = await self._store.revoke_api_key(tenant_id, key_id, now)
         assert revoked is not None
         return revoked
+
+
+def _expired(key: ApiKey, now: datetime) -> bool:
+    return key.expires_at is not None and key.expires_at <= now

@@ -34,6 +34,7 @@ from .sandbox.launcher import ProcessLauncher
 from .sandbox.limits import detect_backend
 from .sandbox.manager import SandboxManager, sandbox_runtime_readable
 from .sandbox.pool import SandboxPool
+from .sandbox.warm import ConfiguredWarmSize, WarmPool
 from .sessions.prompt import LocalSessions, PromptSessions
 from .sessions.service import SessionService
 from .settings import Settings
@@ -154,7 +155,6 @@ async def build_services(
         max_sandboxes=(settings.runner_max_sandboxes or settings.max_sandboxes)
         if settings.mode == "runner"
         else settings.max_sandboxes,
-        warm_pool_size=settings.warm_pool_size,
         metrics=metrics,
     )
     snapshot_backend = await _snapshot_store(settings)
@@ -225,6 +225,7 @@ async def build_services(
         sessions=session_service,
         sandboxes=sandboxes,
         pool=sandbox_pool,
+        warm=WarmPool(sandbox_pool, ConfiguredWarmSize(settings.warm_pool_size), prepare=session_service.prepare_warm),
         snapshots=snapshots,
         started_at=time.monotonic(),
         credentials=credential_service,

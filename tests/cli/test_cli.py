@@ -480,7 +480,8 @@ def test_client_reports_a_refused_connection() -> None:
 
 
 def test_client_public_surface() -> None:
-    assert set(client_module.__all__) == {
+    exported = set(client_module.__all__)
+    assert exported == {
         "DEFAULT_TIMEOUT",
         "Agent",
         "AgentVersion",
@@ -504,6 +505,7 @@ def test_client_public_surface() -> None:
         "Session",
         "StatusError",
     }
+    assert all(hasattr(client_module, name) for name in exported)
 
 
 def test_the_cli_and_client_do_not_import_the_server() -> None:

@@ -13,13 +13,13 @@ async def test_the_warm_pool_follows_its_policy_and_a_session_takes_one() -> Non
     async with core_services(warm_pool_size=1) as services:
         pool = services.pool
         await deploy(services)
-        await pool.warm.replenish()
+        await services.warm.replenish()
         assert pool.counts()[SandboxState.WARM] == 1
         sid = await new_session(services)
         assert pool.pre_warm_hits == 1
         assert (await turn(services, sid, "hi")).answer == "echo: hi"
-        pool.warm.policy = ConfiguredWarmSize(0)
-        await pool.warm.replenish()
+        services.warm.policy = ConfiguredWarmSize(0)
+        await services.warm.replenish()
         assert pool.counts()[SandboxState.WARM] == 0  # what the policy no longer wants goes
         assert services.sessions.sandbox_of(sid) is not None  # the claimed one is a session's now
 

@@ -15,6 +15,7 @@ from sqlalchemy import event
 
 from ash_server.store.models import Agent, ApiKey, Session, StreamEvent, utcnow
 from ash_server.store.repository import Store
+from ash_server.store.usage import UsageFilter
 
 TENANT = "default"
 
@@ -58,9 +59,9 @@ async def hot_path(store: Store) -> None:
     await store.list_messages(TENANT, sid, after=0, limit=100)
     await store.list_events(TENANT, sid, after=0, limit=100)
     await store.list_events(TENANT, sid, kind="usage")
-    await store.list_usage(TENANT, session_id=sid)
-    await store.list_usage(TENANT, after=now - timedelta(days=1))
-    await store.usage_totals(TENANT, agent_name="helper")
+    await store.list_usage(TENANT, UsageFilter(session_id=sid))
+    await store.list_usage(TENANT, UsageFilter(after=now - timedelta(days=1)))
+    await store.usage_totals(TENANT, UsageFilter(agent_name="helper"))
     await store.get_credential(TENANT, uuid.uuid4())
     await store.list_credentials(TENANT)
 

@@ -21,6 +21,7 @@ from ash_server.store.models import (
     utcnow,
 )
 from ash_server.store.repository import Store
+from ash_server.store.usage import UsageFilter
 
 A, B = "tenant-a", "tenant-b"
 
@@ -249,14 +250,14 @@ async def test_usage_records_and_turn_events_share_one_timeline(store: Store) ->
     # Usage is a lifecycle event (the reference's types have no `usage`; tests/e2e/test_ash_sdk_contract.py).
     assert [(e.sequence, e.type) for e in events] == [(1, "lifecycle"), (2, "lifecycle"), (3, "text"), (4, "lifecycle")]
     assert [e.data for e in events if e.type == "lifecycle"][1:] == ['{"n": 1}', '{"n": 2}']
-    usage = await store.list_usage(A, session_id=owner.id)
+    usage = await store.list_usage(A, UsageFilter(session_id=owner.id))
     assert sorted((u.event_type, u.value) for u in usage) == [
         ("input_tokens", 10),
         ("message", 1),
         ("output_tokens", 5),
     ]
-    assert await store.list_usage(B, session_id=owner.id) == []
-    totals = await store.usage_totals(A, agent_name="helper")
+    assert await store.list_usage(B, UsageFilter(session_id=owner.id)) == []
+    totals = await store.usage_totals(A, UsageFilter(agent_name="helper"))
     assert sorted(totals) == [
         ("claude-x", "input_tokens", 10),
         ("claude-x", "message", 1),

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from ..bundle import collect, validate_name
-from ..context import JsonOption, state, wants_json
+from ..context import JsonOption, show, state, wants_json
 from ..output import agent_details, agent_table, out, print_json, version_table
 
 __all__ = ["agent_app", "register"]
@@ -45,10 +45,7 @@ def list_agents(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """List the agents of this API key's tenant."""
     with state(ctx).client() as client:
         agents = client.list_agents()
-    if wants_json(ctx, json_output):
-        print_json(agents)
-    else:
-        agent_table(agents)
+    show(ctx, json_output, agents, agent_table)
 
 
 @agent_app.command("info")
@@ -56,10 +53,7 @@ def info(ctx: typer.Context, name: NameArg, json_output: JsonOption = False) -> 
     """Show one agent."""
     with state(ctx).client() as client:
         agent = client.get_agent(name)
-    if wants_json(ctx, json_output):
-        print_json(agent)
-    else:
-        agent_details(agent)
+    show(ctx, json_output, agent, agent_details)
 
 
 @agent_app.command("delete")
@@ -78,10 +72,7 @@ def versions(ctx: typer.Context, name: NameArg, json_output: JsonOption = False)
     """List an agent's versions, newest first; every deploy is one."""
     with state(ctx).client() as client:
         listed = client.list_agent_versions(name)
-    if wants_json(ctx, json_output):
-        print_json(listed)
-    else:
-        version_table(listed)
+    show(ctx, json_output, listed, version_table)
 
 
 @agent_app.command("activate")

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from ..context import JsonOption, state, wants_json
-from ..output import out, print_json, timestamp
+from ..context import JsonOption, show, state, wants_json
+from ..output import new_table, out, print_json, timestamp
 
 __all__ = ["register"]
 
@@ -59,20 +59,17 @@ def list_items(
     params: dict[str, Any] = {"limit": limit, **({"status": status} if status else {})}
     with state(ctx).client() as client:
         items: list[dict[str, Any]] = client.queue("GET", field="items", params=params)
-    if wants_json(ctx, json_output):
-        print_json(items)
-        return
+    show(ctx, json_output, items, _item_table)
+
+
+def _item_table(items: list[dict[str, Any]]) -> None:
     if not items:
         out.print("[dim]No queue items.[/]")
         return
-    from rich.table import Table
-
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("ID", "STATUS", "AGENT", "TRIES", "CREATED (UTC)", "PROMPT"):
-        table.add_column(column, no_wrap=column != "PROMPT")
+    drawn = new_table(["ID", "STATUS", "AGENT", "TRIES", "CREATED (UTC)", "PROMPT"], wrap=["PROMPT"])
     for i in items:
         style = STATUS_STYLE.get(i["status"], "")
-        table.add_row(
+        drawn.add_row(
             i["id"],
             f"[{style}]{i['status']}[/]",
             escape(i["agentName"]),
@@ -80,7 +77,7 @@ def list_items(
             timestamp(i["createdAt"]),
             escape(i["prompt"][:60]),
         )
-    out.print(table)
+    out.print(drawn)
 
 
 @queue_app.command("get")

@@ -8,8 +8,8 @@ from typing import Any
 import typer
 from rich.markup import escape
 
-from ..context import JsonOption, state, wants_json
-from ..output import out, print_json, timestamp
+from ..context import JsonOption, show, state
+from ..output import new_table, out, timestamp
 from .server import serve
 
 __all__ = ["register"]
@@ -28,21 +28,18 @@ def runners(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """List the coordinator's runners: status, load, pool and last heartbeat (an API key of the default tenant)."""
     with state(ctx).client() as client:
         listed: list[dict[str, Any]] = client.list_runners()
-    if wants_json(ctx, json_output):
-        print_json(listed)
-        return
+    show(ctx, json_output, listed, _runner_table)
+
+
+def _runner_table(listed: list[dict[str, Any]]) -> None:
     if not listed:
         out.print("[dim]No runners. Start one with `ash runner` (see docs/self-hosting/multi-machine.md).[/]")
         return
-    from rich.table import Table
-
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("RUNNER", "STATUS", "LOAD", "RUNNING", "WARM", "URL", "LAST HEARTBEAT (UTC)"):
-        table.add_column(column, no_wrap=True)
+    drawn = new_table(["RUNNER", "STATUS", "LOAD", "RUNNING", "WARM", "URL", "LAST HEARTBEAT (UTC)"])
     for r in listed:
         style = STATUS_STYLE.get(r["status"], "")
         pool = r.get("pool") or {}
-        table.add_row(
+        drawn.add_row(
             escape(r["id"]),
             f"[{style}]{r['status']}[/]" if style else r["status"],
             f"{r['load']}/{r['maxSandboxes']}",
@@ -51,7 +48,7 @@ def runners(ctx: typer.Context, json_output: JsonOption = False) -> None:
             escape(r["url"]),
             timestamp(r["lastHeartbeatAt"]),
         )
-    out.print(table)
+    out.print(drawn)
 
 
 def register(app: typer.Typer) -> None:

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 
 from ..client import AshClient
-from ..context import JsonOption, session_id, state, wants_json
+from ..context import JsonOption, session_id, show, state, wants_json
 from ..errors import CliError, ConnectionFailed
 from ..models import Session
 from ..output import err, out, print_json, session_details, session_table
@@ -119,10 +119,7 @@ def list_sessions(
     """List sessions, newest first."""
     with state(ctx).client() as client:
         sessions = client.list_sessions(agent=agent, status=status, limit=limit, offset=offset)
-    if wants_json(ctx, json_output):
-        print_json(sessions)
-    else:
-        session_table(sessions)
+    show(ctx, json_output, sessions, session_table)
 
 
 @session_app.command("get")
@@ -131,10 +128,7 @@ def get(ctx: typer.Context, session: SessionArg, json_output: JsonOption = False
     sid = session_id(session)
     with state(ctx).client() as client:
         found = client.get_session(sid)
-    if wants_json(ctx, json_output):
-        print_json(found)
-    else:
-        session_details(found)
+    show(ctx, json_output, found, session_details)
 
 
 def _lifecycle(verb: str, call: Callable[[AshClient, str], Session], doc: str) -> None:

@@ -21,6 +21,7 @@ from ..gateway import Gateway
 from ..ratelimit import RateLimits
 from ..sandbox.manager import SandboxManager
 from ..sandbox.pool import SandboxPool
+from ..sandbox.warm import WarmPool
 from ..sessions.service import SessionService
 from ..settings import Settings
 from ..snapshots.service import SnapshotService
@@ -38,6 +39,7 @@ class Services:
     sessions: SessionService
     sandboxes: SandboxManager
     pool: SandboxPool
+    warm: WarmPool
     snapshots: SnapshotService
     started_at: float
     credentials: CredentialService

@@ -63,6 +63,14 @@ def _turn_running(services: Services, session: Session) -> bool:
     return _sandbox_states(services).get(str(session.id)) == SandboxState.RUNNING
 
 
+async def _agents(services: Services, tenant: str) -> dict[str, Any]:
+    """The tenant's agents and their session counts (the overview and the agents page show both)."""
+    return {
+        "agents": await services.agents.list(tenant),
+        "counts": SessionCounts.of(await services.sessions.history.counts(tenant)),
+    }
+
+
 @router.get("")
 async def overview(viewer: PageViewer, services: ServicesDep) -> HTMLResponse:
     tenant = viewer.principal.tenant_id
@@ -70,26 +78,19 @@ async def overview(viewer: PageViewer, services: ServicesDep) -> HTMLResponse:
         viewer,
         "overview.html",
         nav="overview",
-        agents=await services.store.list_agents(tenant),
-        counts=SessionCounts.of(await services.store.session_counts(tenant)),
+        **await _agents(services, tenant),
         sessions=await services.sessions.list_sessions(tenant, agent=None, status=None, limit=10, offset=0),
         sandbox_states=_sandbox_states(services),
         pool=await services.pool.stats(),
         runners=await runner_rows(services),
-        usage=UsageStats.of(await services.store.usage_totals(tenant)),
+        usage=UsageStats.of(await services.sessions.history.usage(tenant)),
     )
 
 
 @router.get("/agents")
 async def agents_page(viewer: PageViewer, services: ServicesDep) -> HTMLResponse:
     tenant = viewer.principal.tenant_id
-    return _page(
-        viewer,
-        "agents.html",
-        nav="agents",
-        agents=await services.store.list_agents(tenant),
-        counts=SessionCounts.of(await services.store.session_counts(tenant)),
-    )
+    return _page(viewer, "agents.html", nav="agents", **await _agents(services, tenant))
 
 
 @router.get("/sessions")
@@ -117,7 +118,7 @@ async def sessions_page(
         status=status,
         agent=agent,
         statuses=STATUSES,
-        agents=await services.store.list_agents(tenant),
+        agents=await services.agents.list(tenant),
         sandbox_states=_sandbox_states(services),
     )
 
@@ -130,13 +131,13 @@ async def session_page(
     after: Annotated[int | None, Query(ge=0, le=2**31)] = None,
 ) -> HTMLResponse:
     """The conversation (the latest MESSAGE_PAGE messages, or those after `after`) and timeline, followed live."""
-    tenant = viewer.principal.tenant_id
+    tenant, history = viewer.principal.tenant_id, services.sessions.history
     session = await services.sessions.get(tenant, session_id)
     start = after if after is not None else max(0, session.last_message_seq - MESSAGE_PAGE)
-    messages = await services.store.list_messages(tenant, session_id, after=start, limit=MESSAGE_PAGE)
+    messages = await history.messages(tenant, session_id, after=start, limit=MESSAGE_PAGE)
     last_message = messages[-1].sequence if messages else start
     event_start = max(0, session.last_event_seq - EVENT_PAGE)
-    events = await services.store.list_events(tenant, session_id, after=event_start, limit=EVENT_PAGE)
+    events = await history.events(tenant, session_id, after=event_start, limit=EVENT_PAGE)
     return _page(
         viewer,
         "session.html",
@@ -152,7 +153,7 @@ async def session_page(
         # Live only on the latest page: older pages stay as they are.
         live=len(messages) < MESSAGE_PAGE or last_message >= session.last_message_seq,
         sandbox_state=_sandbox_states(services).get(str(session.id)),
-        usage=UsageStats.of(await services.store.usage_totals(tenant, session_id=session_id)),
+        usage=UsageStats.of(await history.usage(tenant, session_id)),
     )
 
 
@@ -165,12 +166,12 @@ async def session_updates(
     events: Annotated[int, Query(ge=0, le=2**31)] = 0,
 ) -> JSONResponse:
     """What a session page has not shown yet, rendered: messages after `messages`, events after `events`."""
-    tenant = viewer.principal.tenant_id
+    tenant, history = viewer.principal.tenant_id, services.sessions.history
     session = await services.sessions.get(tenant, session_id)
-    new_messages = await services.store.list_messages(tenant, session_id, after=messages, limit=MESSAGE_PAGE)
-    new_events = await services.store.list_events(tenant, session_id, after=events, limit=EVENT_PAGE)
+    new_messages = await history.messages(tenant, session_id, after=messages, limit=MESSAGE_PAGE)
+    new_events = await history.events(tenant, session_id, after=events, limit=EVENT_PAGE)
     # Usage is recorded as timeline `usage` events are: new events, new totals.
-    usage = UsageStats.of(await services.store.usage_totals(tenant, session_id=session_id)) if new_events else None
+    usage = UsageStats.of(await history.usage(tenant, session_id)) if new_events else None
     return JSONResponse(
         {
             "messages": render("_messages.html", messages=conversation(new_messages)) if new_messages else "",
@@ -197,7 +198,7 @@ async def session_stream(
     session = await services.sessions.get(tenant, session_id)
     after = last_event_id
     if after is None and not _turn_running(services, session):
-        after = await services.store.last_stream_seq(session.id)
+        after = await services.sessions.history.last_frame(session.id)
     subscription = await services.sessions.subscribe(tenant, session_id, after=after, include_partial=True, follow=True)
     return event_stream(services, subscription)
 

@@ -21,7 +21,6 @@ from starlette.exceptions import HTTPException
 from ..api.deps import Services, ServicesDep
 from ..auth import Principal
 from ..errors import AshError, Invalid, NotFound, PayloadTooLarge, Unauthorized
-from ..store.models import utcnow
 from .render import ASSETS, asset, render
 from .tokens import TOKEN_LIFETIME_S, TokenSigner
 
@@ -135,10 +134,10 @@ async def _viewer(request: Request, services: Services) -> Viewer:
     if claims is None:
         raise SignInRequired
     # The key the token names is looked up every time: a revoked or expired key signs its dashboard sessions out.
-    key = await services.store.get_api_key(claims.tenant_id, claims.key_id)
-    if key is None or key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= utcnow()):
+    principal = await services.auth.principal_of_key(claims.tenant_id, claims.key_id)
+    if principal is None:
         raise SignInRequired
-    return Viewer(Principal(tenant_id=key.tenant_id, key_id=str(key.id)), by_cookie=True)
+    return Viewer(principal, by_cookie=True)
 
 
 async def page_viewer(request: Request, services: ServicesDep) -> Viewer:

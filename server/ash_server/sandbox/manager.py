@@ -76,8 +76,6 @@ class SandboxManager:
         self._limits: LimitsBackend = limits or RlimitBackend((settings.sandbox_ids or (os.getuid(), 0))[0])
         self._live: dict[str, Sandbox] = {}
         self._reapers: set[asyncio.Task[None]] = set()
-        # Told when a sandbox ended on its own (crash, OOM, killed), after it was cleaned up.
-        self.on_exited: Exited | None = None
 
     @property
     def isolation(self) -> str:
@@ -111,10 +109,13 @@ class SandboxManager:
             return shlex.split(self._settings.bridge_entry)
         return [sys.executable, "-I", "-m", "ash_bridge"]
 
-    async def start(self, request: SandboxRequest, *, on_launched: Launched | None = None) -> Sandbox:
+    async def start(
+        self, request: SandboxRequest, *, on_launched: Launched | None = None, on_exited: Exited | None = None
+    ) -> Sandbox:
         """Start a sandbox and wait until its bridge is ready (its SDK client connected). `on_launched` runs once
         the process exists, before that wait: the pool records its pid then, so a crash leaves no orphan behind.
-        Capacity is the pool's business."""
+        `on_exited` runs if the sandbox ends on its own (crash, OOM, killed), after it was cleaned up. Capacity is
+        the pool's business."""
         ids = self._settings.sandbox_ids
         sandbox_id = "sbx-" + uuid.uuid4().hex[:16]
         directory = self._data.make_sandbox(request.tenant_id, sandbox_id)
@@ -188,7 +189,7 @@ class SandboxManager:
             raise SandboxError(f"could not start the sandbox: {exc}", sandbox_id=sandbox_id) from exc
         sandbox.attach(process, spec, guard)
         self._live[sandbox_id] = sandbox
-        self._reapers.add(asyncio.create_task(self._forget_when_exited(sandbox)))
+        self._reapers.add(asyncio.create_task(self._forget_when_exited(sandbox, on_exited)))
         try:
             if on_launched is not None:
                 await on_launched(sandbox)
@@ -221,7 +222,7 @@ class SandboxManager:
         env = {k: v for k, v in spec.env.items() if k != "ASH_SERVER_PID"}  # the bridge's business, not a command's
         return await run_command(argv, env=env, cwd=spec.workspace, timeout_s=timeout_s)
 
-    async def _forget_when_exited(self, sandbox: Sandbox) -> None:
+    async def _forget_when_exited(self, sandbox: Sandbox, on_exited: Exited | None) -> None:
         """A sandbox that died on its own (crash, OOM, killed) stops counting against capacity at once."""
         await sandbox.wait_exited()
         if self._live.pop(sandbox.id, None) is not None:
@@ -232,9 +233,9 @@ class SandboxManager:
             if sandbox.guard is not None:
                 await sandbox.guard.release()
             shutil.rmtree(sandbox.directory, ignore_errors=True)
-            if self.on_exited is not None:
+            if on_exited is not None:
                 try:
-                    await self.on_exited(sandbox)
+                    await on_exited(sandbox)
                 except Exception:
                     log.exception("recording the end of sandbox %s failed", sandbox.id)
         task = asyncio.current_task()

@@ -12,12 +12,13 @@ ASH_MAX_SANDBOXES; when a new one is needed and the pool is full, warm (unclaime
 least recently used `waiting` one, persisted first by the session service (`evictor`). `running` sandboxes are
 never evicted: with all of them running, a new start is a 503.
 
-The warm pool (warm.py) keeps sandboxes started ahead for sessions that do not exist yet; the rows are written by
-pool_rows.py, in order and off the callers' paths.
+The warm pool (warm.py) keeps sandboxes started ahead for sessions that do not exist yet, in this pool, woken by
+`changed`; the rows are written by pool_rows.py, in order and off the callers' paths.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import shutil
@@ -25,19 +26,17 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..errors import CapacityExhausted, SandboxError
 from ..observability.metrics import Metrics
 from ..paths import DataDir
 from ..states import UNCLAIMED, SandboxState, SessionStatus
-from ..store.models import Agent, utcnow
 from ..store.models import Sandbox as SandboxRow
+from ..store.models import utcnow
 from ..store.repository import Store
 from .manager import SandboxManager, SandboxRequest
 from .pool_rows import PoolRowWriter
 from .sandbox import Sandbox
-from .warm import ConfiguredWarmSize, WarmPolicy, WarmPool
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +81,6 @@ class Slot:
 
 # Persist a session's sandbox and stop it; False if it could not be evicted now (busy).
 Evictor = Callable[[PoolEntry, str], Awaitable[bool]]
-# Reserve a session id and folder for a warm sandbox of an agent: (session id, request), or None if impossible.
-WarmPreparer = Callable[[Agent], Awaitable[tuple[str, SandboxRequest] | None]]
-ProfileOf = Callable[[Agent, dict[str, Any]], str]
 
 
 class SandboxPool:
@@ -96,8 +92,6 @@ class SandboxPool:
         *,
         server_id: str,
         max_sandboxes: int,
-        warm_pool_size: int,
-        warm_policy: WarmPolicy | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         self.store = store
@@ -108,17 +102,14 @@ class SandboxPool:
         self._entries: dict[str, PoolEntry] = {}
         self.reserved = 0
         self._rows = PoolRowWriter(store, server_id)
-        self.warm = WarmPool(self, warm_policy or ConfiguredWarmSize(warm_pool_size))
-        self.evictor: Evictor | None = None
-        self.prepare_warm: WarmPreparer | None = None
-        self.profile_of: ProfileOf | None = None
+        # Set when room may have come free or the pool closes: the warm pool (warm.py) waits on it.
+        self.changed = asyncio.Event()
         self.pre_warm_hits = 0
         self.resume_warm_hits = 0
         self.resume_cold_hits = 0
         self.evictions = 0
         self.metrics = metrics or Metrics()
         self.closing = False
-        manager.on_exited = self._exited
 
     # -- Queries ------------------------------------------------------------------------------------------------
 
@@ -157,12 +148,13 @@ class SandboxPool:
 
     # -- Capacity -----------------------------------------------------------------------------------------------
 
-    async def reserve(self, *, evict: bool = True) -> Slot:
-        """Room for one more sandbox: evict warm sandboxes, then the least recently used idle one, if needed.
+    async def reserve(self, evictor: Evictor | None) -> Slot:
+        """Room for one more sandbox: retire warm sandboxes, then have `evictor` (the session service's: it
+        persists the session first) evict the least recently used idle one, if needed; None takes no sandbox.
         CapacityExhausted (503) when everything left is running a turn or starting."""
         tried: set[str] = set()
         while self.occupied >= self.max_sandboxes:
-            victim = self._victim(tried) if evict else None
+            victim = self._victim(tried) if evictor is not None else None
             if victim is None:
                 running = sum(1 for e in self._entries.values() if e.state == SandboxState.RUNNING)
                 if running == len(self._entries) and not self.reserved:
@@ -173,7 +165,7 @@ class SandboxPool:
             tried.add(victim.id)
             if victim.state == SandboxState.WARM:
                 await self.retire(victim)
-            elif self.evictor is not None and await self.evictor(victim, "capacity"):
+            elif evictor is not None and await evictor(victim, "capacity"):
                 self.evictions += 1
                 log.info("evicted sandbox %s of session %s (pool full)", victim.id, victim.session_id)
         self.reserved += 1
@@ -224,7 +216,7 @@ class SandboxPool:
             await self.store.save_sandbox(row)
 
         try:
-            sandbox = await self._manager.start(request, on_launched=launched)
+            sandbox = await self._manager.start(request, on_launched=launched, on_exited=self._exited)
         except BaseException as exc:
             if isinstance(exc, SandboxError):
                 self.metrics.sandbox_failures.labels("start").inc()
@@ -274,7 +266,7 @@ class SandboxPool:
     def refill(self) -> None:
         """Start replacements for claimed warm sandboxes (after the claiming request's database writes, which
         would otherwise contend with the new sandbox's row on SQLite)."""
-        self.warm.wake()
+        self.changed.set()
 
     def mark(self, sandbox_id: str, state: SandboxState) -> None:
         """`running` when a turn starts, `waiting` when it ends. Memory only: the row follows in the background."""
@@ -334,7 +326,7 @@ class SandboxPool:
 
     # -- Idle sweep ---------------------------------------------------------------------------------------------
 
-    async def sweep_idle(self, idle_timeout_s: float) -> int:
+    async def sweep_idle(self, idle_timeout_s: float, evictor: Evictor) -> int:
         """Evict (persist, stop) the sandboxes of sessions idle longer than the timeout. Warm ones stay: being
         ready is their job."""
         now = time.monotonic()
@@ -345,19 +337,9 @@ class SandboxPool:
             if e.state == SandboxState.WAITING and not e.claiming and now - e.last_used >= idle_timeout_s
         ]
         for entry in idle:
-            if self.evictor is not None and await self.evictor(entry, "idle"):
+            if await evictor(entry, "idle"):
                 reclaimed += 1
         return reclaimed
-
-    # -- Warm pool (warm.py) --------------------------------------------------------------------------------------
-
-    def agents_changed(self) -> None:
-        """An agent was deployed, changed or deleted: bring the warm pool in line now."""
-        self.warm.agents_changed()
-
-    async def maintain(self) -> None:
-        """Keep the warm pool filled and current, until cancelled."""
-        await self.warm.maintain()
 
     # -- Start-up and shutdown ----------------------------------------------------------------------------------
 
@@ -383,7 +365,7 @@ class SandboxPool:
         """Stop the warm pool (its sandboxes and reserved folders go) and write what is pending. Sessions'
         sandboxes are the session service's to persist and release first."""
         self.closing = True
-        self.warm.wake()
+        self.changed.set()
         for entry in [e for e in self._entries.values() if e.state in UNCLAIMED]:
             with contextlib.suppress(Exception):
                 await self.retire(entry)

@@ -9,14 +9,15 @@ import contextlib
 import logging
 import shutil
 import time
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from ..errors import AshError, CapacityExhausted
 from ..states import UNCLAIMED, SandboxState
 from ..store.models import Agent
-
-if TYPE_CHECKING:
-    from .pool import SandboxPool
+from .manager import SandboxRequest
+from .pool import SandboxPool
+from .profile import profile_key
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +52,17 @@ class ConfiguredWarmSize:
         return self.default > 0
 
 
+# Reserve a session id and folder for a warm sandbox of an agent: (session id, request), or None if impossible.
+WarmPreparer = Callable[[Agent], Awaitable[tuple[str, SandboxRequest] | None]]
+
+
 class WarmPool:
-    def __init__(self, pool: SandboxPool, policy: WarmPolicy) -> None:
+    def __init__(self, pool: SandboxPool, policy: WarmPolicy, *, prepare: WarmPreparer) -> None:
+        """`prepare`: the session service's, which reserves a session's id and folder the way a create does."""
         self._pool = pool
         self.policy = policy
-        self._wake = asyncio.Event()
+        self._prepare = prepare
+        self._wake = pool.changed  # the pool sets it when room comes free or it closes
         self._failed: dict[str, float] = {}
 
     def wake(self) -> None:
@@ -83,15 +90,13 @@ class WarmPool:
 
     async def replenish(self) -> None:
         pool = self._pool
-        if pool.profile_of is None or pool.prepare_warm is None:
-            return
         wanted: dict[str, tuple[Agent, int]] = {}
         sized = self.policy.may_want_any
         for agent in await pool.store.all_agents():
             size = self.policy.size(agent)
             sized = sized or size > 0
             if size > 0:
-                wanted[pool.profile_of(agent, {})] = (agent, size)
+                wanted[profile_key(agent, {})] = (agent, size)
         # Warm sandboxes of an old version or config, or more than wanted, go.
         for entry in [e for e in pool.entries() if e.state == SandboxState.WARM]:
             want = wanted.get(entry.profile or "")
@@ -112,15 +117,14 @@ class WarmPool:
 
     async def _start(self, agent: Agent, profile: str) -> bool:
         pool = self._pool
-        assert pool.prepare_warm is not None
         try:
-            slot = await pool.reserve(evict=False)
+            slot = await pool.reserve(None)
         except CapacityExhausted:
             return False
         prepared = None
         started = False
         try:
-            prepared = await pool.prepare_warm(agent)
+            prepared = await self._prepare(agent)
             if prepared is not None:
                 owner = (agent.tenant_id, agent.name)
                 await pool.start(prepared[1], slot, state=SandboxState.WARM, profile=profile, agent=owner)

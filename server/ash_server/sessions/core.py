@@ -28,7 +28,7 @@ from ..observability.metrics import Metrics
 from ..observability.tracing import traced
 from ..paths import DataDir
 from ..sandbox.manager import SandboxManager, SandboxRequest
-from ..sandbox.pool import SandboxPool, Slot
+from ..sandbox.pool import PoolEntry, SandboxPool, Slot
 from ..snapshots.service import SnapshotService
 from ..states import SessionStatus, check_transition
 from ..store.models import Agent, Session, utcnow
@@ -141,7 +141,7 @@ class SessionCore:
         request = self.request(agent, str(session.id), session.config, resume=session.sdk_session_id)
         own_slot = slot is None
         if slot is None:
-            slot = await self.pool.reserve()
+            slot = await self.pool.reserve(self.evict)
         try:
             sandbox = await self.pool.start(request, slot)
         except AshError:
@@ -215,6 +215,32 @@ class SessionCore:
 
     async def event(self, session: Session, kind: str, data: dict[str, Any]) -> None:
         await self.store.append_events(session, [(kind, dumps(data))])
+
+    async def evict(self, entry: PoolEntry, reason: str) -> bool:
+        """The pool wants this idle session's sandbox back: persist the session, then stop the sandbox. False if
+        the session is busy (a request holds it, a turn runs) or its snapshot failed: it keeps its sandbox."""
+        sid = uuid.UUID(entry.session_id)
+        live = self.live.get(sid)
+        if live is None or live.sandbox is not entry.sandbox:
+            await self.pool.release(entry.sandbox, cold=True)
+            return True
+        if live.users or live.lock.locked() or live.running:
+            return False
+        async with live.lock:  # free: taken at once, nothing ran in between
+            session = await self.store.get_session(live.tenant_id, sid)
+            if session is None or session.status == SessionStatus.ENDED or not self.runs_here(session):
+                await self.drop_sandbox(live, cold=False)  # nothing to keep here
+                return True
+            try:
+                await self.persist(session)
+            except AshError as exc:
+                log.warning("not evicting session %s: its snapshot failed: %s", sid, exc.message)
+                return False
+            await self.drop_sandbox(live, cold=True)
+            await self.store.update_session(sid, sandbox_id="")
+        self.live.forget_if_idle(sid)
+        await self.event(session, "lifecycle", {"action": "sandbox_stopped", "reason": reason})
+        return True
 
 
 class SessionPart:

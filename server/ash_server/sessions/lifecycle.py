@@ -99,7 +99,7 @@ class Lifecycle(SessionPart):
         return session
 
     async def _create_cold(self, agent: Agent, config: dict[str, Any], arrival: _Arrival) -> Session:
-        slot = await self._pool.reserve()  # 503 before anything exists when every sandbox is busy
+        slot = await self._pool.reserve(self._core.evict)  # 503 before anything exists when every sandbox is busy
         arrival.settle()
         try:
             session = await self._store.add_session(

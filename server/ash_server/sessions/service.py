@@ -4,7 +4,8 @@ do the work, each in its module:
 - core.py: the dependencies, the live entries and the shared steps (lock a session, give it a sandbox, persist it);
 - lifecycle.py: create, pause, resume, stop, end, fork, configure, workspace access;
 - turns.py: messages and their turns, streams, interrupts;
-- upkeep.py: eviction, sweeps, moved sessions, recovery after a restart, the drain at shutdown.
+- upkeep.py: the sweeps, moved sessions, recovery after a restart, the drain at shutdown;
+- history.py: messages, events and usage read back, for the API and the dashboard.
 
 docs/architecture/session-lifecycle.md draws the state machine (states.py holds it).
 """
@@ -21,12 +22,12 @@ from ..observability.metrics import Metrics
 from ..paths import DataDir
 from ..sandbox.manager import SandboxManager
 from ..sandbox.pool import SandboxPool
-from ..sandbox.profile import profile_key
 from ..sandbox.sandbox import Sandbox
 from ..snapshots.service import SnapshotService
 from ..store.models import Session
 from ..store.repository import Store
 from .core import SessionCore
+from .history import SessionHistory
 from .lifecycle import CreateCounter, Lifecycle
 from .live import LiveSessions
 from .options import TurnOptions, effective_sdk_options
@@ -70,10 +71,7 @@ class SessionService:
         self.turns = TurnRunner(core, debug_timing=debug_timing)
         self.lifecycle = Lifecycle(core, self.turns, creates)
         self.upkeep = Upkeep(core, self.turns, idle_timeout_s=idle_timeout_s, retention_s=retention_s)
-        # The pool asks the sessions for room (eviction) and for warm sandboxes' folders.
-        pool.evictor = self.upkeep.evict
-        pool.prepare_warm = self.lifecycle.prepare_warm
-        pool.profile_of = profile_key
+        self.history = SessionHistory(store)
         self.server_id = core.server_id
         # The service's API, by part.
         self.get = core.get

@@ -14,7 +14,6 @@ from datetime import timedelta
 from pathlib import Path
 
 from ..errors import AshError
-from ..sandbox.pool import PoolEntry
 from ..states import SessionStatus
 from ..store.models import utcnow
 from .core import SessionCore, SessionPart
@@ -38,36 +37,10 @@ class Upkeep(SessionPart):
         self._idle_timeout_s = idle_timeout_s
         self._retention_s = retention_s
 
-    async def evict(self, entry: PoolEntry, reason: str) -> bool:
-        """The pool wants this idle session's sandbox back: persist the session, then stop the sandbox. False if
-        the session is busy (a request holds it, a turn runs) or its snapshot failed: it keeps its sandbox."""
-        sid = uuid.UUID(entry.session_id)
-        live = self._core.live.get(sid)
-        if live is None or live.sandbox is not entry.sandbox:
-            await self._pool.release(entry.sandbox, cold=True)
-            return True
-        if live.users or live.lock.locked() or live.running:
-            return False
-        async with live.lock:  # free: taken at once, nothing ran in between
-            session = await self._store.get_session(live.tenant_id, sid)
-            if session is None or session.status == SessionStatus.ENDED or not self._core.runs_here(session):
-                await self._core.drop_sandbox(live, cold=False)  # nothing to keep here
-                return True
-            try:
-                await self._core.persist(session)
-            except AshError as exc:
-                log.warning("not evicting session %s: its snapshot failed: %s", sid, exc.message)
-                return False
-            await self._core.drop_sandbox(live, cold=True)
-            await self._store.update_session(sid, sandbox_id="")
-        self._core.live.forget_if_idle(sid)
-        await self._core.event(session, "lifecycle", {"action": "sandbox_stopped", "reason": reason})
-        return True
-
     async def sweep_idle(self) -> int:
         """Stop sandboxes idle longer than ASH_IDLE_TIMEOUT_MS. Their sessions keep their status and continue on
         a new sandbox (cold path) with their next message or resume."""
-        return await self._pool.sweep_idle(self._idle_timeout_s)
+        return await self._pool.sweep_idle(self._idle_timeout_s, self._core.evict)
 
     async def sweep_retention(self) -> int:
         """Remove the files (local folder, snapshots) of sessions ended longer than ASH_SESSION_RETENTION_MS ago.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
+from typing import TypeVar
 
 from sqlalchemy import func, select
 
@@ -22,17 +24,7 @@ class TimelineQueries(StoreBase):
         """Append (role, JSON content) rows, returning them with their sequences."""
         async with self._write_lock(session.id), self.db() as db, db.begin():
             last, _ = await self._reserve(db, session.id, messages=len(items))
-            rows = [
-                Message(
-                    session_id=session.id,
-                    tenant_id=session.tenant_id,
-                    role=role,
-                    content=content,
-                    sequence=last + i + 1,
-                    created_at=utcnow(),
-                )
-                for i, (role, content) in enumerate(items)
-            ]
+            rows = _messages(session, items, after=last)
             db.add_all(rows)
         return rows
 
@@ -43,28 +35,8 @@ class TimelineQueries(StoreBase):
         async with self._write_lock(session.id), self.db() as db, db.begin():
             last_message, last_event = await self._reserve(db, session.id, messages=1, events=len(events))
             now = utcnow()
-            db.add(
-                Message(
-                    session_id=session.id,
-                    tenant_id=session.tenant_id,
-                    role=role,
-                    content=content,
-                    sequence=last_message + 1,
-                    created_at=now,
-                )
-            )
-            if events:
-                db.add_all(
-                    SessionEvent(
-                        session_id=session.id,
-                        tenant_id=session.tenant_id,
-                        type=kind,
-                        data=data,
-                        sequence=last_event + i + 1,
-                        created_at=now,
-                    )
-                    for i, (kind, data) in enumerate(events)
-                )
+            db.add_all(_messages(session, [(role, content)], after=last_message, at=now))
+            db.add_all(_events(session, events, after=last_event, at=now))
 
     async def list_messages(
         self, tenant_id: str, session_id: uuid.UUID, *, after: int = 0, limit: int = 100
@@ -83,17 +55,7 @@ class TimelineQueries(StoreBase):
             return
         async with self._write_lock(session.id), self.db() as db, db.begin():
             _, last = await self._reserve(db, session.id, events=len(items))
-            db.add_all(
-                SessionEvent(
-                    session_id=session.id,
-                    tenant_id=session.tenant_id,
-                    type=kind,
-                    data=data,
-                    sequence=last + i + 1,
-                    created_at=utcnow(),
-                )
-                for i, (kind, data) in enumerate(items)
-            )
+            db.add_all(_events(session, items, after=last))
 
     async def list_events(
         self,
@@ -154,3 +116,42 @@ class TimelineQueries(StoreBase):
                 )
             )
             return int(first) if first is not None else None
+
+
+Row = TypeVar("Row", Message, SessionEvent)
+
+
+def _numbered(
+    row: type[Row],
+    session: Session,
+    items: Sequence[tuple[str, str | None]],
+    *,
+    columns: tuple[str, str],
+    after: int,
+    at: datetime | None = None,
+) -> list[Row]:
+    """Rows of `row` for the pairs in `items` (their values for `columns`), numbered on from the session's last
+    sequence `after` (reserved by the caller)."""
+    created = at or utcnow()
+    return [
+        row(
+            session_id=session.id,
+            tenant_id=session.tenant_id,
+            sequence=after + i,
+            created_at=created,
+            **dict(zip(columns, item, strict=True)),
+        )
+        for i, item in enumerate(items, start=1)
+    ]
+
+
+def _messages(
+    session: Session, items: Sequence[tuple[str, str]], *, after: int, at: datetime | None = None
+) -> list[Message]:
+    return _numbered(Message, session, items, columns=("role", "content"), after=after, at=at)
+
+
+def _events(
+    session: Session, items: Sequence[tuple[str, str | None]], *, after: int, at: datetime | None = None
+) -> list[SessionEvent]:
+    return _numbered(SessionEvent, session, items, columns=("type", "data"), after=after, at=at)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 
 from .base import StoreBase
 from .models import (
@@ -55,60 +56,43 @@ class UsageQueries(StoreBase):
                 )
             )
 
-    def _usage_query(
-        self,
-        query: Any,
-        tenant_id: str,
-        *,
-        session_id: uuid.UUID | None,
-        agent_name: str | None,
-        after: datetime | None,
-        before: datetime | None,
-    ) -> Any:
-        query = query.where(UsageEvent.tenant_id == tenant_id)
-        if session_id is not None:
-            query = query.where(UsageEvent.session_id == session_id)
-        if agent_name is not None:
-            query = query.where(UsageEvent.agent_name == agent_name)
-        if after is not None:
-            query = query.where(UsageEvent.created_at > after)
-        if before is not None:
-            query = query.where(UsageEvent.created_at < before)
-        return query
-
     async def list_usage(
-        self,
-        tenant_id: str,
-        *,
-        session_id: uuid.UUID | None = None,
-        agent_name: str | None = None,
-        after: datetime | None = None,
-        before: datetime | None = None,
-        limit: int = 100,
+        self, tenant_id: str, where: UsageFilter | None = None, *, limit: int = 100
     ) -> Sequence[UsageEvent]:
-        query = self._usage_query(
-            select(UsageEvent), tenant_id, session_id=session_id, agent_name=agent_name, after=after, before=before
-        )
+        query = (where or UsageFilter()).apply(select(UsageEvent), tenant_id)
         async with self.db() as db:
             return (await db.scalars(query.order_by(UsageEvent.created_at, UsageEvent.id).limit(limit))).all()
 
-    async def usage_totals(
-        self,
-        tenant_id: str,
-        *,
-        session_id: uuid.UUID | None = None,
-        agent_name: str | None = None,
-        after: datetime | None = None,
-        before: datetime | None = None,
-    ) -> list[tuple[str, str, float]]:
+    async def usage_totals(self, tenant_id: str, where: UsageFilter | None = None) -> list[tuple[str, str, float]]:
         """(model, event type, sum of values) over the matching usage rows."""
-        query = self._usage_query(
-            select(UsageEvent.model, UsageEvent.event_type, func.sum(UsageEvent.value)),
-            tenant_id,
-            session_id=session_id,
-            agent_name=agent_name,
-            after=after,
-            before=before,
-        ).group_by(UsageEvent.model, UsageEvent.event_type)
+        query = (where or UsageFilter()).apply(
+            select(UsageEvent.model, UsageEvent.event_type, func.sum(UsageEvent.value)), tenant_id
+        )
         async with self.db() as db:
-            return [(str(m), str(t), float(v or 0)) for m, t, v in (await db.execute(query)).all()]
+            rows = (await db.execute(query.group_by(UsageEvent.model, UsageEvent.event_type))).all()
+        return [(str(m), str(t), float(v or 0)) for m, t, v in rows]
+
+
+Query = TypeVar("Query", bound="Select[*tuple[Any, ...]]")  # a string: Select is variadic from SQLAlchemy 2.1 on
+
+
+@dataclass(frozen=True)
+class UsageFilter:
+    """Which of a tenant's usage rows a query covers; None matches all."""
+
+    session_id: uuid.UUID | None = None
+    agent_name: str | None = None
+    after: datetime | None = None
+    before: datetime | None = None
+
+    def apply(self, query: Query, tenant_id: str) -> Query:
+        query = query.where(UsageEvent.tenant_id == tenant_id)
+        if self.session_id is not None:
+            query = query.where(UsageEvent.session_id == self.session_id)
+        if self.agent_name is not None:
+            query = query.where(UsageEvent.agent_name == self.agent_name)
+        if self.after is not None:
+            query = query.where(UsageEvent.created_at > self.after)
+        if self.before is not None:
+            query = query.where(UsageEvent.created_at < self.before)
+        return query

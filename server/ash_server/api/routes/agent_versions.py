@@ -151,5 +151,5 @@ async def activate_agent_version(
     name: str, principal: PrincipalDep, services: ServicesDep, version: str = VersionRef
 ) -> ActivateResponse:
     _, activated = await services.agent_versions.activate(principal.tenant_id, name, version)
-    services.pool.agents_changed()  # warm sandboxes of the version that was active go
+    services.warm.agents_changed()  # warm sandboxes of the version that was active go
     return ActivateResponse(activated=True, version_number=activated.version_number)

@@ -47,7 +47,7 @@ async def deploy_agent(body: AgentCreate, principal: PrincipalDep, services: Ser
         system_prompt=body.system_prompt,
         env=body.env,
     )
-    services.pool.agents_changed()  # warm sandboxes of the old version go, new ones start
+    services.warm.agents_changed()  # warm sandboxes of the old version go, new ones start
     return AgentResponse(agent=AgentPublic.of(agent))
 
 
@@ -68,14 +68,14 @@ async def update_agent(name: str, body: AgentUpdate, principal: PrincipalDep, se
     agent = await services.agents.update(
         principal.tenant_id, name, env=body.env, config=body.config, description=body.description
     )
-    services.pool.agents_changed()
+    services.warm.agents_changed()
     return AgentResponse(agent=AgentPublic.of(agent))
 
 
 @router.delete("/{name}", response_model=OkResponse)
 async def delete_agent(name: str, principal: PrincipalDep, services: ServicesDep) -> OkResponse:
     await services.agents.delete(principal.tenant_id, name)
-    services.pool.agents_changed()
+    services.warm.agents_changed()
     return OkResponse()
 
 
@@ -90,7 +90,7 @@ async def update_agent_config(
 ) -> ConfigResponse:
     _check_limits(body, services)
     agent = await services.agents.update(principal.tenant_id, name, env=None, config=dict(body))
-    services.pool.agents_changed()
+    services.warm.agents_changed()
     return ConfigResponse(config=agent.config)
 
 
@@ -161,7 +161,7 @@ async def write_agent_files(
     agent, written = await services.agent_versions.write_files(
         principal.tenant_id, name, [UploadedFile(f.path, f.content) for f in body.files]
     )
-    services.pool.agents_changed()
+    services.warm.agents_changed()
     return AgentFilesWritten(written=written, version=agent.version)
 
 
@@ -171,7 +171,7 @@ async def delete_agent_file(
 ) -> AgentFileDeleted:
     """Delete one file: a new version without it, active at once."""
     agent = await services.agent_versions.delete_file(principal.tenant_id, name, file_path)
-    services.pool.agents_changed()
+    services.warm.agents_changed()
     return AgentFileDeleted(version=agent.version)
 
 

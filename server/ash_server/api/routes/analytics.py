@@ -9,10 +9,11 @@ from datetime import datetime
 from fastapi import APIRouter, Query
 
 from ...store.evals import EvalStore
+from ...store.usage import UsageFilter
 from ..deps import PrincipalDep, ServicesDep
 from ..schemas import UsageStats
 from ..schemas.evals import AnalyticsResponse, CountTotal, EvalCounts, SessionCounts
-from .usage import _utc
+from .usage import utc
 
 router = APIRouter(prefix="/api/analytics", tags=["usage"])
 
@@ -33,7 +34,7 @@ async def analytics(
     sessions: Counter[str] = Counter()
     for _, status, count in await services.store.session_counts(tenant):
         sessions[status] += count
-    usage = await services.store.usage_totals(tenant, after=_utc(after), before=_utc(before))
+    usage = await services.store.usage_totals(tenant, UsageFilter(after=utc(after), before=utc(before)))
     runs = await evals.run_status_counts(tenant)
     return AnalyticsResponse(
         agents=CountTotal(total=await evals.count_agents(tenant)),

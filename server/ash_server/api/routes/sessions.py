@@ -206,7 +206,7 @@ async def list_messages(
     after: int = Query(0, ge=0),
 ) -> MessagesResponse:
     await services.sessions.get(principal.tenant_id, session_id)
-    messages = await services.store.list_messages(principal.tenant_id, session_id, after=after, limit=limit)
+    messages = await services.sessions.history.messages(principal.tenant_id, session_id, after=after, limit=limit)
     return MessagesResponse(messages=[MessagePublic.of(m) for m in messages])
 
 
@@ -220,7 +220,9 @@ async def list_events(
     type: str | None = Query(None, max_length=32),
 ) -> EventsResponse:
     await services.sessions.get(principal.tenant_id, session_id)
-    events = await services.store.list_events(principal.tenant_id, session_id, after=after, limit=limit, kind=type)
+    events = await services.sessions.history.events(
+        principal.tenant_id, session_id, after=after, limit=limit, kind=type
+    )
     return EventsResponse(events=[EventPublic.of(e) for e in events])
 
 
