@@ -105,11 +105,17 @@ def _load(line: bytes) -> dict[str, Any]:
     return obj
 
 
-def decode_command(line: bytes) -> Command:
+def _kind(line: bytes, key: str, known: frozenset[str], what: str) -> tuple[dict[str, Any], Any]:
+    """The frame and its kind (`cmd` of a command, `event` of an event), which must be one of `known`."""
     obj = _load(line)
-    cmd = obj.get("cmd")
-    if cmd not in COMMANDS:
-        raise ProtocolError(f"unknown command {cmd!r}", line)
+    kind = obj.get(key)
+    if kind not in known:
+        raise ProtocolError(f"unknown {what} {kind!r}", line)
+    return obj, kind
+
+
+def decode_command(line: bytes) -> Command:
+    obj, cmd = _kind(line, "cmd", COMMANDS, "command")
     prompt = obj.get("prompt")
     if cmd == "query" and not isinstance(prompt, (str, list)):
         raise ProtocolError("query needs a prompt (string or list of content blocks)", line)
@@ -128,10 +134,7 @@ def decode_command(line: bytes) -> Command:
 
 
 def decode_event(line: bytes) -> Event:
-    obj = _load(line)
-    name = obj.get("event")
-    if name not in EVENTS:
-        raise ProtocolError(f"unknown event {name!r}", line)
+    obj, name = _kind(line, "event", EVENTS, "event")
     message = obj.get("message")
     if name == "message" and not isinstance(message, dict):
         raise ProtocolError("message event without a message object", line)

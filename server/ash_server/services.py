@@ -35,6 +35,7 @@ from .sandbox.limits import detect_backend
 from .sandbox.manager import SandboxManager, sandbox_runtime_readable
 from .sandbox.pool import SandboxPool
 from .sandbox.warm import ConfiguredWarmSize, WarmPool
+from .sessions.core import SessionCore
 from .sessions.prompt import LocalSessions, PromptSessions
 from .sessions.service import SessionService
 from .settings import Settings
@@ -177,20 +178,23 @@ async def build_services(
     )
     # A runner reports the creates it received as load (cluster/load.py).
     creates = CreateLoad() if settings.mode == "runner" else None
-    session_service = SessionService(
+    session_core = SessionCore(
         store,
         data,
         agent_service,
         sandboxes,
         pool=sandbox_pool,
         snapshots=snapshots,
+        metrics=metrics,
+        tracer=tracer,
+        exclusive=settings.mode == "runner",
+    )
+    session_service = SessionService(
+        session_core,
         idle_timeout_s=settings.idle_timeout_ms / 1000,
         retention_s=settings.session_retention_ms / 1000,
         debug_timing=settings.debug_timing,
-        metrics=metrics,
-        tracer=tracer,
         creates=creates,
-        exclusive=settings.mode == "runner",
     )
     if settings.mode != "coordinator":
         recovered = await session_service.recover()

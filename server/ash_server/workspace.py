@@ -9,7 +9,6 @@ instead of leading out of the workspace. What the server writes belongs to the s
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import gzip
 import io
@@ -90,34 +89,18 @@ def _is_symlink(name: str, dir_fd: int) -> bool:
 
 
 def _open_beneath(root: Path, rel: PurePosixPath, raw: str) -> int:
-    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+    fd = _open_parent(root, rel, raw, None, create=False)
     try:
-        fd = os.open(root, flags | os.O_DIRECTORY)
-    except OSError as exc:
-        raise NotFound("No workspace available for this session") from exc
-    try:
-        for part in rel.parts[:-1]:
-            parent, fd = fd, -1
-            try:
-                fd = os.open(part, flags | os.O_DIRECTORY, dir_fd=parent)
-            except OSError as exc:
-                if exc.errno == errno.ENOTDIR and _is_symlink(part, parent):
-                    raise Invalid(f"path escapes its folder: {raw!r}", path=raw) from exc
-                raise
-            finally:
-                os.close(parent)
         # O_NONBLOCK: a FIFO the agent left there must not hang the server.
-        return os.open(rel.parts[-1], flags | os.O_NONBLOCK, dir_fd=fd)
+        return os.open(rel.parts[-1], os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.EMLINK):
-            raise Invalid(f"path escapes its folder: {raw!r}", path=raw) from exc
+            raise _escape(raw) from exc
         if exc.errno in (errno.ENOENT, errno.ENOTDIR):
             raise NotFound(f"File not found: no file {raw!r} in the workspace", path=raw) from exc
         raise
     finally:
-        if fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        os.close(fd)
 
 
 # -- Writing ----------------------------------------------------------------------------------------------------
@@ -150,9 +133,10 @@ def _open_parent(root: Path, rel: PurePosixPath, raw: str, owner: tuple[int, int
                         os.chown(part, *owner, dir_fd=parent, follow_symlinks=False)
                     fd = os.open(part, _DIR_FLAGS, dir_fd=parent)
             except OSError as exc:
-                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                # O_DIRECTORY | O_NOFOLLOW on a symlink: ELOOP or ENOTDIR (a plain file there is ENOTDIR too).
+                if exc.errno == errno.ELOOP or (exc.errno == errno.ENOTDIR and _is_symlink(part, parent)):
                     raise _escape(raw) from exc
-                if exc.errno == errno.ENOENT:
+                if exc.errno in (errno.ENOENT, errno.ENOTDIR):
                     raise NotFound(f"File not found: no file {raw!r} in the workspace", path=raw) from exc
                 raise
             finally:

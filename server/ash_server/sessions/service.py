@@ -15,17 +15,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from opentelemetry.trace import Tracer
-
-from ..agents import AgentService
 from ..observability.metrics import Metrics
-from ..paths import DataDir
-from ..sandbox.manager import SandboxManager
-from ..sandbox.pool import SandboxPool
 from ..sandbox.sandbox import Sandbox
-from ..snapshots.service import SnapshotService
 from ..store.models import Session
-from ..store.repository import Store
 from .core import SessionCore
 from .history import SessionHistory
 from .lifecycle import CreateCounter, Lifecycle
@@ -40,38 +32,19 @@ __all__ = ["SessionService", "TurnOptions", "effective_sdk_options"]
 class SessionService:
     def __init__(
         self,
-        store: Store,
-        data: DataDir,
-        agents: AgentService,
-        sandboxes: SandboxManager,
+        core: SessionCore,
         *,
-        pool: SandboxPool,
-        snapshots: SnapshotService,
         idle_timeout_s: float,
         retention_s: float,
-        metrics: Metrics | None = None,
         creates: CreateCounter | None = None,
-        tracer: Tracer | None = None,
         debug_timing: bool = False,
-        exclusive: bool = False,
     ) -> None:
-        """`exclusive` (runner mode): serve only the sessions assigned to this server (`runnerId`)."""
-        core = SessionCore(
-            store,
-            data,
-            agents,
-            sandboxes,
-            pool=pool,
-            snapshots=snapshots,
-            metrics=metrics or Metrics(),
-            tracer=tracer,
-            exclusive=exclusive,
-        )
+        """`core`: the dependencies and shared steps every part works with (core.py)."""
         self._core = core
         self.turns = TurnRunner(core, debug_timing=debug_timing)
         self.lifecycle = Lifecycle(core, self.turns, creates)
         self.upkeep = Upkeep(core, self.turns, idle_timeout_s=idle_timeout_s, retention_s=retention_s)
-        self.history = SessionHistory(store)
+        self.history = SessionHistory(core.store)
         self.server_id = core.server_id
         # The service's API, by part.
         self.get = core.get
