@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from ash_server.paths import DataDir
+from ash_server.sandbox.admission import StartAdmission
 from ash_server.sandbox.pool import PoolEntry, SandboxPool
 from ash_server.store.database import create_engine, migrate
-from ash_server.store.models import Sandbox as SandboxRow
-from ash_server.store.models import utcnow
+from ash_server.store.models import SandboxRow, utcnow
 from ash_server.store.repository import Store
 from bench.common import arguments, machine, print_table, summary, write_result
 
@@ -122,7 +122,7 @@ async def measure(url: str, runs: int) -> dict[str, Any]:
         DataDir(data),
         server_id=SERVER,
         max_sandboxes=ROWS * 2,
-        warm_pool_size=0,
+        admission=StartAdmission(1, queue_timeout_s=60),
     )
     results: dict[str, list[float]] = {}
     try:

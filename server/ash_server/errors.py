@@ -73,6 +73,18 @@ class CapacityExhausted(AshError):
     status_code = 503
 
 
+class StartsBusy(CapacityExhausted):
+    """Too many sandbox starts are queued ahead of this one (sandbox/admission.py); Retry-After says when to retry."""
+
+    def __init__(self, message: str, *, retry_after_s: int, **fields: Any) -> None:
+        super().__init__(message, retry_after_s=retry_after_s, **fields)
+        self.retry_after_s = retry_after_s
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
 class NotConfigured(AshError):
     """A feature needs server configuration that is missing; the message names the setting."""
 

@@ -29,6 +29,7 @@ from .gateway import Gateway
 from .observability.metrics import Metrics
 from .paths import DataDir
 from .ratelimit import RateLimiter, RateLimits
+from .sandbox.admission import StartAdmission
 from .sandbox.isolation import IsolationUnavailable, runtime_paths, select_launcher
 from .sandbox.launcher import ProcessLauncher
 from .sandbox.limits import detect_backend
@@ -156,6 +157,11 @@ async def build_services(
         max_sandboxes=(settings.runner_max_sandboxes or settings.max_sandboxes)
         if settings.mode == "runner"
         else settings.max_sandboxes,
+        admission=StartAdmission(
+            settings.max_concurrent_starts or os.cpu_count() or 1,
+            queue_timeout_s=settings.start_queue_timeout_ms / 1000,
+            metrics=metrics,
+        ),
         metrics=metrics,
     )
     snapshot_backend = await _snapshot_store(settings)

@@ -105,6 +105,18 @@ class Settings(BaseSettings):
     bridge_start_timeout_ms: int = Field(
         60_000, ge=1000, description="How long a new sandbox may take to report ready."
     )
+    max_concurrent_starts: int = Field(
+        0,
+        ge=0,
+        description="Sandbox starts run at once; the rest wait their turn (a start is seconds of CPU). "
+        "0: one per CPU core.",
+    )
+    start_queue_timeout_ms: int = Field(
+        90_000,
+        ge=1000,
+        description="How long a session's sandbox start may wait for its turn before 503 with Retry-After "
+        "(the wait does not count against ASH_BRIDGE_START_TIMEOUT_MS).",
+    )
     debug_timing: bool = Field(False, description="Log per-message hot-path timings.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Server log level.")
     log_format: Literal["json", "text"] = Field(

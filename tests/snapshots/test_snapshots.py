@@ -18,7 +18,7 @@ from ash_server.paths import DataDir
 from ash_server.snapshots.local import LocalSnapshotStore
 from ash_server.snapshots.service import SnapshotService, file_digest
 from ash_server.store.database import create_engine, upgrade
-from ash_server.store.models import Session, Snapshot, utcnow
+from ash_server.store.models import SessionRow, Snapshot, utcnow
 from ash_server.store.repository import Store
 
 ME, OTHER = "srv-this", "srv-other"
@@ -57,10 +57,10 @@ def service(store: Store, data: DataDir, backend: LocalSnapshotStore, server_id:
     return SnapshotService(store, backend, data, server_id=server_id, owner=None)
 
 
-async def new_session(store: Store, data: DataDir, runner: str | None = ME) -> Session:
+async def new_session(store: Store, data: DataDir, runner: str | None = ME) -> SessionRow:
     now = utcnow()
     session = await store.add_session(
-        Session(
+        SessionRow(
             tenant_id="tenant-a",
             agent_name="helper",
             agent_version=1,

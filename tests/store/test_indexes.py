@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import event
 
-from ash_server.store.models import Agent, ApiKey, Session, StreamEvent, utcnow
+from ash_server.store.models import Agent, ApiKey, SessionRow, StreamEvent, utcnow
 from ash_server.store.repository import Store
 from ash_server.store.usage import UsageFilter
 
@@ -28,7 +28,7 @@ async def hot_path(store: Store) -> None:
         Agent(tenant_id=TENANT, name="helper", version=1, path="/x", env={}, config={}, created_at=now, updated_at=now)
     )
     session = await store.add_session(
-        Session(tenant_id=TENANT, agent_name="helper", agent_version=1, created_at=now, last_active_at=now)
+        SessionRow(tenant_id=TENANT, agent_name="helper", agent_version=1, created_at=now, last_active_at=now)
     )
     sid = session.id
     # Authentication, then what the routes read.

@@ -5,16 +5,16 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
-from ash_server.store.models import Sandbox, Session, Snapshot, utcnow
+from ash_server.store.models import SandboxRow, SessionRow, Snapshot, utcnow
 from ash_server.store.repository import Store
 
 ME, OTHER = "srv-me", "srv-other"
 
 
-async def new_session(store: Store, **values: object) -> Session:
+async def new_session(store: Store, **values: object) -> SessionRow:
     now = utcnow()
     return await store.add_session(
-        Session(
+        SessionRow(
             tenant_id="t",
             agent_name="helper",
             agent_version=1,
@@ -27,9 +27,9 @@ async def new_session(store: Store, **values: object) -> Session:
     )
 
 
-def sandbox(session: Session, state: str, server_id: str | None) -> Sandbox:
+def sandbox(session: SessionRow, state: str, server_id: str | None) -> SandboxRow:
     now = utcnow()
-    return Sandbox(
+    return SandboxRow(
         id="sbx-" + uuid.uuid4().hex[:16],
         tenant_id="t",
         session_id=session.id,
@@ -41,7 +41,7 @@ def sandbox(session: Session, state: str, server_id: str | None) -> Sandbox:
     )
 
 
-def snapshot(session: Session) -> Snapshot:
+def snapshot(session: SessionRow) -> Snapshot:
     id_ = uuid.uuid4().hex
     return Snapshot(
         id=id_,

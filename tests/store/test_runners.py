@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from ash_server.cluster.placement import least_loaded, runner_load
 from ash_server.store.database import create_engine
-from ash_server.store.models import Runner, Session, Snapshot, utcnow
+from ash_server.store.models import Runner, SessionRow, Snapshot, utcnow
 from ash_server.store.repository import Store
 
 
@@ -80,7 +80,7 @@ async def test_silent_runners_are_declared_dead_once_and_refuse_heartbeats(store
 
 async def test_a_session_moves_once_and_its_old_runner_cannot_snapshot_it(store: Store) -> None:
     session = await store.add_session(
-        Session(tenant_id="default", agent_name="x", agent_version=1, status="active", config={}, runner_id="a")
+        SessionRow(tenant_id="default", agent_name="x", agent_version=1, status="active", config={}, runner_id="a")
     )
     assert await store.move_session(session.id, "a", "b")
     assert not await store.move_session(session.id, "a", "c")  # someone moved it first

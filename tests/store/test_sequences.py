@@ -11,7 +11,7 @@ import sys
 import uuid
 
 from ash_server.store.database import create_engine
-from ash_server.store.models import Session, utcnow
+from ash_server.store.models import SessionRow, utcnow
 from ash_server.store.repository import Store
 from tests.store.writers import TENANT
 from tests.support.server import REPO
@@ -25,7 +25,7 @@ async def new_session(url: str) -> str:
     try:
         now = utcnow()
         session = await store.add_session(
-            Session(tenant_id=TENANT, agent_name="helper", agent_version=1, created_at=now, last_active_at=now)
+            SessionRow(tenant_id=TENANT, agent_name="helper", agent_version=1, created_at=now, last_active_at=now)
         )
         return str(session.id)
     finally:

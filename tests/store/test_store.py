@@ -15,7 +15,7 @@ from ash_server.store.models import (
     Agent,
     ApiKey,
     Credential,
-    Session,
+    SessionRow,
     StreamEvent,
     Tenant,
     utcnow,
@@ -42,9 +42,9 @@ def agent(tenant: str, name: str, **values: object) -> Agent:
     )
 
 
-def session(tenant: str, agent_name: str = "helper", **values: object) -> Session:
+def session(tenant: str, agent_name: str = "helper", **values: object) -> SessionRow:
     now = values.pop("created_at", utcnow())
-    return Session(
+    return SessionRow(
         tenant_id=tenant,
         agent_name=agent_name,
         agent_version=1,

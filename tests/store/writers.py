@@ -10,13 +10,13 @@ import sys
 import uuid
 
 from ash_server.store.database import PoolOptions, create_engine
-from ash_server.store.models import Session
+from ash_server.store.models import SessionRow
 from ash_server.store.repository import Store
 
 TENANT = "default"
 
 
-async def write(store: Store, session: Session, writer: int, each: int) -> None:
+async def write(store: Store, session: SessionRow, writer: int, each: int) -> None:
     for i in range(each):
         content = json.dumps({"writer": writer, "i": i})
         if i % 2:
@@ -29,7 +29,7 @@ async def write(store: Store, session: Session, writer: int, each: int) -> None:
 
 async def main(url: str, session_id: str, first: int, count: int, each: int) -> None:
     stores = [Store(create_engine(url, PoolOptions(size=1, max_overflow=0))) for _ in range(count)]
-    session = Session(id=uuid.UUID(session_id), tenant_id=TENANT, agent_name="helper")
+    session = SessionRow(id=uuid.UUID(session_id), tenant_id=TENANT, agent_name="helper")
     for store in stores:  # connect before the start signal, so the writers start together
         async with store.engine.connect():
             pass

@@ -27,13 +27,12 @@ async def core_services(**settings: Any) -> AsyncIterator[Services]:
     """The services of a standalone server on a fresh data dir, started and, after the block, shut down as uvicorn
     would."""
     root = short_tempdir()  # traversable by the sandbox user, and short enough for socket paths
-    config = Settings(
-        data_dir=root / "data",
-        sandbox_isolation="none",
-        bridge_entry=f"{sys.executable} {FAKE_BRIDGE}",
-        queue_concurrency=0,
-        **settings,
-    )
+    defaults: dict[str, Any] = {
+        "sandbox_isolation": "none",
+        "bridge_entry": f"{sys.executable} {FAKE_BRIDGE}",
+        "queue_concurrency": 0,
+    }
+    config = Settings(data_dir=root / "data", **{**defaults, **settings})
     app = create_app(config)
     try:
         async with app.router.lifespan_context(app):

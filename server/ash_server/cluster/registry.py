@@ -23,7 +23,7 @@ from ..errors import CapacityExhausted, NotFound
 from ..sessions.events import dumps
 from ..settings import Settings
 from ..states import SessionStatus
-from ..store.models import Runner, Session, utcnow
+from ..store.models import Runner, SessionRow, utcnow
 from ..store.repository import Store
 from .placement import least_loaded, runner_load
 from .proxy import RunnerUnreachable
@@ -157,7 +157,7 @@ class Registry:
         raise AssertionError("unreachable")
 
     async def send_routed(
-        self, session: Session, runner: Runner | None, send: Callable[[Runner], Awaitable[httpx.Response]]
+        self, session: SessionRow, runner: Runner | None, send: Callable[[Runner], Awaitable[httpx.Response]]
     ) -> httpx.Response:
         """Send a request about an existing session to the runner that serves it (`route`; `runner`: its row, if
         already read); once more if that runner says the session moved meanwhile (a move raced the request).
@@ -178,7 +178,7 @@ class Registry:
     async def unplace(self, runner: Runner) -> None:
         await self._store.unplace(runner.id)
 
-    async def route(self, session: Session, *, avoid: str | None = None, runner: Runner | None = None) -> Runner:
+    async def route(self, session: SessionRow, *, avoid: str | None = None, runner: Runner | None = None) -> Runner:
         """The runner that serves this session: its own while that is alive, else a live one it moves to (`avoid`:
         a runner that just said the session is not its; `runner`: the session's runner row, if already read)."""
         for _ in range(MOVE_ATTEMPTS):

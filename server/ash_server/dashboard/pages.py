@@ -17,7 +17,7 @@ from ..api.schemas import UsageStats
 from ..api.sse import EventStream
 from ..errors import Invalid, NotFound
 from ..states import SandboxState
-from ..store.models import Session
+from ..store.models import SessionRow
 from .render import duration, render
 from .signin import EVENT_PAGE, MESSAGE_PAGE, SESSION_PAGE, PageViewer, ScriptViewer, Viewer, router
 from .views import STATUSES, RunnerRow, SessionCounts, conversation, timeline
@@ -59,7 +59,7 @@ def _sandbox_states(services: Services) -> dict[str, str]:
     return {entry.session_id: entry.state for entry in services.pool.entries()}
 
 
-def _turn_running(services: Services, session: Session) -> bool:
+def _turn_running(services: Services, session: SessionRow) -> bool:
     return _sandbox_states(services).get(str(session.id)) == SandboxState.RUNNING
 
 

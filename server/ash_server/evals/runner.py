@@ -14,7 +14,7 @@ import time
 import uuid
 
 from ..sessions.prompt import PromptSessions
-from ..store.evals import EvalResult, EvalResultStatus, EvalRun, EvalRunStatus, EvalStore
+from ..store.evals import EvalResult, EvalResultStatus, EvalRun, EvalRunStatus, EvalStore, ResultChanges
 from ..store.models import utcnow
 from .scoring import Scored, safety_score, summarize, topic_score
 
@@ -100,7 +100,7 @@ class EvalRunner:
             return
         await self._evals.update_results(run.id, result.id, status=EvalResultStatus.RUNNING)
         started = time.perf_counter()
-        values: dict[str, object]
+        values: ResultChanges
         try:
             session_id = await self._sessions.open(run.tenant_id, run.agent_name)
             try:
@@ -121,4 +121,6 @@ class EvalRunner:
         except Exception as exc:  # one case failing does not fail the run, as in the reference
             values = {"status": EvalResultStatus.ERROR, "error": str(exc)}
         latency_ms = round((time.perf_counter() - started) * 1000)
-        await self._evals.update_results(run.id, result.id, latency_ms=latency_ms, completed_at=utcnow(), **values)
+        values["latency_ms"] = latency_ms
+        values["completed_at"] = utcnow()
+        await self._evals.update_results(run.id, result.id, **values)

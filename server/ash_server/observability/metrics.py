@@ -55,6 +55,25 @@ class Metrics:
         self.sandbox_starts = Counter(
             "ash_sandbox_starts_total", "Sandboxes started (bridge ready), warm pool included.", registry=r
         )
+        self.sandbox_starts_in_flight = Gauge(
+            "ash_sandbox_starts_in_flight",
+            "Sandbox starts running now (ASH_MAX_CONCURRENT_STARTS at most).",
+            registry=r,
+        )
+        self.sandbox_start_queue = Gauge(
+            "ash_sandbox_start_queue", "Sandbox starts waiting for their turn to start.", registry=r
+        )
+        self.sandbox_start_wait_seconds = Histogram(
+            "ash_sandbox_start_wait_seconds",
+            "How long a sandbox start waited for its turn.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.sandbox_start_refusals = Counter(
+            "ash_sandbox_start_refusals_total",
+            "Session starts refused (503) after waiting ASH_START_QUEUE_TIMEOUT_MS for their turn.",
+            registry=r,
+        )
         self.sandbox_failures = Counter(
             "ash_sandbox_failures_total",
             "Sandboxes that failed to start or ended on their own, by cause: start, oom, pids, disk, crash.",

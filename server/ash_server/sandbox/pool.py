@@ -31,9 +31,9 @@ from ..errors import CapacityExhausted, SandboxError
 from ..observability.metrics import Metrics
 from ..paths import DataDir
 from ..states import UNCLAIMED, SandboxState, SessionStatus
-from ..store.models import Sandbox as SandboxRow
-from ..store.models import utcnow
+from ..store.models import SandboxRow, utcnow
 from ..store.repository import Store
+from .admission import Admission, StartAdmission, StartPriority
 from .manager import SandboxManager, SandboxRequest
 from .pool_rows import PoolRowWriter
 from .sandbox import Sandbox
@@ -92,6 +92,7 @@ class SandboxPool:
         *,
         server_id: str,
         max_sandboxes: int,
+        admission: StartAdmission,
         metrics: Metrics | None = None,
     ) -> None:
         self.store = store
@@ -99,6 +100,7 @@ class SandboxPool:
         self.data = data
         self.server_id = server_id
         self.max_sandboxes = max_sandboxes
+        self.admission = admission
         self._entries: dict[str, PoolEntry] = {}
         self.reserved = 0
         self._rows = PoolRowWriter(store, server_id)
@@ -144,6 +146,7 @@ class SandboxPool:
             "resumeColdHits": self.resume_cold_hits,
             "preWarmHits": self.pre_warm_hits,
             "evictions": self.evictions,
+            **self.admission.stats(),
         }
 
     # -- Capacity -----------------------------------------------------------------------------------------------
@@ -192,8 +195,10 @@ class SandboxPool:
         state: SandboxState = SandboxState.WAITING,
         profile: str | None = None,
         agent: tuple[str, str] | None = None,
+        admission: Admission | None = None,
     ) -> Sandbox:
-        """Start a sandbox in the room `slot` holds; it enters the pool as `warming`, then `state`."""
+        """Start a sandbox in the room `slot` holds; it enters the pool as `warming`, then `state`. It waits for
+        its turn to start (admission.py) unless the caller was already admitted (`admission`, released here)."""
         entry: PoolEntry | None = None
 
         async def launched(sandbox: Sandbox) -> None:
@@ -216,7 +221,13 @@ class SandboxPool:
             await self.store.save_sandbox(row)
 
         try:
-            sandbox = await self._manager.start(request, on_launched=launched, on_exited=self._exited)
+            if admission is None:
+                priority = StartPriority.WARM if state == SandboxState.WARM else StartPriority.SESSION
+                admission = await self.admission.admit(priority)
+            try:
+                sandbox = await self._manager.start(request, on_launched=launched, on_exited=self._exited)
+            finally:
+                admission.release()
         except BaseException as exc:
             if isinstance(exc, SandboxError):
                 self.metrics.sandbox_failures.labels("start").inc()

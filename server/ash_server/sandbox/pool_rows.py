@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import Any
 
 from ..states import SandboxState
 from ..store.repository import Store
+from ..store.sandboxes import SandboxChanges
 
 log = logging.getLogger(__name__)
 
@@ -18,12 +18,12 @@ class PoolRowWriter:
     def __init__(self, store: Store, server_id: str) -> None:
         self._store = store
         self._server_id = server_id
-        self._writes: asyncio.Queue[tuple[str, str, dict[str, Any]]] = asyncio.Queue()
+        self._writes: asyncio.Queue[tuple[str, str, SandboxChanges]] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         # This server's cold rows (sessions whose sandbox is gone, files persisted), recounted after each change.
         self.cold = 0
 
-    def write(self, sandbox_id: str, values: dict[str, Any] | None) -> None:
+    def write(self, sandbox_id: str, values: SandboxChanges | None) -> None:
         """Update (or, with None, delete) a row, in order after the changes so far."""
         self._writes.put_nowait(("update" if values is not None else "delete", sandbox_id, values or {}))
         self._ensure_writer()

@@ -23,15 +23,16 @@ from opentelemetry import trace
 from opentelemetry.trace import Tracer
 
 from ..agents import AgentService
-from ..errors import AshError, Conflict, Gone, NotFound, SessionMoved, SnapshotError
+from ..errors import AshError, Conflict, Gone, NotFound, SessionMoved, SnapshotError, StartsBusy
 from ..observability.metrics import Metrics
 from ..observability.tracing import traced
 from ..paths import DataDir
+from ..sandbox.admission import Admission
 from ..sandbox.manager import SandboxManager, SandboxRequest
 from ..sandbox.pool import PoolEntry, SandboxPool, Slot
 from ..snapshots.service import SnapshotService
 from ..states import SessionStatus, check_transition
-from ..store.models import Agent, Session, utcnow
+from ..store.models import Agent, SessionRow, utcnow
 from ..store.repository import Store
 from ..store.sessions import SessionChanges
 from .events import dumps
@@ -71,14 +72,14 @@ class SessionCore:
         # Tasks that outlive the request that started them (interrupt watchdogs): kept so they are not collected.
         self.background: set[asyncio.Task[None]] = set()
 
-    def runs_here(self, session: Session) -> bool:
+    def runs_here(self, session: SessionRow) -> bool:
         """This server runs the session (or none does yet)."""
         return session.runner_id in (None, self.server_id)
 
     @contextlib.asynccontextmanager
     async def locked(
         self, tenant_id: str, session_id: uuid.UUID, *, allow_ended: bool = False
-    ) -> AsyncIterator[tuple[Session, LiveSession]]:
+    ) -> AsyncIterator[tuple[SessionRow, LiveSession]]:
         """The session, read again once its lock is held (it may have changed while this request waited), and its
         live entry. An ended session is 410 unless `allow_ended`."""
         await self.get(tenant_id, session_id)  # 404 (or moved) before an entry is made for it
@@ -88,7 +89,7 @@ class SessionCore:
                 raise Gone(f"Session is ended: {session_id}")
             yield session, live
 
-    async def get(self, tenant_id: str, session_id: uuid.UUID) -> Session:
+    async def get(self, tenant_id: str, session_id: uuid.UUID) -> SessionRow:
         session = await self.store.get_session(tenant_id, session_id)
         if session is None:
             raise NotFound(f"Session not found: {session_id}", session_id=str(session_id))
@@ -127,7 +128,9 @@ class SessionCore:
         )
 
     @traced("sandbox.start")
-    async def start_sandbox(self, session: Session, live: LiveSession, slot: Slot | None = None) -> None:
+    async def start_sandbox(
+        self, session: SessionRow, live: LiveSession, slot: Slot | None = None, admission: Admission | None = None
+    ) -> None:
         """Start a sandbox on the session's folder (cold path); the caller holds the session's lock. The files
         come from the latest snapshot when this server's copy is missing or another server ran the session since.
         """
@@ -143,7 +146,9 @@ class SessionCore:
         if slot is None:
             slot = await self.pool.reserve(self.evict)
         try:
-            sandbox = await self.pool.start(request, slot)
+            sandbox = await self.pool.start(request, slot, admission=admission)
+        except StartsBusy:
+            raise  # it never started: the session stays as it was, to be retried
         except AshError:
             await self.set(session, status=SessionStatus.ERROR, sandbox_id="")
             raise
@@ -153,7 +158,7 @@ class SessionCore:
         live.sandbox = sandbox
         await self.set(session, status=SessionStatus.ACTIVE, sandbox_id=sandbox.id, last_active_at=utcnow())
 
-    async def ensure_files(self, session: Session) -> None:
+    async def ensure_files(self, session: SessionRow) -> None:
         """Make this server's copy of the session's folder current: it is, if this server ran the session last;
         otherwise (or if there is none) the latest snapshot replaces it."""
         sid = str(session.id)
@@ -171,20 +176,20 @@ class SessionCore:
             )
         log.warning("session %s last ran on %s and has no snapshot; using this server's copy", sid, session.runner_id)
 
-    async def drop_if_stale(self, session: Session, live: LiveSession) -> None:
+    async def drop_if_stale(self, session: SessionRow, live: LiveSession) -> None:
         """Another server has run this session since this one started its sandbox: that sandbox (and the files
         it has) are out of date. It goes, without a snapshot; the cold path restores the newer state."""
         if live.sandbox is not None and not self.runs_here(session):
             log.info("session %s moved to server %s; dropping its stale sandbox here", session.id, session.runner_id)
             await self.drop_sandbox(live, cold=False)
 
-    async def persist(self, session: Session) -> None:
+    async def persist(self, session: SessionRow) -> None:
         """Snapshot the session now, if snapshots are on and this server runs it (SnapshotError if that fails:
         nothing is freed then)."""
         if self.runs_here(session):
             await self.snapshots.take(session)
 
-    async def refuse_if_elsewhere(self, session: Session) -> None:
+    async def refuse_if_elsewhere(self, session: SessionRow) -> None:
         """409 when the server that runs this session (another one) has a sandbox for it: only that server can
         persist or stop it. (Other servers' sandboxes of a session this server runs are stale, not a conflict.)"""
         runner = session.runner_id
@@ -206,14 +211,14 @@ class SessionCore:
             await self.pool.release(live.sandbox, cold=cold)
             live.sandbox = None
 
-    async def set(self, session: Session, **values: Unpack[SessionChanges]) -> None:
+    async def set(self, session: SessionRow, **values: Unpack[SessionChanges]) -> None:
         if "status" in values:
             check_transition(session.status, values["status"])
         for key, value in values.items():
             setattr(session, key, value)
         await self.store.update_session(session.id, **values)
 
-    async def event(self, session: Session, kind: str, data: dict[str, Any]) -> None:
+    async def event(self, session: SessionRow, kind: str, data: dict[str, Any]) -> None:
         await self.store.append_events(session, [(kind, dumps(data))])
 
     async def evict(self, entry: PoolEntry, reason: str) -> bool:

@@ -18,11 +18,12 @@ from .. import archive
 from ..errors import AshError, Gone, NotFound
 from ..observability.tracing import traced
 from ..paths import chown_tree
+from ..sandbox.admission import Admission
 from ..sandbox.manager import SandboxRequest
 from ..sandbox.pool import PoolEntry
 from ..sandbox.profile import profile_key
 from ..states import SessionStatus
-from ..store.models import Agent, Session, utcnow
+from ..store.models import Agent, SessionRow, utcnow
 from .core import SessionCore, SessionPart
 from .options import validated_config
 from .turns import TurnRunner
@@ -73,7 +74,7 @@ class Lifecycle(SessionPart):
         self._creates = creates or NoCounting()
 
     @traced("session.create")
-    async def create(self, tenant_id: str, agent_name: str, options: dict[str, Any]) -> Session:
+    async def create(self, tenant_id: str, agent_name: str, options: dict[str, Any]) -> SessionRow:
         started = time.perf_counter()
         arrival = _Arrival(self._creates)
         try:
@@ -98,12 +99,15 @@ class Lifecycle(SessionPart):
             self._pool.refill()
         return session
 
-    async def _create_cold(self, agent: Agent, config: dict[str, Any], arrival: _Arrival) -> Session:
+    async def _create_cold(self, agent: Agent, config: dict[str, Any], arrival: _Arrival) -> SessionRow:
         slot = await self._pool.reserve(self._core.evict)  # 503 before anything exists when every sandbox is busy
         arrival.settle()
+        admission: Admission | None = None
         try:
+            # Its turn to start, before the session exists: a create refused for a long queue leaves nothing.
+            admission = await self._pool.admission.admit()
             session = await self._store.add_session(
-                Session(
+                SessionRow(
                     tenant_id=agent.tenant_id,
                     agent_name=agent.name,
                     agent_version=agent.version,
@@ -121,16 +125,18 @@ class Lifecycle(SessionPart):
                 await self._core.set(session, status=SessionStatus.ERROR)
                 raise
             async with self._core.live.locked(session.id, session.tenant_id) as live:
-                await self._core.start_sandbox(session, live, slot=slot)
+                await self._core.start_sandbox(session, live, slot=slot, admission=admission)
         finally:
+            if admission is not None:
+                admission.release()  # a no-op once the start released it
             slot.release()
         return session
 
-    async def _create_on_warm(self, agent: Agent, config: dict[str, Any], entry: PoolEntry) -> Session:
+    async def _create_on_warm(self, agent: Agent, config: dict[str, Any], entry: PoolEntry) -> SessionRow:
         """The session takes the id, folder and sandbox the warm pool reserved for it."""
         try:
             session = await self._store.add_session_on_sandbox(
-                Session(
+                SessionRow(
                     id=uuid.UUID(entry.session_id),
                     tenant_id=agent.tenant_id,
                     agent_name=agent.name,
@@ -163,7 +169,7 @@ class Lifecycle(SessionPart):
         await self._core.copy_agent(agent, self._data.workspace(agent.tenant_id, session_id))
         return session_id, self._core.request(agent, session_id, {}, resume=None, assigned=False)
 
-    async def pause(self, tenant_id: str, session_id: uuid.UUID) -> Session:
+    async def pause(self, tenant_id: str, session_id: uuid.UUID) -> SessionRow:
         async with self._core.locked(tenant_id, session_id) as (session, live):
             if session.status in (SessionStatus.PAUSED, SessionStatus.STOPPED):
                 return session
@@ -178,7 +184,7 @@ class Lifecycle(SessionPart):
         return session
 
     @traced("session.resume")
-    async def resume(self, tenant_id: str, session_id: uuid.UUID) -> Session:
+    async def resume(self, tenant_id: str, session_id: uuid.UUID) -> SessionRow:
         started = time.perf_counter()
         async with self._core.locked(tenant_id, session_id) as (session, live):
             if await self._store.get_agent(session.tenant_id, session.agent_name) is None:
@@ -201,7 +207,7 @@ class Lifecycle(SessionPart):
         await self._core.event(session, "lifecycle", {"action": "resumed", "path": path})
         return session
 
-    async def stop(self, tenant_id: str, session_id: uuid.UUID) -> Session:
+    async def stop(self, tenant_id: str, session_id: uuid.UUID) -> SessionRow:
         async with self._core.locked(tenant_id, session_id) as (session, live):
             await self._core.refuse_if_elsewhere(session)
             await self._turns.finish_turn(live)
@@ -213,7 +219,7 @@ class Lifecycle(SessionPart):
         await self._core.event(session, "lifecycle", {"action": "stopped"})
         return session
 
-    async def end(self, tenant_id: str, session_id: uuid.UUID) -> Session:
+    async def end(self, tenant_id: str, session_id: uuid.UUID) -> SessionRow:
         async with self._core.locked(tenant_id, session_id, allow_ended=True) as (session, live):
             if session.status == SessionStatus.ENDED:
                 return session
@@ -225,7 +231,7 @@ class Lifecycle(SessionPart):
         await self._core.event(session, "lifecycle", {"action": "ended"})
         return session
 
-    async def fork(self, tenant_id: str, session_id: uuid.UUID) -> Session:
+    async def fork(self, tenant_id: str, session_id: uuid.UUID) -> SessionRow:
         """A new, paused session whose workspace, transcript and message history are copies of this one's now.
         Resuming it continues the conversation from here, independently of the parent."""
         child_id = uuid.uuid4()
@@ -238,7 +244,7 @@ class Lifecycle(SessionPart):
             try:
                 await asyncio.to_thread(self._copy_session_files, source, target)
                 child = await self._store.add_session(
-                    Session(
+                    SessionRow(
                         id=child_id,
                         tenant_id=tenant_id,
                         agent_name=parent.agent_name,
@@ -276,7 +282,7 @@ class Lifecycle(SessionPart):
                 (target / name).mkdir()
             chown_tree(target / name, self._sandboxes.owner)
 
-    async def update_config(self, tenant_id: str, session_id: uuid.UUID, changes: dict[str, Any]) -> Session:
+    async def update_config(self, tenant_id: str, session_id: uuid.UUID, changes: dict[str, Any]) -> SessionRow:
         session = await self._core.get(tenant_id, session_id)
         if session.status == SessionStatus.ENDED:
             raise Gone(f"Session is ended: {session_id}")

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from ..observability.metrics import Metrics
 from ..sandbox.sandbox import Sandbox
-from ..store.models import Session
+from ..store.models import SessionRow
 from .core import SessionCore
 from .history import SessionHistory
 from .lifecycle import CreateCounter, Lifecycle
@@ -78,7 +78,7 @@ class SessionService:
 
     async def list_sessions(
         self, tenant_id: str, *, agent: str | None, status: str | None, limit: int, offset: int
-    ) -> Sequence[Session]:
+    ) -> Sequence[SessionRow]:
         return await self._core.store.list_sessions(tenant_id, agent=agent, status=status, limit=limit, offset=offset)
 
     async def count_sessions(self, tenant_id: str, *, agent: str | None, status: str | None) -> int:

@@ -20,7 +20,7 @@ from ..observability import logs
 from ..observability.tracing import current_traceparent, traced
 from ..sandbox.sandbox import Sandbox
 from ..states import SandboxState, SessionStatus
-from ..store.models import Session, StreamEvent, utcnow
+from ..store.models import SessionRow, StreamEvent, utcnow
 from .core import SessionCore, SessionPart
 from .events import dumps, message_role, sse_events, timeline_events
 from .live import LiveSession
@@ -93,7 +93,7 @@ class TurnRunner(SessionPart):
     @traced("bridge.query")
     async def _run_turn(
         self,
-        session: Session,
+        session: SessionRow,
         live: LiveSession,
         sandbox: Sandbox,
         turn: Turn,
@@ -194,7 +194,7 @@ class TurnRunner(SessionPart):
                     (time.perf_counter() - timings.received) * 1000,
                 )
 
-    async def _flush(self, session: Session, turn: Turn) -> None:
+    async def _flush(self, session: SessionRow, turn: Turn) -> None:
         frames = turn.take_unflushed()
         rows = [
             StreamEvent(
@@ -212,7 +212,7 @@ class TurnRunner(SessionPart):
             # Taken from the turn once: a retry writes the same frames, none is lost in between.
             await self._retried("stream_frames", session, lambda: self._store.append_stream_events(rows))
 
-    async def _retried(self, what: str, session: Session, write: Callable[[], Awaitable[None]]) -> None:
+    async def _retried(self, what: str, session: SessionRow, write: Callable[[], Awaitable[None]]) -> None:
         """A write the session cannot do without (its memory, its replayable frames), tried WRITE_ATTEMPTS times;
         each failure is logged and counted (ash_turn_end_write_failures_total), the last one raised."""
         for attempt in range(1, WRITE_ATTEMPTS + 1):

@@ -32,7 +32,7 @@ import zstandard
 from .. import archive
 from ..errors import AshError, SnapshotError
 from ..paths import DataDir, chown_tree
-from ..store.models import Session, Snapshot, utcnow
+from ..store.models import SessionRow, Snapshot, utcnow
 from ..store.repository import Store
 from .base import SnapshotMissing, SnapshotStore
 
@@ -136,7 +136,7 @@ class SnapshotService:
 
     # -- Taking -------------------------------------------------------------------------------------------------
 
-    async def take(self, session: Session) -> Snapshot | None:
+    async def take(self, session: SessionRow) -> Snapshot | None:
         """Snapshot the session's folder now (after any snapshot of it in progress). None when snapshots are off,
         when the session has no files here, or when another server has taken the session over meanwhile."""
         if self._backend is None:
@@ -144,7 +144,7 @@ class SnapshotService:
         async with self._lock(session.id):
             return await self._take(self._backend, session)
 
-    async def _take(self, backend: SnapshotStore, session: Session) -> Snapshot | None:
+    async def _take(self, backend: SnapshotStore, session: SessionRow) -> Snapshot | None:
         sid = str(session.id)
         folder = self._data.session(session.tenant_id, sid)
         if not (folder / "workspace").is_dir():
@@ -182,7 +182,7 @@ class SnapshotService:
                 await self._store.delete_snapshot_row(old.id)
         return row
 
-    def schedule(self, session: Session) -> None:
+    def schedule(self, session: SessionRow) -> None:
         """Snapshot the session soon, in the background (after a turn: never on the stream's path). Requests made
         while one runs fold into one more run after it."""
         if self._backend is None:
@@ -192,7 +192,7 @@ class SnapshotService:
             return
         self._scheduled[session.id] = asyncio.create_task(self._background(session))
 
-    async def _background(self, session: Session) -> None:
+    async def _background(self, session: SessionRow) -> None:
         try:
             while True:
                 self._again.discard(session.id)
@@ -219,12 +219,12 @@ class SnapshotService:
 
     # -- Restoring ----------------------------------------------------------------------------------------------
 
-    def _mark(self, session: Session, snapshot_id: str) -> None:
+    def _mark(self, session: SessionRow, snapshot_id: str) -> None:
         folder = self._data.session(session.tenant_id, str(session.id))
         with contextlib.suppress(OSError):
             (folder / MARKER).write_text(snapshot_id)
 
-    async def is_current(self, session: Session) -> bool:
+    async def is_current(self, session: SessionRow) -> bool:
         """Whether this server's copy of the session's folder is at least as new as its latest snapshot: it was
         saved to or restored from that snapshot here (and maybe changed since), or no snapshot was taken
         elsewhere. A runner that ran a session, lost it to another and gets it back must restore, not reuse."""
@@ -242,7 +242,7 @@ class SnapshotService:
     async def latest(self, session_id: uuid.UUID) -> Snapshot | None:
         return await self._store.latest_snapshot(session_id)
 
-    async def restore(self, session: Session) -> Snapshot | None:
+    async def restore(self, session: SessionRow) -> Snapshot | None:
         """Replace the session's local files with its latest snapshot; None if it has none. SnapshotError, with
         the session's folder untouched, if the snapshot cannot be had or is damaged."""
         sid = str(session.id)
@@ -258,7 +258,7 @@ class SnapshotService:
             await self._restore(self._backend, session, latest)
             return latest
 
-    async def _restore(self, backend: SnapshotStore, session: Session, snapshot: Snapshot) -> None:
+    async def _restore(self, backend: SnapshotStore, session: SessionRow, snapshot: Snapshot) -> None:
         sid = str(session.id)
         where = f"snapshot {snapshot.id} of session {sid} ({backend.url}/{snapshot.key})"
         fields = {"session_id": sid, "snapshot_id": snapshot.id}
@@ -295,7 +295,7 @@ class SnapshotService:
             shutil.rmtree(staging, ignore_errors=True)
         log.info("restored session %s from snapshot %s", sid, snapshot.id)
 
-    def _swap_in(self, session: Session, staging: Path) -> None:
+    def _swap_in(self, session: SessionRow, staging: Path) -> None:
         sid = str(session.id)
         folder = self._data.session(session.tenant_id, sid)
         if not folder.is_dir():

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ..errors import NotFound
 from .database import session_factory
-from .models import Session
+from .models import SessionRow
 
 
 class StoreBase:
@@ -47,13 +47,13 @@ class StoreBase:
     ) -> tuple[int, int]:
         """Reserve `messages` message and `events` event sequences; returns the last sequences before them."""
         statement = (
-            update(Session)
-            .where(Session.id == session_id)
+            update(SessionRow)
+            .where(SessionRow.id == session_id)
             .values(
-                last_message_seq=Session.last_message_seq + messages,
-                last_event_seq=Session.last_event_seq + events,
+                last_message_seq=SessionRow.last_message_seq + messages,
+                last_event_seq=SessionRow.last_event_seq + events,
             )
-            .returning(Session.last_message_seq, Session.last_event_seq)
+            .returning(SessionRow.last_message_seq, SessionRow.last_event_seq)
             .execution_options(synchronize_session=False)
         )
         row = (await db.execute(statement)).one_or_none()

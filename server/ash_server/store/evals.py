@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, Uuid, delete, func, select, update
 from sqlalchemy.orm import Mapped, mapped_column
@@ -97,6 +97,30 @@ class EvalResult(Base):
     human_notes: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class RunChanges(TypedDict, total=False):
+    """What of an eval run's row changes as it runs."""
+
+    status: EvalRunStatus
+    completed_cases: int
+    summary: dict[str, Any]
+    error: str
+    completed_at: datetime
+
+
+class ResultChanges(TypedDict, total=False):
+    """What of an eval result's row changes as its case runs or a person scores it."""
+
+    status: EvalResultStatus
+    agent_response: str
+    topic_score: float
+    safety_score: float
+    latency_ms: int
+    error: str
+    completed_at: datetime
+    human_score: float
+    human_notes: str
 
 
 class EvalStore:
@@ -193,7 +217,7 @@ class EvalStore:
         async with self._store.db() as db:
             return (await db.scalars(query)).all()
 
-    async def update_run(self, run_id: uuid.UUID, **values: Any) -> None:
+    async def update_run(self, run_id: uuid.UUID, **values: Unpack[RunChanges]) -> None:
         async with self._store.db() as db, db.begin():
             await db.execute(update(EvalRun).where(EvalRun.id == run_id).values(**values))
 
@@ -227,7 +251,9 @@ class EvalStore:
             found: EvalResult | None = await db.scalar(query)
             return found
 
-    async def update_results(self, run_id: uuid.UUID, result_id: uuid.UUID | None, **values: Any) -> int:
+    async def update_results(
+        self, run_id: uuid.UUID, result_id: uuid.UUID | None, **values: Unpack[ResultChanges]
+    ) -> int:
         query = update(EvalResult).where(EvalResult.eval_run_id == run_id)
         if result_id is not None:
             query = query.where(EvalResult.id == result_id)

@@ -125,7 +125,7 @@ class Agent(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
-class Session(Base):
+class SessionRow(Base):
     __tablename__ = "sessions"
     __table_args__ = (
         Index("ix_sessions_tenant_created", "tenant_id", "created_at"),
@@ -203,7 +203,7 @@ class StreamEvent(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
-class Sandbox(Base):
+class SandboxRow(Base):
     """A sandbox of the pool (docs/architecture/sandbox-pool.md): `warming`, `warm` (started ahead, unclaimed: its
     `session_id` is the id reserved for the session that will claim it), `waiting`, `running`, or `cold` (its
     process is gone; its session's files are persisted and it resumes on the cold path). The row is also what lets

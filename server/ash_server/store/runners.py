@@ -13,7 +13,7 @@ from ..states import SessionStatus
 from .base import StoreBase
 from .models import (
     Runner,
-    Session,
+    SessionRow,
 )
 
 
@@ -82,12 +82,14 @@ class RunnerQueries(StoreBase):
             await db.execute(update(Runner).where(Runner.id == chosen.id).values(placed=Runner.placed + 1))
             return chosen
 
-    async def session_and_runner(self, tenant_id: str, session_id: uuid.UUID) -> tuple[Session, Runner | None] | None:
+    async def session_and_runner(
+        self, tenant_id: str, session_id: uuid.UUID
+    ) -> tuple[SessionRow, Runner | None] | None:
         """A session and the runner that runs it, in one query (a coordinator's per-request routing lookup)."""
         query = (
-            select(Session, Runner)
-            .outerjoin(Runner, Runner.id == Session.runner_id)
-            .where(Session.tenant_id == tenant_id, Session.id == session_id)
+            select(SessionRow, Runner)
+            .outerjoin(Runner, Runner.id == SessionRow.runner_id)
+            .where(SessionRow.tenant_id == tenant_id, SessionRow.id == session_id)
         )
         async with self.db() as db:
             row = (await db.execute(query)).first()
@@ -110,8 +112,8 @@ class RunnerQueries(StoreBase):
             )
             return [str(r[0]) for r in rows.all()]
 
-    async def sessions_on_runner(self, runner_id: str, statuses: Sequence[str]) -> Sequence[Session]:
-        query = select(Session).where(Session.runner_id == runner_id, Session.status.in_(statuses))
+    async def sessions_on_runner(self, runner_id: str, statuses: Sequence[str]) -> Sequence[SessionRow]:
+        query = select(SessionRow).where(SessionRow.runner_id == runner_id, SessionRow.status.in_(statuses))
         async with self.db() as db:
             return (await db.scalars(query)).all()
 
@@ -119,15 +121,18 @@ class RunnerQueries(StoreBase):
         """Which of these sessions another runner runs now (or that ended): a runner drops its sandboxes of them."""
         if not session_ids:
             return []
-        query = select(Session.id).where(
-            Session.id.in_(session_ids), (Session.runner_id != runner_id) | (Session.status == SessionStatus.ENDED)
+        query = select(SessionRow.id).where(
+            SessionRow.id.in_(session_ids),
+            (SessionRow.runner_id != runner_id) | (SessionRow.status == SessionStatus.ENDED),
         )
         async with self.db() as db:
             return [r for r in (await db.scalars(query)).all()]
 
     async def move_session(self, session_id: uuid.UUID, from_runner: str | None, to_runner: str) -> bool:
         """Hand a session whose runner is gone to another one, if nobody has since (compare and set)."""
-        where = Session.runner_id.is_(None) if from_runner is None else Session.runner_id == from_runner
+        where = SessionRow.runner_id.is_(None) if from_runner is None else SessionRow.runner_id == from_runner
         async with self.db() as db, db.begin():
-            query = update(Session).where(Session.id == session_id, where).values(runner_id=to_runner, sandbox_id="")
+            query = (
+                update(SessionRow).where(SessionRow.id == session_id, where).values(runner_id=to_runner, sandbox_id="")
+            )
             return bool((await db.execute(query)).rowcount)  # type: ignore[attr-defined]

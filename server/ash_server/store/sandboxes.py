@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TypedDict, Unpack
 
 from sqlalchemy import delete, func, select, update
 
@@ -13,65 +13,78 @@ from ..states import SandboxState, SessionStatus
 from .base import StoreBase
 from .models import (
     Agent,
-    Sandbox,
-    Session,
+    SandboxRow,
+    SessionRow,
     Snapshot,
     utcnow,
 )
 
 
+class SandboxChanges(TypedDict, total=False):
+    """What of a sandbox's row changes after it is recorded (the pool's writes)."""
+
+    state: SandboxState
+    pid: int | None
+    server_id: str
+    last_used_at: datetime
+
+
 class SandboxQueries(StoreBase):
-    async def save_sandbox(self, sandbox: Sandbox) -> None:
+    async def save_sandbox(self, sandbox: SandboxRow) -> None:
         async with self.db() as db, db.begin():
             await db.merge(sandbox)
 
     async def delete_sandbox(self, sandbox_id: str) -> None:
         async with self.db() as db, db.begin():
-            await db.execute(delete(Sandbox).where(Sandbox.id == sandbox_id))
+            await db.execute(delete(SandboxRow).where(SandboxRow.id == sandbox_id))
 
-    async def list_sandboxes(self, server_id: str | None = None) -> Sequence[Sandbox]:
+    async def list_sandboxes(self, server_id: str | None = None) -> Sequence[SandboxRow]:
         """Every pool row, or those of one server (and rows written before servers were told apart)."""
-        query = select(Sandbox)
+        query = select(SandboxRow)
         if server_id is not None:
-            query = query.where((Sandbox.server_id == server_id) | Sandbox.server_id.is_(None))
+            query = query.where((SandboxRow.server_id == server_id) | SandboxRow.server_id.is_(None))
         async with self.db() as db:
             return (await db.scalars(query)).all()
 
-    async def add_session_on_sandbox(self, session: Session, sandbox_id: str) -> Session:
+    async def add_session_on_sandbox(self, session: SessionRow, sandbox_id: str) -> SessionRow:
         """Insert a session that claims a warm sandbox, and mark that sandbox `waiting` for it: one transaction."""
         async with self.db() as db, db.begin():
             db.add(session)
             await db.execute(
-                update(Sandbox)
-                .where(Sandbox.id == sandbox_id)
+                update(SandboxRow)
+                .where(SandboxRow.id == sandbox_id)
                 .values(state=SandboxState.WAITING, session_id=session.id, last_used_at=utcnow())
             )
         return session
 
-    async def update_sandbox(self, sandbox_id: str, **values: Any) -> None:
+    async def update_sandbox(self, sandbox_id: str, **values: Unpack[SandboxChanges]) -> None:
         async with self.db() as db, db.begin():
-            await db.execute(update(Sandbox).where(Sandbox.id == sandbox_id).values(**values))
+            await db.execute(update(SandboxRow).where(SandboxRow.id == sandbox_id).values(**values))
 
     async def delete_cold_sandboxes(self, session_id: uuid.UUID) -> None:
         """The session has a sandbox again (or has ended): its cold rows, on any server, no longer stand for it."""
         async with self.db() as db, db.begin():
             await db.execute(
-                delete(Sandbox).where(Sandbox.session_id == session_id, Sandbox.state == SandboxState.COLD)
+                delete(SandboxRow).where(SandboxRow.session_id == session_id, SandboxRow.state == SandboxState.COLD)
             )
 
-    async def live_sandbox_on(self, session_id: uuid.UUID, server_id: str) -> Sandbox | None:
+    async def live_sandbox_on(self, session_id: uuid.UUID, server_id: str) -> SandboxRow | None:
         """A live (waiting or running) sandbox of this session on that server, if any."""
-        query = select(Sandbox).where(
-            Sandbox.session_id == session_id,
-            Sandbox.state.in_((SandboxState.WAITING, SandboxState.RUNNING)),
-            Sandbox.server_id == server_id,
+        query = select(SandboxRow).where(
+            SandboxRow.session_id == session_id,
+            SandboxRow.state.in_((SandboxState.WAITING, SandboxState.RUNNING)),
+            SandboxRow.server_id == server_id,
         )
         async with self.db() as db:
-            row: Sandbox | None = await db.scalar(query.limit(1))
+            row: SandboxRow | None = await db.scalar(query.limit(1))
             return row
 
     async def count_sandboxes(self, server_id: str, state: str) -> int:
-        query = select(func.count()).select_from(Sandbox).where(Sandbox.server_id == server_id, Sandbox.state == state)
+        query = (
+            select(func.count())
+            .select_from(SandboxRow)
+            .where(SandboxRow.server_id == server_id, SandboxRow.state == state)
+        )
         async with self.db() as db:
             return int(await db.scalar(query) or 0)
 
@@ -94,7 +107,7 @@ class SandboxQueries(StoreBase):
         async with self.db() as db, db.begin():
             # FOR UPDATE: a coordinator moving the session to another runner (move_session) waits for this commit.
             runner = await db.scalar(
-                select(Session.runner_id).where(Session.id == snapshot.session_id).with_for_update()
+                select(SessionRow.runner_id).where(SessionRow.id == snapshot.session_id).with_for_update()
             )
             if runner is not None and runner != runner_id:
                 return False
@@ -117,8 +130,8 @@ class SandboxQueries(StoreBase):
         """Snapshots of sessions that ended before `ended_before` (their retention is over)."""
         query = (
             select(Snapshot)
-            .join(Session, Session.id == Snapshot.session_id)
-            .where(Session.status == SessionStatus.ENDED, Session.ended_at < ended_before)
+            .join(SessionRow, SessionRow.id == Snapshot.session_id)
+            .where(SessionRow.status == SessionStatus.ENDED, SessionRow.ended_at < ended_before)
             .limit(limit)
         )
         async with self.db() as db:

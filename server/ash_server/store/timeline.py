@@ -12,15 +12,15 @@ from sqlalchemy import func, select
 from .base import StoreBase
 from .models import (
     Message,
-    Session,
     SessionEvent,
+    SessionRow,
     StreamEvent,
     utcnow,
 )
 
 
 class TimelineQueries(StoreBase):
-    async def append_messages(self, session: Session, items: Sequence[tuple[str, str]]) -> list[Message]:
+    async def append_messages(self, session: SessionRow, items: Sequence[tuple[str, str]]) -> list[Message]:
         """Append (role, JSON content) rows, returning them with their sequences."""
         async with self._write_lock(session.id), self.db() as db, db.begin():
             last, _ = await self._reserve(db, session.id, messages=len(items))
@@ -29,7 +29,7 @@ class TimelineQueries(StoreBase):
         return rows
 
     async def record_message(
-        self, session: Session, role: str, content: str, events: Sequence[tuple[str, str | None]]
+        self, session: SessionRow, role: str, content: str, events: Sequence[tuple[str, str | None]]
     ) -> None:
         """One SDK message and the timeline events derived from it, in one transaction."""
         async with self._write_lock(session.id), self.db() as db, db.begin():
@@ -50,7 +50,7 @@ class TimelineQueries(StoreBase):
         async with self.db() as db:
             return (await db.scalars(query)).all()
 
-    async def append_events(self, session: Session, items: Sequence[tuple[str, str | None]]) -> None:
+    async def append_events(self, session: SessionRow, items: Sequence[tuple[str, str | None]]) -> None:
         if not items:
             return
         async with self._write_lock(session.id), self.db() as db, db.begin():
@@ -123,7 +123,7 @@ Row = TypeVar("Row", Message, SessionEvent)
 
 def _numbered(
     row: type[Row],
-    session: Session,
+    session: SessionRow,
     items: Sequence[tuple[str, str | None]],
     *,
     columns: tuple[str, str],
@@ -146,12 +146,12 @@ def _numbered(
 
 
 def _messages(
-    session: Session, items: Sequence[tuple[str, str]], *, after: int, at: datetime | None = None
+    session: SessionRow, items: Sequence[tuple[str, str]], *, after: int, at: datetime | None = None
 ) -> list[Message]:
     return _numbered(Message, session, items, columns=("role", "content"), after=after, at=at)
 
 
 def _events(
-    session: Session, items: Sequence[tuple[str, str | None]], *, after: int, at: datetime | None = None
+    session: SessionRow, items: Sequence[tuple[str, str | None]], *, after: int, at: datetime | None = None
 ) -> list[SessionEvent]:
     return _numbered(SessionEvent, session, items, columns=("type", "data"), after=after, at=at)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 
 from ...errors import Invalid, NotConfigured, NotFound
 from ...evals.runner import EvalRunner
-from ...store.evals import EvalRun, EvalStore
+from ...store.evals import EvalRun, EvalStore, ResultChanges
 from ..deps import PrincipalDep, ServicesDep
 from ..schemas.evals import (
     ComparedCase,
@@ -45,8 +45,12 @@ async def _run(
     return run
 
 
-def _human(body: HumanScore) -> dict[str, object]:
-    values = body.model_dump(include={"human_score", "human_notes"}, exclude_none=True)
+def _human(body: HumanScore) -> ResultChanges:
+    values: ResultChanges = {}
+    if body.human_score is not None:
+        values["human_score"] = body.human_score
+    if body.human_notes is not None:
+        values["human_notes"] = body.human_notes
     if not values:
         raise Invalid("Provide humanScore and/or humanNotes")
     return values

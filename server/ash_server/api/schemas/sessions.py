@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from ...states import PermissionMode, SessionStatus
-from ...store.models import Message, Session, SessionEvent
+from ...store.models import Message, SessionEvent, SessionRow
 from .base import Schema
 
 # -- Sessions -------------------------------------------------------------------------------------------------
@@ -56,7 +56,7 @@ class SessionPublic(Schema):
     last_active_at: datetime
 
     @classmethod
-    def of(cls, session: Session) -> SessionPublic:
+    def of(cls, session: SessionRow) -> SessionPublic:
         return cls(
             id=session.id,
             tenant_id=session.tenant_id,

@@ -26,6 +26,9 @@ class PoolStats(Schema):
     resume_cold_hits: int = Field(description="Resumes and messages that started a sandbox for a session.")
     pre_warm_hits: int = Field(description="Sessions created on a warm sandbox (no process started).")
     evictions: int = Field(0, description="Idle sandboxes stopped to make room (since start).")
+    starts_in_flight: int = Field(0, description="Sandbox starts running now (at most `startsLimit`).")
+    starts_waiting: int = Field(0, description="Sandbox starts waiting for their turn (sandbox/admission.py).")
+    starts_limit: int = Field(0, description="Sandbox starts run at once (ASH_MAX_CONCURRENT_STARTS, or the cores).")
 
 
 class HealthResponse(Schema):
