@@ -34,8 +34,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ash_server.paths import chown_tree
 from ash_server.sandbox.environment import sandbox_environment
-from ash_server.sandbox.launcher import chown_tree, drop_privileges
+from ash_server.sandbox.launcher import drop_privileges
 from ash_server.settings import Settings
 from bench.common import (
     AGENT,
