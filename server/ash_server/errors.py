@@ -55,10 +55,8 @@ class UnsupportedMediaType(AshError):
     status_code = 415
 
 
-class RateLimited(AshError):
-    """Too many requests of one kind from one API key (or failed sign-ins from one client IP)."""
-
-    status_code = 429
+class RetryLater(AshError):
+    """An error that says when to try again: a Retry-After header (seconds)."""
 
     def __init__(self, message: str, *, retry_after_s: int, **fields: Any) -> None:
         super().__init__(message, retry_after_s=retry_after_s, **fields)
@@ -67,22 +65,20 @@ class RateLimited(AshError):
     @property
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after_s)}
+
+
+class RateLimited(RetryLater):
+    """Too many requests of one kind from one API key (or failed sign-ins from one client IP)."""
+
+    status_code = 429
 
 
 class CapacityExhausted(AshError):
     status_code = 503
 
 
-class StartsBusy(CapacityExhausted):
+class StartsBusy(CapacityExhausted, RetryLater):
     """Too many sandbox starts are queued ahead of this one (sandbox/admission.py); Retry-After says when to retry."""
-
-    def __init__(self, message: str, *, retry_after_s: int, **fields: Any) -> None:
-        super().__init__(message, retry_after_s=retry_after_s, **fields)
-        self.retry_after_s = retry_after_s
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after_s)}
 
 
 class NotConfigured(AshError):
