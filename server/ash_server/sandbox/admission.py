@@ -101,8 +101,7 @@ class StartAdmission:
                 place = queue.popleft()
                 if not place.done():
                     place.set_result(None)
-                    self.in_flight += 1
-                    self._gauge()
+                    self._take()
                     return
         self._gauge()
 
