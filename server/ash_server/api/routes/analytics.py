@@ -32,7 +32,7 @@ async def analytics(
     tenant = principal.tenant_id
     evals = EvalStore(services.store)
     sessions: Counter[str] = Counter()
-    for _, status, count in await services.store.session_counts(tenant):
+    for _, status, count in await services.sessions.history.counts(tenant):
         sessions[status] += count
     usage = await services.store.usage_totals(tenant, UsageFilter(after=utc(after), before=utc(before)))
     runs = await evals.run_status_counts(tenant)
