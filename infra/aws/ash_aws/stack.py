@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
+from ash_infra.boot import Role
 from ash_infra.secrets import stack_secrets
 from ash_infra.source import source_archive
 
@@ -125,23 +126,15 @@ def build(config: StackConfig) -> Stack:
     policy = role_policy(None)
 
     def boot(volume_id: pulumi.Output[str]) -> pulumi.Output[str]:
-        return pulumi.Output.all(region, storage.bucket.bucket, storage.artifact.key, volume_id).apply(
-            lambda a: user_data(
-                BootArgs(
-                    region=a[0],
-                    bucket=a[1],
-                    archive_key=a[2],
-                    parameter_prefix=f"/ash/{name}",
-                    secret_parameters=sorted(values),
-                    data_volume_id=a[3],
-                    log_group=log_group,
-                    metrics_namespace=namespace,
-                    arch=architecture(config.instance_type),
-                    snapshot_url=f"s3://{a[1]}/snapshots" if config.snapshots else None,
-                    settings=config.settings,
-                    coordinator=runners,
-                )
-            )
+        return boot_data(
+            config,
+            region,
+            storage,
+            sorted(values),
+            instance_type=config.instance_type,
+            snapshots=config.snapshots,
+            data_volume_id=volume_id,
+            coordinator=runners,
         )
 
     server = Server(
@@ -211,24 +204,16 @@ def build_runners(
         name, CoordinatorNameArgs(vpc_id=network.vpc.id, private_ip=server.instance.private_ip)
     )
     runner_secrets = [key for key in secret_names if key in RUNNER_SECRETS]
-    runner_data = pulumi.Output.all(region, storage.bucket.bucket, storage.artifact.key).apply(
-        lambda a: user_data(
-            BootArgs(
-                region=a[0],
-                bucket=a[1],
-                archive_key=a[2],
-                parameter_prefix=f"/ash/{name}",
-                secret_parameters=runner_secrets,
-                data_volume_id=None,
-                log_group=f"/ash/{name}",
-                metrics_namespace=f"Ash/{name}",
-                arch=architecture(config.runner_instance_type),
-                snapshot_url=f"s3://{a[1]}/snapshots",
-                settings=config.settings,
-                role="runner",
-                server_url=coordinator_name.url,
-            )
-        )
+    # A runner always has the snapshot store: it restores what the coordinator's sessions saved.
+    runner_data = boot_data(
+        config,
+        region,
+        storage,
+        runner_secrets,
+        instance_type=config.runner_instance_type,
+        snapshots=True,
+        role="runner",
+        server_url=coordinator_name.url,
     )
     runner_group = RunnerGroup(
         f"{name}-runners",
@@ -245,3 +230,42 @@ def build_runners(
         opts=pulumi.ResourceOptions(depends_on=[secrets, storage, server, coordinator_name]),
     )
     return coordinator_name, runner_group
+
+
+def boot_data(
+    config: StackConfig,
+    region: pulumi.Output[str],
+    storage: Storage,
+    secret_parameters: list[str],
+    *,
+    instance_type: str,
+    snapshots: bool,
+    data_volume_id: pulumi.Output[str] | None = None,
+    role: Role = "server",
+    coordinator: bool = False,
+    server_url: str | None = None,
+) -> pulumi.Output[str]:
+    """An instance's user data, the server's or a runner's: one place that names the bucket, the parameter prefix,
+    the log group and the metrics namespace, so the two roles cannot drift apart."""
+    name = config.name
+    # A None volume (a runner's) goes through Output.all as a known None, so both roles share one apply.
+    return pulumi.Output.all(region, storage.bucket.bucket, storage.artifact.key, data_volume_id).apply(
+        lambda a: user_data(
+            BootArgs(
+                region=a[0],
+                bucket=a[1],
+                archive_key=a[2],
+                parameter_prefix=f"/ash/{name}",
+                secret_parameters=secret_parameters,
+                data_volume_id=a[3],
+                log_group=f"/ash/{name}",
+                metrics_namespace=f"Ash/{name}",
+                arch=architecture(instance_type),
+                snapshot_url=f"s3://{a[1]}/snapshots" if snapshots else None,
+                settings=config.settings,
+                role=role,
+                coordinator=coordinator,
+                server_url=server_url,
+            )
+        )
+    )
