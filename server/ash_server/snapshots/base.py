@@ -55,3 +55,30 @@ class SnapshotStore(abc.ABC):
     @abc.abstractmethod
     async def list(self, prefix: str) -> list[str]:
         """The keys that start with `prefix`, sorted."""
+
+
+class BucketSnapshotStore(SnapshotStore):
+    """A store in a cloud bucket (S3, GCS): keys live under one prefix of one bucket, and a failure's message is the
+    first line of the client's error (their messages run long and carry request ids, never credentials)."""
+
+    scheme: str
+
+    def __init__(self, bucket: str, prefix: str) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.url = f"{self.scheme}://{bucket}/{self.prefix}".rstrip("/")
+
+    def object_name(self, key_or_prefix: str, *, check: bool = True) -> str:
+        """The bucket's object name for a key (checked) or a listing prefix (not checked: it may be partial)."""
+        if check:
+            valid_key(key_or_prefix)
+        return f"{self.prefix}/{key_or_prefix}" if self.prefix else key_or_prefix
+
+    def key_of(self, name: str) -> str:
+        """The key of an object the bucket listed."""
+        return name[len(self.prefix) + 1 :] if self.prefix else name
+
+    @staticmethod
+    def reason(exc: Exception) -> str:
+        text = str(exc)
+        return text.splitlines()[0] if text else type(exc).__name__

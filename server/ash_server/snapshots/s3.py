@@ -11,71 +11,67 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from .base import SnapshotMissing, SnapshotStore, SnapshotStoreError, valid_key
+from .base import BucketSnapshotStore, SnapshotMissing, SnapshotStoreError
 
 MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
 
 
-class S3SnapshotStore(SnapshotStore):
+class S3SnapshotStore(BucketSnapshotStore):
+    scheme = "s3"
+
     def __init__(self, bucket: str, prefix: str, *, endpoint_url: str | None = None) -> None:
         try:
             import boto3  # type: ignore[import-untyped]
         except ImportError as exc:  # an optional backend
             raise SnapshotStoreError("s3:// snapshots need boto3: pip install 'ash[s3]'") from exc
-        self.bucket = bucket
-        self.prefix = prefix.strip("/")
-        self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        super().__init__(bucket, prefix)
         self._client: Any = boto3.session.Session().client("s3", endpoint_url=endpoint_url)
-
-    def _key(self, key: str) -> str:
-        valid_key(key)
-        return f"{self.prefix}/{key}" if self.prefix else key
 
     async def check(self) -> None:
         try:
             await asyncio.to_thread(self._client.head_bucket, Bucket=self.bucket)
         except Exception as exc:
-            raise SnapshotStoreError(f"snapshot bucket {self.url} cannot be used: {_reason(exc)}") from exc
+            raise SnapshotStoreError(f"snapshot bucket {self.url} cannot be used: {self.reason(exc)}") from exc
 
     async def put(self, key: str, source: Path) -> None:
-        name = self._key(key)
+        name = self.object_name(key)
         try:
             await asyncio.to_thread(self._client.upload_file, str(source), self.bucket, name)
         except Exception as exc:
-            raise SnapshotStoreError(f"upload of {key} to {self.url} failed: {_reason(exc)}", key=key) from exc
+            raise SnapshotStoreError(f"upload of {key} to {self.url} failed: {self.reason(exc)}", key=key) from exc
 
     async def get(self, key: str, target: Path) -> None:
-        name = self._key(key)
+        name = self.object_name(key)
         try:
             await asyncio.to_thread(self._client.download_file, self.bucket, name, str(target))
         except Exception as exc:
             if _code(exc) in MISSING_CODES:
                 raise SnapshotMissing(f"no object {key} in {self.url}", key=key) from exc
-            raise SnapshotStoreError(f"download of {key} from {self.url} failed: {_reason(exc)}", key=key) from exc
+            raise SnapshotStoreError(f"download of {key} from {self.url} failed: {self.reason(exc)}", key=key) from exc
 
     async def delete(self, key: str) -> None:
-        name = self._key(key)
+        name = self.object_name(key)
         try:
             await asyncio.to_thread(self._client.delete_object, Bucket=self.bucket, Key=name)
         except Exception as exc:
             if _code(exc) not in MISSING_CODES:
-                raise SnapshotStoreError(f"delete of {key} in {self.url} failed: {_reason(exc)}", key=key) from exc
+                raise SnapshotStoreError(f"delete of {key} in {self.url} failed: {self.reason(exc)}", key=key) from exc
 
     async def list(self, prefix: str) -> list[str]:
-        full = f"{self.prefix}/{prefix}" if self.prefix else prefix
+        full = self.object_name(prefix, check=False)
 
         def scan() -> list[str]:
             keys = []
             paginator = self._client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
                 for item in page.get("Contents", []):
-                    keys.append(item["Key"][len(self.prefix) + 1 :] if self.prefix else item["Key"])
+                    keys.append(self.key_of(item["Key"]))
             return sorted(keys)
 
         try:
             return await asyncio.to_thread(scan)
         except Exception as exc:
-            raise SnapshotStoreError(f"listing {self.url} failed: {_reason(exc)}") from exc
+            raise SnapshotStoreError(f"listing {self.url} failed: {self.reason(exc)}") from exc
 
 
 def _code(exc: Exception) -> str:
@@ -83,7 +79,3 @@ def _code(exc: Exception) -> str:
     if isinstance(response, dict):
         return str(response.get("Error", {}).get("Code", ""))
     return ""
-
-
-def _reason(exc: Exception) -> str:
-    return str(exc) or type(exc).__name__
