@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import uuid
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -21,6 +20,7 @@ from pathlib import Path
 from .agent_folders import SYSTEM_PROMPT_FILE, write_files
 from .agents import AgentService, UploadedFile, decode_files, folder_summary, pack_folder, unpack_folder
 from .errors import Conflict, Invalid, NotFound, PayloadTooLarge
+from .ids import parse_uuid
 from .paths import confine, relative_path
 from .store.agent_versions import AgentVersion, AgentVersionStore, NewVersion
 from .store.models import Agent
@@ -73,10 +73,9 @@ class AgentVersions:
         if ref.isdigit() and str(int(ref)) == ref:
             found = await self._versions.by_number(agent.id, int(ref))
         else:
-            try:
-                version_id = uuid.UUID(ref)
-            except ValueError:
-                raise NotFound(f"Version not found: {ref!r} is neither a version number nor a version id") from None
+            version_id = parse_uuid(ref)
+            if version_id is None:
+                raise NotFound(f"Version not found: {ref!r} is neither a version number nor a version id")
             found = await self._versions.by_id(agent.id, version_id)
         if found is None:
             raise NotFound(f"Version not found: agent {agent.name!r} has no version {ref!r}", version=ref)

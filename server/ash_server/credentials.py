@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .errors import Invalid, NotConfigured, NotFound
+from .ids import parse_uuid
 from .settings import Settings
 from .store.models import Credential, utcnow
 from .store.repository import Store
@@ -133,7 +134,7 @@ class CredentialService:
         return await self._store.list_credentials(tenant_id)
 
     async def get(self, tenant_id: str, credential_id: str) -> Credential:
-        parsed = _parse_id(credential_id)
+        parsed = parse_uuid(credential_id)
         credential = await self._store.get_credential(tenant_id, parsed) if parsed is not None else None
         if credential is None:
             raise NotFound(f"Credential not found: {credential_id}", credential_id=credential_id)
@@ -167,10 +168,3 @@ class CredentialService:
             # A custom gateway or proxy in front of the API: the key is a bearer token (ANTHROPIC_AUTH_TOKEN).
             return UpstreamAuth("authorization", "Bearer " + key, str(credential.id))
         return UpstreamAuth("x-api-key", key, str(credential.id))
-
-
-def _parse_id(raw: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        return None

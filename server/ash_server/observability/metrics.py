@@ -17,6 +17,11 @@ if TYPE_CHECKING:
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600)
 
 
+def latency(registry: CollectorRegistry, name: str, documentation: str, *labels: str) -> Histogram:
+    """A latency histogram in seconds, on the buckets every Ash latency shares (so dashboards can compare them)."""
+    return Histogram(name, documentation, labels, buckets=LATENCY_BUCKETS, registry=registry)
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -24,34 +29,25 @@ class Metrics:
         self.requests = Counter(
             "ash_http_requests_total", "HTTP requests by route and status.", ["method", "route", "status"], registry=r
         )
-        self.request_seconds = Histogram(
+        self.request_seconds = latency(
+            r,
             "ash_http_request_duration_seconds",
             "HTTP request latency (for streams: until the response starts).",
-            ["method", "route"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+            "method",
+            "route",
         )
-        self.turn_seconds = Histogram(
-            "ash_turn_duration_seconds", "Whole turn, message in to done.", buckets=LATENCY_BUCKETS, registry=r
-        )
+        self.turn_seconds = latency(r, "ash_turn_duration_seconds", "Whole turn, message in to done.")
         self.turn_end_write_failures = Counter(
             "ash_turn_end_write_failures_total",
             "Failed attempts to store what a turn leaves (its SDK session id, its stream frames); each is retried.",
             ["what"],
             registry=r,
         )
-        self.first_event_seconds = Histogram(
-            "ash_turn_first_event_seconds",
-            "From the message to the bridge's first event of the turn.",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+        self.first_event_seconds = latency(
+            r, "ash_turn_first_event_seconds", "From the message to the bridge's first event of the turn."
         )
-        self.session_create_seconds = Histogram(
-            "ash_session_create_seconds", "Session creation.", ["path"], buckets=LATENCY_BUCKETS, registry=r
-        )
-        self.resume_seconds = Histogram(
-            "ash_session_resume_seconds", "Session resume by path.", ["path"], buckets=LATENCY_BUCKETS, registry=r
-        )
+        self.session_create_seconds = latency(r, "ash_session_create_seconds", "Session creation.", "path")
+        self.resume_seconds = latency(r, "ash_session_resume_seconds", "Session resume by path.", "path")
         self.sandbox_starts = Counter(
             "ash_sandbox_starts_total", "Sandboxes started (bridge ready), warm pool included.", registry=r
         )
@@ -63,11 +59,8 @@ class Metrics:
         self.sandbox_start_queue = Gauge(
             "ash_sandbox_start_queue", "Sandbox starts waiting for their turn to start.", registry=r
         )
-        self.sandbox_start_wait_seconds = Histogram(
-            "ash_sandbox_start_wait_seconds",
-            "How long a sandbox start waited for its turn.",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+        self.sandbox_start_wait_seconds = latency(
+            r, "ash_sandbox_start_wait_seconds", "How long a sandbox start waited for its turn."
         )
         self.sandbox_start_refusals = Counter(
             "ash_sandbox_start_refusals_total",

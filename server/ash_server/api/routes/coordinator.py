@@ -8,7 +8,6 @@ exactly as a standalone server would, and the answer (an SSE stream included) is
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 
 import httpx
@@ -19,6 +18,7 @@ from ...auth import Principal
 from ...cluster.proxy import FORWARDED_REQUEST_HEADERS, RELAYED_RESPONSE_HEADERS, RunnerClient
 from ...cluster.registry import Registry
 from ...errors import Invalid, NotFound
+from ...ids import parse_uuid
 from ...store.models import Runner
 from ..deps import PrincipalDep, Services, ServicesDep
 from ..schemas import EventsResponse, MessagesResponse, SessionResponse, SessionsResponse, SessionsWithTotalResponse
@@ -87,10 +87,9 @@ router.add_api_route("/{session_id}/events", sessions.list_events, methods=["GET
 
 
 async def _session_request(session_id: str, request: Request, principal: Principal, services: Services) -> Response:
-    try:
-        sid = uuid.UUID(session_id)
-    except ValueError:
-        raise Invalid(f"{session_id!r} is not a session id") from None
+    sid = parse_uuid(session_id)
+    if sid is None:
+        raise Invalid(f"{session_id!r} is not a session id")
     found = await services.store.session_and_runner(principal.tenant_id, sid)
     if found is None:
         raise NotFound(f"Session not found: {sid}", session_id=str(sid))
