@@ -17,7 +17,16 @@ from typing import Any
 
 from bench.common import RESULTS, load_average, machine, write_result
 
-BENCHMARKS = ("pool_ops", "message_overhead", "session_create", "resume", "sse_fanout", "concurrency", "runner_hop")
+BENCHMARKS = (
+    "pool_ops",
+    "message_overhead",
+    "session_create",
+    "resume",
+    "sse_fanout",
+    "concurrency",
+    "runner_hop",
+    "burst",
+)
 
 # (headline, benchmark, path to the number, target, reference system). Targets are "at most", in ms.
 HEADLINES: list[tuple[str, str, tuple[str, ...], float | None, str]] = [
@@ -71,6 +80,26 @@ def headlines(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 "ours": top["errors"],
                 "target": "0 errors at 50 sessions",
                 "met": top["sessions"] >= 50 and top["errors"] == 0,
+                "reference": "-",
+            }
+        )
+    burst = results.get("burst", {})
+    if burst:
+        rows.append(
+            {
+                "measure": f"burst of {burst['sessions']} creates, no warm pool: succeeded",
+                "ours": burst["succeeded"],
+                "target": f"{burst['sessions']} of {burst['sessions']}",
+                "met": burst["succeeded"] == burst["sessions"],
+                "reference": "-",
+            }
+        )
+        rows.append(
+            {
+                "measure": "burst create p99 (ms)",
+                "ours": round(burst["burst_create_ms"]["p99"], 1),
+                "target": burst["target_p99_ms"],
+                "met": burst["target_met"],
                 "reference": "-",
             }
         )
