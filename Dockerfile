@@ -24,7 +24,8 @@ COPY cli ./cli
 # the server needs without installing the rest.
 RUN python3 -m venv /opt/ash/venv \
  && /opt/ash/venv/bin/pip install --no-cache-dir --disable-pip-version-check uv==0.13.9 \
- && VIRTUAL_ENV=/opt/ash/venv /opt/ash/venv/bin/uv pip install --no-cache -c requirements.lock ".[postgres,s3,gcs]" \
+ && VIRTUAL_ENV=/opt/ash/venv /opt/ash/venv/bin/uv pip install --no-cache --compile-bytecode -c requirements.lock \
+      ".[postgres,s3,gcs]" \
  && /opt/ash/venv/bin/uv pip uninstall --python /opt/ash/venv/bin/python uv \
  && chmod -R a+rX /opt/ash/venv
 

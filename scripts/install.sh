@@ -63,10 +63,18 @@ fi
 extras="[postgres,s3,gcs]"
 [[ $dev -eq 1 ]] && extras="[dev,postgres,s3,gcs,infra]"
 echo "==> installing pinned dependencies"
+# --compile-bytecode: every sandbox runs the bridge as a user that cannot write a bytecode cache, so whatever is
+# not compiled here is compiled again, in memory, at every sandbox start (1.1 s of each bridge start, measured).
 if [[ $editable -eq 1 ]]; then
-  VIRTUAL_ENV="$venv" "$venv/bin/uv" pip install -q -c "$repo/requirements.lock" -e "$repo$extras"
+  VIRTUAL_ENV="$venv" "$venv/bin/uv" pip install -q --compile-bytecode -c "$repo/requirements.lock" -e "$repo$extras"
 else
-  VIRTUAL_ENV="$venv" "$venv/bin/uv" pip install -q -c "$repo/requirements.lock" --reinstall-package ash "$repo$extras"
+  VIRTUAL_ENV="$venv" "$venv/bin/uv" pip install -q --compile-bytecode -c "$repo/requirements.lock" \
+    --reinstall-package ash "$repo$extras"
 fi
+# uv compiles only what it installed now. Packages already there (a re-run over an older install) and an editable
+# install's own packages (they stay in the checkout) are compiled here; what is up to date is skipped.
+compile=("$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')")
+[[ $editable -eq 1 ]] && compile+=("$repo/server/ash_server" "$repo/bridge/ash_bridge" "$repo/cli/ash_cli")
+"$venv/bin/python" -m compileall -q -j 0 "${compile[@]}" >/dev/null
 chmod -R a+rX "$venv"
 echo "==> installed: $venv/bin/ash"

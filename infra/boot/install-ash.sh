@@ -26,7 +26,8 @@ apt-get install -y -q --no-install-recommends python3 python3-venv bubblewrap ut
 # The virtualenv is built on the system interpreter: sandboxes run it as the sandbox user.
 [[ -x "$venv/bin/python" ]] || python3 -m venv "$venv"
 "$venv/bin/pip" install -q --disable-pip-version-check "uv==$uv_version"
-VIRTUAL_ENV="$venv" "$venv/bin/uv" pip install -q --reinstall-package ash \
+# --compile-bytecode: the sandbox user cannot write a bytecode cache; without it every bridge start recompiles.
+VIRTUAL_ENV="$venv" "$venv/bin/uv" pip install -q --compile-bytecode --reinstall-package ash \
   --constraint "$src/requirements.lock" "${src}[$extras]"
 chmod -R a+rX /opt/ash
 

@@ -28,7 +28,7 @@ from . import archive
 from .agent_folders import SYSTEM_PROMPT_FILE, FolderRules, check_folder, copy_folder, ensure_system_prompt, write_files
 from .errors import Invalid, NotFound, PayloadTooLarge
 from .gateway.network import parse_network
-from .paths import NAME_RE, DataDir, relative_path
+from .paths import NAME_RE, DataDir, relative_path, remove_tree
 from .store.agent_versions import AgentVersionStore, NewVersion
 from .store.models import Agent, utcnow
 from .store.repository import Store
@@ -290,5 +290,5 @@ class AgentService:
     async def delete(self, tenant_id: str, name: str) -> None:
         if not await self._store.delete_agent(tenant_id, name):
             raise NotFound(f"Agent not found: {name!r}", agent=name)
-        shutil.rmtree(self._data.agent(tenant_id, name), ignore_errors=True)
+        await remove_tree(self._data.agent(tenant_id, name))
         self._version_file(tenant_id, name).unlink(missing_ok=True)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import secrets
+import shutil
 from pathlib import Path, PurePosixPath
 
 from .errors import Invalid
@@ -124,3 +126,9 @@ def chown_tree(root: Path, ids: tuple[int, int] | None) -> None:
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
             os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
+
+
+async def remove_tree(path: Path) -> None:
+    """Delete a folder and everything in it, in a thread: a workspace can hold many thousands of files, and the event
+    loop must not wait for them (a missing folder is fine)."""
+    await asyncio.to_thread(shutil.rmtree, path, True)

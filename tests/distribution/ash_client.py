@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 
 from tests.distribution.podman import REPO
+from tests.support.bytecode import IMPORTS_IN_SANDBOX, check_bridge_bytecode
 
 ASH = Path(sys.executable).parent / "ash"
 HELLO_AGENT = REPO / "examples" / "hello-agent"
@@ -61,6 +62,22 @@ class Deployed:
         response = httpx.get(f"{self.url}{path}", headers={"Authorization": f"Bearer {self.api_key}"}, timeout=30)
         response.raise_for_status()
         return response.json()
+
+    def exec(self, session_id: str, command: str, timeout_ms: int = 30_000) -> dict[str, object]:
+        """POST /api/sessions/{id}/exec: `command` in the session's sandbox."""
+        response = httpx.post(
+            f"{self.url}/api/sessions/{session_id}/exec",
+            headers={"Authorization": f"Bearer {self.api_key}"},
+            json={"command": command, "timeout": timeout_ms},
+            timeout=timeout_ms / 1000 + 30,
+        )
+        assert response.status_code == 200, response.text
+        result: dict[str, object] = response.json()
+        return result
+
+    def check_bridge_bytecode(self, session_id: str) -> None:
+        """The install compiled the bridge's and the SDK's bytecode: the session's sandbox compiles nothing."""
+        check_bridge_bytecode(self.exec(session_id, IMPORTS_IN_SANDBOX))
 
     def deploy_hello(self, name: str = "hello") -> None:
         self.ash("deploy", str(HELLO_AGENT), "--name", name)

@@ -217,6 +217,7 @@ def test_aws_user_data_installs_a_server_that_serves_a_turn(aws_host: CloudHost,
     session_id = server.new_session()
     reply = server.send(session_id, "hello from the aws boot")
     assert "hello from the aws boot" in reply, reply
+    server.check_bridge_bytecode(session_id)  # infra/boot/install-ash.sh's install
 
 
 # ---------------------------------------------------------------------------------------------------------- GCP

@@ -108,6 +108,7 @@ def test_the_documented_flags_run_a_non_root_server_that_serves_turns(documented
     server.deploy_hello()
     session_id = server.new_session()
     assert "first in the container" in server.send(session_id, "first in the container")
+    server.check_bridge_bytecode(session_id)  # the Dockerfile's install
     serving = [p for p in processes(documented.name) if "ash serve" in p[3]]
     assert serving, processes(documented.name)
     for _, uid, capabilities, _ in serving:

@@ -10,6 +10,7 @@ import pytest
 
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.sandbox.support import bash, deploy, healthy
+from tests.support.bytecode import IMPORTS_IN_SANDBOX, check_bridge_bytecode
 from tests.support.server import AshServer
 from tests.support.sse import new_session
 
@@ -79,3 +80,9 @@ def test_refusals(client: httpx.Client, session: dict[str, str]) -> None:
     assert client.post(f"/api/sessions/{stopped['id']}/stop").status_code == 200
     response = client.post(f"/api/sessions/{stopped['id']}/exec", json={"command": "true"})
     assert response.status_code == 400 and "no running sandbox" in response.json()["error"]
+
+
+def test_the_bridge_and_the_sdk_load_from_the_installs_bytecode(client: httpx.Client, session: dict[str, str]) -> None:
+    # scripts/install.sh built this virtualenv; the sandbox user can write no cache, so a missing .pyc would be
+    # compiled again at every sandbox start.
+    check_bridge_bytecode(run(client, session["id"], IMPORTS_IN_SANDBOX, timeout=5000))

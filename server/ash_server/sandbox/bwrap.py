@@ -155,20 +155,6 @@ def encode_args(args: Sequence[str]) -> bytes:
     return b"".join(a.encode() + b"\0" for a in args)
 
 
-def namespace_pid(outer_pid: int) -> int:
-    """The sandbox's pid 1 (bwrap's child, in the sandbox's namespaces) seen from the host."""
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(") ", 1)[1].split()[1]) == outer_pid:
-            return int(entry.name)
-    raise SandboxError("the sandbox has no process inside its namespaces (is it still starting or stopping?)")
-
-
 class BwrapLauncher:
     name = "bwrap"
 
@@ -209,8 +195,7 @@ class BwrapLauncher:
 
     def exec_argv(self, spec: LaunchSpec, sandbox_pid: int, command: list[str]) -> list[str]:
         source = Path(__file__).with_name("enter.py").read_text()
-        target = namespace_pid(sandbox_pid)
-        helper = [sys.executable, "-I", "-S", "-c", source, str(target), str(spec.workspace)]
+        helper = [sys.executable, "-I", "-S", "-c", source, str(sandbox_pid), str(spec.workspace)]
         return [*spec.limits_argv, *drop_privileges(spec.ids), *helper, *command]
 
     async def probe(self, ids: tuple[int, int] | None, runtime: Sequence[Path]) -> str | None:

@@ -6,7 +6,11 @@ a second user namespace, while its other namespaces belong to the first: so the 
 user owns it), then the other namespaces, then the nested user namespace. The command runs with no capabilities
 (it is not uid 0 inside), as a child, since only children join a PID namespace.
 
-    python -I -S -c "$(cat enter.py)" <pid inside the sandbox> <working dir> <command...>
+    python -I -S -c "$(cat enter.py)" <bwrap's pid> <working dir> <command...>
+
+The sandbox's pid 1 (bwrap's child) is looked up here, as the sandbox user, rather than by the server: under
+systemd's `ProtectProc=invisible` (systemd/ash.service) the server's user cannot see the sandbox user's processes
+in /proc at all, while this helper, running as their owner, can.
 """
 
 from __future__ import annotations
@@ -34,8 +38,39 @@ def _setns(libc: ctypes.CDLL, fd: int, kind: int) -> None:
         raise OSError(err, f"setns({kind:#x}): {os.strerror(err)}")
 
 
+# How this helper says it found no sandbox to enter; the server answers that as "cannot run commands now".
+NOT_RUNNING = 125
+NOT_RUNNING_MESSAGE = "the sandbox has no process inside its namespaces (is it still starting or stopping?)"
+
+
+def inner_pid(outer: str) -> str | None:
+    """bwrap's child: the sandbox's pid 1, in the sandbox's namespaces, seen from the host."""
+    try:
+        with open(f"/proc/{outer}/task/{outer}/children") as children:
+            found = children.read().split()
+        if found:
+            return found[0]
+    except OSError:  # a kernel without CONFIG_PROC_CHILDREN: scan
+        pass
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as stat:
+                fields = stat.read().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[1] == outer:
+            return name
+    return None
+
+
 def main(args: list[str]) -> int:
-    pid, cwd, *command = args
+    bwrap_pid, cwd, *command = args
+    pid = inner_pid(bwrap_pid)
+    if pid is None:
+        sys.stderr.write(NOT_RUNNING_MESSAGE + "\n")
+        return NOT_RUNNING
     libc = ctypes.CDLL(None, use_errno=True)
     user = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     others = {kind: os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC) for name, kind in NAMESPACES.items()}

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -29,7 +28,7 @@ from dataclasses import dataclass, field
 
 from ..errors import CapacityExhausted, SandboxError
 from ..observability.metrics import Metrics
-from ..paths import DataDir
+from ..paths import DataDir, remove_tree
 from ..states import UNCLAIMED, SandboxState, SessionStatus
 from ..store.models import SandboxRow, utcnow
 from ..store.repository import Store
@@ -319,7 +318,7 @@ class SandboxPool:
         self._entries.pop(entry.id, None)
         await self._manager.stop(entry.sandbox)
         self._rows.write(entry.id, None)
-        shutil.rmtree(self.data.session(entry.tenant_id, entry.session_id), ignore_errors=True)
+        await remove_tree(self.data.session(entry.tenant_id, entry.session_id))
 
     async def _exited(self, sandbox: Sandbox) -> None:
         """A sandbox died on its own (the manager has cleaned it up)."""
@@ -331,7 +330,7 @@ class SandboxPool:
             self.metrics.sandbox_failures.labels(sandbox.exit_cause or "crash").inc()
         if entry.state in UNCLAIMED:
             self._rows.write(sandbox.id, None)
-            shutil.rmtree(self.data.session(entry.tenant_id, entry.session_id), ignore_errors=True)
+            await remove_tree(self.data.session(entry.tenant_id, entry.session_id))
         else:
             self._rows.write(sandbox.id, {"state": SandboxState.COLD, "pid": None, "last_used_at": utcnow()})
 
@@ -368,7 +367,7 @@ class SandboxPool:
                 continue
             await self.store.delete_sandbox(row.id)
             if session is None and row.state in UNCLAIMED and row.session_id is not None:
-                shutil.rmtree(self.data.session(row.tenant_id, str(row.session_id)), ignore_errors=True)
+                await remove_tree(self.data.session(row.tenant_id, str(row.session_id)))
         await self._rows.recount()
         return killed
 

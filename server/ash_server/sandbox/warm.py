@@ -7,12 +7,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from ..errors import AshError, CapacityExhausted
+from ..paths import remove_tree
 from ..states import UNCLAIMED, SandboxState
 from ..store.models import Agent
 from .manager import SandboxRequest
@@ -135,5 +135,5 @@ class WarmPool:
         finally:
             slot.release()
             if prepared is not None and not started:  # failed, or cancelled at shutdown: its folder goes too
-                shutil.rmtree(pool.data.session(agent.tenant_id, prepared[0]), ignore_errors=True)
+                await remove_tree(pool.data.session(agent.tenant_id, prepared[0]))
         return started

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import time
 import uuid
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from opentelemetry import trace
 from .. import archive
 from ..errors import AshError, Gone, NotFound
 from ..observability.tracing import traced
-from ..paths import chown_tree
+from ..paths import chown_tree, remove_tree
 from ..sandbox.admission import Admission
 from ..sandbox.manager import SandboxRequest
 from ..sandbox.pool import PoolEntry
@@ -259,7 +258,7 @@ class Lifecycle(SessionPart):
                     )
                 )
             except BaseException:
-                shutil.rmtree(target, ignore_errors=True)
+                await remove_tree(target)
                 raise
             after = 0
             while batch := await self._store.list_messages(tenant_id, parent.id, after=after, limit=MESSAGE_COPY_BATCH):

@@ -31,7 +31,7 @@ import zstandard
 
 from .. import archive
 from ..errors import AshError, SnapshotError
-from ..paths import DataDir, chown_tree
+from ..paths import DataDir, chown_tree, remove_tree
 from ..store.models import SessionRow, Snapshot, utcnow
 from ..store.repository import Store
 from .base import SnapshotMissing, SnapshotStore
@@ -292,7 +292,7 @@ class SnapshotService:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()
-            shutil.rmtree(staging, ignore_errors=True)
+            await remove_tree(staging)
         log.info("restored session %s from snapshot %s", sid, snapshot.id)
 
     def _swap_in(self, session: SessionRow, staging: Path) -> None:
