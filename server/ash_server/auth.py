@@ -1,18 +1,23 @@
 """Bearer API keys: generated as `ash_<random>`, stored only as an HMAC keyed with the server secret.
 
-Every request looks its key up in the database (one indexed read), so a revoked or expired key stops working at
-once, on every server sharing the database.
+A verified key is cached in the process (`VerifiedKeys`), so a request costs no query; each revocation bumps one
+counter in the database (`key_revisions`) that every server re-reads at most every `REVISION_CHECK_S` and drops its
+cache when it changed. A revoked key therefore stops working at once on the server that revoked it and within
+`REVISION_CHECK_S` plus one read on every other server and runner sharing the database; expiry is checked on every
+request from the cached expiry time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
 import os
 import secrets
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,6 +41,10 @@ API_KEY_FILE = "api-key"
 SECRET_KEY_FILE = "secret-key"
 # lastUsedAt is informational; writing it on every request would put a database write on the hot path.
 TOUCH_INTERVAL = timedelta(seconds=60)
+# How stale another server's revocation may be here: the revision counter is re-read at most this often.
+REVISION_CHECK_S = 0.5
+# Verified keys kept per process; past it the cache starts again (keys are re-verified with one read each).
+MAX_CACHED_KEYS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,10 +83,83 @@ def load_secret(settings: Settings) -> bytes:
     return path.read_text().strip().encode()
 
 
+@dataclass(slots=True)
+class CachedKey:
+    """What a request needs of a verified key (never its hash's plaintext)."""
+
+    id: uuid.UUID
+    tenant_id: str
+    expires_at: datetime | None
+    last_used_at: datetime | None
+
+
+class VerifiedKeys:
+    """Keys verified against the database, by hash, valid while the revision counter has not moved.
+
+    A lookup remembers the revision it started under and is cached only if the revision is still that one, so a key
+    read just before a revocation can never outlive the refresh that sees it.
+    """
+
+    def __init__(
+        self,
+        read_revision: Callable[[], Awaitable[int]],
+        *,
+        check_every_s: float = REVISION_CHECK_S,
+        max_keys: int = MAX_CACHED_KEYS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._read_revision = read_revision
+        self._check_every_s = check_every_s
+        self._max_keys = max_keys
+        self._clock = clock
+        self._keys: dict[str, CachedKey] = {}
+        self._revision: int | None = None
+        self._next_check = 0.0
+        self._checking = asyncio.Lock()
+
+    async def revision(self) -> int | None:
+        """The current revision, re-read if due (one read for all the requests waiting on it)."""
+        if self._clock() >= self._next_check:
+            async with self._checking:
+                if self._clock() >= self._next_check:
+                    revision = await self._read_revision()
+                    if revision != self._revision:
+                        self._keys.clear()
+                        self._revision = revision
+                    self._next_check = self._clock() + self._check_every_s
+        return self._revision
+
+    def get(self, key_hash: str) -> CachedKey | None:
+        return self._keys.get(key_hash)
+
+    def put(self, key_hash: str, key: CachedKey, revision: int | None) -> None:
+        if revision is None or revision != self._revision:
+            return
+        if len(self._keys) >= self._max_keys:
+            self._keys.clear()
+        self._keys[key_hash] = key
+
+    def invalidate(self) -> None:
+        """Forget every key and re-read the revision on the next request (after a revocation here)."""
+        self._keys.clear()
+        self._next_check = 0.0
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
 class Authenticator:
-    def __init__(self, store: Store, secret: bytes, *, failures: RateLimiter | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        secret: bytes,
+        *,
+        failures: RateLimiter | None = None,
+        verified: VerifiedKeys | None = None,
+    ) -> None:
         self._store = store
         self._secret = secret
+        self.verified = verified if verified is not None else VerifiedKeys(store.key_revision)
         # Failed authentications per client IP: guessing keys gets 429s, not an oracle at full speed.
         self._failures = failures or RateLimiter(0)
 
@@ -103,15 +185,26 @@ class Authenticator:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise Unauthorized("Invalid API key: malformed Authorization header (expected: Bearer <api key>)")
-        key = await self._store.find_api_key(self.hash(token))
+        key_hash = self.hash(token)
+        revision = await self.verified.revision()
+        key = self.verified.get(key_hash) or await self._verify(key_hash, revision)
         now = utcnow()
-        if key is None or key.revoked_at is not None:
-            raise Unauthorized("Invalid API key")
-        if _expired(key, now):
+        if key.expires_at is not None and key.expires_at <= now:
             raise Unauthorized("Invalid API key: it has expired")
         if key.last_used_at is None or now - key.last_used_at > TOUCH_INTERVAL:
             await self._store.touch_api_key(key.id, now)
+            key.last_used_at = now
         return Principal(tenant_id=key.tenant_id, key_id=str(key.id))
+
+    async def _verify(self, key_hash: str, revision: int | None) -> CachedKey:
+        """Read a key not in the cache; unknown and revoked keys are never cached (each costs a read, and failed
+        authentications are rate limited per client IP)."""
+        row = await self._store.find_api_key(key_hash)
+        if row is None or row.revoked_at is not None:
+            raise Unauthorized("Invalid API key")
+        key = CachedKey(id=row.id, tenant_id=row.tenant_id, expires_at=row.expires_at, last_used_at=row.last_used_at)
+        self.verified.put(key_hash, key, revision)
+        return key
 
     async def principal_of_key(self, tenant_id: str, key_id: uuid.UUID) -> Principal | None:
         """The principal of a key named by id (a dashboard sign-in's), if the key is still valid."""
@@ -207,6 +300,7 @@ class Authenticator:
                 key_id=str(key_id),
             )
         revoked = await self._store.revoke_api_key(tenant_id, key_id, now)
+        self.verified.invalidate()
         assert revoked is not None
         return revoked
 

@@ -13,8 +13,12 @@ from .base import StoreBase
 from .models import (
     ApiKey,
     Credential,
+    KeyRevision,
     Tenant,
 )
+
+# The one row of `key_revisions` (the migration creates it).
+KEY_REVISION_ROW = 1
 
 
 class KeyQueries(StoreBase):
@@ -74,7 +78,19 @@ class KeyQueries(StoreBase):
                 .values(revoked_at=when)
                 .execution_options(synchronize_session=False)
             )
+            # In the revoking transaction: no server can see the revocation without seeing the new version.
+            await db.execute(
+                update(KeyRevision)
+                .where(KeyRevision.id == KEY_REVISION_ROW)
+                .values(version=KeyRevision.version + 1)
+                .execution_options(synchronize_session=False)
+            )
         return await self.get_api_key(tenant_id, key_id)
+
+    async def key_revision(self) -> int:
+        """How many revocations there have been: a changed number tells a server to drop its cached keys."""
+        async with self.db() as db:
+            return int(await db.scalar(select(KeyRevision.version).where(KeyRevision.id == KEY_REVISION_ROW)) or 0)
 
     # -- Tenants --------------------------------------------------------------------------------------------
 

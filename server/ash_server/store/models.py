@@ -108,6 +108,15 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
+class KeyRevision(Base):
+    """One row whose version every revocation bumps: servers cache verified keys and re-check only this."""
+
+    __tablename__ = "key_revisions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class Agent(Base):
     __tablename__ = "agents"
     __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_agents_tenant_name"),)
