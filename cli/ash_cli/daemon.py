@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from .config import DEFAULT_HOST, default_data_dir, default_port, home
+from .config import DEFAULT_HOST, default_data_dir, default_port
 from .errors import CliError
 
 __all__ = [
@@ -52,8 +52,8 @@ def server_environment(env: Mapping[str, str]) -> dict[str, str]:
     out = dict(env)
     out["ASH_DATA_DIR"] = str(default_data_dir(env))
     out["ASH_PORT"] = str(default_port(env))
-    # The Python SDK's deploy_agent(name, path) sends a local folder's path; let the server read the user's folders.
-    out.setdefault("ASH_AGENT_ROOTS", str(home(env)))
+    # No ASH_AGENT_ROOTS default: a path deploy reads the server's disk, and the home folder holds the operator's
+    # secrets (~/.ssh, ~/.ash). The server's own default is `<data dir>/sources`; `ash deploy` uploads files.
     return out
 
 

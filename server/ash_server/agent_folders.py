@@ -3,21 +3,63 @@
 Blocking work: callers run these in a thread. A folder is checked before anything is copied, so a bad deploy
 costs one walk, not a copy: it must hold CLAUDE.md, must not hold the server's data dir (deploying `$HOME` once
 recursed into `~/.ash`), must stay within the file-count and size caps (413 naming the limit), and its symlinks must
-resolve inside it (a loop or a link out is refused rather than copied).
+resolve inside it (a loop or a link out is refused rather than copied), and it must hold nothing that looks like a
+secret (SSH and cloud credentials, `.env` files, private keys: `SECRET_NAMES`), even inside an allowed root. Only
+the tenants the operator names (ASH_PATH_DEPLOY_TENANTS) deploy by path at all.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import Invalid, PayloadTooLarge
+from .errors import Forbidden, Invalid, PayloadTooLarge
 from .paths import confine, is_within
+from .store.models import DEFAULT_TENANT
 
 SYSTEM_PROMPT_FILE = "CLAUDE.md"
+# Names (of files or folders, anywhere in the folder) a path deploy refuses: what a home directory or a project
+# keeps its secrets in. Deploying a folder holding one is a mistake or an attack; uploads are the tenant's own files.
+SECRET_NAMES = (
+    ".ssh",
+    ".gnupg",
+    ".aws",
+    ".azure",
+    ".kube",
+    ".docker",
+    ".ash",
+    "gcloud",
+    ".netrc",
+    ".pgpass",
+    ".git-credentials",
+    ".npmrc",
+    ".pypirc",
+    ".env",
+    ".env.*",
+    "*.env",
+    "id_rsa*",
+    "id_dsa*",
+    "id_ecdsa*",
+    "id_ed25519*",
+    "*.pem",
+    "*.key",
+    "*.p12",
+    "*.pfx",
+    "credentials.json",
+    "service-account*.json",
+)
+# Templates of secrets, not secrets: kept.
+SECRET_TEMPLATES = ("*.example", "*.sample", "*.template", "*.dist")
+
+
+def looks_secret(name: str) -> bool:
+    if any(fnmatch.fnmatchcase(name, t) for t in SECRET_TEMPLATES):
+        return False
+    return any(fnmatch.fnmatchcase(name, p) for p in SECRET_NAMES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,10 +73,18 @@ class FolderRules:
     max_bytes: int
     # The one folder inside the data dir that deploys may come from (the default root, `<data dir>/sources`).
     sources: Path | None = None
+    # The tenants that may deploy by path (None: all); a path deploy reads the operator's disk.
+    tenants: frozenset[str] | None = frozenset({DEFAULT_TENANT})
 
-    def resolve(self, path: str) -> Path:
+    def resolve(self, path: str, tenant_id: str) -> Path:
         """A relative path is taken under the first root (the reference resolves it under its data dir; under a
         deploy root it can never reach the server's own files)."""
+        if self.tenants is not None and tenant_id not in self.tenants:
+            raise Forbidden(
+                "this tenant may not deploy agents from a server path (the operator allows it per tenant: "
+                "ASH_PATH_DEPLOY_TENANTS); upload the folder's files instead (ash deploy does this)",
+                path=path,
+            )
         if not self.roots:
             raise Invalid(
                 "deploying from a server path is disabled on this server (set ASH_AGENT_ROOTS); upload the "
@@ -69,6 +119,13 @@ def check_folder(source: Path, rules: FolderRules) -> None:
     for folder, dirs, files in os.walk(source, followlinks=False):
         here = Path(folder)
         for name in (*dirs, *files):
+            if looks_secret(name):
+                relative = (here / name).relative_to(source)
+                raise Invalid(
+                    f"{relative} looks like a secret (keys, credentials, .env files): a deploy from a server path "
+                    "never copies one; remove it from the folder, or upload the agent's files instead",
+                    path=str(relative),
+                )
             entries += 1
             if entries > rules.max_files:
                 raise PayloadTooLarge(

@@ -30,7 +30,7 @@ from .errors import Invalid, NotFound, PayloadTooLarge
 from .gateway.network import parse_network
 from .paths import NAME_RE, DataDir, relative_path, remove_tree
 from .store.agent_versions import AgentVersionStore, NewVersion
-from .store.models import Agent, utcnow
+from .store.models import DEFAULT_TENANT, Agent, utcnow
 from .store.repository import Store
 
 
@@ -107,6 +107,7 @@ class AgentService:
         max_upload_bytes: int,
         versions: AgentVersionStore,
         max_files: int = 10_000,
+        path_tenants: frozenset[str] | None = frozenset({DEFAULT_TENANT}),
     ) -> None:
         self._store = store
         self.versions = versions
@@ -114,7 +115,12 @@ class AgentService:
         self._max_upload_bytes = max_upload_bytes
         self._max_files = max_files
         self._folders = FolderRules(
-            path_roots, data.root, max_files=max_files, max_bytes=max_upload_bytes, sources=data.sources
+            path_roots,
+            data.root,
+            max_files=max_files,
+            max_bytes=max_upload_bytes,
+            sources=data.sources,
+            tenants=path_tenants,
         )
         self._materializing: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = weakref.WeakValueDictionary()
 
@@ -210,7 +216,7 @@ class AgentService:
         target = self._data.agent(tenant_id, name)
         # Checking, copying and packing a folder block: all of it runs in a thread (a 15,000-file folder once
         # froze /health for a minute).
-        source = self._folders.resolve(path) if path is not None else None
+        source = self._folders.resolve(path, tenant_id) if path is not None else None
         try:
             new = await asyncio.to_thread(self._stage, staging, name, source, uploads, system_prompt)
             now = utcnow()

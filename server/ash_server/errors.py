@@ -27,6 +27,12 @@ class Unauthorized(AshError):
     status_code = 401
 
 
+class Forbidden(AshError):
+    """Authenticated, but this tenant may not do this on this server (an operator's setting says so)."""
+
+    status_code = 403
+
+
 class NotFound(AshError):
     status_code = 404
 

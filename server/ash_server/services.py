@@ -181,6 +181,7 @@ async def build_services(
         path_roots=settings.agent_root_paths,
         max_upload_bytes=settings.max_upload_bytes,
         max_files=settings.max_agent_files,
+        path_tenants=settings.path_deploy_tenant_ids,
     )
     # A runner reports the creates it received as load (cluster/load.py).
     creates = CreateLoad() if settings.mode == "runner" else None

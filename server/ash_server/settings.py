@@ -151,6 +151,12 @@ class Settings(BaseSettings):
         "comma-separated); a relative `path` is taken under the first. Empty: `<data dir>/sources` only. `none`: "
         "deploying by path is refused and agents are uploaded as files.",
     )
+    path_deploy_tenants: str = Field(
+        "default",
+        description="Tenants that may deploy agents by `path` (comma-separated ids; `*`: every tenant). A path deploy "
+        "reads the server's disk, so by default only the operator's tenant (`default`) may; other tenants upload "
+        "their agents' files.",
+    )
     max_agent_files: int = Field(
         10_000, ge=1, description="Most files and folders an agent deploy may hold (a path deploy or an upload)."
     )
@@ -344,6 +350,12 @@ class Settings(BaseSettings):
                 url = "postgresql+asyncpg://" + url.split("://", 1)[1]
             return url
         return f"sqlite+aiosqlite:///{self.data_dir / 'ash.db'}"
+
+    @property
+    def path_deploy_tenant_ids(self) -> frozenset[str] | None:
+        """The tenants allowed to deploy by path; None: every tenant."""
+        ids = frozenset(t.strip() for t in self.path_deploy_tenants.split(",") if t.strip())
+        return None if "*" in ids else ids
 
     @property
     def agent_root_paths(self) -> list[Path]:

@@ -161,3 +161,48 @@ def test_a_folder_without_claude_md_is_refused_before_copying(client: httpx.Clie
     (folder / "CLAUDE.md").unlink()
     refused = client.post("/api/agents", json={"name": "empty", "path": str(folder)})
     assert refused.status_code == 400 and refused.json()["error"].startswith("Agent directory must contain CLAUDE.md")
+
+
+@pytest.mark.parametrize(
+    "secret", [".ssh/id_ed25519", ".env", "config/.env.production", ".aws/credentials", "certs/server.pem", ".ash/x"]
+)
+def test_a_folder_holding_a_secret_bearing_name_is_refused(client: httpx.Client, folder: Path, secret: str) -> None:
+    """Even inside an allowed root: a home folder (or a project's) holds its secrets under these names."""
+    path = folder / secret
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    refused = client.post("/api/agents", json={"name": "leaky", "path": str(folder)})
+    assert refused.status_code == 400, refused.text
+    first = secret.split("/")[0] if secret.startswith((".ssh", ".aws", ".ash")) else secret
+    assert refused.json()["error"].startswith(f"{first} looks like a secret"), refused.text
+    assert client.get("/api/agents/leaky").status_code == 404
+    uploaded = client.post(  # the tenant's own files, uploaded, may hold what it likes
+        "/api/agents",
+        json={"name": "uploaded-env", "files": [{"path": ".env.example", "content": "QT0x"}]},
+    )
+    assert uploaded.status_code == 201, uploaded.text
+
+
+def test_a_template_of_a_secret_is_not_one(client: httpx.Client, folder: Path) -> None:
+    (folder / ".env.example").write_text("API_KEY=\n")
+    created = client.post("/api/agents", json={"name": "templated", "path": str(folder)})
+    assert created.status_code == 201, created.text
+
+
+def test_only_the_tenants_the_operator_names_deploy_by_path(fake_model: FakeAnthropic, folder: Path) -> None:
+    """The default: the operator's tenant only; another tenant gets 403 (and may upload). With
+    ASH_PATH_DEPLOY_TENANTS naming it, it may."""
+    for allowed, status in ((None, 403), ("default,tenant-b", 201)):
+        env = {} if allowed is None else {"ASH_PATH_DEPLOY_TENANTS": allowed}
+        with AshServer(fake_model.url, env=env) as server:
+            key_b = server.admin("create-tenant", "tenant-b")["key"]
+            headers = {"Authorization": f"Bearer {key_b}"}
+            with httpx.Client(base_url=server.url, headers=headers, timeout=60) as b:
+                by_path = b.post("/api/agents", json={"name": "b-agent", "path": str(folder)})
+                assert by_path.status_code == status, by_path.text
+                if status == 403:
+                    assert "ASH_PATH_DEPLOY_TENANTS" in by_path.json()["error"]
+                    files = [{"path": "CLAUDE.md", "content": "QiBhZ2VudA=="}]
+                    assert b.post("/api/agents", json={"name": "b-agent", "files": files}).status_code == 201
+            with server.client() as a:
+                assert a.post("/api/agents", json={"name": "a-agent", "path": str(folder)}).status_code == 201

@@ -595,7 +595,7 @@ def test_default_data_dir_and_server_environment(tmp_path: Path) -> None:
     server_env = daemon.server_environment({**env, "ASH_DATA_DIR": str(tmp_path / "d")})
     assert server_env["ASH_DATA_DIR"] == str(tmp_path / "d")
     assert server_env["ASH_PORT"] == "4100"
-    assert server_env["ASH_AGENT_ROOTS"] == str(tmp_path)
+    assert "ASH_AGENT_ROOTS" not in server_env  # never the home folder: it holds the operator's secrets
     assert daemon.server_environment({**env, "ASH_AGENT_ROOTS": "/srv"})["ASH_AGENT_ROOTS"] == "/srv"
     assert daemon.server_url({"ASH_HOST": "0.0.0.0", "ASH_PORT": "5000"}) == "http://127.0.0.1:5000"
 
