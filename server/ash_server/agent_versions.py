@@ -23,7 +23,7 @@ from .errors import Conflict, Invalid, NotFound, PayloadTooLarge
 from .ids import parse_uuid
 from .paths import confine, relative_path
 from .store.agent_versions import AgentVersion, AgentVersionStore, NewVersion
-from .store.models import Agent
+from .store.models import BIGINT_MAX, Agent
 
 # How often a file write is rebuilt when another writer activated a version while it was being built.
 WRITE_ATTEMPTS = 3
@@ -70,7 +70,7 @@ class AgentVersions:
     async def _resolve(self, agent: Agent, ref: str) -> AgentVersion:
         """A version by its number or its id, as the reference's `resolveVersion` takes either."""
         found: AgentVersion | None
-        if ref.isdigit() and str(int(ref)) == ref:
+        if ref.isdigit() and str(int(ref)) == ref and int(ref) <= BIGINT_MAX:
             found = await self._versions.by_number(agent.id, int(ref))
         else:
             version_id = parse_uuid(ref)

@@ -3,27 +3,39 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import re
 import secrets
 import shutil
 from pathlib import Path, PurePosixPath
 
-from .errors import Invalid
+from .errors import Conflict, Invalid
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,255}$")
 
 
+# What Linux file systems take (NAME_MAX, PATH_MAX): longer would fail with ENAMETOOLONG further in.
+NAME_MAX_BYTES = 255
+PATH_MAX_BYTES = 4096
+# How often confine() resolves a path that changes under it (an agent swapping symlinks) before giving up.
+RESOLVE_ATTEMPTS = 3
+
+
 def relative_path(raw: str) -> PurePosixPath:
-    """Validate a relative path from a request: no absolute paths, no `..`, no NUL, nothing empty."""
+    """Validate a relative path from a request: no absolute paths, no `..`, no NUL, nothing empty or too long."""
     if not raw or "\x00" in raw or "\\" in raw:
         raise Invalid(f"invalid path {raw!r}", path=raw)
+    if len(raw.encode(errors="surrogateescape")) > PATH_MAX_BYTES:
+        raise Invalid(f"path is longer than {PATH_MAX_BYTES} bytes", path=raw[:200])
     path = PurePosixPath(raw)
     if path.is_absolute() or any(part in ("..", "") for part in path.parts) or raw.startswith("~"):
         raise Invalid(f"path must be relative and stay inside its folder: {raw!r}", path=raw)
     parts = [p for p in path.parts if p != "."]
     if not parts:
         raise Invalid(f"invalid path {raw!r}", path=raw)
+    if any(len(p.encode(errors="surrogateescape")) > NAME_MAX_BYTES for p in parts):
+        raise Invalid(f"a path component is longer than {NAME_MAX_BYTES} bytes", path=raw[:200])
     return PurePosixPath(*parts)
 
 
@@ -31,10 +43,35 @@ def confine(root: Path, raw: str) -> Path:
     """The real location of `raw` under `root`, refusing anything (including symlinks) that leads outside."""
     rel = relative_path(raw)
     root_real = root.resolve()
-    target = (root_real / rel).resolve()
+    target = _resolve(root_real / rel, raw)
     if target != root_real and root_real not in target.parents:
         raise Invalid(f"path escapes its folder: {raw!r}", path=raw)
     return target
+
+
+def _resolve(path: Path, raw: str) -> Path:
+    """`path.resolve()`, told apart: a symlink loop is the request's fault (400); links changing while they are
+    read (an agent swapping them: EINVAL, ENOENT mid-walk) are retried, then a 409 to try again."""
+    for _ in range(RESOLVE_ATTEMPTS - 1):
+        try:
+            return _resolve_once(path, raw)
+        except OSError:
+            continue
+    try:
+        return _resolve_once(path, raw)
+    except OSError as exc:
+        raise Conflict(f"path kept changing while it was resolved: {raw!r}; try again", path=raw) from exc
+
+
+def _resolve_once(path: Path, raw: str) -> Path:
+    try:
+        return path.resolve()
+    except RuntimeError as exc:  # a symlink loop (Python 3.11)
+        raise Invalid(f"path loops through symlinks: {raw!r}", path=raw) from exc
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENAMETOOLONG):
+            raise Invalid(f"path cannot be resolved ({os.strerror(exc.errno)}): {raw!r}", path=raw) from exc
+        raise
 
 
 def is_within(path: Path, roots: list[Path]) -> bool:

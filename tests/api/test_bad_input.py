@@ -149,3 +149,29 @@ def test_invalid_session_options_are_400(client: httpx.Client, fake_model: FakeA
     assert client.post("/api/agents", json={"name": "badmcp", "files": files}).status_code == 201
     response = client.post("/api/sessions", json={"agent": "badmcp", "permissionMode": "sometimes"})
     assert_error(response, 400, "permissionMode")
+
+
+def test_integers_past_what_the_database_stores_are_400(client: httpx.Client, ended_session: str) -> None:
+    """2^63 and up overflowed the database drivers (a 500); every integer a request gives is bounded."""
+    huge = str(2**63)
+    assert_error(client.get("/api/sessions", params={"offset": huge}), 400, "offset")
+    assert client.get("/api/sessions", params={"offset": str(2**63 - 1)}).status_code == 200
+    for route in ("messages", "events"):
+        assert_error(client.get(f"/api/sessions/{ended_session}/{route}", params={"after": huge}), 400, "after")
+    assert_error(client.get(f"/api/sessions/{ended_session}/stream", params={"lastEventId": huge}), 400)
+    assert_error(client.get(f"/api/sessions/{ended_session}/stream", headers={"Last-Event-ID": huge}), 400)
+    assert_error(client.get("/api/agents/bad-input/versions/" + "9" * 30), 404, "Version not found")
+    body = {"content": "hi", "maxTurns": 2**64}
+    assert_error(client.post(f"/api/sessions/{ended_session}/messages", json=body), 400, "maxTurns")
+
+
+def test_overlong_path_components_are_400(client: httpx.Client, ended_session: str) -> None:
+    """ENAMETOOLONG from the file system was a 500: names past 255 bytes, and paths past 4096, are refused first."""
+    long_name = "a" * 5000
+    for path in (long_name, f"dir/{long_name}", "é" * 128, "/".join(["d"] * 2100)):
+        assert_error(client.get(f"/api/agents/bad-input/files/{path}"), 400, "longer than")
+        assert_error(client.get(f"/api/sessions/{ended_session}/files/{path}"), 400, "longer than")
+        assert_error(client.delete(f"/api/sessions/{ended_session}/files/{path}"), 400, "longer than")
+        files = [{"path": "CLAUDE.md", "content": _b64(b"x")}, {"path": path, "content": _b64(b"x")}]
+        assert_error(client.post("/api/agents", json={"name": "long-names", "files": files}), 400, "path")
+    assert client.get("/api/agents/bad-input/files/" + "a" * 255).status_code == 404  # long, but a name

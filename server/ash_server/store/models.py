@@ -29,6 +29,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from ..states import SandboxState, SessionStatus
 
 DEFAULT_TENANT = "default"
+# The largest integer both engines store (BIGINT): bigger ones from a request are refused (400) or match nothing.
+BIGINT_MAX = 2**63 - 1
 
 
 def utcnow() -> datetime:

@@ -31,6 +31,7 @@ from ..schemas import (
     SessionsResponse,
     SessionsWithTotalResponse,
 )
+from ..schemas.base import BIGINT_MAX
 from ..sse import EventStream
 
 router = APIRouter(prefix="/api/sessions", tags=["sessions"])
@@ -97,7 +98,7 @@ async def list_sessions(
     agent: str | None = Query(None, max_length=255),
     status: SessionStatus | None = None,
     limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=BIGINT_MAX),
     include_total: bool = Query(False, alias="includeTotal", description="Add `total`: how many sessions match."),
 ) -> SessionsResponse | SessionsWithTotalResponse:
     sessions = await services.sessions.list_sessions(
@@ -174,8 +175,8 @@ async def reattach(
     session_id: uuid.UUID,
     principal: PrincipalDep,
     services: ServicesDep,
-    last_event_id_header: Annotated[int | None, Header(alias="Last-Event-ID", ge=0)] = None,
-    last_event_id: Annotated[int | None, Query(alias="lastEventId", ge=0)] = None,
+    last_event_id_header: Annotated[int | None, Header(alias="Last-Event-ID", ge=0, le=BIGINT_MAX)] = None,
+    last_event_id: Annotated[int | None, Query(alias="lastEventId", ge=0, le=BIGINT_MAX)] = None,
     include_partial: Annotated[bool, Query(alias="includePartialMessages")] = False,
     follow: bool = False,
 ) -> EventStream:
@@ -203,7 +204,7 @@ async def list_messages(
     principal: PrincipalDep,
     services: ServicesDep,
     limit: int = Query(100, ge=1, le=1000),
-    after: int = Query(0, ge=0),
+    after: int = Query(0, ge=0, le=BIGINT_MAX),
 ) -> MessagesResponse:
     await services.sessions.get(principal.tenant_id, session_id)
     messages = await services.sessions.history.messages(principal.tenant_id, session_id, after=after, limit=limit)
@@ -216,7 +217,7 @@ async def list_events(
     principal: PrincipalDep,
     services: ServicesDep,
     limit: int = Query(100, ge=1, le=1000),
-    after: int = Query(0, ge=0),
+    after: int = Query(0, ge=0, le=BIGINT_MAX),
     type: str | None = Query(None, max_length=32),
 ) -> EventsResponse:
     await services.sessions.get(principal.tenant_id, session_id)
@@ -232,7 +233,7 @@ async def session_logs(
     principal: PrincipalDep,
     services: ServicesDep,
     after: int = Query(
-        0, ge=-1, description="Entries with an index above this; -1 (the reference's default) or 0: all."
+        0, ge=-1, le=BIGINT_MAX, description="Entries with an index above this; -1 (the reference's default) or 0: all."
     ),
 ) -> LogsResponse:
     await services.sessions.get(principal.tenant_id, session_id)

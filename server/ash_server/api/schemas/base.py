@@ -5,6 +5,10 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
+from ...store.models import BIGINT_MAX
+
+__all__ = ["BIGINT_MAX", "ErrorResponse", "OkResponse", "Schema"]
+
 
 class Schema(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")

@@ -11,6 +11,7 @@ from pydantic import Field
 from ...evals.scoring import passed
 from ...store.evals import EvalCase, EvalResult, EvalResultStatus, EvalRun, EvalRunStatus
 from . import Schema, UsageStats
+from .base import BIGINT_MAX
 
 Topics = list[str] | None
 
@@ -79,7 +80,7 @@ class ImportedResponse(Schema):
 
 
 class EvalRunCreate(Schema):
-    version_number: int | None = Field(None, ge=1)
+    version_number: int | None = Field(None, ge=1, le=BIGINT_MAX)
     categories: list[str] | None = None
     tags: list[str] | None = None
 

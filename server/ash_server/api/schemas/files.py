@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import Schema
+from .base import BIGINT_MAX, Schema
 
 # -- Session files and exec -----------------------------------------------------------------------------------
 
@@ -56,7 +56,10 @@ class WorkspaceUploadResponse(Schema):
 class ExecCreate(Schema):
     command: str = Field(min_length=1, max_length=100_000, description="Run with bash -c in the workspace.")
     timeout: int | None = Field(
-        None, ge=1, description="Milliseconds (default 30000 or ASH_EXEC_MAX_TIMEOUT_MS if lower; at most that)."
+        None,
+        ge=1,
+        le=BIGINT_MAX,
+        description="Milliseconds (default 30000 or ASH_EXEC_MAX_TIMEOUT_MS if lower; at most that).",
     )
 
 

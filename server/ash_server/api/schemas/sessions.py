@@ -112,7 +112,7 @@ ContentBlock = Annotated[TextBlock | ImageBlock | DocumentBlock, Field(discrimin
 
 class ThinkingConfig(Schema):
     type: Literal["enabled", "disabled", "adaptive"]
-    budget_tokens: int | None = Field(None, ge=1024)
+    budget_tokens: int | None = Field(None, ge=1024, le=1_000_000)
 
     def sdk(self) -> dict[str, Any]:
         """The SDK's ThinkingConfig shape (snake_case)."""
@@ -128,7 +128,7 @@ class MessageCreate(Schema):
     )
     include_partial_messages: bool = False
     model: str | None = Field(None, max_length=255)
-    max_turns: int | None = Field(None, ge=1)
+    max_turns: int | None = Field(None, ge=1, le=100_000)
     max_budget_usd: float | None = Field(None, gt=0)
     effort: Literal["low", "medium", "high", "max"] | None = None
     thinking: ThinkingConfig | None = None

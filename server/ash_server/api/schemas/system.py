@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import Schema
+from .base import BIGINT_MAX, Schema
 
 # -- Health ---------------------------------------------------------------------------------------------------
 
@@ -58,14 +58,14 @@ class HealthResponse(Schema):
 class RunnerRegistration(Schema):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
     url: str = Field(pattern=r"^https?://[^/\s]+$", max_length=512)
-    max_sandboxes: int = Field(ge=1)
+    max_sandboxes: int = Field(ge=1, le=1_000_000)
     version: str = Field(max_length=64)
 
 
 class RunnerHeartbeat(Schema):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-    sandboxes: int = Field(ge=0)
-    received: int = Field(ge=0)
+    sandboxes: int = Field(ge=0, le=1_000_000)
+    received: int = Field(ge=0, le=BIGINT_MAX)
     stats: dict[str, int] = Field(default_factory=dict)
 
 
