@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import JSONResponse
 from opentelemetry.trace import TracerProvider
 
 from . import __version__
@@ -28,6 +27,7 @@ from .api.routes import (
     coordinator,
     credentials,
     dashboard,
+    docs,
     eval_cases,
     eval_runs,
     files,
@@ -100,6 +100,10 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
         version=__version__,
         description="Deploy Claude-powered agents and talk to them over REST and SSE.",
         lifespan=lifespan,
+        # Served by api/routes/docs.py, behind a key unless ASH_PUBLIC_DOCS.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     install_error_handlers(app)
     app.state.metrics = Metrics()
@@ -115,14 +119,8 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
         )
     app.add_middleware(RequestIds)
     install_network_middleware(app, settings)  # last: the outermost layers
-    for router in routers_for(settings.mode):
+    for router in [*routers_for(settings.mode), docs.router]:
         app.include_router(router)
-
-    @app.get("/docs/json", include_in_schema=False)
-    async def openapi_at_reference_path() -> JSONResponse:
-        """The spec where the reference serves it (its docs and clients point here); `/openapi.json` is the same."""
-        return JSONResponse(app.openapi())
-
     return app
 
 

@@ -160,6 +160,11 @@ class Settings(BaseSettings):
     max_agent_files: int = Field(
         10_000, ge=1, description="Most files and folders an agent deploy may hold (a path deploy or an upload)."
     )
+    public_docs: bool = Field(
+        False,
+        description="Serve /docs, /redoc and the OpenAPI document (/openapi.json, /docs/json) without a key. Off: "
+        "they need one like every route but /health (they map the whole API, internal routes included).",
+    )
     metrics_token: SecretStr | None = Field(
         None, description="A bearer token that may read /metrics only (for scrapers). API keys work too."
     )

@@ -54,8 +54,10 @@ def test_missing_and_wrong_auth_are_401(ash_server: AshServer) -> None:
     assert_error(httpx.get(ash_server.url + "/api/agents", headers=wrong), 401, "Invalid API key")
     assert_error(httpx.get(ash_server.url + "/api/agents", headers={"Authorization": "Basic abc"}), 401)
     assert_error(httpx.get(ash_server.url + "/metrics-nope", headers=wrong), 404)
-    # /health is the one open route.
+    # /health is the one open route: the API's description needs a key too.
     assert httpx.get(ash_server.url + "/health").status_code == 200
+    for path in ("/docs", "/redoc", "/openapi.json", "/docs/json", "/metrics"):
+        assert_error(httpx.get(ash_server.url + path), 401, "Authorization")
 
 
 def test_unknown_agent_is_404(client: httpx.Client) -> None:

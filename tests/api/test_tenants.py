@@ -191,3 +191,20 @@ def test_a_still_has_everything(tenants: Tenants) -> None:
     assert (data / "agents" / "tenant-b" / tenants.agent / "CLAUDE.md").read_bytes() == b"B's prompt"
     assert (data / "sessions" / "default" / tenants.session_id / "workspace").is_dir()
     assert (data / "sandboxes" / "default" / session["sandboxId"]).is_dir()
+
+
+def test_server_wide_metrics_are_the_operators(tenants: Tenants) -> None:
+    """/metrics counts every tenant's sessions and usage: another tenant's key gets 403, the operator's 200."""
+    refused = tenants.b.get("/metrics")
+    assert refused.status_code == 403, refused.text
+    assert set(refused.json()) == {"error", "statusCode"} and "ASH_METRICS_TOKEN" in refused.json()["error"]
+    assert tenants.a.get("/metrics").status_code == 200
+
+
+def test_the_api_description_needs_a_key_of_any_tenant(tenants: Tenants) -> None:
+    for path in ("/openapi.json", "/docs/json", "/docs", "/redoc"):
+        anonymous = httpx.get(tenants.server.url + path)
+        assert anonymous.status_code == 401 and anonymous.json()["statusCode"] == 401, (path, anonymous.text)
+        assert tenants.b.get(path).status_code == 200, path
+    assert tenants.b.get("/docs/json").json() == tenants.a.get("/openapi.json").json()
+    assert "swagger-ui" in tenants.b.get("/docs").text and "redoc" in tenants.b.get("/redoc").text
