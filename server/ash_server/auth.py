@@ -38,6 +38,9 @@ KEY_PREFIX = "ash_"
 SHOWN_PREFIX_CHARS = 12
 MAX_KEYS_PER_TENANT = 100
 API_KEY_FILE = "api-key"
+# The label of the key registered from ASH_API_KEY: reserved (no API-created key takes it), and while the variable
+# holds that key it cannot be revoked through the API (the environment would silently disagree with the database).
+ENV_KEY_LABEL = "ASH_API_KEY"
 SECRET_KEY_FILE = "secret-key"
 # lastUsedAt is informational; writing it on every request would put a database write on the hot path.
 TOUCH_INTERVAL = timedelta(seconds=60)
@@ -160,6 +163,8 @@ class Authenticator:
         self._store = store
         self._secret = secret
         self.verified = verified if verified is not None else VerifiedKeys(store.key_revision)
+        # The hash of ASH_API_KEY when this server was started with one (set by bootstrap).
+        self._env_key_hash: str | None = None
         # Failed authentications per client IP: guessing keys gets 429s, not an oracle at full speed.
         self._failures = failures or RateLimiter(0)
 
@@ -222,14 +227,23 @@ class Authenticator:
         await self._store.add_tenant(Tenant(id=DEFAULT_TENANT, label="default tenant", created_at=utcnow()))
         if settings.api_key is not None:
             plaintext = settings.api_key.get_secret_value()
-            if await self._store.find_api_key(self.hash(plaintext)) is None:
+            self._env_key_hash = self.hash(plaintext)
+            existing = await self._store.find_api_key(self._env_key_hash)
+            if existing is not None and existing.revoked_at is not None:
+                # Revoked before it became immutable (or in the database by hand): say so, loudly, every start;
+                # un-revoking it silently could bring back a key someone meant to retire.
+                log.error(
+                    "ASH_API_KEY was revoked at %s: it authenticates nothing; set a new ASH_API_KEY",
+                    existing.revoked_at.isoformat(),
+                )
+            if existing is None:
                 # If-absent: servers starting together with the same ASH_API_KEY may both get here.
                 await self._store.add_api_key_if_absent(
                     ApiKey(
                         tenant_id=DEFAULT_TENANT,
                         key_hash=self.hash(plaintext),
                         prefix=plaintext[:SHOWN_PREFIX_CHARS],
-                        label="ASH_API_KEY",
+                        label=ENV_KEY_LABEL,
                     )
                 )
             return
@@ -254,6 +268,8 @@ class Authenticator:
     ) -> tuple[ApiKey, str]:
         """A new key for the tenant: the stored row and the plaintext, which exists only in this return value."""
         now = utcnow()
+        if label is not None and label.strip().upper() == ENV_KEY_LABEL:
+            raise Invalid(f"the label {ENV_KEY_LABEL} is reserved for the key set in the server's environment")
         if expires_at is not None:
             expires_at = expires_at.replace(tzinfo=UTC) if expires_at.tzinfo is None else expires_at
             if expires_at <= now:
@@ -292,6 +308,12 @@ class Authenticator:
         key = await self.get_key(tenant_id, key_id)
         if key.revoked_at is not None:
             return key
+        if self._env_key_hash is not None and key.key_hash == self._env_key_hash:
+            raise Conflict(
+                f"this key is {ENV_KEY_LABEL}, set in the server's environment: change or unset the variable and "
+                "restart the server to retire it",
+                key_id=str(key_id),
+            )
         now = utcnow()
         usable = key.expires_at is None or key.expires_at > now
         if usable and await self._store.count_usable_api_keys(tenant_id, now) <= 1:

@@ -184,3 +184,22 @@ def test_cors_allows_the_configured_origin_only(server: AshServer) -> None:
         response = client.get("/api/agents", headers={"Origin": ORIGIN})
         assert response.headers["access-control-allow-origin"] == ORIGIN
         assert "retry-after" in response.headers["access-control-expose-headers"].lower()
+
+
+def test_the_environment_key_cannot_be_revoked_or_impersonated(fake_model: FakeAnthropic) -> None:
+    """ASH_API_KEY is the operator's: revoking it through the API was accepted and silently outlived restarts."""
+    env_key = "ash_" + "e" * 43
+    with AshServer(fake_model.url, env={"ASH_API_KEY": env_key}) as server:
+        with as_client(server, env_key) as operator:
+            listed = operator.get("/api/api-keys").json()["keys"]
+            (mine,) = [k for k in listed if k["label"] == "ASH_API_KEY"]
+            assert_error(operator.delete(f"/api/api-keys/{mine['id']}"), 409, "environment")
+            assert operator.get(f"/api/api-keys/{mine['id']}").json()["apiKey"]["revokedAt"] is None
+            for label in ("ASH_API_KEY", "ash_api_key "):
+                assert_error(operator.post("/api/api-keys", json={"label": label}), 400, "reserved")
+            other = operator.post("/api/api-keys", json={"label": "a second key"}).json()
+            assert operator.delete(f"/api/api-keys/{other['id']}").status_code == 204  # others revoke as before
+        server.stop()
+        server.start()
+        with as_client(server, env_key) as operator:
+            assert operator.get("/api/sessions").status_code == 200
