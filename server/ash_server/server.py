@@ -13,6 +13,7 @@ import uvloop
 
 from .app import create_app
 from .cluster import tls
+from .http_limits import HeaderLimits, bounded_protocol
 from .observability.logs import configure_logging
 from .settings import Settings
 
@@ -30,7 +31,15 @@ def serve(settings: Settings | None = None) -> None:
     app = create_app(settings)
     common: dict[str, Any] = {
         "loop": "uvloop",
-        "http": "httptools",
+        # httptools, bounded: request line, header count and bytes, and the time to send them (http_limits.py).
+        "http": bounded_protocol(
+            HeaderLimits(
+                max_url_bytes=settings.max_url_bytes,
+                max_header_bytes=settings.max_header_bytes,
+                max_headers=settings.max_headers,
+                header_timeout_s=settings.header_timeout_ms / 1000,
+            )
+        ),
         "log_level": settings.log_level,
         "log_config": None,  # our handlers (JSON, ids, masking) stay in charge
         "access_log": settings.log_level == "debug",

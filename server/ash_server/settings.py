@@ -160,6 +160,22 @@ class Settings(BaseSettings):
     max_agent_files: int = Field(
         10_000, ge=1, description="Most files and folders an agent deploy may hold (a path deploy or an upload)."
     )
+    max_header_bytes: int = Field(
+        32_768,
+        ge=1024,
+        le=1_048_576,
+        description="Largest request header block (bytes); past it the connection gets 431 and is closed.",
+    )
+    max_headers: int = Field(100, ge=10, le=10_000, description="Most request headers; past it: 431.")
+    max_url_bytes: int = Field(
+        16_384, ge=1024, le=1_048_576, description="Longest request target (path and query, bytes); past it: 414."
+    )
+    header_timeout_ms: int = Field(
+        15_000,
+        ge=100,
+        description="How long a client may take to send a request's headers (from its first byte, or from the "
+        "connection); past it: 408 and the connection is closed (slow-header attacks hold no memory).",
+    )
     public_docs: bool = Field(
         False,
         description="Serve /docs, /redoc and the OpenAPI document (/openapi.json, /docs/json) without a key. Off: "
