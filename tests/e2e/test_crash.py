@@ -16,7 +16,7 @@ from ash_server.sandbox.limits import instance_name
 from tests.fakes.anthropic_api import FakeAnthropic, echo, text
 from tests.support.processes import pids_with_env
 from tests.support.server import REPO, AshServer, short_tempdir
-from tests.support.sse import turn_text
+from tests.support.sse import events_of, turn_text
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
@@ -94,6 +94,11 @@ def test_kill_9_in_the_middle_of_a_turn(model: FakeAnthropic) -> None:
             assert not pids_with_env("ASH_SANDBOX_ID", sandbox_id)
             assert not list((server.data_dir / "sandboxes").rglob("*.sock"))
             assert cgroups_of(server, sandbox_id) == []  # the restarted server removed the dead one's cgroups
+            # The cut-off turn's replay ends as every turn does: an error saying what happened, then done.
+            replay = events_of(client.get(f"/api/sessions/{sid}/stream", params={"lastEventId": 0}).text)
+            names = [name for name, _ in replay]
+            assert names.count("session_start") == names.count("done") == 2, names
+            assert names[-2:] == ["error", "done"] and "cut off" in replay[-2][1]["error"], replay[-2:]
             # And the session goes on.
             assert client.post(f"/api/sessions/{sid}/resume").json()["session"]["status"] == "active"
             assert "event: done" in turn(client, sid, "what do you remember")

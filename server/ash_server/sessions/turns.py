@@ -67,15 +67,20 @@ class TurnRunner(SessionPart):
                 self._pool.resume_cold_hits += 1
             sandbox = live.sandbox
             assert sandbox is not None
-            # The user's message is stored before anything runs: once the stream starts it is acknowledged.
-            await self._store.append_messages(session, [("user", dumps({"type": "user", "content": content}))])
             if live.next_seq is None:
                 live.next_seq = await self._store.last_stream_seq(session.id) + 1
             turn = Turn(session_id=str(session.id), first_seq=live.next_seq)
+            turn.publish("session_start", {"sessionId": turn.session_id, "version": __version__})
+            # The user's message and the turn's start are stored, together, before anything runs: once the
+            # stream starts the message is acknowledged, and a crash from here on leaves a turn recovery can end.
+            await self._store.append_messages(
+                session,
+                [("user", dumps({"type": "user", "content": content}))],
+                self._rows(session, turn, turn.take_unflushed()),
+            )
             live.turn = turn
             live.turn_started.set()
             live.turn_started = asyncio.Event()
-            turn.publish("session_start", {"sessionId": turn.session_id, "version": __version__})
             # The turn's task inherits these: its log lines carry the session and sandbox they belong to.
             logs.session_id.set(str(session.id))
             logs.sandbox_id.set(sandbox.id)
@@ -195,8 +200,14 @@ class TurnRunner(SessionPart):
                 )
 
     async def _flush(self, session: SessionRow, turn: Turn) -> None:
-        frames = turn.take_unflushed()
-        rows = [
+        rows = self._rows(session, turn, turn.take_unflushed())
+        if rows:
+            # Taken from the turn once: a retry writes the same frames, none is lost in between.
+            await self._retried("stream_frames", session, lambda: self._store.append_stream_events(rows))
+
+    @staticmethod
+    def _rows(session: SessionRow, turn: Turn, frames: list[Frame]) -> list[StreamEvent]:
+        return [
             StreamEvent(
                 session_id=session.id,
                 seq=f.seq,
@@ -208,9 +219,6 @@ class TurnRunner(SessionPart):
             )
             for f in frames
         ]
-        if rows:
-            # Taken from the turn once: a retry writes the same frames, none is lost in between.
-            await self._retried("stream_frames", session, lambda: self._store.append_stream_events(rows))
 
     async def _retried(self, what: str, session: SessionRow, write: Callable[[], Awaitable[None]]) -> None:
         """A write the session cannot do without (its memory, its replayable frames), tried WRITE_ATTEMPTS times;

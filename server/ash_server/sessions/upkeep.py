@@ -15,11 +15,13 @@ from pathlib import Path
 
 from ..errors import AshError
 from ..states import SessionStatus
-from ..store.models import utcnow
+from ..store.models import SessionRow, StreamEvent, utcnow
 from .core import SessionCore, SessionPart
+from .events import dumps
 from .turns import TurnRunner
 
 log = logging.getLogger(__name__)
+CUT_OFF_MESSAGE = "the turn was cut off: the server stopped while it ran; send the message again"
 
 # At shutdown, how long running turns may go on before they are interrupted (uvicorn has already waited for the
 # streams of the turns whose clients are still there).
@@ -117,9 +119,35 @@ class Upkeep(SessionPart):
             [SessionStatus.ACTIVE, SessionStatus.STARTING], runner_id=self._core.server_id
         )
         for session in recovered:
+            await self._end_cut_off_turn(session)
             await self._core.set(session, status=SessionStatus.PAUSED, sandbox_id="")
             await self._core.event(session, "lifecycle", {"action": "paused", "reason": "server restarted"})
         return len(recovered)
+
+    async def _end_cut_off_turn(self, session: SessionRow) -> None:
+        """A turn the crash cut off has no end in the store: give its replay the `error` and `done` every turn
+        ends with, so a client re-attaching (or reading it later) sees it ended rather than waiting for ever."""
+        last = await self._store.last_stream_event(session.id)
+        if last is None or last.event == "done":
+            return
+        now = utcnow()
+        ending = [("error", {"error": CUT_OFF_MESSAGE}), ("done", {"sessionId": str(session.id)})]
+        await self._store.append_stream_events(
+            [
+                StreamEvent(
+                    session_id=session.id,
+                    seq=last.seq + offset,
+                    turn_id=last.turn_id,
+                    event=name,
+                    data=dumps(data),
+                    partial=False,
+                    created_at=now,
+                )
+                for offset, (name, data) in enumerate(ending, start=1)
+            ]
+        )
+        await self._core.event(session, "error", {"error": CUT_OFF_MESSAGE, "code": "cut_off"})
+        log.warning("session %s: its turn %s was cut off by the server stopping; ended it", session.id, last.turn_id)
 
     async def shutdown(self) -> None:
         """Drain: let running turns finish (for a while), interrupt the rest, persist every session that has a

@@ -20,12 +20,16 @@ from .models import (
 
 
 class TimelineQueries(StoreBase):
-    async def append_messages(self, session: SessionRow, items: Sequence[tuple[str, str]]) -> list[Message]:
-        """Append (role, JSON content) rows, returning them with their sequences."""
+    async def append_messages(
+        self, session: SessionRow, items: Sequence[tuple[str, str]], frames: Sequence[StreamEvent] = ()
+    ) -> list[Message]:
+        """Append (role, JSON content) rows, returning them with their sequences; `frames` (a turn's first stream
+        frames) in the same transaction, so a turn whose message is stored always has a start in the stream."""
         async with self._write_lock(session.id), self.db() as db, db.begin():
             last, _ = await self._reserve(db, session.id, messages=len(items))
             rows = _messages(session, items, after=last)
             db.add_all(rows)
+            db.add_all(frames)
         return rows
 
     async def record_message(
@@ -98,6 +102,16 @@ class TimelineQueries(StoreBase):
             query = query.where(StreamEvent.seq < before)
         async with self.db() as db:
             return (await db.scalars(query.order_by(StreamEvent.seq).limit(limit))).all()
+
+    async def last_stream_event(self, session_id: uuid.UUID) -> StreamEvent | None:
+        async with self.db() as db:
+            last: StreamEvent | None = await db.scalar(
+                select(StreamEvent)
+                .where(StreamEvent.session_id == session_id)
+                .order_by(StreamEvent.seq.desc())
+                .limit(1)
+            )
+            return last
 
     async def last_turn_start(self, session_id: uuid.UUID) -> int | None:
         """The first frame's seq of the session's latest turn, or None if it never had one."""
