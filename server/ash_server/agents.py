@@ -27,7 +27,7 @@ import zstandard
 from . import archive
 from .agent_folders import SYSTEM_PROMPT_FILE, FolderRules, check_folder, copy_folder, ensure_system_prompt, write_files
 from .errors import Invalid, NotFound, PayloadTooLarge
-from .gateway.network import parse_network
+from .gateway.network import NetworkCeilings, parse_network
 from .paths import NAME_RE, DataDir, relative_path, remove_tree
 from .store.agent_versions import AgentVersionStore, NewVersion
 from .store.models import DEFAULT_TENANT, Agent, utcnow
@@ -108,9 +108,11 @@ class AgentService:
         versions: AgentVersionStore,
         max_files: int = 10_000,
         path_tenants: frozenset[str] | None = frozenset({DEFAULT_TENANT}),
+        network_ceilings: NetworkCeilings | None = None,
     ) -> None:
         self._store = store
         self.versions = versions
+        self._network_ceilings = network_ceilings or NetworkCeilings({})
         self._data = data
         self._max_upload_bytes = max_upload_bytes
         self._max_files = max_files
@@ -288,7 +290,8 @@ class AgentService:
             agent.env = {**agent.env, **validate_env(env)}
         if config is not None:
             if "network" in config:
-                parse_network(config["network"])  # Invalid (400) now rather than a sandbox that cannot start
+                # Invalid (400) or Forbidden (403) now, rather than a sandbox that cannot start.
+                self._network_ceilings.check(tenant_id, parse_network(config["network"]))
             agent.config = {**agent.config, **config}
         agent.updated_at = utcnow()
         return await self._store.save_agent(agent)

@@ -11,9 +11,9 @@ from typing import Any
 import uvicorn
 import uvloop
 
+from .api.http_limits import HeaderLimits, bounded_protocol
 from .app import create_app
 from .cluster import tls
-from .http_limits import HeaderLimits, bounded_protocol
 from .observability.logs import configure_logging
 from .settings import Settings
 

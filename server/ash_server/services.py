@@ -182,6 +182,7 @@ async def build_services(
         max_upload_bytes=settings.max_upload_bytes,
         max_files=settings.max_agent_files,
         path_tenants=settings.path_deploy_tenant_ids,
+        network_ceilings=gateway.network_ceilings,
     )
     # A runner reports the creates it received as load (cluster/load.py).
     creates = CreateLoad() if settings.mode == "runner" else None

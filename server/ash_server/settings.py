@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from . import capabilities
 from .paths import DataDir
-from .states import ServerMode
+from .states import NetworkCeiling, ServerMode
 
 DEFAULT_ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 
@@ -150,6 +150,13 @@ class Settings(BaseSettings):
         description="Folders on the server from which agents may be deployed by `path` (os.pathsep- or "
         "comma-separated); a relative `path` is taken under the first. Empty: `<data dir>/sources` only. `none`: "
         "deploying by path is refused and agents are uploaded as files.",
+    )
+    network_ceilings: str = Field(
+        "default=public",
+        description="The most network each tenant's agents may ask for: `tenant=ceiling` pairs, comma-separated, "
+        "`*` for every tenant not named (otherwise none). Ceilings: `none`; `public` (allowlists of public "
+        "destinations); `private` (allowlists may also name loopback and private addresses literally); `full` "
+        "(the host's network, unfiltered: the API port, host services, the cloud metadata endpoint).",
     )
     path_deploy_tenants: str = Field(
         "default",
@@ -305,6 +312,17 @@ class Settings(BaseSettings):
             raise ValueError("refusing a placeholder or short secret (use 16+ random characters)")
         return SecretStr(raw)
 
+    @field_validator("network_ceilings")
+    @classmethod
+    def _ceilings(cls, value: str) -> str:
+        parse_ceilings(value)  # ValueError with the reason
+        return value
+
+    @property
+    def network_ceiling_map(self) -> dict[str, NetworkCeiling]:
+        """ASH_NETWORK_CEILINGS as tenant -> ceiling; `*` is every tenant not named."""
+        return parse_ceilings(self.network_ceilings)
+
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, value: str) -> str:
@@ -397,3 +415,16 @@ class Settings(BaseSettings):
         uid = 65534 if self.sandbox_uid is None else self.sandbox_uid
         gid = uid if self.sandbox_gid is None else self.sandbox_gid
         return uid, gid
+
+
+def parse_ceilings(spec: str) -> dict[str, NetworkCeiling]:
+    ceilings: dict[str, NetworkCeiling] = {}
+    for item in split_list(spec):
+        tenant, sep, ceiling = (part.strip() for part in item.partition("="))
+        if not sep or not tenant or ceiling.lower() not in set(NetworkCeiling):
+            raise ValueError(
+                f"invalid network ceiling {item!r}: expected tenant=ceiling, the ceiling one of "
+                f"{', '.join(NetworkCeiling)}"
+            )
+        ceilings[tenant] = NetworkCeiling(ceiling.lower())
+    return ceilings

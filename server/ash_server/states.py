@@ -86,3 +86,19 @@ class NetworkMode(StrEnum):
     NONE = "none"
     ALLOWLIST = "allowlist"
     FULL = "full"
+
+
+class NetworkCeiling(StrEnum):
+    """The most network an operator lets a tenant's agents have (ASH_NETWORK_CEILINGS), from least to most."""
+
+    NONE = "none"
+    # Allowlists of public destinations: names resolving to non-public addresses are refused, as are literals.
+    PUBLIC = "public"
+    # Allowlists that may name loopback, private or link-local addresses literally (`localhost:8080`, `10.0.0.5`).
+    PRIVATE = "private"
+    # "full": the host's network, unfiltered (the API port, every host listener, the cloud metadata endpoint).
+    FULL = "full"
+
+    @property
+    def rank(self) -> int:
+        return list(NetworkCeiling).index(self)

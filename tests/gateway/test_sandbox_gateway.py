@@ -36,7 +36,9 @@ PLACEHOLDER = "sk-ash-gateway-placeholder"
 
 @pytest.fixture(scope="module")
 def server(fake_model: FakeAnthropic) -> Iterator[AshServer]:
-    server = AshServer(fake_model.url, env={"ASH_CREDENTIAL_KEY": CREDENTIAL_KEY}).start()
+    # `private`: the egress test allowlists services on the host's loopback, which only that ceiling admits.
+    env = {"ASH_CREDENTIAL_KEY": CREDENTIAL_KEY, "ASH_NETWORK_CEILINGS": "default=private"}
+    server = AshServer(fake_model.url, env=env).start()
     with server.client() as client:
         path = str(REPO / "examples" / "hello-agent")
         for name in ("gw-agent", "egress-agent"):

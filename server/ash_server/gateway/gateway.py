@@ -20,7 +20,7 @@ from ..settings import Settings
 from ..store.repository import Store
 from .egress import EgressProxy
 from .model import PLACEHOLDER_KEY, ModelGateway, ModelRoute
-from .network import NetworkPolicy, parse_network
+from .network import NetworkCeilings, NetworkPolicy, parse_network
 from .usage import CallUsage
 
 MODEL_SOCKET = "model.sock"
@@ -49,6 +49,7 @@ class Gateway:
         )
         self.egress = EgressProxy()
         self.metrics = metrics or Metrics()
+        self.network_ceilings = NetworkCeilings(settings.network_ceiling_map)
 
     async def attach(
         self, sandbox_id: str, directory: Path, *, session_id: str, tenant_id: str, owner: tuple[int, int] | None
@@ -85,6 +86,8 @@ class Gateway:
         """`attach` with everything given: what the sandbox pool uses. A sandbox started ahead of its session
         (the warm pool) is linked with `assigned=False`: its model socket refuses requests until `assign`."""
         network = parse_network(network_config)
+        # Again at every start: a ceiling lowered after the agent was configured applies to it too.
+        self.network_ceilings.check(tenant_id, network)
         auth = self._server_auth
         if credential_id:
             try:

@@ -4,6 +4,12 @@
     {"allow": ["example.com", "*.pypi.org"]} only these destinations, through the egress proxy
     "full"                                   the host's network, unfiltered
 
+What a tenant may ask for is capped by the operator (`NetworkCeilings`, from ASH_NETWORK_CEILINGS): `none` for
+every tenant not named, `public` (allowlists of public destinations) for the operator's own by default; `private`
+(literal loopback and private addresses in allowlists) and `full` only where the operator grants them. The cap is
+checked when an agent's configuration is set (403) and again at every sandbox start (a lowered ceiling applies to
+agents configured before).
+
 An allowlist entry is a host name, a `*.`-wildcard (subdomains only, not the bare domain), an IPv4 literal or a
 bracketed IPv6 literal, each with an optional `:port`. Without a port an entry allows ports 80 and 443 only.
 
@@ -21,8 +27,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import Invalid
-from ..states import NetworkMode
+from ..errors import Forbidden, Invalid
+from ..states import NetworkCeiling, NetworkMode
 
 DEFAULT_PORTS = frozenset({80, 443})
 MAX_ENTRIES = 256
@@ -71,6 +77,16 @@ class NetworkPolicy:
             if entry.matches(name, port):
                 return entry
         return None
+
+    def ceiling_needed(self) -> NetworkCeiling:
+        """The least ceiling that admits this policy."""
+        if self.mode == NetworkMode.NONE:
+            return NetworkCeiling.NONE
+        if self.mode == NetworkMode.FULL:
+            return NetworkCeiling.FULL
+        if any(entry.literal and not _public_literal(entry.host) for entry in self.allow):
+            return NetworkCeiling.PRIVATE
+        return NetworkCeiling.PUBLIC
 
     def to_json(self) -> str | dict[str, list[str]]:
         if self.mode == NetworkMode.ALLOWLIST:
@@ -129,6 +145,13 @@ def parse_entry(raw: Any) -> AllowEntry:
     return AllowEntry(host=host, wildcard=wildcard, port=port, literal=literal)
 
 
+def _public_literal(host: str) -> bool:
+    try:
+        return is_public(ipaddress.ip_address(host))
+    except ValueError:
+        return False  # localhost
+
+
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
@@ -150,3 +173,26 @@ def parse_network(raw: Any) -> NetworkPolicy:
         allow = tuple(dict.fromkeys(parse_entry(e) for e in entries))
         return NetworkPolicy(NetworkMode.ALLOWLIST, allow) if allow else NO_NETWORK
     raise Invalid('network must be "none", "full" or {"allow": ["example.com", "*.example.org:8443", ...]}')
+
+
+class NetworkCeilings:
+    """The operator's caps per tenant (Settings.network_ceiling_map); `*` names every tenant not named, and a
+    tenant named by neither gets none."""
+
+    def __init__(self, ceilings: dict[str, NetworkCeiling]) -> None:
+        self._by_tenant = dict(ceilings)
+        self._others = self._by_tenant.pop("*", NetworkCeiling.NONE)
+
+    def of(self, tenant_id: str) -> NetworkCeiling:
+        return self._by_tenant.get(tenant_id, self._others)
+
+    def check(self, tenant_id: str, policy: NetworkPolicy) -> None:
+        """Forbidden (403) when the policy asks for more than the tenant's ceiling."""
+        needed, ceiling = policy.ceiling_needed(), self.of(tenant_id)
+        if needed.rank > ceiling.rank:
+            raise Forbidden(
+                f"this network policy needs the {needed.value!r} ceiling; the operator allows this tenant "
+                f"{ceiling.value!r} (ASH_NETWORK_CEILINGS)",
+                needed=needed.value,
+                ceiling=ceiling.value,
+            )
