@@ -429,7 +429,12 @@ def wait_for_notes(client: RawClient, session_id: str, kind: str, count: int, ti
 def ash_server(fake: FakeAnthropic, env: dict[str, str] | None = None) -> Iterator[tuple[AshServer, RawClient]]:
     """A real server (uvicorn + uvloop, as in production) on the fake model, with a raw client. The per-key rate
     limits are off: a benchmark sends more messages a minute than the default allows one key."""
-    limits = {"ASH_RATE_LIMIT_MESSAGES_PER_MINUTE": "0", "ASH_RATE_LIMIT_SESSIONS_PER_MINUTE": "0"}
+    # A benchmark measures the server, not its abuse limits: none of them throttles it.
+    limits = {
+        "ASH_RATE_LIMIT_MESSAGES_PER_MINUTE": "0",
+        "ASH_RATE_LIMIT_SESSIONS_PER_MINUTE": "0",
+        "ASH_GATEWAY_CALLS_PER_MINUTE": "0",
+    }
     server = AshServer(fake.url, env={**limits, **(env or {})}).start(timeout=120)
     try:
         with RawClient(server.url, server.api_key) as client:

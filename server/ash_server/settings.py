@@ -251,6 +251,28 @@ class Settings(BaseSettings):
     gateway_max_request_bytes: int = Field(
         32 * 1024 * 1024, ge=1024, description="Largest model request a sandbox may send through the gateway."
     )
+    gateway_models: str = Field(
+        "",
+        description="Models sandboxes may call (comma-separated fnmatch patterns, e.g. `claude-sonnet-*`); empty: any.",
+    )
+    gateway_max_tokens: int = Field(
+        0,
+        ge=0,
+        description="Largest `max_tokens` a model request may ask for (400 above it); 0: no ceiling (the Claude "
+        "Code CLI asks for up to 128000 with some models).",
+    )
+    gateway_calls_per_minute: int = Field(
+        60,
+        ge=0,
+        description="Model calls one session may make per minute (a bucket: bursts up to this, then the pace; 429 "
+        "past it); 0: no limit.",
+    )
+    gateway_session_tokens: int = Field(
+        0, ge=0, description="Tokens one session may use over its life (every kind the API reports); 0: no limit."
+    )
+    gateway_tenant_tokens_per_day: int = Field(
+        0, ge=0, description="Tokens one tenant's sessions may use over the last 24 hours; 0: no limit."
+    )
     # -- Many machines (docs/self-hosting/multi-machine.md) ------------------------------------------------------
     internal_secret: SecretStr | None = Field(
         None,

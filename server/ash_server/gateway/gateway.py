@@ -18,6 +18,7 @@ from ..errors import Invalid, NotFound
 from ..observability.metrics import Metrics
 from ..settings import Settings
 from ..store.repository import Store
+from .budgets import BudgetLimits, ModelBudgets
 from .egress import EgressProxy
 from .model import PLACEHOLDER_KEY, ModelGateway, ModelRoute
 from .network import NetworkCeilings, NetworkPolicy, parse_network
@@ -42,13 +43,14 @@ class Gateway:
         self._store = store
         self._credentials = credentials
         self._server_auth = server_auth(settings)
+        self.metrics = metrics or Metrics()
         self.model = ModelGateway(
             settings.anthropic_base_url,
             max_request_bytes=settings.gateway_max_request_bytes,
             on_usage=self._record_usage,
+            budgets=ModelBudgets(budget_limits(settings), store, self.metrics),
         )
         self.egress = EgressProxy()
-        self.metrics = metrics or Metrics()
         self.network_ceilings = NetworkCeilings(settings.network_ceiling_map)
 
     async def attach(
@@ -162,3 +164,13 @@ class Gateway:
                 {"action": "model_usage", **usage.timeline(), "sandboxId": route.sandbox_id}, separators=(",", ":")
             ),
         )
+
+
+def budget_limits(settings: Settings) -> BudgetLimits:
+    return BudgetLimits(
+        max_tokens=settings.gateway_max_tokens,
+        calls_per_minute=settings.gateway_calls_per_minute,
+        session_tokens=settings.gateway_session_tokens,
+        tenant_tokens_per_day=settings.gateway_tenant_tokens_per_day,
+        models=tuple(p.strip() for p in settings.gateway_models.split(",") if p.strip()),
+    )

@@ -26,6 +26,7 @@ import h11
 import httpx
 
 from ..credentials import UpstreamAuth
+from .budgets import ModelBudgets, Refusal
 from .sockets import SandboxSockets
 from .usage import CallUsage, UsageMeter
 
@@ -72,14 +73,6 @@ class ModelRoute:
 UsageSink = Callable[[ModelRoute, CallUsage], Coroutine[Any, Any, None]]
 
 
-class _Refusal(Exception):
-    def __init__(self, status: int, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.kind = kind
-        self.message = message
-
-
 class ModelGateway:
     def __init__(
         self,
@@ -87,12 +80,14 @@ class ModelGateway:
         *,
         max_request_bytes: int,
         on_usage: UsageSink,
+        budgets: ModelBudgets | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         # A path prefix in the upstream URL is kept: requests go to <upstream>/v1/messages?<query>.
         self._upstream = upstream_url.rstrip("/")
         self._max_request_bytes = max_request_bytes
         self._on_usage = on_usage
+        self._budgets = budgets
         self._client = httpx.AsyncClient(
             timeout=UPSTREAM_TIMEOUT,
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
@@ -116,7 +111,9 @@ class ModelGateway:
 
     async def close(self, sandbox_id: str) -> None:
         """Stop listening and cut the sandbox's requests in flight (their usage so far is still recorded)."""
-        self._routes.pop(sandbox_id, None)
+        route = self._routes.pop(sandbox_id, None)
+        if route is not None and self._budgets is not None:
+            self._budgets.forget(route.session_id)
         await self._sockets.close(sandbox_id)
 
     def assign(self, sandbox_id: str, session_id: str) -> None:
@@ -168,7 +165,7 @@ class ModelGateway:
                 conn.start_next_cycle()
         except h11.RemoteProtocolError as exc:
             with contextlib.suppress(Exception):
-                await _send_error(conn, writer, _Refusal(400, "invalid_request_error", f"bad request: {exc}"))
+                await _send_error(conn, writer, Refusal(400, "invalid_request_error", f"bad request: {exc}"))
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -186,16 +183,18 @@ class ModelGateway:
         path = request.target.split(b"?", 1)[0]
         try:
             if request.method != b"POST" or path not in ROUTES:
-                raise _Refusal(404, "not_found_error", "the model gateway forwards only POST /v1/messages")
+                raise Refusal(404, "not_found_error", "the model gateway forwards only POST /v1/messages")
             body = await self._read_body(conn, reader, writer, request)
             route = self._routes.get(sandbox_id)
             if route is None:
-                raise _Refusal(503, "api_error", "this sandbox is shutting down")
+                raise Refusal(503, "api_error", "this sandbox is shutting down")
             if route.revoked:
-                raise _Refusal(401, "authentication_error", "the credential of this session was deleted")
+                raise Refusal(401, "authentication_error", "the credential of this session was deleted")
             if not route.assigned:
-                raise _Refusal(503, "api_error", "this sandbox is not assigned to a session yet")
-        except _Refusal as refusal:
+                raise Refusal(503, "api_error", "this sandbox is not assigned to a session yet")
+            if self._budgets is not None:
+                await self._budgets.admit(route.tenant_id, route.session_id, body, spends=path == MESSAGES)
+        except Refusal as refusal:
             await _send_error(conn, writer, refusal)
             return conn.their_state is h11.DONE  # an unread body leaves the connection unusable
         headers = [(k, v) for k, v in request.headers.raw_items() if k.lower() not in DROPPED_REQUEST_HEADERS]
@@ -210,7 +209,7 @@ class ModelGateway:
             response = await self._client.send(upstream, stream=True)
         except httpx.HTTPError as exc:
             log.warning("model gateway: upstream request of sandbox %s failed: %r", sandbox_id, exc)
-            unreachable = _Refusal(502, "api_error", f"model gateway: upstream unreachable ({exc!r})")
+            unreachable = Refusal(502, "api_error", f"model gateway: upstream unreachable ({exc!r})")
             await _send_error(conn, writer, unreachable)
             return True
         meter: UsageMeter | None = None
@@ -230,7 +229,7 @@ class ModelGateway:
         limit = self._max_request_bytes
         for name, value in request.headers:
             if name == b"content-length" and int(value) > limit:
-                raise _Refusal(413, "request_too_large", f"request body exceeds the gateway's {limit} bytes")
+                raise Refusal(413, "request_too_large", f"request body exceeds the gateway's {limit} bytes")
         if conn.client_is_waiting_for_100_continue:
             writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
         chunks: list[bytes] = []
@@ -240,7 +239,7 @@ class ModelGateway:
             if isinstance(event, h11.Data):
                 size += len(event.data)
                 if size > limit:
-                    raise _Refusal(413, "request_too_large", f"request body exceeds the gateway's {limit} bytes")
+                    raise Refusal(413, "request_too_large", f"request body exceeds the gateway's {limit} bytes")
                 chunks.append(bytes(event.data))
             elif isinstance(event, h11.EndOfMessage):
                 return b"".join(chunks)
@@ -271,6 +270,8 @@ class ModelGateway:
     def _record(self, route: ModelRoute, usage: CallUsage) -> None:
         if not usage.seen:
             return
+        if self._budgets is not None:
+            self._budgets.record(route.tenant_id, route.session_id, usage.tokens)
         task = asyncio.create_task(self._on_usage(route, usage))
         self._recorders.add(task)
         task.add_done_callback(self._recorded)
@@ -289,7 +290,7 @@ async def _next_event(conn: h11.Connection, reader: asyncio.StreamReader) -> obj
         conn.receive_data(await reader.read(READ_SIZE))
 
 
-async def _send_error(conn: h11.Connection, writer: asyncio.StreamWriter, refusal: _Refusal) -> None:
+async def _send_error(conn: h11.Connection, writer: asyncio.StreamWriter, refusal: Refusal) -> None:
     """An error in the Messages API's own shape, so the CLI reports it like any API error."""
     if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
         return
@@ -298,6 +299,7 @@ async def _send_error(conn: h11.Connection, writer: asyncio.StreamWriter, refusa
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
         (b"x-should-retry", b"true" if refusal.status >= 500 else b"false"),
+        *((k.encode(), v.encode()) for k, v in refusal.headers.items()),
     ]
     writer.write(conn.send(h11.Response(status_code=refusal.status, headers=headers)))
     writer.write(conn.send(h11.Data(data=body)))

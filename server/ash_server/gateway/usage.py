@@ -36,6 +36,11 @@ class CallUsage:
     tool_calls: int = 0
     seen: bool = False
 
+    @property
+    def tokens(self) -> int:
+        """Every token the API reported for the call (what the gateway's token budgets count)."""
+        return self.input_tokens + self.output_tokens + self.cache_creation_tokens + self.cache_read_tokens
+
     def metrics(self) -> list[tuple[str, float]]:
         """(event type, value) rows for the usage table: one `message` per call, and every non-zero count."""
         rows: list[tuple[str, float]] = [("message", 1)]

@@ -79,6 +79,13 @@ class Metrics:
             ["kind", "model"],
             registry=r,
         )
+        self.gateway_refusals = Counter(
+            "ash_gateway_refusals_total",
+            "Model calls the gateway refused, by reason: model, max_tokens, calls_per_minute, session_tokens, "
+            "tenant_tokens.",
+            ["reason"],
+            registry=r,
+        )
         self.open_streams = Gauge("ash_sse_open_streams", "Open SSE streams.", registry=r)
 
     def add_pool_collector(self, stats: Callable[[], dict[str, int]]) -> None:
