@@ -17,6 +17,7 @@ from .api.middleware.limits import RequestSizeLimit
 from .api.middleware.network import install_network_middleware
 from .api.middleware.requests import RequestIds, RequestMetrics
 from .api.middleware.signed import SignedRequests, coordinator_protects, runner_protects
+from .api.openapi import install_openapi
 from .api.routes import (
     agent_versions,
     agents,
@@ -106,6 +107,7 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
         openapi_url=None,
     )
     install_error_handlers(app)
+    install_openapi(app)
     app.state.metrics = Metrics()
     app.add_middleware(RequestSizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)

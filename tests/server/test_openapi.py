@@ -32,3 +32,40 @@ def test_spec_has_the_contract_paths() -> None:
         "/api/sessions/{session_id}/stop",
     ]:
         assert path in paths, path
+
+
+def test_documented_errors_are_what_the_handlers_raise() -> None:
+    """Every operation documents the statuses its handler (with its dependencies and the domain code it calls)
+    raises, plus 400 for its inputs and 413 for its body; no 422, which the server never sends."""
+    from fastapi.routing import APIRoute, iter_route_contexts
+
+    from ash_server.api.openapi import RAISES
+    from ash_server.app import create_app
+    from ash_server.settings import Settings
+    from tests.support.raises import Analysis
+
+    app = create_app(Settings())
+    analysis = Analysis()
+    raised: dict[tuple[str, str], set[int]] = {}
+    for route in iter_route_contexts(app.routes):
+        if isinstance(route.original_route, APIRoute) and route.include_in_schema:
+            statuses = {error.status_code for error in analysis.dependant(route.original_route.dependant)}
+            for method in route.methods:
+                raised[(method, route.path_format)] = statuses
+    assert set(RAISES) == set(raised), "api/openapi.py RAISES must have a row for every operation, and only those"
+    drift = {
+        op: {"documented": sorted(RAISES[op]), "raised": sorted(s)} for op, s in raised.items() if set(RAISES[op]) != s
+    }
+    assert not drift, f"api/openapi.py RAISES and the handlers disagree: {drift}"
+
+    document = app.openapi()
+    for (method, path), statuses in RAISES.items():
+        operation = document["paths"][path][method.lower()]
+        errors = {int(status) for status in operation["responses"] if int(status) >= 400}
+        expected = set(statuses)
+        if operation.get("parameters") or "requestBody" in operation:
+            expected.add(400)  # validation
+        if "requestBody" in operation:
+            expected.add(413)  # api/middleware/limits.py
+        assert errors == expected, (method, path)
+        assert ("security" in operation) == (401 in statuses), (method, path)

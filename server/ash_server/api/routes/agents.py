@@ -29,7 +29,7 @@ from ..schemas import (
     OkResponse,
     Schema,
 )
-from .files import file_json
+from .files import FILE_RESPONSE, file_json
 
 router = APIRouter(prefix="/api/agents", tags=["agents"])
 
@@ -175,7 +175,7 @@ async def delete_agent_file(
     return AgentFileDeleted(version=agent.version)
 
 
-@router.get("/{name}/files/{file_path:path}", response_model=None)
+@router.get("/{name}/files/{file_path:path}", response_model=None, responses=FILE_RESPONSE)
 async def read_agent_file(
     name: str,
     file_path: str,

@@ -15,7 +15,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
@@ -61,6 +61,18 @@ async def list_session_files(
     )
 
 
+# A file read: its bytes as they are (`format=raw`), or in JSON (`format=json`, file_json's object).
+FILE_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The file: raw bytes, or `{path, content, encoding, size}` with `format=json`.",
+        "content": {
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "application/json": {"schema": {"type": "object"}},
+        },
+    }
+}
+
+
 def file_json(path: str, data: bytes) -> dict[str, object]:
     """A file in a JSON answer (`format=json`): UTF-8 text as it is, anything else base64."""
     try:
@@ -70,7 +82,7 @@ def file_json(path: str, data: bytes) -> dict[str, object]:
     return {"path": path, "content": content, "encoding": encoding, "size": len(data)}
 
 
-@router.get("/{session_id}/files/{file_path:path}", response_model=None)
+@router.get("/{session_id}/files/{file_path:path}", response_model=None, responses=FILE_RESPONSE)
 async def read_session_file(
     session_id: uuid.UUID,
     file_path: str,

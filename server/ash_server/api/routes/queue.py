@@ -91,7 +91,12 @@ def _same_request(item: QueueItem, body: QueueEnqueue, agent_name: str) -> bool:
     )
 
 
-@router.post("", status_code=201, response_model=QueueItemResponse)
+@router.post(
+    "",
+    status_code=201,
+    response_model=QueueItemResponse,
+    responses={200: {"model": QueueItemResponse, "description": "A replay (same Idempotency-Key): the first item."}},
+)
 async def enqueue(
     body: QueueEnqueue,
     principal: PrincipalDep,
