@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 from typing import Any
+
+# SQLite's SQLITE_FULL text, and PostgreSQL's disk_full SQLSTATE (asyncpg's DiskFullError carries it).
+_SQLITE_FULL = "database or disk is full"
+_PG_DISK_FULL = "53100"
 
 
 class AshError(Exception):
@@ -110,3 +115,27 @@ class BridgeError(AshError):
     """The bridge broke the protocol or went away mid-turn."""
 
     status_code = 502
+
+
+class InsufficientStorage(AshError):
+    """The disk (of the data dir or the database) is full: the request changed nothing; free space and retry."""
+
+    status_code = 507
+
+
+DISK_FULL_MESSAGE = "the server's disk is full: nothing of this request was stored; retry once space is freed"
+
+
+def out_of_space(exc: BaseException) -> bool:
+    """Whether the disk being full is what raised `exc`, wherever in its chain (a driver error wrapped by
+    SQLAlchemy, an OSError under a copy)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if _SQLITE_FULL in str(current) or getattr(current, "sqlstate", None) == _PG_DISK_FULL:
+            return True
+        current = current.__cause__ or current.__context__ or getattr(current, "orig", None)
+    return False

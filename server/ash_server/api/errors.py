@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from ..errors import AshError
+from ..errors import DISK_FULL_MESSAGE, AshError, out_of_space
 
 log = logging.getLogger(__name__)
 
@@ -45,5 +45,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        if out_of_space(exc):
+            # Nothing acknowledged is lost (the transaction rolled back): the client is told so, and may retry.
+            log.error("disk full: %s: %s", type(exc).__name__, exc)
+            return error_response(507, DISK_FULL_MESSAGE)
         log.exception("unhandled error", exc_info=exc)
         return error_response(500, "internal server error")

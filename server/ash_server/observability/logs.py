@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from contextvars import ContextVar
 
 from pythonjsonlogger.json import JsonFormatter
@@ -44,8 +45,43 @@ class ContextFilter(logging.Filter):
         return SECRET_PATTERNS.sub("***", text)
 
 
+class LossReportingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that says when it lost records: a log on a full disk (`ash start` writes it to the data
+    dir) fails silently otherwise, and the log looks complete. Lost records are counted; the next record that can
+    be written is preceded by one saying how many were lost and why."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lost = 0
+        self._last_error = ""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.lost += 1
+        error = sys.exc_info()[1]
+        self._last_error = f"{type(error).__name__}: {error}" if error is not None else "unknown error"
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.lost:
+            lost, self.lost = self.lost, 0
+            report = logging.LogRecord(
+                __name__,
+                logging.ERROR,
+                __file__,
+                0,
+                "%d log records could not be written (%s)",
+                (lost, self._last_error),
+                None,
+            )
+            self.filter(report)  # the context fields the formatter expects
+            super().emit(report)
+            if self.lost:  # the report itself could not be written either
+                self.lost += lost
+                return
+        super().emit(record)
+
+
 def configure_logging(level: str, fmt: str = "json", secrets: list[str] | None = None) -> None:
-    handler = logging.StreamHandler()
+    handler = LossReportingHandler()
     if fmt == "json":
         handler.setFormatter(
             JsonFormatter(

@@ -15,7 +15,7 @@ from typing import Any
 from ash_bridge.protocol import Command
 
 from .. import __version__
-from ..errors import AshError, Invalid
+from ..errors import AshError, Invalid, out_of_space
 from ..observability import logs
 from ..observability.tracing import current_traceparent, traced
 from ..sandbox.sandbox import Sandbox
@@ -28,6 +28,7 @@ from .options import TurnOptions, effective_sdk_options
 from .turn import Frame, Subscription, Turn, TurnTimings
 
 log = logging.getLogger(__name__)
+TURN_DISK_FULL = "the server's disk is full: the turn stopped; retry once space is freed"
 
 # How long an interrupted turn may take to end before its sandbox is stopped.
 INTERRUPT_GRACE_S = 10.0
@@ -151,8 +152,12 @@ class TurnRunner(SessionPart):
             await self._core.event(session, "error", {"error": exc.message})
             turn.publish("error", {"error": exc.message})
         except Exception as exc:  # a turn must always end with done, whatever broke
-            log.exception("turn %s of session %s failed", turn.id, session.id)
-            turn.publish("error", {"error": f"internal error: {type(exc).__name__}"})
+            if out_of_space(exc):
+                log.error("turn %s of session %s: the disk is full: %s", turn.id, session.id, exc)
+                turn.publish("error", {"error": TURN_DISK_FULL})
+            else:
+                log.exception("turn %s of session %s failed", turn.id, session.id)
+                turn.publish("error", {"error": f"internal error: {type(exc).__name__}"})
         finally:
             if turn.interrupted and not turn.had_error:
                 turn.publish("error", {"error": "turn interrupted"})
