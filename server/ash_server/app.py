@@ -13,7 +13,7 @@ from opentelemetry.trace import TracerProvider
 from . import __version__
 from .api.deps import Services
 from .api.errors import install_error_handlers
-from .api.methods import install_method_handler
+from .api.methods import install_method_handling
 from .api.middleware.limits import RequestSizeLimit
 from .api.middleware.network import install_network_middleware
 from .api.middleware.requests import RequestIds, RequestMetrics
@@ -108,7 +108,7 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
         openapi_url=None,
     )
     install_error_handlers(app)
-    install_method_handler(app)
+    install_method_handling(app)
     install_openapi(app)
     app.state.metrics = Metrics()
     app.add_middleware(RequestSizeLimit, max_bytes=settings.max_request_bytes)

@@ -1,33 +1,72 @@
-"""405 Method Not Allowed with an `Allow` that lists every method of the path.
+"""405 Method Not Allowed, with an `Allow` that lists every method of the resource.
 
 Starlette's router answers 405 for the first route whose path matched, and FastAPI makes one route per method, so
 its `Allow` named one method of several (`GET /api/agents/{name}` said `Allow: GET` to a PUT, not `DELETE, GET,
-PATCH`). This handler, registered for the status, lists them all.
+PATCH`). And where paths overlap, the one with the fewest parameters is the resource, for every method:
+`DELETE /api/queue/stats` is a 405 (`Allow: GET`), not the `DELETE /api/queue/{item_id}` route's 400 for an id
+that is not one.
 """
 
 from __future__ import annotations
+
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.routing import iter_route_contexts
 from starlette.routing import compile_path
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .errors import error_response
 
+Paths = list[tuple[re.Pattern[str], int, frozenset[str]]]
 
-def allowed_methods(app: FastAPI, path: str) -> list[str]:
-    methods: set[str] = set()
-    for route in iter_route_contexts(app.routes):
-        route_path, route_methods = route.path, route.methods
-        if route_path and route_methods and compile_path(route_path)[0].match(path):
-            methods |= route_methods
-    return sorted(methods)
+
+def _paths(app: FastAPI) -> Paths:
+    """Each route's path pattern, its number of parameters and its methods."""
+    return [
+        (compile_path(r.path)[0], r.path.count("{"), frozenset(r.methods))
+        for r in iter_route_contexts(app.routes)
+        if r.path and r.methods
+    ]
+
+
+def allowed_methods(paths: Paths, path: str) -> list[str] | None:
+    """The methods of the resource `path` names (the matching paths with the fewest parameters), or None."""
+    matching = [(params, methods) for pattern, params, methods in paths if pattern.match(path)]
+    if not matching:
+        return None
+    fewest = min(params for params, _ in matching)
+    return sorted(set().union(*(methods for params, methods in matching if params == fewest)))
+
+
+def _refusal(allow: list[str]) -> JSONResponse:
+    return error_response(405, "Method Not Allowed", headers={"Allow": ", ".join(allow)})
 
 
 async def method_not_allowed(request: Request, _exc: Exception) -> JSONResponse:
-    allow = ", ".join(allowed_methods(request.app, request.url.path))
-    return error_response(405, "Method Not Allowed", headers={"Allow": allow})
+    return _refusal(allowed_methods(_paths(request.app), request.url.path) or [])
 
 
-def install_method_handler(app: FastAPI) -> None:
+class ResourceMethods:
+    """Answers 405 for a method the resource lacks, before a route of an overlapping path can take the request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._paths: Paths | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            if self._paths is None:  # the routes are all in by the first request
+                self._paths = _paths(scope["app"])
+            allowed = allowed_methods(self._paths, scope["path"])
+            method = "GET" if scope["method"] == "HEAD" else scope["method"]
+            if allowed is not None and method not in allowed:
+                await _refusal(allowed)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def install_method_handling(app: FastAPI) -> None:
+    app.add_middleware(ResourceMethods)
     app.add_exception_handler(405, method_not_allowed)

@@ -77,7 +77,7 @@ RAISES: dict[tuple[str, str], tuple[int, ...]] = {
     ("PATCH", "/api/agents/{name}/eval-cases/{case_id}"): (400, 401, 404, 429),
     ("DELETE", "/api/agents/{name}/eval-cases/{case_id}"): (401, 404, 429),
     ("GET", "/api/analytics"): (401, 429),
-    ("GET", "/api/agents/{name}/eval-runs/compare"): (400, 401, 404, 429),
+    ("GET", "/api/agents/{name}/eval-runs/compare"): (401, 404, 429),
     ("POST", "/api/agents/{name}/eval-runs"): (401, 404, 429, 503),
     ("GET", "/api/agents/{name}/eval-runs"): (401, 404, 429),
     ("GET", "/api/agents/{name}/eval-runs/{run_id}"): (401, 404, 429),

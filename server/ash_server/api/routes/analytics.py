@@ -4,7 +4,6 @@ aggregate (the reference's routes/analytics.ts)."""
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime
 
 from fastapi import APIRouter, Query
 
@@ -13,7 +12,7 @@ from ...store.usage import UsageFilter
 from ..deps import PrincipalDep, ServicesDep
 from ..schemas import UsageStats
 from ..schemas.evals import AnalyticsResponse, CountTotal, EvalCounts, SessionCounts
-from .usage import utc
+from .usage import IsoTime, utc
 
 router = APIRouter(prefix="/api/analytics", tags=["usage"])
 
@@ -25,8 +24,8 @@ BEFORE = Query(None, description="Only usage recorded before this ISO 8601 time.
 async def analytics(
     principal: PrincipalDep,
     services: ServicesDep,
-    after: datetime | None = AFTER,
-    before: datetime | None = BEFORE,
+    after: IsoTime | None = AFTER,
+    before: IsoTime | None = BEFORE,
 ) -> AnalyticsResponse:
     """As in the reference, `after` and `before` narrow the usage totals only."""
     tenant = principal.tenant_id

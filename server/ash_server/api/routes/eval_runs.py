@@ -31,8 +31,8 @@ from .eval_cases import agent_of
 router = APIRouter(prefix="/api/agents/{name}", tags=["evals"])
 
 # Checked after the agent (not by FastAPI first), so another tenant's agent is a 404 whatever the query says.
-RUN_A = Query(None, alias="runA")
-RUN_B = Query(None, alias="runB")
+RUN_A = Query(alias="runA")
+RUN_B = Query(alias="runB")
 
 
 async def _run(
@@ -62,12 +62,10 @@ async def compare_runs(
     name: str,
     principal: PrincipalDep,
     services: ServicesDep,
-    run_a: uuid.UUID | None = RUN_A,
-    run_b: uuid.UUID | None = RUN_B,
+    run_a: uuid.UUID = RUN_A,
+    run_b: uuid.UUID = RUN_B,
 ) -> ComparisonResponse:
     await agent_of(services, principal, name)
-    if run_a is None or run_b is None:
-        raise Invalid("runA and runB are required")
     a = await _run(services, principal, name, run_a, "A ")
     b = await _run(services, principal, name, run_b, "B ")
     evals = EvalStore(services.store)

@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
+from pydantic import BeforeValidator
 
 from ...store.usage import UsageFilter
 from ..deps import PrincipalDep, ServicesDep
 from ..schemas import UsageEventPublic, UsageEventsResponse, UsageStats, UsageStatsResponse
 
 router = APIRouter(prefix="/api/usage", tags=["usage"])
+
+
+def _iso_only(value: object) -> object:
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?(\d+\.?\d*|\.\d+)\s*", value):
+        raise ValueError("expected an ISO 8601 time, not a number")  # pydantic would read one as a Unix time
+    return value
+
+
+# A time in a query: ISO 8601 (`2026-01-31T12:00:00Z`), as the OpenAPI's date-time says.
+IsoTime = Annotated[datetime, BeforeValidator(_iso_only)]
 
 
 def utc(when: datetime | None) -> datetime | None:
@@ -24,8 +36,8 @@ def usage_filter(
     session_id: Annotated[uuid.UUID | None, Query(alias="sessionId")] = None,
     agent: Annotated[str | None, Query(max_length=255, description="Agent name (also `agentName`).")] = None,
     agent_name: Annotated[str | None, Query(alias="agentName", max_length=255, include_in_schema=False)] = None,
-    after: Annotated[datetime | None, Query(description="Only events created after this ISO 8601 time.")] = None,
-    before: Annotated[datetime | None, Query(description="Only events created before this ISO 8601 time.")] = None,
+    after: Annotated[IsoTime | None, Query(description="Only events created after this ISO 8601 time.")] = None,
+    before: Annotated[IsoTime | None, Query(description="Only events created before this ISO 8601 time.")] = None,
 ) -> UsageFilter:
     return UsageFilter(session_id=session_id, agent_name=agent or agent_name, after=utc(after), before=utc(before))
 
