@@ -13,6 +13,7 @@ import asyncio
 import base64
 import binascii
 import io
+import re
 import shutil
 import tarfile
 import uuid
@@ -86,10 +87,14 @@ def unpack_folder(data: bytes, dest: Path) -> None:
         archive.extract(tar, dest, allow_symlinks=True)
 
 
+# A name the shells and `env` take (POSIX): the API's schemas say so too (api/schemas/base.py EnvVars).
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
 def validate_env(env: dict[str, Any]) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in env.items():
-        if not isinstance(key, str) or not key or not key.replace("_", "A").isalnum() or key[0].isdigit():
+        if not isinstance(key, str) or re.fullmatch(ENV_NAME, key) is None:
             raise Invalid(f"invalid environment variable name {key!r}")
         if not isinstance(value, str):
             raise Invalid(f"environment variable {key} must be a string")

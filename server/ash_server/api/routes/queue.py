@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from ...errors import Conflict, Invalid, NotFound
 from ...states import SessionStatus
@@ -26,6 +26,9 @@ KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"  # printable ASCII, as HTTP header values 
 
 
 class QueueEnqueue(Schema):
+    # agentName, or a sessionId whose agent it is (the handler says so otherwise).
+    model_config = ConfigDict(json_schema_extra={"anyOf": [{"required": ["agentName"]}, {"required": ["sessionId"]}]})
+
     agent_name: str | None = Field(
         None, min_length=1, max_length=255, description="Required unless `sessionId` names the session."
     )

@@ -9,14 +9,14 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ...store.models import Agent
-from .base import Schema
+from .base import BASE64, EnvVars, Schema
 
 # -- Agents ---------------------------------------------------------------------------------------------------
 
 
 class FileUpload(Schema):
     path: str = Field(min_length=1, max_length=4096)
-    content: str = Field(description="File content, base64.")
+    content: str = Field(description="File content, base64.", json_schema_extra=BASE64)
 
 
 class AgentCreate(Schema):
@@ -24,12 +24,12 @@ class AgentCreate(Schema):
     path: str | None = Field(None, description="A folder on the server's disk (must contain CLAUDE.md).")
     system_prompt: str | None = None
     files: list[FileUpload] | None = None
-    env: dict[str, str] | None = None
+    env: EnvVars | None = None
 
 
 class AgentUpdate(Schema):
     description: str | None = Field(None, max_length=10_000)
-    env: dict[str, str] | None = None
+    env: EnvVars | None = None
     config: dict[str, Any] | None = None
 
 

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
-from pydantic.alias_generators import to_camel
+from typing import Annotated
 
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
+
+from ...agents import ENV_NAME
 from ...store.models import BIGINT_MAX
 
-__all__ = ["BIGINT_MAX", "ErrorResponse", "OkResponse", "Schema"]
+__all__ = ["BASE64", "BIGINT_MAX", "EnvVars", "ErrorResponse", "OkResponse", "Schema"]
+
+# Environment variables by name (what agents.validate_env takes), and bytes as base64 text, as the schema says.
+EnvVars = Annotated[dict[str, str], Field(json_schema_extra={"propertyNames": {"pattern": ENV_NAME}})]
+# The pattern says what `base64.b64decode(..., validate=True)` takes; the handlers check it (and say "not valid
+# base64"): contentEncoding alone asserts nothing in JSON Schema 2020-12.
+BASE64: JsonDict = {
+    "contentEncoding": "base64",
+    "pattern": "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$",
+}
 
 
 class Schema(BaseModel):

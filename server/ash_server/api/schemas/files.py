@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import BIGINT_MAX, Schema
+from .base import BASE64, BIGINT_MAX, Schema
 
 # -- Session files and exec -----------------------------------------------------------------------------------
 
@@ -27,7 +27,7 @@ class SessionFilesResponse(Schema):
 
 class SessionFileUpload(Schema):
     path: str = Field(min_length=1, max_length=4096, description="Relative to `targetPath`; no `..`.")
-    content: str = Field(description="File content, base64.")
+    content: str = Field(description="File content, base64.", json_schema_extra=BASE64)
     mime_type: str | None = Field(None, description="Accepted and ignored.")
 
 
@@ -45,7 +45,7 @@ class DeletedResponse(Schema):
 
 
 class WorkspaceUpload(Schema):
-    bundle: str = Field(description="A tar.gz, base64: regular files and directories only.")
+    bundle: str = Field(description="A tar.gz, base64: regular files and directories only.", json_schema_extra=BASE64)
 
 
 class WorkspaceUploadResponse(Schema):

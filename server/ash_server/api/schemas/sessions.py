@@ -11,7 +11,7 @@ from pydantic import Field
 
 from ...states import PermissionMode, SessionStatus
 from ...store.models import Message, SessionEvent, SessionRow
-from .base import Schema
+from .base import BASE64, EnvVars, Schema
 
 # -- Sessions -------------------------------------------------------------------------------------------------
 
@@ -31,7 +31,7 @@ class SessionOptions(Schema):
 class SessionCreate(SessionOptions):
     agent: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,255}$")
     credential_id: str | None = None
-    extra_env: dict[str, str] | None = None
+    extra_env: EnvVars | None = None
 
 
 class SessionConfigUpdate(Schema):
@@ -93,7 +93,7 @@ class TextBlock(Schema):
 class Base64Source(Schema):
     type: Literal["base64"]
     media_type: str = Field(alias="media_type")
-    data: str
+    data: str = Field(json_schema_extra=BASE64)
 
 
 class ImageBlock(Schema):
