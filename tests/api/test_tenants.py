@@ -38,6 +38,10 @@ BODIES: dict[tuple[str, str], Any] = {
     ("patch", "/api/agents/{name}/eval-results/{result_id}"): {"humanScore": 1},
     ("patch", "/api/agents/{name}/versions/{version}"): {"releaseNotes": "B was here"},
 }
+# Required query parameters (their absence is a 400 before anything is looked up).
+QUERIES: dict[tuple[str, str], dict[str, str]] = {
+    ("get", "/api/agents/{name}/eval-runs/compare"): {"runA": NO_ID, "runB": NO_ID},
+}
 
 
 @dataclass
@@ -144,7 +148,8 @@ def test_b_gets_404_for_every_route_to_a_resource_of_a(tenants: Tenants) -> None
     wrong = []
     for method, template, url in routes:
         body = BODIES.get((method, template))
-        response = tenants.b.request(method.upper(), url, json=body if body is not None else None)
+        params = QUERIES.get((method, template))
+        response = tenants.b.request(method.upper(), url, json=body if body is not None else None, params=params)
         if response.status_code != 404 or set(response.json()) != {"error", "statusCode"}:
             wrong.append(f"{method.upper()} {url}: {response.status_code} {response.text[:200]}")
     assert not wrong, "\n".join(wrong)
