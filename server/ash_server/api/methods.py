@@ -19,25 +19,27 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .errors import error_response
 
-Paths = list[tuple[re.Pattern[str], int, frozenset[str]]]
+Paths = list[tuple[re.Pattern[str], int, frozenset[str], bool]]
 
 
 def _paths(app: FastAPI) -> Paths:
-    """Each route's path pattern, its number of parameters and its methods."""
+    """Each route's path pattern, its number of parameters, its methods, and whether it is a catch-all."""
     return [
-        (compile_path(r.path)[0], r.path.count("{"), frozenset(r.methods))
+        (compile_path(r.path)[0], r.path.count("{"), frozenset(r.methods), ":path}" in r.path)
         for r in iter_route_contexts(app.routes)
         if r.path and r.methods
     ]
 
 
 def allowed_methods(paths: Paths, path: str) -> list[str] | None:
-    """The methods of the resource `path` names (the matching paths with the fewest parameters), or None."""
-    matching = [(params, methods) for pattern, params, methods in paths if pattern.match(path)]
+    """The methods of the resource `path` names (the matching paths with the fewest parameters), or None. A
+    catch-all route (`{rest:path}`: a coordinator forwarding the session API to its runners) always counts: it
+    serves every path under it, whatever narrower route also matches."""
+    matching = [(params, methods, catch_all) for pattern, params, methods, catch_all in paths if pattern.match(path)]
     if not matching:
         return None
-    fewest = min(params for params, _ in matching)
-    return sorted(set().union(*(methods for params, methods in matching if params == fewest)))
+    fewest = min(params for params, _, _ in matching)
+    return sorted(set().union(*(methods for params, methods, catch_all in matching if params == fewest or catch_all)))
 
 
 def _refusal(allow: list[str]) -> JSONResponse:
