@@ -27,7 +27,14 @@ KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"  # printable ASCII, as HTTP header values 
 
 class QueueEnqueue(Schema):
     # agentName, or a sessionId whose agent it is (the handler says so otherwise).
-    model_config = ConfigDict(json_schema_extra={"anyOf": [{"required": ["agentName"]}, {"required": ["sessionId"]}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["agentName"], "properties": {"agentName": {"type": "string"}}},
+                {"required": ["sessionId"], "properties": {"sessionId": {"type": "string"}}},
+            ]
+        }
+    )
 
     agent_name: str | None = Field(
         None, min_length=1, max_length=255, description="Required unless `sessionId` names the session."

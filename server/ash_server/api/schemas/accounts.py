@@ -19,7 +19,13 @@ class CredentialCreate(Schema):
         description="anthropic: an API key (sent as x-api-key); custom: a bearer token for a gateway in front of "
         "the API. bedrock, vertex and openai can be stored but not used by sessions."
     )
-    key: str = Field(min_length=1, max_length=16384, description="The secret. Never returned.")
+    key: str = Field(
+        min_length=1,
+        max_length=16384,
+        description="The secret. Never returned.",
+        # What credentials.py takes: one line once stripped, not empty, no NUL.
+        json_schema_extra={"pattern": r"^\s*[^\r\n\x00]*[^\s\x00][^\r\n\x00]*\s*$"},
+    )
     label: str | None = Field(None, max_length=255)
 
 
