@@ -6,16 +6,20 @@ Keeping the client connected is what makes a session's second and later turns ch
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Mapping
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
 from claude_agent_sdk import AgentDefinition, ClaudeAgentOptions, ClaudeSDKClient
 
 from .protocol import CONNECTION_OPTIONS, MAX_FRAME_BYTES, BridgeConfig
+from .routing import Destination, Query, Router
 
 
 def connection_options(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -102,9 +106,23 @@ class _Unknown:
 
 UNKNOWN = _Unknown()
 
+# What the pump hands a turn: an SDK message (None: none, the turn just ends) and whether it is the turn's last, or
+# the failure that ends it.
+_Item = tuple[dict[str, Any] | None, bool] | BaseException
+# Bounds what the pump reads ahead of a turn's consumer: past it the pump waits, and so do the SDK and the CLI.
+TURN_QUEUE_SIZE = 64
+
+
+async def _discard(_message: dict[str, Any]) -> None:
+    return None
+
 
 class SdkDriver:
-    """Owns the SDK client. connect/reconnect/disconnect must run in one task (the SDK's anyio task group)."""
+    """Owns the SDK client. connect/reconnect/disconnect must run in one task (the SDK's anyio task group).
+
+    One pump task reads everything the CLI says for as long as the client is connected, and routes it (routing.py):
+    to the turn of the query it belongs to, or to `background`, which gets the turns the CLI runs on its own.
+    """
 
     def __init__(self, config: BridgeConfig) -> None:
         self._base: dict[str, Any] = dict(config)
@@ -114,14 +132,32 @@ class SdkDriver:
         # The model the CLI runs. A resumed conversation runs on the model its transcript last used (a message's
         # override, say), not on the one the CLI was started with: unknown until set once.
         self._model: str | _Unknown | None = UNKNOWN if self.sdk_session_id else self._base.get("model")
+        self._background: Callable[[dict[str, Any]], Awaitable[None]] = _discard
+        self._pump: asyncio.Task[None] | None = None
+        self._router = Router()
+        # The query waiting for its result, and where the pump puts its messages.
+        self._query: Query | None = None
+        self._items: asyncio.Queue[_Item] = asyncio.Queue(TURN_QUEUE_SIZE)
+        self._failure: BaseException | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
-    async def connect(self) -> None:
+    async def connect(self, background: Callable[[dict[str, Any]], Awaitable[None]] | None = None) -> None:
+        """Connect the client; `background` gets every message of the turns the CLI runs on its own."""
+        if background is not None:
+            self._background = background
         await self._client.connect()
+        self._start_pump()
 
     async def disconnect(self) -> None:
+        await self._stop_pump()
         await self._client.disconnect()
 
     async def interrupt(self) -> None:
+        query = self._query
+        if query is not None and not query.started:
+            # The query waits behind a turn the CLI runs on its own: this interrupt stops that one, and the query
+            # is interrupted as soon as it starts (the CLI would otherwise run it to the end).
+            query.interrupt_at_start = True
         await self._client.interrupt()
 
     async def prepare(self, options: dict[str, Any]) -> None:
@@ -129,9 +165,10 @@ class SdkDriver:
         wanted = connection_options(options)
         if wanted != self._connection:
             config = {**self._base, **wanted, "model": options.get("model"), "resume": self.sdk_session_id}
-            await self._client.disconnect()
+            await self.disconnect()
             self._client = ClaudeSDKClient(build_options(config))
             await self._client.connect()
+            self._start_pump()
             self._connection = wanted
             self._model = UNKNOWN if self.sdk_session_id else options.get("model")
         model = options.get("model")
@@ -140,36 +177,101 @@ class SdkDriver:
             self._model = model
 
     async def turn(self, prompt: str | list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
-        """Send one user message and yield every SDK message of the turn, up to and including the result."""
-        if isinstance(prompt, str):
-            await self._client.query(prompt)
-        else:
-            await self._client.query(_single_message(prompt))
-        async for message in self._raw_messages():
-            session_id = message.get("session_id")
-            if isinstance(session_id, str) and session_id:
-                self.sdk_session_id = session_id
-            yield message
-            if message.get("type") == "result":
-                return
+        """Send one user message and yield every SDK message of its turn, up to and including its result."""
+        if self._failure is not None:
+            raise self._failure
+        query = Query(str(uuid.uuid4()))
+        self._query = query  # before the query is written: the CLI's first word about it may come at once
+        items: asyncio.Queue[_Item] = asyncio.Queue(TURN_QUEUE_SIZE)
+        self._items = items
+        try:
+            await self._client.query(_user_message(prompt, query.uuid))
+            while True:
+                item = await items.get()
+                if isinstance(item, BaseException):
+                    raise item
+                message, last = item
+                if message is not None:
+                    yield message
+                if last:
+                    return
+        finally:
+            if self._query is query:
+                self._query = None
 
-    def _raw_messages(self) -> AsyncIterator[dict[str, Any]]:
+    def _start_pump(self) -> None:
         # The public receive_messages() turns the CLI's JSON into dataclasses; Ash passes SDK messages through
         # unchanged, so it reads the JSON the SDK parses from (see docs/decisions/0001-sdk-passthrough.md). The
         # SDK version is pinned and tests/bridge pins this behaviour.
         query = getattr(self._client, "_query", None)
         if query is None:
             raise RuntimeError("SDK client is not connected")
-        messages: AsyncIterator[dict[str, Any]] = query.receive_messages()
-        return messages
+        self._failure = None
+        self._router = Router()
+        self._pump = asyncio.create_task(self._run_pump(query.receive_messages()))
+
+    async def _stop_pump(self) -> None:
+        pump, self._pump = self._pump, None
+        if pump is not None:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+
+    async def _run_pump(self, messages: AsyncIterator[dict[str, Any]]) -> None:
+        failure: BaseException
+        try:
+            async for message in messages:
+                session_id = message.get("session_id")
+                if isinstance(session_id, str) and session_id:
+                    self.sdk_session_id = session_id
+                await self._route(message)
+        except Exception as exc:  # the SDK raises plain Exceptions for CLI-reported errors
+            failure = exc
+        else:
+            failure = RuntimeError("the Claude Code CLI ended its message stream")
+        self._failure = failure
+        if self._query is not None:
+            self._query = None
+            await self._items.put(failure)
+
+    async def _route(self, message: dict[str, Any]) -> None:
+        query = self._query
+        waiting = query is not None and not query.started
+        destination = self._router.route(message, query)
+        if waiting and query is not None and query.started and query.interrupt_at_start:
+            self._spawn(self._interrupt_quietly())
+        if destination is Destination.BACKGROUND:
+            await self._background(message)
+        elif destination is not Destination.DROP:
+            assert query is not None
+            last = destination is not Destination.TURN
+            if last:
+                self._query = None  # what follows is the CLI's next move, even before the turn is consumed
+            await self._items.put((None if destination is Destination.END else message, last))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        # Not awaited by the pump: an interrupt's answer is read by the SDK behind the messages the pump takes.
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _interrupt_quietly(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._client.interrupt()
 
 
-async def _single_message(blocks: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
-    yield {
-        "type": "user",
-        "message": {"role": "user", "content": blocks},
-        "parent_tool_use_id": None,
-    }
+def _user_message(prompt: str | list[dict[str, Any]], uuid_: str) -> AsyncIterator[dict[str, Any]]:
+    """The SDK's user message, with the uuid the CLI names the query's lifecycle and messages by."""
+
+    async def one() -> AsyncIterator[dict[str, Any]]:
+        yield {
+            "type": "user",
+            "message": {"role": "user", "content": prompt},
+            "parent_tool_use_id": None,
+            "uuid": uuid_,
+        }
+
+    return one()
 
 
 def config_from_env() -> BridgeConfig:

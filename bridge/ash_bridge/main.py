@@ -10,6 +10,7 @@ import signal
 import sys
 import traceback
 from types import FrameType
+from typing import Any
 
 from . import protocol
 from .driver import SdkDriver, config_from_env
@@ -18,7 +19,8 @@ from .protocol import Command, ErrorCode, Event
 
 
 class Bridge:
-    """Commands are read in one task; turns run one at a time in the task that owns the SDK client."""
+    """Commands are read in one task; turns run one at a time in the task that owns the SDK client. What the CLI
+    does on its own (a turn after a background task ended) goes to the server's `listen` request, if it made one."""
 
     def __init__(self, driver: SdkDriver, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._driver = driver
@@ -27,12 +29,23 @@ class Bridge:
         self._write_lock = asyncio.Lock()
         self._queue: asyncio.Queue[Command | None] = asyncio.Queue()
         self._turn_id: str | None = None
+        self._listener: str | None = None
+        self._dropped = False
 
     async def send(self, event: Event) -> None:
         async with self._write_lock:
             self._writer.write(protocol.encode(event))
             # drain() is the backpressure: a server that stops reading stops the turn from racing ahead.
             await self._writer.drain()
+
+    async def background(self, message: dict[str, Any]) -> None:
+        """An SDK message of a turn the CLI runs on its own, to the server's `listen` request (unchanged)."""
+        if self._listener is None:
+            if not self._dropped:
+                self._dropped = True
+                print("ash-bridge: the CLI ran a turn of its own and nobody listens: dropped", file=sys.stderr)
+            return
+        await self.send(Event(event="background", id=self._listener, message=message))
 
     async def _error(self, request_id: str, message: str, code: ErrorCode) -> None:
         await self.send(Event(event="error", id=request_id, error=message, code=code))
@@ -63,6 +76,8 @@ class Bridge:
                     break
                 if command.cmd == "interrupt":
                     await self._interrupt(command.id)
+                elif command.cmd == "listen":
+                    self._listener = command.id
                 elif self._turn_id is not None:
                     await self._error(command.id, f"turn {self._turn_id} is still running", "busy")
                     await self.send(Event(event="done", id=command.id, sdk_session_id=self._driver.sdk_session_id))
@@ -106,14 +121,14 @@ async def run() -> int:
     # Before the CLI starts, so it (and everything the agent runs) inherits the proxy variables.
     forwarder = await start_forwarder(egress_socket) if egress_socket else None
     driver = SdkDriver(config)
+    bridge = Bridge(driver, reader, writer)
     try:
-        await driver.connect()
+        await driver.connect(bridge.background)
     except Exception as exc:
         traceback.print_exc(file=sys.stderr)
         writer.write(protocol.encode(Event(event="error", id="", error=f"SDK start failed: {exc}", code="cli_exited")))
         await writer.drain()
         return 1
-    bridge = Bridge(driver, reader, writer)
     try:
         await bridge.serve()
     finally:

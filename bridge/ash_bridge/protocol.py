@@ -7,12 +7,19 @@ event answering it carries the same id, so events of an aborted turn can never b
 
     {"cmd": "query", "id": "r1", "prompt": "hi", "includePartialMessages": true, "options": {...}}
     {"cmd": "interrupt", "id": "r1"}
+    {"cmd": "listen", "id": "l1"}
     {"cmd": "shutdown", "id": "s1"}
 
     {"event": "ready", "id": "", "pid": 42}
     {"event": "message", "id": "r1", "message": {...the SDK message, unchanged...}}
     {"event": "error", "id": "r1", "error": "...", "code": "sdk_error"}
     {"event": "done", "id": "r1", "sdkSessionId": "..."}
+    {"event": "background", "id": "l1", "message": {...the SDK message, unchanged...}}
+
+A query's events end with its `done`, after the SDK's `result` that answers that query. The CLI also runs turns of
+its own (when a background task ends it tells the model, in a turn nobody sent): their SDK messages are not any
+query's, and go as `background` events under the id of the server's `listen` request, which never gets a `done`
+(the bridge drops them while nobody listens).
 """
 
 from __future__ import annotations
@@ -25,12 +32,12 @@ from typing import Any, Literal, TypedDict
 # message can carry a large tool result, hence the generous cap.
 MAX_FRAME_BYTES = 32 * 1024 * 1024
 
-CommandName = Literal["query", "interrupt", "shutdown"]
-EventName = Literal["ready", "message", "error", "done"]
+CommandName = Literal["query", "interrupt", "listen", "shutdown"]
+EventName = Literal["ready", "message", "error", "done", "background"]
 ErrorCode = Literal["sdk_error", "interrupted", "busy", "bad_command", "cli_exited", "limit_exceeded"]
 
-COMMANDS: frozenset[str] = frozenset({"query", "interrupt", "shutdown"})
-EVENTS: frozenset[str] = frozenset({"ready", "message", "error", "done"})
+COMMANDS: frozenset[str] = frozenset({"query", "interrupt", "listen", "shutdown"})
+EVENTS: frozenset[str] = frozenset({"ready", "message", "error", "done", "background"})
 
 
 class ProtocolError(Exception):
@@ -136,8 +143,8 @@ def decode_command(line: bytes) -> Command:
 def decode_event(line: bytes) -> Event:
     obj, name = _kind(line, "event", EVENTS, "event")
     message = obj.get("message")
-    if name == "message" and not isinstance(message, dict):
-        raise ProtocolError("message event without a message object", line)
+    if name in ("message", "background") and not isinstance(message, dict):
+        raise ProtocolError(f"{name} event without a message object", line)
     return Event(
         event=name,
         id=obj.get("id", ""),

@@ -12,6 +12,7 @@ def test_commands_round_trip() -> None:
     assert line.endswith(b"\n") and line.count(b"\n") == 1
     assert protocol.decode_command(line) == command
     assert protocol.decode_command(protocol.encode(Command(cmd="interrupt", id="r1"))).cmd == "interrupt"
+    assert protocol.decode_command(protocol.encode(Command(cmd="listen", id="l1"))) == Command(cmd="listen", id="l1")
 
 
 def test_events_round_trip() -> None:
@@ -20,6 +21,7 @@ def test_events_round_trip() -> None:
         Event(event="message", id="r1", message={"type": "assistant", "message": {"content": []}}),
         Event(event="error", id="r1", error="boom", code="sdk_error"),
         Event(event="done", id="r1", sdk_session_id="abc"),
+        Event(event="background", id="l1", message={"type": "result", "result": "the task ended"}),
     ]:
         assert protocol.decode_event(protocol.encode(event)) == event
 
@@ -47,6 +49,8 @@ def test_bad_events_are_rejected() -> None:
         protocol.decode_event(b'{"event": "surprise", "id": ""}')
     with pytest.raises(ProtocolError, match="without a message"):
         protocol.decode_event(b'{"event": "message", "id": "r1"}')
+    with pytest.raises(ProtocolError, match="background event without a message"):
+        protocol.decode_event(b'{"event": "background", "id": "l1"}')
 
 
 def test_frames_are_size_capped() -> None:

@@ -30,11 +30,13 @@ from ..paths import DataDir
 from ..sandbox.admission import Admission
 from ..sandbox.manager import SandboxManager, SandboxRequest
 from ..sandbox.pool import PoolEntry, SandboxPool, Slot
+from ..sandbox.sandbox import Sandbox
 from ..snapshots.service import SnapshotService
 from ..states import SessionStatus, check_transition
 from ..store.models import Agent, SessionRow, utcnow
 from ..store.repository import Store
 from ..store.sessions import SessionChanges
+from .background import record_background
 from .events import dumps
 from .live import LiveSession, LiveSessions
 from .options import TurnOptions, effective_sdk_options
@@ -69,7 +71,8 @@ class SessionCore:
         self.exclusive = exclusive
         self.server_id = pool.server_id
         self.live = LiveSessions()
-        # Tasks that outlive the request that started them (interrupt watchdogs): kept so they are not collected.
+        # Tasks that outlive the request that started them (interrupt watchdogs, the sandboxes' listeners): kept so
+        # they are not collected.
         self.background: set[asyncio.Task[None]] = set()
 
     def runs_here(self, session: SessionRow) -> bool:
@@ -156,7 +159,15 @@ class SessionCore:
             if own_slot:
                 slot.release()
         live.sandbox = sandbox
+        self.listen(session, sandbox)
         await self.set(session, status=SessionStatus.ACTIVE, sandbox_id=sandbox.id, last_active_at=utcnow())
+
+    def listen(self, session: SessionRow, sandbox: Sandbox) -> None:
+        """Store the turns the CLI runs on its own in the session's new sandbox, for as long as it lives. Called
+        before the session's first query there: the task that sends `listen` runs before the turn's task."""
+        task = asyncio.create_task(record_background(self.store, session, sandbox))
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     async def ensure_files(self, session: SessionRow) -> None:
         """Make this server's copy of the session's folder current: it is, if this server ran the session last;

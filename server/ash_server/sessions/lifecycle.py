@@ -154,6 +154,7 @@ class Lifecycle(SessionPart):
             raise
         self._pool.claimed(entry)
         self._core.live.entry(session.id, session.tenant_id).sandbox = entry.sandbox
+        self._core.listen(session, entry.sandbox)
         return session
 
     async def prepare_warm(self, agent: Agent) -> tuple[str, SandboxRequest] | None:
