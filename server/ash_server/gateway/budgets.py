@@ -79,7 +79,9 @@ class ModelBudgets:
 
     async def admit(self, tenant_id: str, session_id: str, body: bytes, *, spends: bool) -> None:
         """Refusal unless the call may go upstream. `spends`: a Messages call (count_tokens costs nothing)."""
-        request = _json_object(body)
+        # The body is the whole conversation (often megabytes): parsed only when a limit needs a field of it.
+        reads_body = bool(self.limits.models) or (spends and self.limits.max_tokens > 0)
+        request = _json_object(body) if reads_body else {}
         model = request.get("model")
         if self.limits.models and not (
             isinstance(model, str) and any(fnmatch.fnmatchcase(model, p) for p in self.limits.models)
