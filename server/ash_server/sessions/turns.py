@@ -9,7 +9,7 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ash_bridge.protocol import Command
@@ -212,18 +212,7 @@ class TurnRunner(SessionPart):
 
     @staticmethod
     def _rows(session: SessionRow, turn: Turn, frames: list[Frame]) -> list[StreamEvent]:
-        return [
-            StreamEvent(
-                session_id=session.id,
-                seq=f.seq,
-                turn_id=turn.id,
-                event=f.event,
-                data=f.data_json,
-                partial=f.partial,
-                created_at=utcnow(),
-            )
-            for f in frames
-        ]
+        return stream_rows(session.id, turn.id, frames)
 
     async def _retried(self, what: str, session: SessionRow, write: Callable[[], Awaitable[None]]) -> None:
         """A write the session cannot do without (its memory, its replayable frames), tried WRITE_ATTEMPTS times;
@@ -329,3 +318,20 @@ class TurnRunner(SessionPart):
         if turn.task is not None:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(turn.task), timeout=INTERRUPT_GRACE_S + 5)
+
+
+def stream_rows(session_id: uuid.UUID, turn_id: str, frames: Sequence[Frame]) -> list[StreamEvent]:
+    """A turn's frames as the rows the store keeps for replay."""
+    now = utcnow()
+    return [
+        StreamEvent(
+            session_id=session_id,
+            seq=f.seq,
+            turn_id=turn_id,
+            event=f.event,
+            data=f.data_json,
+            partial=f.partial,
+            created_at=now,
+        )
+        for f in frames
+    ]

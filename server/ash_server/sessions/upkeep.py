@@ -15,10 +15,11 @@ from pathlib import Path
 
 from ..errors import AshError
 from ..states import SessionStatus
-from ..store.models import SessionRow, StreamEvent, utcnow
+from ..store.models import SessionRow, utcnow
 from .core import SessionCore, SessionPart
 from .events import dumps
-from .turns import TurnRunner
+from .turn import Frame
+from .turns import TurnRunner, stream_rows
 
 log = logging.getLogger(__name__)
 CUT_OFF_MESSAGE = "the turn was cut off: the server stopped while it ran; send the message again"
@@ -130,22 +131,11 @@ class Upkeep(SessionPart):
         last = await self._store.last_stream_event(session.id)
         if last is None or last.event == "done":
             return
-        now = utcnow()
-        ending = [("error", {"error": CUT_OFF_MESSAGE}), ("done", {"sessionId": str(session.id)})]
-        await self._store.append_stream_events(
-            [
-                StreamEvent(
-                    session_id=session.id,
-                    seq=last.seq + offset,
-                    turn_id=last.turn_id,
-                    event=name,
-                    data=dumps(data),
-                    partial=False,
-                    created_at=now,
-                )
-                for offset, (name, data) in enumerate(ending, start=1)
-            ]
-        )
+        ending = [
+            Frame(last.seq + 1, "error", dumps({"error": CUT_OFF_MESSAGE})),
+            Frame(last.seq + 2, "done", dumps({"sessionId": str(session.id)})),
+        ]
+        await self._store.append_stream_events(stream_rows(session.id, last.turn_id, ending))
         await self._core.event(session, "error", {"error": CUT_OFF_MESSAGE, "code": "cut_off"})
         log.warning("session %s: its turn %s was cut off by the server stopping; ended it", session.id, last.turn_id)
 
