@@ -177,3 +177,29 @@ def test_overlong_path_components_are_400(client: httpx.Client, ended_session: s
         files = [{"path": "CLAUDE.md", "content": _b64(b"x")}, {"path": path, "content": _b64(b"x")}]
         assert_error(client.post("/api/agents", json={"name": "long-names", "files": files}), 400, "path")
     assert client.get("/api/agents/bad-input/files/" + "a" * 255).status_code == 404  # long, but a name
+
+
+def test_a_streamed_body_over_the_limit_is_413(client: httpx.Client) -> None:
+    """Chunked, so no Content-Length announces the size: the limit is found while the body is read, inside
+    FastAPI's body parsing (which would make any error of its reading a 400)."""
+    chunk = b" " * (1024 * 1024)
+    limit = 64 * 1024 * 1024  # ASH_MAX_REQUEST_BYTES's default
+
+    def body() -> Iterator[bytes]:
+        yield b'{"name": "big", "systemPrompt": "'
+        for _ in range(limit // len(chunk) + 1):
+            yield chunk
+        yield b'"}'
+
+    response = client.post("/api/agents", content=body(), headers={"content-type": "application/json"})
+    assert response.request.headers.get("transfer-encoding") == "chunked"
+    assert_error(response, 413, "exceeds")
+    assert client.get("/api/agents/big").status_code == 404
+
+
+def test_runner_endpoints_refuse_an_unsigned_caller_before_reading_its_body(client: httpx.Client) -> None:
+    """With an API key and no runner's signature, a malformed body and a valid one get the same 401: the caller
+    learns nothing of what the endpoint takes."""
+    for body in ({}, {"id": "r", "url": "http://10.0.0.9:4200", "maxSandboxes": 5, "version": "x"}):
+        assert_error(client.post("/api/internal/cluster/register", json=body), 401, "signed by a runner")
+    assert_error(client.post("/api/internal/cluster/heartbeat", content=b"{not json"), 401, "signed by a runner")

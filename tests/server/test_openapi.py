@@ -36,7 +36,7 @@ def test_spec_has_the_contract_paths() -> None:
 
 def test_documented_errors_are_what_the_handlers_raise() -> None:
     """Every operation documents the statuses its handler (with its dependencies and the domain code it calls)
-    raises, plus 400 for its inputs and 413 for its body; no 422, which the server never sends."""
+    raises, plus 400 for its inputs, 413 for its body and 507 when it writes; no 422, which the server never sends."""
     from fastapi.routing import APIRoute, iter_route_contexts
 
     from ash_server.api.openapi import RAISES
@@ -67,5 +67,7 @@ def test_documented_errors_are_what_the_handlers_raise() -> None:
             expected.add(400)  # validation
         if "requestBody" in operation:
             expected.add(413)  # api/middleware/limits.py
+        if method != "GET":
+            expected.add(507)  # a full disk (api/errors.py), wherever the write fails
         assert errors == expected, (method, path)
         assert ("security" in operation) == (401 in statuses), (method, path)

@@ -4,6 +4,7 @@
 An operation's errors are
 - 400 when it takes parameters or a body: a validation error is a 400 here, never FastAPI's 422;
 - 413 when it takes a body (api/middleware/limits.py refuses one over ASH_MAX_REQUEST_BYTES);
+- 507 when it writes (every method but GET): the disk of the data dir or the database is full (api/errors.py);
 - what its handler raises, in RAISES: its dependencies (authentication: 401, and 429 once a client IP has failed it
   too often) and the domain code it calls. tests/server/test_openapi.py reads the handlers and fails when a row
   and its handler disagree; tests/api/test_fuzz.py fails on any status the running server answers undocumented.
@@ -34,12 +35,13 @@ STATUSES: dict[int, tuple[str, str]] = {
     429: ("TooManyRequests", "Over a rate limit; Retry-After says in how many seconds to try again."),
     502: ("BadGateway", "The session's bridge broke the protocol or went away; the session stays resumable."),
     503: ("ServiceUnavailable", "No sandbox capacity, a sandbox or snapshot that failed, or a feature not configured."),
+    507: ("InsufficientStorage", "The server's disk is full: nothing of the request was stored; retry once freed."),
 }
 # 429, and 503 when sandbox starts are queued (StartsBusy).
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying again.", "schema": {"type": "integer"}}}
 SECURITY_SCHEME = "apiKey"
 
-# What each operation's handler raises (the 400 and 413 above come on top).
+# What each operation's handler raises (the 400, 413 and 507 above come on top).
 RAISES: dict[tuple[str, str], tuple[int, ...]] = {
     ("GET", "/health"): (),
     ("POST", "/api/agents"): (400, 401, 403, 404, 409, 429),
@@ -140,6 +142,8 @@ def describe_errors(document: dict[str, Any]) -> dict[str, Any]:
                 statuses.add(400)
             if "requestBody" in operation:
                 statuses.add(413)
+            if method.upper() != "GET":
+                statuses.add(507)
             responses = operation.setdefault("responses", {})
             responses.pop("422", None)
             for status in sorted(statuses):

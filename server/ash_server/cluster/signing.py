@@ -63,19 +63,26 @@ class RequestSigner:
         mac = hmac.new(self._key, _message(method, target, digest, ts, nonce, tenant, key_id), hashlib.sha256)
         return {SIGNATURE: mac.hexdigest(), TIMESTAMP: ts, NONCE: nonce, TENANT: tenant, KEY_ID: key_id}
 
-    def verify(self, method: str, target: bytes, body: bytes, headers: Mapping[str, str]) -> Signed:
-        """The principal of a correctly signed, fresh, first-seen request; Unauthorized otherwise."""
-        signature = headers.get(SIGNATURE)
-        ts = headers.get(TIMESTAMP, "")
-        nonce = headers.get(NONCE, "")
-        if not signature:
+    def check_headers(self, headers: Mapping[str, str]) -> None:
+        """What can be refused before the body is read: no signature, a malformed or stale timestamp, no nonce
+        (so an unsigned caller is told 401 whatever it sends, and its body is never read)."""
+        if not headers.get(SIGNATURE):
             raise Unauthorized("internal endpoint: the request is not signed (ASH_INTERNAL_SECRET)")
         try:
-            age = abs(time.time() - float(ts))
+            age = abs(time.time() - float(headers.get(TIMESTAMP, "")))
         except ValueError:
             raise Unauthorized("internal endpoint: malformed timestamp") from None
         if age > MAX_SKEW_S:
             raise Unauthorized("internal endpoint: request timestamp too far from now (check the clocks)")
+        if not headers.get(NONCE):
+            raise Unauthorized("internal endpoint: the request has no nonce")
+
+    def verify(self, method: str, target: bytes, body: bytes, headers: Mapping[str, str]) -> Signed:
+        """The principal of a correctly signed, fresh, first-seen request; Unauthorized otherwise."""
+        self.check_headers(headers)
+        signature = headers[SIGNATURE]
+        ts = headers[TIMESTAMP]
+        nonce = headers[NONCE]
         tenant = headers.get(TENANT, "")
         key_id = headers.get(KEY_ID, "")
         digest = hashlib.sha256(body).hexdigest()

@@ -27,19 +27,29 @@ class RequestSizeLimit:
             await self._refuse(send)
             return
         received = 0
+        exceeded = False
         started = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    exceeded = True
                     raise BodyTooLarge(f"request body exceeds {self.max_bytes} bytes")
             return message
 
         async def tracking_send(message: Message) -> None:
+            # FastAPI turns any exception raised while it reads a body into its own 400 ("error parsing the
+            # body"): a body found too large only while streamed (chunked, no Content-Length) is answered 413
+            # here, whatever the handler made of the exception.
             nonlocal started
+            if exceeded:
+                if message["type"] == "http.response.start" and not started:
+                    started = True
+                    await self._refuse(send)
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)

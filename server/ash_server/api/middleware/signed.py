@@ -58,6 +58,12 @@ class SignedRequests:
         if not protected:
             await self.app(scope, receive, send)
             return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
+        try:
+            self._signer.check_headers(headers)  # before the body: its size or contents are nobody's business yet
+        except Unauthorized as exc:
+            await error_response(401, exc.message)(scope, receive, send)
+            return
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -76,7 +82,6 @@ class SignedRequests:
         target = scope.get("raw_path") or path.encode()
         if scope.get("query_string"):
             target += b"?" + scope["query_string"]
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
         try:
             signed = self._signer.verify(scope["method"], target, body, headers)
         except Unauthorized as exc:

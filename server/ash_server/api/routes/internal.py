@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 
 from ...cluster.registry import Registry, RunnerView
 from ...errors import NotFound, Unauthorized
@@ -26,9 +26,14 @@ def registry_of(services: Services) -> Registry:
 
 
 def _machine(request: Request) -> None:
+    """A dependency, so that it runs before the body is validated: an unsigned caller learns nothing of the
+    body's schema."""
     signed = getattr(request.state, "signed", None)
     if signed is None or signed.tenant_id:
         raise Unauthorized("runner endpoints take requests signed by a runner")
+
+
+MACHINE = Depends(_machine)
 
 
 def runner_public(view: RunnerView) -> RunnerPublic:
@@ -52,30 +57,26 @@ def runner_public(view: RunnerView) -> RunnerPublic:
     )
 
 
-@router.post("/cluster/register", response_model=OkResponse, include_in_schema=False)
-async def register(body: RunnerRegistration, request: Request, services: ServicesDep) -> OkResponse:
-    _machine(request)
+@router.post("/cluster/register", response_model=OkResponse, include_in_schema=False, dependencies=[MACHINE])
+async def register(body: RunnerRegistration, services: ServicesDep) -> OkResponse:
     await registry_of(services).register(body.id, body.url, body.max_sandboxes, body.version)
     return OkResponse(ok=True)
 
 
-@router.post("/cluster/heartbeat", response_model=OkResponse, include_in_schema=False)
-async def heartbeat(body: RunnerHeartbeat, request: Request, services: ServicesDep) -> OkResponse:
-    _machine(request)
+@router.post("/cluster/heartbeat", response_model=OkResponse, include_in_schema=False, dependencies=[MACHINE])
+async def heartbeat(body: RunnerHeartbeat, services: ServicesDep) -> OkResponse:
     await registry_of(services).heartbeat(body.id, sandboxes=body.sandboxes, received=body.received, stats=body.stats)
     return OkResponse(ok=True)
 
 
-@router.post("/cluster/drain", response_model=OkResponse, include_in_schema=False)
-async def drain(body: RunnerRef, request: Request, services: ServicesDep) -> OkResponse:
-    _machine(request)
+@router.post("/cluster/drain", response_model=OkResponse, include_in_schema=False, dependencies=[MACHINE])
+async def drain(body: RunnerRef, services: ServicesDep) -> OkResponse:
     await registry_of(services).drain(body.id)
     return OkResponse(ok=True)
 
 
-@router.post("/cluster/deregister", response_model=OkResponse, include_in_schema=False)
-async def deregister(body: RunnerRef, request: Request, services: ServicesDep) -> OkResponse:
-    _machine(request)
+@router.post("/cluster/deregister", response_model=OkResponse, include_in_schema=False, dependencies=[MACHINE])
+async def deregister(body: RunnerRef, services: ServicesDep) -> OkResponse:
     await registry_of(services).deregister(body.id)
     return OkResponse(ok=True)
 
