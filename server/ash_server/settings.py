@@ -142,6 +142,11 @@ class Settings(BaseSettings):
     sandbox_disk_mb: int = Field(
         1024, ge=1, description="Disk quota of each session's workspace and home (MiB); agents may lower."
     )
+    sandbox_disk_inodes: int = Field(
+        100_000,
+        ge=100,
+        description="Files, folders and links each session's workspace and home may hold; agents may lower.",
+    )
     exec_max_timeout_ms: int = Field(
         600_000, ge=1000, description="Longest timeout a POST /api/sessions/{id}/exec may ask for."
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -175,7 +176,8 @@ def test_disk_usage_counts_blocks_once_and_never_follows_symlinks(tmp_path: Path
     with (tmp_path / "sparse").open("wb") as f:
         f.truncate(500 * MIB)
     used = disk_usage([tmp_path])
-    assert 2 * MIB <= used < 3 * MIB
+    assert 2 * MIB <= used.bytes < 3 * MIB
+    assert used.entries == 4  # a and its hard link once, sub, usr (the link, not /usr), sparse
 
 
 async def test_disk_quota_trips_and_lets_an_over_quota_sandbox_clean_up(tmp_path: Path) -> None:
@@ -196,3 +198,25 @@ async def test_disk_quota_trips_and_lets_an_over_quota_sandbox_clean_up(tmp_path
     for name in ("big", "more"):
         (tmp_path / name).unlink()
     assert await restarted.over(eager=True) is None and restarted.ceiling == restarted.limit
+
+
+async def test_200000_empty_files_break_the_file_count_quota(tmp_path: Path) -> None:
+    """Empty files take no blocks: the byte quota alone let 200,000 of them through. The default file count
+    quota (limits.diskInodes, ASH_SANDBOX_DISK_INODES) stops them, and a cleaned-up folder is under it again."""
+    quota = DiskQuota([tmp_path], limit_mb=100)  # the default file count: 100,000
+    await quota.start()
+    folder = tmp_path / "many"
+    folder.mkdir()
+    subprocess.run("seq 200000 | xargs touch", shell=True, cwd=folder, check=True)
+    reason = await quota.over(eager=True)
+    assert quota.used.bytes < 100 * MIB and quota.used.entries == 200_001
+    assert reason is not None and "file count quota (200001 files and folders, limit 100000)" in reason
+    assert "limits.diskInodes" in reason
+    # A sandbox started on the folder may clean up (it is tolerated a tenth more), not grow further.
+    restarted = DiskQuota([tmp_path], limit_mb=100)
+    await restarted.start()
+    assert await restarted.over(eager=True) is None and restarted.ceiling.entries == 210_001
+    await asyncio.to_thread(shutil.rmtree, folder)
+    cleaned = DiskQuota([tmp_path], limit_mb=100)
+    await cleaned.start()
+    assert await cleaned.over(eager=True) is None and cleaned.ceiling == cleaned.limit

@@ -23,6 +23,7 @@ SERVER_LIMITS = {
     "ASH_SANDBOX_MEMORY_MB": "512",
     "ASH_SANDBOX_MAX_PIDS": "128",
     "ASH_SANDBOX_DISK_MB": "64",
+    "ASH_SANDBOX_DISK_INODES": "20000",
 }
 
 
@@ -107,6 +108,22 @@ def test_writing_past_the_disk_quota(model: FakeAnthropic, server: AshServer, cl
     assert_counted(client, "disk")
     # Over its quota, a new sandbox may still run, to clean up, but not grow.
     cleaned = bash(model, client, session["id"], "clean up", "rm -f one part*; echo cleaned")
+    assert "cleaned" in cleaned.tool_output and cleaned.errors == []
+
+
+def test_200000_empty_files_break_the_file_count_quota(
+    model: FakeAnthropic, server: AshServer, client: httpx.Client
+) -> None:
+    """Empty files take no space, so the byte quota never sees them; the file count quota does."""
+    session = new_session(client, "limited")
+    result = bash(
+        model, client, session["id"], "make many files", "mkdir many; cd many; seq 200000 | xargs touch; sleep 30"
+    )
+    assert any("exceeded its file count quota" in e and "limit 20000" in e for e in result.errors), result.events
+    assert_gone(session["sandboxId"])
+    healthy(server)
+    assert_counted(client, "disk")
+    cleaned = bash(model, client, session["id"], "clean up the files", "rm -rf many; echo cleaned")
     assert "cleaned" in cleaned.tool_output and cleaned.errors == []
 
 

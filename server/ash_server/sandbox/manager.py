@@ -212,7 +212,7 @@ class SandboxManager:
             confinement = self._limits.confine(sandbox_id, limits)
         except OSError as exc:
             raise SandboxError(f"could not set up the sandbox's limits: {exc}", sandbox_id=sandbox_id) from exc
-        disk = DiskQuota([request.workspace, request.home], limits.disk_mb)
+        disk = DiskQuota([request.workspace, request.home], limits.disk_mb, limits.disk_inodes)
         await disk.start()
         return SandboxGuard(limits, confinement, disk)
 

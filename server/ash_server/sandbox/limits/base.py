@@ -14,6 +14,9 @@ class Limits:
     cpu_percent: int
     max_pids: int
     disk_mb: int
+    # Files, folders and links the session folder may hold: empty files take no blocks, so the byte quota alone
+    # let 200,000 of them through (and every fork and snapshot then walked them all).
+    disk_inodes: int = 100_000
 
     def out_of_memory(self) -> str:
         return f"sandbox ran out of memory (limit {self.memory_mb} MiB)"

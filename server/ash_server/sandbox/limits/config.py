@@ -1,6 +1,7 @@
 """Limits from configuration: the server's (ASH_SANDBOX_*) and an agent's `config.limits`.
 
-    PATCH /api/agents/{name}/config  {"limits": {"memoryMb": 512, "cpuPercent": 50, "maxPids": 64, "diskMb": 100}}
+    PATCH /api/agents/{name}/config  {"limits": {"memoryMb": 512, "cpuPercent": 50, "maxPids": 64, "diskMb": 100,
+                                                  "diskInodes": 20000}}
 
 The server's limits are the defaults and the ceilings: an agent may ask for less, never for more.
 """
@@ -24,6 +25,7 @@ KEYS = {
     "cpuPercent": ("cpu_percent", 1),
     "maxPids": ("max_pids", 16),
     "diskMb": ("disk_mb", 1),
+    "diskInodes": ("disk_inodes", 100),
 }
 
 
@@ -33,6 +35,7 @@ def server_limits(settings: Settings) -> Limits:
         cpu_percent=settings.sandbox_cpu_percent,
         max_pids=settings.sandbox_max_pids,
         disk_mb=settings.sandbox_disk_mb,
+        disk_inodes=settings.sandbox_disk_inodes,
     )
 
 
