@@ -35,7 +35,7 @@ from .sandbox.launcher import ProcessLauncher
 from .sandbox.limits import detect_backend
 from .sandbox.manager import SandboxManager, sandbox_runtime_readable
 from .sandbox.pool import SandboxPool
-from .sandbox.warm import ConfiguredWarmSize, WarmPool
+from .sandbox.warm import RecentAgents, WarmPool, warm_budget
 from .sessions.core import SessionCore
 from .sessions.prompt import LocalSessions, PromptSessions
 from .sessions.service import SessionService
@@ -199,7 +199,7 @@ async def build_services(
     )
     session_service = SessionService(
         session_core,
-        idle_timeout_s=settings.idle_timeout_ms / 1000,
+        hot_window_s=settings.hot_window_ms / 1000,
         retention_s=settings.session_retention_ms / 1000,
         debug_timing=settings.debug_timing,
         creates=creates,
@@ -237,7 +237,16 @@ async def build_services(
         sessions=session_service,
         sandboxes=sandboxes,
         pool=sandbox_pool,
-        warm=WarmPool(sandbox_pool, ConfiguredWarmSize(settings.warm_pool_size), prepare=session_service.prepare_warm),
+        warm=WarmPool(
+            sandbox_pool,
+            RecentAgents(
+                store,
+                default=settings.warm_pool_size,
+                recent_s=settings.warm_pool_recent_ms / 1000,
+                budget=warm_budget(settings.warm_pool_memory_mb),
+            ),
+            prepare=session_service.prepare_warm,
+        ),
         snapshots=snapshots,
         started_at=time.monotonic(),
         credentials=credential_service,

@@ -56,7 +56,14 @@ class Settings(BaseSettings):
         60_000, ge=0, description="How long the server retries connecting to the database at start, with backoff."
     )
     max_sandboxes: int = Field(1000, ge=1, description="Maximum number of live sandboxes.")
-    idle_timeout_ms: int = Field(1_800_000, ge=1000, description="Idle sandbox timeout in milliseconds.")
+    hot_window_ms: int = Field(
+        600_000,
+        ge=1000,
+        validation_alias=AliasChoices("ASH_HOT_WINDOW_MS", "ASH_IDLE_TIMEOUT_MS", "hot_window_ms"),
+        description="How long a session's sandbox (its connected CLI) stays up after a turn. Past it the session "
+        "is persisted and its processes stop; the next message resumes the conversation on a new sandbox. "
+        "ASH_IDLE_TIMEOUT_MS is the older name.",
+    )
     queue_concurrency: int = Field(
         2, ge=0, description="Queue items this server runs at once (0: this server runs none, it only takes them)."
     )
@@ -71,10 +78,22 @@ class Settings(BaseSettings):
         "the item over once the claim has run out.",
     )
     warm_pool_size: int = Field(
+        1,
+        ge=0,
+        description="Sandboxes kept started ahead for each recently used agent (bridge up, SDK client connected), "
+        "so a new session does not wait for a process start. An agent's config `warmPoolSize` overrides it.",
+    )
+    warm_pool_recent_ms: int = Field(
+        24 * 3_600_000,
+        ge=0,
+        description="An agent deployed, changed or given a session this recently gets ASH_WARM_POOL_SIZE warm "
+        "sandboxes; others none (unless their config sets `warmPoolSize`).",
+    )
+    warm_pool_memory_mb: int = Field(
         0,
         ge=0,
-        description="Sandboxes kept started ahead for each agent (bridge up, SDK client connected), so a new "
-        "session does not wait for a process start. An agent's config `warmPoolSize` overrides it.",
+        description="Memory the warm pool may hold, at an estimated 256 MiB per warm sandbox (0: an eighth of the "
+        "machine's memory). The most recently used agents are served first.",
     )
     session_retention_ms: int = Field(
         7 * 24 * 3_600_000,

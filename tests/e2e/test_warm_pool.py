@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 
@@ -91,5 +93,40 @@ def test_warm_sandboxes_go_only_to_sessions_they_were_made_for(model: FakeAnthro
             wait_for(lambda: pool(client)["warm"] == 0, "the warm pool to empty")
             wait_for(lambda: not replacement & set(sandbox_processes(server)), "the retired sandbox's processes to end")
             assert client.patch("/api/agents/warm/config", json={"warmPoolSize": -1}).status_code == 400
+    finally:
+        server.cleanup()
+
+
+def cpu_share(pid: int) -> str:
+    """The cgroup v1 cpu.shares of the process's cpu cgroup (this machine kind's hierarchy)."""
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "cpu" in controllers.split(","):
+            mount = next(p for p in Path("/sys/fs/cgroup").iterdir() if "cpu" in p.name.split(","))
+            return (mount / path.lstrip("/") / "cpu.shares").read_text().strip()
+    raise AssertionError(f"process {pid} is in no cpu cgroup")
+
+
+def test_the_default_keeps_one_warm_sandbox_per_recent_agent_starting_in_the_background(model: FakeAnthropic) -> None:
+    model.on("hello default", text("Hello from the default warm pool."))
+    server = AshServer(model.url)
+    del server.env["ASH_WARM_POOL_SIZE"]  # the harness turns it off; a user's server has it on
+    server.start()
+    try:
+        with server.client() as client:
+            path = str(REPO / "examples" / "hello-agent")
+            assert client.post("/api/agents", json={"name": "fresh", "path": path}).status_code == 201
+            wait_for(lambda: pool(client)["warm"] == 1, "the just-deployed agent's warm sandbox")
+            ((warm_id, pids),) = sandbox_processes(server).items()
+            assert {cpu_share(pid) for pid in pids} == {"2"}  # it started for nobody: the least CPU share
+
+            session = client.post("/api/sessions", json={"agent": "fresh"}).json()["session"]
+            assert session["sandboxId"] == warm_id and pool(client)["preWarmHits"] == 1
+            assert {cpu_share(pid) for pid in sandbox_processes(server)[warm_id]} == {"1024"}  # a session's now
+            with client.stream(
+                "POST", f"/api/sessions/{session['id']}/messages", json={"content": "hello default"}
+            ) as r:
+                assert "Hello from the default warm pool." in "".join(r.iter_text())
+            wait_for(lambda: pool(client)["warm"] == 1, "its replacement")
     finally:
         server.cleanup()

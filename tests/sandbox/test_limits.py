@@ -86,6 +86,10 @@ def test_v1_backend_on_a_fake_tree(tmp_path: Path) -> None:
     (memory / "memory.oom_control").write_text("oom_kill 0\n")
     (pids / "pids.events").write_text("max 3\n")
     assert confinement.breach() == "sandbox hit its process limit (64 processes and threads)"
+    confinement.prioritise(background=True)  # a warm sandbox's start: the least CPU share
+    assert (cpu / "cpu.shares").read_text() == "2"
+    confinement.prioritise(background=False)
+    assert (cpu / "cpu.shares").read_text() == "1024"
 
 
 def test_v1_needs_memory_and_pids(tmp_path: Path) -> None:
@@ -118,6 +122,10 @@ def test_v2_backend_on_a_delegated_fake_tree(tmp_path: Path) -> None:
     assert confinement.argv[:4] == cgroupfs.join_argv([group / "cgroup.procs"])[:4]
     (group / "memory.events").write_text("low 0\nhigh 0\nmax 9\noom 1\noom_kill 1\n")
     assert confinement.breach() == "sandbox ran out of memory (limit 512 MiB)"
+    confinement.prioritise(background=True)
+    assert (group / "cpu.weight").read_text() == "1"
+    confinement.prioritise(background=False)
+    assert (group / "cpu.weight").read_text() == "100"
 
 
 def test_v2_without_the_controllers_or_on_v1_hosts_is_not_used(tmp_path: Path) -> None:

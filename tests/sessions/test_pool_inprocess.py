@@ -4,7 +4,7 @@ its memory."""
 
 from __future__ import annotations
 
-from ash_server.sandbox.warm import ConfiguredWarmSize
+from ash_server.sandbox.warm import RecentAgents
 from ash_server.states import SandboxState
 from tests.support.core import core_services, deploy, new_session, turn
 
@@ -18,7 +18,7 @@ async def test_the_warm_pool_follows_its_policy_and_a_session_takes_one() -> Non
         sid = await new_session(services)
         assert pool.pre_warm_hits == 1
         assert (await turn(services, sid, "hi")).answer == "echo: hi"
-        services.warm.policy = ConfiguredWarmSize(0)
+        services.warm.policy = RecentAgents(services.store, default=0, recent_s=3600, budget=10)
         await services.warm.replenish()
         assert pool.counts()[SandboxState.WARM] == 0  # what the policy no longer wants goes
         assert services.sessions.sandbox_of(sid) is not None  # the claimed one is a session's now

@@ -168,6 +168,14 @@ async def test_sessions_are_per_tenant(store: Store) -> None:
     assert [s.id for s in await store.list_sessions(A)] == [mine.id]
 
 
+async def test_agents_used_since_gives_each_agents_newest_session(store: Store) -> None:
+    start = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+    for minutes, tenant, name in ((0, A, "helper"), (10, A, "helper"), (5, B, "helper"), (1, A, "old")):
+        await store.add_session(session(tenant, name, created_at=start + timedelta(minutes=minutes)))
+    used = await store.agents_used_since(start + timedelta(minutes=2))
+    assert used == {(A, "helper"): start + timedelta(minutes=10), (B, "helper"): start + timedelta(minutes=5)}
+
+
 async def test_listing_sessions_filters_orders_and_pages(store: Store) -> None:
     start = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
     ids = []

@@ -31,6 +31,7 @@ async def core_services(**settings: Any) -> AsyncIterator[Services]:
         "sandbox_isolation": "none",
         "bridge_entry": f"{sys.executable} {FAKE_BRIDGE}",
         "queue_concurrency": 0,
+        "warm_pool_size": 0,  # as in tests/support/server.py: the warm pool's own tests turn it on
     }
     config = Settings(data_dir=root / "data", **{**defaults, **settings})
     app = create_app(config)

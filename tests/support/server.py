@@ -63,6 +63,9 @@ class AshServer:
             "ANTHROPIC_BASE_URL": model_url,
             "ANTHROPIC_API_KEY": "sk-ant-test-server-key",
             "CLAUDE_CODE_MAX_RETRIES": "0",
+            # Off unless a test asks: most count their sandboxes and processes, and a warm start per deploy would
+            # double the suite's CPU. tests/e2e/test_warm_pool.py runs the default (on) as a user gets it.
+            "ASH_WARM_POOL_SIZE": "0",
             **({"ASH_DATABASE_URL": database_url} if database_url else {}),
             **(env or {}),
         }

@@ -212,6 +212,12 @@ class SandboxManager:
             confinement = self._limits.confine(sandbox_id, limits)
         except OSError as exc:
             raise SandboxError(f"could not set up the sandbox's limits: {exc}", sandbox_id=sandbox_id) from exc
+        if not request.assigned:
+            # A warm sandbox starts for nobody yet: its CLI start must not take the CPU from live turns.
+            try:
+                confinement.prioritise(background=True)
+            except OSError as exc:
+                log.warning("warm sandbox %s runs with a full CPU share: %s", sandbox_id, exc)
         disk = DiskQuota([request.workspace, request.home], limits.disk_mb, limits.disk_inodes)
         await disk.start()
         return SandboxGuard(limits, confinement, disk)

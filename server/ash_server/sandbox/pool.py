@@ -272,6 +272,11 @@ class SandboxPool:
         from now on. Call `refill` once the request's own writes are done."""
         self._manager.gateway.assign(entry.id, entry.session_id)
         entry.claiming = False
+        if entry.sandbox.guard is not None:
+            try:
+                entry.sandbox.guard.confinement.prioritise(background=False)  # a session's now: a full share
+            except OSError as exc:
+                log.warning("sandbox %s keeps its background CPU share: %s", entry.id, exc)
 
     def refill(self) -> None:
         """Start replacements for claimed warm sandboxes (after the claiming request's database writes, which
@@ -336,7 +341,7 @@ class SandboxPool:
 
     # -- Idle sweep ---------------------------------------------------------------------------------------------
 
-    async def sweep_idle(self, idle_timeout_s: float, evictor: Evictor) -> int:
+    async def sweep_idle(self, hot_window_s: float, evictor: Evictor) -> int:
         """Evict (persist, stop) the sandboxes of sessions idle longer than the timeout. Warm ones stay: being
         ready is their job."""
         now = time.monotonic()
@@ -344,7 +349,7 @@ class SandboxPool:
         idle = [
             e
             for e in self._entries.values()
-            if e.state == SandboxState.WAITING and not e.claiming and now - e.last_used >= idle_timeout_s
+            if e.state == SandboxState.WAITING and not e.claiming and now - e.last_used >= hot_window_s
         ]
         for entry in idle:
             if await evictor(entry, "idle"):

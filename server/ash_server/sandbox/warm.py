@@ -7,14 +7,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from ..errors import AshError, CapacityExhausted
 from ..paths import remove_tree
 from ..states import UNCLAIMED, SandboxState
-from ..store.models import Agent
+from ..store.models import Agent, utcnow
 from .manager import SandboxRequest
 from .pool import SandboxPool
 from .profile import profile_key
@@ -26,30 +28,72 @@ WARM_RETRY_S = 30.0
 MAINTAIN_INTERVAL_S = 30.0
 
 
+# What one warm sandbox holds (bridge and connected CLI, ~220 MiB RSS measured: docs/benchmarks), rounded up: the
+# unit ASH_WARM_POOL_MEMORY_MB is divided by.
+WARM_SANDBOX_MIB = 256
+
+
 class WarmPolicy(Protocol):
-    def size(self, agent: Agent) -> int:
-        """Warm sandboxes to keep for the agent (0: none)."""
-        ...
-
-    @property
-    def may_want_any(self) -> bool:
-        """False when no agent can want one: the pool then starts nothing without asking each agent."""
+    async def wanted(self, agents: Sequence[Agent]) -> list[tuple[Agent, int]]:
+        """The agents to keep warm sandboxes for and how many each (none left out is wanted), the most wanted
+        first: the order they are started in when several are missing."""
         ...
 
 
-class ConfiguredWarmSize:
-    """The agent's `warmPoolSize`, else ASH_WARM_POOL_SIZE."""
+class AgentUse(Protocol):
+    async def agents_used_since(self, since: datetime) -> dict[tuple[str, str], datetime]: ...
 
-    def __init__(self, default: int) -> None:
+
+def warm_budget(memory_mb: int) -> int:
+    """How many warm sandboxes ASH_WARM_POOL_MEMORY_MB holds (0: an eighth of the machine's memory)."""
+    if memory_mb == 0:
+        memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (8 * 1024 * 1024)
+    return memory_mb // WARM_SANDBOX_MIB
+
+
+class RecentAgents:
+    """The default policy, as the reference pre-warms each agent: `default` sandboxes (ASH_WARM_POOL_SIZE) for each
+    agent deployed, changed or given a session within `recent_s`; an agent's config `warmPoolSize` is its own
+    (recent or not). All within `budget` sandboxes: own sizes first, then the most recently used agents."""
+
+    def __init__(
+        self,
+        usage: AgentUse,
+        *,
+        default: int,
+        recent_s: float,
+        budget: int,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._usage = usage
         self.default = default
+        self.recent_s = recent_s
+        self.budget = budget
+        self._clock = clock
 
-    def size(self, agent: Agent) -> int:
-        size = agent.config.get("warmPoolSize")
-        return size if isinstance(size, int) and size >= 0 else self.default
+    async def wanted(self, agents: Sequence[Agent]) -> list[tuple[Agent, int]]:
+        since = self._clock() - timedelta(seconds=self.recent_s)
+        scan = self.default > 0 and self.recent_s > 0 and self.budget > 0
+        used = await self._usage.agents_used_since(since) if scan else {}
 
-    @property
-    def may_want_any(self) -> bool:
-        return self.default > 0
+        def last_use(agent: Agent) -> datetime:
+            return max(agent.updated_at, used.get((agent.tenant_id, agent.name), agent.updated_at))
+
+        own: list[tuple[Agent, int]] = []
+        recent: list[tuple[Agent, int]] = []
+        for agent in sorted(agents, key=last_use, reverse=True):
+            size = agent.config.get("warmPoolSize")
+            if isinstance(size, int) and size >= 0:
+                own.append((agent, size))
+            elif scan and last_use(agent) >= since:
+                recent.append((agent, self.default))
+        left = self.budget
+        chosen: list[tuple[Agent, int]] = []
+        for agent, size in own + recent:
+            if min(size, left) > 0:
+                chosen.append((agent, min(size, left)))
+                left -= min(size, left)
+        return chosen
 
 
 # Reserve a session id and folder for a warm sandbox of an agent: (session id, request), or None if impossible.
@@ -90,20 +134,15 @@ class WarmPool:
 
     async def replenish(self) -> None:
         pool = self._pool
-        wanted: dict[str, tuple[Agent, int]] = {}
-        sized = self.policy.may_want_any
-        for agent in await pool.store.all_agents():
-            size = self.policy.size(agent)
-            sized = sized or size > 0
-            if size > 0:
-                wanted[profile_key(agent, {})] = (agent, size)
-        # Warm sandboxes of an old version or config, or more than wanted, go.
+        wanted = {
+            profile_key(agent, {}): (agent, size)
+            for agent, size in await self.policy.wanted(await pool.store.all_agents())
+        }
+        # Warm sandboxes of an old version or config, of an agent no longer wanted, or more than wanted, go.
         for entry in [e for e in pool.entries() if e.state == SandboxState.WARM]:
             want = wanted.get(entry.profile or "")
             if want is None or self._unclaimed(entry.profile) > want[1]:
                 await pool.retire(entry)
-        if not sized:
-            return
         now = time.monotonic()
         for profile, (agent, size) in wanted.items():
             if now - self._failed.get(profile, -WARM_RETRY_S) < WARM_RETRY_S:

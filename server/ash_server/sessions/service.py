@@ -34,7 +34,7 @@ class SessionService:
         self,
         core: SessionCore,
         *,
-        idle_timeout_s: float,
+        hot_window_s: float,
         retention_s: float,
         creates: CreateCounter | None = None,
         debug_timing: bool = False,
@@ -43,7 +43,7 @@ class SessionService:
         self._core = core
         self.turns = TurnRunner(core, debug_timing=debug_timing)
         self.lifecycle = Lifecycle(core, self.turns, creates)
-        self.upkeep = Upkeep(core, self.turns, idle_timeout_s=idle_timeout_s, retention_s=retention_s)
+        self.upkeep = Upkeep(core, self.turns, hot_window_s=hot_window_s, retention_s=retention_s)
         self.history = SessionHistory(core.store)
         self.server_id = core.server_id
         # The service's API, by part.

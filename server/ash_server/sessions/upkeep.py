@@ -34,16 +34,16 @@ ORPHAN_FOLDER_AGE_S = 3600.0
 class Upkeep(SessionPart):
     """Eviction, sweeps, recovery and shutdown."""
 
-    def __init__(self, core: SessionCore, turns: TurnRunner, *, idle_timeout_s: float, retention_s: float) -> None:
+    def __init__(self, core: SessionCore, turns: TurnRunner, *, hot_window_s: float, retention_s: float) -> None:
         super().__init__(core)
         self._turns = turns
-        self._idle_timeout_s = idle_timeout_s
+        self._hot_window_s = hot_window_s
         self._retention_s = retention_s
 
     async def sweep_idle(self) -> int:
-        """Stop sandboxes idle longer than ASH_IDLE_TIMEOUT_MS. Their sessions keep their status and continue on
-        a new sandbox (cold path) with their next message or resume."""
-        return await self._pool.sweep_idle(self._idle_timeout_s, self._core.evict)
+        """Stop sandboxes idle longer than the hot window (ASH_HOT_WINDOW_MS). Their sessions keep their status
+        and continue on a new sandbox (cold path) with their next message or resume."""
+        return await self._pool.sweep_idle(self._hot_window_s, self._core.evict)
 
     async def sweep_retention(self) -> int:
         """Remove the files (local folder, snapshots) of sessions ended longer than ASH_SESSION_RETENTION_MS ago.
@@ -78,7 +78,7 @@ class Upkeep(SessionPart):
 
     async def run_idle_sweeper(self) -> None:
         """The idle sweep, and (less often) the retention sweep, until cancelled."""
-        interval = max(1.0, min(60.0, self._idle_timeout_s / 4))
+        interval = max(1.0, min(60.0, self._hot_window_s / 4))
         retention_every = max(1.0, min(600.0, self._retention_s / 4))
         last_retention = 0.0
         while True:

@@ -93,6 +93,18 @@ class SandboxQueries(StoreBase):
         async with self.db() as db:
             return (await db.scalars(select(Agent).order_by(Agent.tenant_id, Agent.name))).all()
 
+    async def agents_used_since(self, since: datetime) -> dict[tuple[str, str], datetime]:
+        """(tenant, agent) → its newest session's creation, for the agents given a session since `since`: what
+        the warm pool calls recently used."""
+        newest = func.max(SessionRow.created_at)
+        query = (
+            select(SessionRow.tenant_id, SessionRow.agent_name, newest)
+            .where(SessionRow.created_at >= since)
+            .group_by(SessionRow.tenant_id, SessionRow.agent_name)
+        )
+        async with self.db() as db:
+            return {(tenant, name): at for tenant, name, at in (await db.execute(query)).all()}
+
     # -- Snapshots ------------------------------------------------------------------------------------------
 
     async def latest_snapshot(self, session_id: uuid.UUID) -> Snapshot | None:

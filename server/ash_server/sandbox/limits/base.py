@@ -6,6 +6,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 MIB = 1024 * 1024
+# cgroup v1 cpu.shares and v2 cpu.weight: the kernel's default, and the least each allows (a background sandbox
+# then gets ~1/500 or ~1/100 of a contended CPU, and all of an idle one).
+SHARES_DEFAULT, SHARES_BACKGROUND = 1024, 2
+WEIGHT_DEFAULT, WEIGHT_BACKGROUND = 100, 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +43,11 @@ class Confinement(Protocol):
 
     def kill(self) -> None:
         """Kill every process under these limits."""
+        ...
+
+    def prioritise(self, *, background: bool) -> None:
+        """The sandbox's CPU share: `background` (a warm sandbox starting for nobody yet) gets the least, so that
+        live turns run first; otherwise the default. A backend without a CPU controller leaves it alone."""
         ...
 
     async def release(self) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import cgroupfs
-from .base import MIB, Limits, file_size_argv
+from .base import MIB, SHARES_BACKGROUND, SHARES_DEFAULT, Limits, file_size_argv
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,11 @@ class CgroupV1Confinement:
 
     def kill(self) -> None:
         cgroupfs.kill_members(self._distinct())
+
+    def prioritise(self, *, background: bool) -> None:
+        if "cpu" in self.groups:
+            shares = SHARES_BACKGROUND if background else SHARES_DEFAULT
+            cgroupfs.write(self.groups["cpu"] / "cpu.shares", str(shares))
 
     async def release(self) -> None:
         await cgroupfs.remove(self._distinct())

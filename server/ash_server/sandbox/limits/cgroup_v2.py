@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import cgroupfs
-from .base import MIB, Limits, file_size_argv
+from .base import MIB, WEIGHT_BACKGROUND, WEIGHT_DEFAULT, Limits, file_size_argv
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,7 @@ CPU_PERIOD_US = 100_000
 class CgroupV2Confinement:
     limits: Limits
     group: Path
+    cpu: bool = False  # the cpu controller is enabled for the sandboxes
 
     @property
     def argv(self) -> list[str]:
@@ -45,6 +46,10 @@ class CgroupV2Confinement:
             cgroupfs.write(self.group / "cgroup.kill", "1")  # Linux 5.14+: atomic, fork bombs included
         except OSError:
             cgroupfs.kill_members([self.group])
+
+    def prioritise(self, *, background: bool) -> None:
+        if self.cpu:
+            cgroupfs.write(self.group / "cpu.weight", str(WEIGHT_BACKGROUND if background else WEIGHT_DEFAULT))
 
     async def release(self) -> None:
         self.kill()
@@ -100,7 +105,7 @@ class CgroupV2Backend:
         cgroupfs.write(group / "pids.max", str(limits.max_pids))
         if "cpu" in self.controllers:
             cgroupfs.write(group / "cpu.max", f"{CPU_PERIOD_US * limits.cpu_percent // 100} {CPU_PERIOD_US}")
-        return CgroupV2Confinement(limits, group)
+        return CgroupV2Confinement(limits, group, cpu="cpu" in self.controllers)
 
     async def cleanup(self) -> int:
         return await cgroupfs.remove_children(self.parent)

@@ -39,6 +39,9 @@ class RlimitConfinement:
     def kill(self) -> None:
         return None
 
+    def prioritise(self, *, background: bool) -> None:
+        return None  # no cgroup: a nice value would stay with the CLI after the claim, and only root may lower it
+
     async def release(self) -> None:
         return None
 
