@@ -18,7 +18,7 @@ from ...errors import Conflict, Invalid, NotFound
 from ...states import SessionStatus
 from ...store.queue import QueueItem, QueueRepository, QueueStatus
 from ..deps import PrincipalDep, ServicesDep
-from ..schemas import Schema
+from ..schemas import Public, Schema
 
 router = APIRouter(prefix="/api/queue", tags=["queue"])
 
@@ -48,7 +48,7 @@ class QueueEnqueue(Schema):
     )
 
 
-class QueueItemPublic(Schema):
+class QueueItemPublic(Public):
     id: uuid.UUID
     tenant_id: str
     session_id: uuid.UUID | None
@@ -65,10 +65,6 @@ class QueueItemPublic(Schema):
     created_at: datetime
     started_at: datetime | None
     completed_at: datetime | None
-
-    @classmethod
-    def of(cls, item: QueueItem) -> QueueItemPublic:
-        return cls.model_validate(item, from_attributes=True)
 
 
 class QueueItemResponse(Schema):

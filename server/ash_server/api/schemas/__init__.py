@@ -28,7 +28,7 @@ from .agents import (
     ConfigResponse,
     FileUpload,
 )
-from .base import ErrorResponse, OkResponse, Schema
+from .base import ErrorResponse, OkResponse, Public, Schema
 from .files import (
     DeletedResponse,
     ExecCreate,
@@ -113,6 +113,7 @@ __all__ = [
     "MessagesResponse",
     "OkResponse",
     "PoolStats",
+    "Public",
     "RunnerHeartbeat",
     "RunnerPublic",
     "RunnerRef",

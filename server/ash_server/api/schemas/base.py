@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -11,7 +11,7 @@ from pydantic.config import JsonDict
 from ...agents import ENV_NAME
 from ...store.models import BIGINT_MAX
 
-__all__ = ["BASE64", "BIGINT_MAX", "EnvVars", "ErrorResponse", "OkResponse", "Schema"]
+__all__ = ["BASE64", "BIGINT_MAX", "EnvVars", "ErrorResponse", "OkResponse", "Public", "Schema"]
 
 # Environment variables by name (what agents.validate_env takes), and bytes as base64 text, as the schema says.
 EnvVars = Annotated[dict[str, str], Field(json_schema_extra={"propertyNames": {"pattern": ENV_NAME}})]
@@ -25,6 +25,14 @@ BASE64: JsonDict = {
 
 class Schema(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+class Public(Schema):
+    """A response shape whose fields are a store row's attributes of the same names: `XPublic.of(row)`."""
+
+    @classmethod
+    def of(cls, row: Any) -> Self:
+        return cls.model_validate(row, from_attributes=True)
 
 
 class OkResponse(Schema):

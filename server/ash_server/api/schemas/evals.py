@@ -9,9 +9,9 @@ from typing import Any
 from pydantic import Field
 
 from ...evals.scoring import passed
-from ...store.evals import EvalCase, EvalResult, EvalResultStatus, EvalRun, EvalRunStatus
+from ...store.evals import EvalResult, EvalResultStatus, EvalRunStatus
 from . import Schema, UsageStats
-from .base import BIGINT_MAX
+from .base import BIGINT_MAX, Public
 
 Topics = list[str] | None
 
@@ -19,17 +19,6 @@ Topics = list[str] | None
 class ChatTurn(Schema):
     role: str
     content: str
-
-
-class EvalCaseCreate(Schema):
-    question: str = Field(min_length=1)
-    expected_topics: Topics = None
-    expected_not_topics: Topics = None
-    reference_answer: str | None = None
-    category: str | None = Field(None, max_length=255)
-    tags: Topics = None
-    chat_history: list[ChatTurn] | None = None
-    is_active: bool = True
 
 
 class EvalCaseUpdate(Schema):
@@ -43,11 +32,18 @@ class EvalCaseUpdate(Schema):
     is_active: bool | None = None
 
 
+# An update's fields (in its order), with the question required and isActive true unless given. No docstring: it
+# would become the schema's description in the OpenAPI document.
+class EvalCaseCreate(EvalCaseUpdate):
+    question: str = Field(min_length=1)
+    is_active: bool = True
+
+
 class EvalCaseImport(Schema):
     cases: list[EvalCaseCreate]
 
 
-class EvalCasePublic(Schema):
+class EvalCasePublic(Public):
     id: uuid.UUID
     tenant_id: str
     agent_name: str
@@ -61,10 +57,6 @@ class EvalCasePublic(Schema):
     is_active: bool
     created_at: datetime
     updated_at: datetime
-
-    @classmethod
-    def of(cls, case: EvalCase) -> EvalCasePublic:
-        return cls.model_validate(case, from_attributes=True)
 
 
 class EvalCaseResponse(Schema):
@@ -93,7 +85,7 @@ class EvalRunSummary(Schema):
     pass_rate: float
 
 
-class EvalRunPublic(Schema):
+class EvalRunPublic(Public):
     id: uuid.UUID
     tenant_id: str
     agent_name: str
@@ -108,10 +100,6 @@ class EvalRunPublic(Schema):
     started_at: datetime | None
     completed_at: datetime | None
 
-    @classmethod
-    def of(cls, run: EvalRun) -> EvalRunPublic:
-        return cls.model_validate(run, from_attributes=True)
-
 
 class EvalRunResponse(Schema):
     run: EvalRunPublic
@@ -121,7 +109,7 @@ class EvalRunsResponse(Schema):
     runs: list[EvalRunPublic]
 
 
-class EvalResultPublic(Schema):
+class EvalResultPublic(Public):
     id: uuid.UUID
     tenant_id: str
     eval_run_id: uuid.UUID
@@ -141,7 +129,7 @@ class EvalResultPublic(Schema):
 
     @classmethod
     def of(cls, result: EvalResult) -> EvalResultPublic:
-        public = cls.model_validate(result, from_attributes=True)
+        public = super().of(result)
         if result.status == EvalResultStatus.COMPLETED:
             public.passed = passed(result.topic_score, result.safety_score)
         return public
