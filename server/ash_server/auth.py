@@ -52,6 +52,9 @@ MAX_CACHED_KEYS = 10_000
 
 @dataclass(frozen=True, slots=True)
 class Principal:
+    """Who a request acts for: a tenant and the id of its API key. A signed internal request carries one too
+    (cluster/signing.py), empty when a machine (a runner) sends it for itself."""
+
     tenant_id: str
     key_id: str
 

@@ -65,10 +65,10 @@ async def get_principal(request: Request) -> Principal:
     services = get_services(request)
     if services.settings.mode == "runner":
         # A runner serves coordinators only: they sign each request with the principal they authenticated.
-        signed = getattr(request.state, "signed", None)
+        signed: Principal | None = getattr(request.state, "signed", None)
         if signed is None or not signed.tenant_id:
             raise Unauthorized("this runner serves coordinators only")
-        return Principal(tenant_id=signed.tenant_id, key_id=signed.key_id)
+        return signed
     # The client as ASH_TRUSTED_PROXIES lets us see it (api/middleware/network.py rewrote the scope for trusted
     # proxies).
     client_ip = request.client.host if request.client is not None else None

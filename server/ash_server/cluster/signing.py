@@ -14,11 +14,11 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from ..auth import Principal
 from ..errors import Unauthorized
 
 SIGNATURE = "x-ash-signature"
@@ -29,14 +29,6 @@ KEY_ID = "x-ash-key-id"
 SIGNED_HEADERS = (SIGNATURE, TIMESTAMP, NONCE, TENANT, KEY_ID)
 MAX_SKEW_S = 60.0
 MAX_NONCES = 200_000
-
-
-@dataclass(frozen=True, slots=True)
-class Signed:
-    """Who a verified request acts for: a coordinator forwarding a tenant's request, or a machine (empty)."""
-
-    tenant_id: str
-    key_id: str
 
 
 def derive_key(secret: str) -> bytes:
@@ -77,8 +69,9 @@ class RequestSigner:
         if not headers.get(NONCE):
             raise Unauthorized("internal endpoint: the request has no nonce")
 
-    def verify(self, method: str, target: bytes, body: bytes, headers: Mapping[str, str]) -> Signed:
-        """The principal of a correctly signed, fresh, first-seen request; Unauthorized otherwise."""
+    def verify(self, method: str, target: bytes, body: bytes, headers: Mapping[str, str]) -> Principal:
+        """The principal of a correctly signed, fresh, first-seen request (a coordinator forwarding a tenant's
+        request; empty for a machine: a runner's own call); Unauthorized otherwise."""
         self.check_headers(headers)
         signature = headers[SIGNATURE]
         ts = headers[TIMESTAMP]
@@ -90,7 +83,7 @@ class RequestSigner:
         if not hmac.compare_digest(expected.hexdigest(), signature):
             raise Unauthorized("internal endpoint: bad signature (is ASH_INTERNAL_SECRET the same everywhere?)")
         self._remember(nonce)
-        return Signed(tenant_id=tenant, key_id=key_id)
+        return Principal(tenant_id=tenant, key_id=key_id)
 
     def _remember(self, nonce: str) -> None:
         now = time.monotonic()
