@@ -20,7 +20,7 @@ import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, NoReturn
 
 from . import archive
 from .errors import Invalid, NotFound, PayloadTooLarge
@@ -94,11 +94,7 @@ def _open_beneath(root: Path, rel: PurePosixPath, raw: str) -> int:
         # O_NONBLOCK: a FIFO the agent left there must not hang the server.
         return os.open(rel.parts[-1], os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
     except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.EMLINK):
-            raise _escape(raw) from exc
-        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-            raise NotFound(f"File not found: no file {raw!r} in the workspace", path=raw) from exc
-        raise
+        _refuse(exc, raw, symlink=exc.errno in (errno.ELOOP, errno.EMLINK))
     finally:
         os.close(fd)
 
@@ -110,6 +106,20 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 def _escape(raw: str) -> Invalid:
     return Invalid(f"path escapes its folder: {raw!r}", path=raw)
+
+
+def _missing(raw: str) -> NotFound:
+    return NotFound(f"File not found: no file {raw!r} in the workspace", path=raw)
+
+
+def _refuse(exc: OSError, raw: str, *, symlink: bool) -> NoReturn:
+    """Raise what a failed open of a component of `raw` means: a symlink in the way (`symlink`: following it could
+    leave the folder) 400, a missing component 404, anything else as it is."""
+    if symlink:
+        raise _escape(raw) from exc
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        raise _missing(raw) from exc
+    raise exc
 
 
 def _open_parent(root: Path, rel: PurePosixPath, raw: str, owner: tuple[int, int] | None, *, create: bool) -> int:
@@ -134,11 +144,8 @@ def _open_parent(root: Path, rel: PurePosixPath, raw: str, owner: tuple[int, int
                     fd = os.open(part, _DIR_FLAGS, dir_fd=parent)
             except OSError as exc:
                 # O_DIRECTORY | O_NOFOLLOW on a symlink: ELOOP or ENOTDIR (a plain file there is ENOTDIR too).
-                if exc.errno == errno.ELOOP or (exc.errno == errno.ENOTDIR and _is_symlink(part, parent)):
-                    raise _escape(raw) from exc
-                if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-                    raise NotFound(f"File not found: no file {raw!r} in the workspace", path=raw) from exc
-                raise
+                link = exc.errno == errno.ELOOP or (exc.errno == errno.ENOTDIR and _is_symlink(part, parent))
+                _refuse(exc, raw, symlink=link)
             finally:
                 os.close(parent)
         return fd
@@ -187,7 +194,7 @@ def delete_path(root: Path, raw: str) -> None:
         try:
             st = os.stat(name, dir_fd=parent, follow_symlinks=False)
         except FileNotFoundError as exc:
-            raise NotFound(f"File not found: no file {raw!r} in the workspace", path=raw) from exc
+            raise _missing(raw) from exc
         if stat.S_ISDIR(st.st_mode):
             # rmtree with dir_fd works on descriptors and never follows a symlink, even one swapped in.
             shutil.rmtree(name, dir_fd=parent)
