@@ -68,9 +68,8 @@ async def import_cases(
 
 @router.get("/eval-cases/export", response_model=EvalCasesResponse)
 async def export_cases(name: str, principal: PrincipalDep, services: ServicesDep) -> EvalCasesResponse:
-    agent = await agent_of(services, principal, name)
-    cases = await EvalStore(services.store).list_cases(principal.tenant_id, agent.name)
-    return EvalCasesResponse(cases=[EvalCasePublic.of(c) for c in cases])
+    # Every case of the agent: the list without filters (a docstring would be the operation's description).
+    return await list_cases(name, principal, services, category=None, is_active=None)
 
 
 @router.get("/eval-cases", response_model=EvalCasesResponse)
