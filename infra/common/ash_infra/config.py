@@ -1,10 +1,13 @@
-"""The settings every stack has (runners, snapshots, the model provider's key, `ash:settings`, the internal secret),
-read from Pulumi config (namespace `ash`) and checked before any resource exists. Each stack adds its cloud's."""
+"""The settings every stack has (the domain, its secrets, runners, snapshots, the database's backups, the model
+provider, `ash:settings`), read from Pulumi config (namespace `ash`) and checked before any resource exists. Each
+stack's config class extends `CommonConfig` with its cloud's."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import pulumi
 
@@ -20,15 +23,28 @@ class ConfigError(ValueError):
     """A setting is missing or not allowed; the message names it and says what to do."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CommonConfig:
-    runner_count: int
-    runner_disk_gb: int
-    snapshots: bool
-    internal_secret: pulumi.Output[str] | None
-    model_provider: str
+    domain: str
+    api_key: pulumi.Output[str]
     anthropic_api_key: pulumi.Output[str] | None
-    settings: dict[str, str]
+    credential_key: pulumi.Output[str] | None
+    database_password: pulumi.Output[str]
+    runner_count: int = 0
+    runner_disk_gb: int = 100
+    internal_secret: pulumi.Output[str] | None = None  # set when runner_count > 0
+    db_deletion_protection: bool = True
+    backup_retention_days: int = 7
+    snapshots: bool = True
+    snapshot_noncurrent_days: int = 30
+    model_provider: str = "anthropic"
+    alarm_email: str | None = None
+    settings: dict[str, str] = field(default_factory=dict)
+    name: str = "ash"
+
+    def as_arguments(self) -> dict[str, Any]:
+        """These settings as keyword arguments, for the cloud's config class (which extends this one)."""
+        return {f.name: getattr(self, f.name) for f in fields(CommonConfig)}
 
 
 def load_common(config: pulumi.Config, *, providers: tuple[str, str]) -> CommonConfig:
@@ -56,14 +72,34 @@ def load_common(config: pulumi.Config, *, providers: tuple[str, str]) -> CommonC
     if managed:
         raise ConfigError(f"ash:settings cannot set {', '.join(managed)}: the stack sets it (ash:runnerCount)")
     return CommonConfig(
+        domain=config.require("domain"),
+        api_key=config.require_secret("apiKey"),
+        anthropic_api_key=anthropic_key,
+        credential_key=config.get_secret("credentialKey"),
+        database_password=config.require_secret("databasePassword"),
         runner_count=runner_count,
         runner_disk_gb=runner_disk_gb,
-        snapshots=snapshots,
         internal_secret=internal_secret,
+        db_deletion_protection=config.get_bool("dbDeletionProtection") is not False,
+        backup_retention_days=config.get_int("backupRetentionDays") or 7,
+        snapshots=snapshots,
+        snapshot_noncurrent_days=config.get_int("snapshotNoncurrentDays") or 30,
         model_provider=provider,
-        anthropic_api_key=anthropic_key,
+        alarm_email=config.get("alarmEmail"),
         settings={str(k): str(v) for k, v in settings.items()},
+        name=f"ash-{pulumi.get_stack()}",
     )
+
+
+def machine_type(
+    config: pulumi.Config, key: str, default: str, *, too_small: Callable[[str], bool], smallest: str
+) -> str:
+    """The machine type `ash:<key>` (`default` when unset), refused when `too_small`: `smallest` is the cloud's
+    smallest that runs a few sessions."""
+    value = config.get(key) or default
+    if too_small(value):
+        raise ConfigError(f"ash:{key} {value} is too small: use {smallest} or larger")
+    return value
 
 
 def internal_secret_of(config: pulumi.Config) -> pulumi.Output[str]:

@@ -3,9 +3,9 @@ stack's prefix) and the variable each becomes in /etc/ash/ash.env (infra/boot/wr
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import pulumi
+
+from .config import CommonConfig
 
 SECRET_VARIABLES = {
     "api-key": "ASH_API_KEY",
@@ -16,21 +16,8 @@ SECRET_VARIABLES = {
 }
 
 
-class SecretConfig(Protocol):
-    """The secrets of a stack's config (each cloud's config class has them)."""
-
-    @property
-    def api_key(self) -> pulumi.Input[str]: ...
-    @property
-    def anthropic_api_key(self) -> pulumi.Input[str] | None: ...
-    @property
-    def credential_key(self) -> pulumi.Input[str] | None: ...
-    @property
-    def internal_secret(self) -> pulumi.Input[str] | None: ...
-
-
 def stack_secrets(
-    config: SecretConfig, *, database_url: pulumi.Input[str], runners: bool
+    config: CommonConfig, *, database_url: pulumi.Input[str], runners: bool
 ) -> dict[str, pulumi.Input[str]]:
     """The secrets a stack stores for its instances, by the names above (only those the stack has)."""
     values: dict[str, pulumi.Input[str]] = {"api-key": config.api_key, "database-url": database_url}
