@@ -9,9 +9,14 @@ three do anyway: S3 and GCS publish an object when its upload completes, the loc
 from __future__ import annotations
 
 import abc
+import asyncio
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from ..errors import SnapshotError
+
+T = TypeVar("T")
 
 
 class SnapshotStoreError(SnapshotError):
@@ -82,3 +87,19 @@ class BucketSnapshotStore(SnapshotStore):
     def reason(exc: Exception) -> str:
         text = str(exc)
         return text.splitlines()[0] if text else type(exc).__name__
+
+    @abc.abstractmethod
+    def is_missing(self, exc: Exception) -> bool:
+        """Whether the client's error says there is no such object."""
+
+    async def call(self, fn: Callable[[], T], failure: str, *, key: str | None = None, missing: bool = False) -> T:
+        """`fn()` (a blocking client call) in a thread. Its error is raised as SnapshotStoreError, `<failure>:
+        <reason>` with the key; as SnapshotMissing instead when `missing` and the client says the object is not
+        there."""
+        try:
+            return await asyncio.to_thread(fn)
+        except Exception as exc:
+            fields = {} if key is None else {"key": key}
+            if missing and self.is_missing(exc):
+                raise SnapshotMissing(f"no object {key} in {self.url}", **fields) from exc
+            raise SnapshotStoreError(f"{failure}: {self.reason(exc)}", **fields) from exc

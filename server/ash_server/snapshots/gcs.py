@@ -7,7 +7,8 @@ object only when its upload is finalized.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -38,41 +39,30 @@ class GcsSnapshotStore(BucketSnapshotStore):
     def _blob(self, key: str) -> Any:
         return self._bucket.blob(self.object_name(key), chunk_size=CHUNK_BYTES)
 
+    def is_missing(self, exc: Exception) -> bool:
+        from google.api_core.exceptions import NotFound
+
+        return isinstance(exc, NotFound)
+
     async def check(self) -> None:
-        try:
-            exists = await asyncio.to_thread(self._bucket.exists)
-        except Exception as exc:
-            raise SnapshotStoreError(f"snapshot bucket {self.url} cannot be used: {self.reason(exc)}") from exc
+        exists = await self.call(self._bucket.exists, f"snapshot bucket {self.url} cannot be used")
         if not exists:
             raise SnapshotStoreError(f"snapshot bucket {self.bucket} does not exist ({self.url})")
 
     async def put(self, key: str, source: Path) -> None:
-        blob = self._blob(key)
-        try:
-            await asyncio.to_thread(blob.upload_from_filename, str(source))
-        except Exception as exc:
-            raise SnapshotStoreError(f"upload of {key} to {self.url} failed: {self.reason(exc)}", key=key) from exc
+        upload = functools.partial(self._blob(key).upload_from_filename, str(source))
+        await self.call(upload, f"upload of {key} to {self.url} failed", key=key)
 
     async def get(self, key: str, target: Path) -> None:
-        from google.api_core.exceptions import NotFound
-
-        blob = self._blob(key)
-        try:
-            await asyncio.to_thread(blob.download_to_filename, str(target))
-        except NotFound as exc:
-            raise SnapshotMissing(f"no object {key} in {self.url}", key=key) from exc
-        except Exception as exc:
-            raise SnapshotStoreError(f"download of {key} from {self.url} failed: {self.reason(exc)}", key=key) from exc
+        download = functools.partial(self._blob(key).download_to_filename, str(target))
+        await self.call(download, f"download of {key} from {self.url} failed", key=key, missing=True)
 
     async def delete(self, key: str) -> None:
-        from google.api_core.exceptions import NotFound
-
-        try:
-            await asyncio.to_thread(self._blob(key).delete)
-        except NotFound:
-            pass
-        except Exception as exc:
-            raise SnapshotStoreError(f"delete of {key} in {self.url} failed: {self.reason(exc)}", key=key) from exc
+        with contextlib.suppress(SnapshotMissing):  # deleting a missing key is not an error
+            # The blob is named inside the call: an invalid key fails as SnapshotStoreError, not ValueError.
+            await self.call(
+                lambda: self._blob(key).delete(), f"delete of {key} in {self.url} failed", key=key, missing=True
+            )
 
     async def list(self, prefix: str) -> list[str]:
         full = self.object_name(prefix, check=False)
@@ -80,7 +70,4 @@ class GcsSnapshotStore(BucketSnapshotStore):
         def scan() -> list[str]:
             return sorted(self.key_of(blob.name) for blob in self._client.list_blobs(self.bucket, prefix=full))
 
-        try:
-            return await asyncio.to_thread(scan)
-        except Exception as exc:
-            raise SnapshotStoreError(f"listing {self.url} failed: {self.reason(exc)}") from exc
+        return await self.call(scan, f"listing {self.url} failed")

@@ -7,7 +7,8 @@ ASH_S3_ENDPOINT_URL points at another S3-compatible endpoint. Uploads stream fro
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -27,35 +28,25 @@ class S3SnapshotStore(BucketSnapshotStore):
         super().__init__(bucket, prefix)
         self._client: Any = boto3.session.Session().client("s3", endpoint_url=endpoint_url)
 
+    def is_missing(self, exc: Exception) -> bool:
+        return _code(exc) in MISSING_CODES
+
     async def check(self) -> None:
-        try:
-            await asyncio.to_thread(self._client.head_bucket, Bucket=self.bucket)
-        except Exception as exc:
-            raise SnapshotStoreError(f"snapshot bucket {self.url} cannot be used: {self.reason(exc)}") from exc
+        head = functools.partial(self._client.head_bucket, Bucket=self.bucket)
+        await self.call(head, f"snapshot bucket {self.url} cannot be used")
 
     async def put(self, key: str, source: Path) -> None:
-        name = self.object_name(key)
-        try:
-            await asyncio.to_thread(self._client.upload_file, str(source), self.bucket, name)
-        except Exception as exc:
-            raise SnapshotStoreError(f"upload of {key} to {self.url} failed: {self.reason(exc)}", key=key) from exc
+        upload = functools.partial(self._client.upload_file, str(source), self.bucket, self.object_name(key))
+        await self.call(upload, f"upload of {key} to {self.url} failed", key=key)
 
     async def get(self, key: str, target: Path) -> None:
-        name = self.object_name(key)
-        try:
-            await asyncio.to_thread(self._client.download_file, self.bucket, name, str(target))
-        except Exception as exc:
-            if _code(exc) in MISSING_CODES:
-                raise SnapshotMissing(f"no object {key} in {self.url}", key=key) from exc
-            raise SnapshotStoreError(f"download of {key} from {self.url} failed: {self.reason(exc)}", key=key) from exc
+        download = functools.partial(self._client.download_file, self.bucket, self.object_name(key), str(target))
+        await self.call(download, f"download of {key} from {self.url} failed", key=key, missing=True)
 
     async def delete(self, key: str) -> None:
-        name = self.object_name(key)
-        try:
-            await asyncio.to_thread(self._client.delete_object, Bucket=self.bucket, Key=name)
-        except Exception as exc:
-            if _code(exc) not in MISSING_CODES:
-                raise SnapshotStoreError(f"delete of {key} in {self.url} failed: {self.reason(exc)}", key=key) from exc
+        remove = functools.partial(self._client.delete_object, Bucket=self.bucket, Key=self.object_name(key))
+        with contextlib.suppress(SnapshotMissing):  # deleting a missing key is not an error
+            await self.call(remove, f"delete of {key} in {self.url} failed", key=key, missing=True)
 
     async def list(self, prefix: str) -> list[str]:
         full = self.object_name(prefix, check=False)
@@ -68,10 +59,7 @@ class S3SnapshotStore(BucketSnapshotStore):
                     keys.append(self.key_of(item["Key"]))
             return sorted(keys)
 
-        try:
-            return await asyncio.to_thread(scan)
-        except Exception as exc:
-            raise SnapshotStoreError(f"listing {self.url} failed: {self.reason(exc)}") from exc
+        return await self.call(scan, f"listing {self.url} failed")
 
 
 def _code(exc: Exception) -> str:
