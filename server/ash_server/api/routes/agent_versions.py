@@ -10,16 +10,15 @@ from fastapi import APIRouter, Path
 from pydantic import Field
 
 from ...agent_versions import VersionMetadata
-from ...store.agent_versions import AgentVersion
 from ..deps import PrincipalDep, ServicesDep
-from ..schemas import Schema
+from ..schemas import Public, Schema
 
 router = APIRouter(prefix="/api/agents/{name}/versions", tags=["agents"])
 
 VersionRef = Path(description="The version number, or the version's id.")
 
 
-class AgentVersionPublic(Schema):
+class AgentVersionPublic(Public):
     id: uuid.UUID
     tenant_id: str
     agent_name: str
@@ -37,27 +36,6 @@ class AgentVersionPublic(Schema):
     size: int = Field(description="Bytes of the version's packed files.")
     sha256: str
     activated_at: datetime | None = Field(description="First activation; from then on files and prompt are frozen.")
-
-    @classmethod
-    def of(cls, version: AgentVersion) -> AgentVersionPublic:
-        return cls(
-            id=version.id,
-            tenant_id=version.tenant_id,
-            agent_name=version.agent_name,
-            version_number=version.version_number,
-            name=version.name,
-            system_prompt=version.system_prompt,
-            release_notes=version.release_notes,
-            is_active=version.is_active,
-            knowledge_files=version.knowledge_files,
-            created_by=version.created_by,
-            created_at=version.created_at,
-            updated_at=version.updated_at,
-            file_count=version.file_count,
-            size=version.size,
-            sha256=version.sha256,
-            activated_at=version.activated_at,
-        )
 
 
 class VersionUpdate(Schema):

@@ -8,8 +8,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from ...store.models import ApiKey, Credential, UsageEvent
-from .base import Schema
+from ...store.models import ApiKey
+from .base import Public, Schema
 
 # -- Credentials ----------------------------------------------------------------------------------------------
 
@@ -29,7 +29,7 @@ class CredentialCreate(Schema):
     label: str | None = Field(None, max_length=255)
 
 
-class CredentialPublic(Schema):
+class CredentialPublic(Public):
     id: uuid.UUID
     tenant_id: str
     type: str
@@ -38,19 +38,6 @@ class CredentialPublic(Schema):
     active: bool
     created_at: datetime
     last_used_at: datetime | None
-
-    @classmethod
-    def of(cls, credential: Credential) -> CredentialPublic:
-        return cls(
-            id=credential.id,
-            tenant_id=credential.tenant_id,
-            type=credential.type,
-            label=credential.label,
-            hint=credential.hint,
-            active=credential.active,
-            created_at=credential.created_at,
-            last_used_at=credential.last_used_at,
-        )
 
 
 class CredentialResponse(Schema):
@@ -125,7 +112,7 @@ USAGE_TOTALS = {
 }
 
 
-class UsageEventPublic(Schema):
+class UsageEventPublic(Public):
     id: uuid.UUID
     tenant_id: str
     session_id: uuid.UUID
@@ -137,19 +124,6 @@ class UsageEventPublic(Schema):
     value: float
     model: str
     created_at: datetime
-
-    @classmethod
-    def of(cls, event: UsageEvent) -> UsageEventPublic:
-        return cls(
-            id=event.id,
-            tenant_id=event.tenant_id,
-            session_id=event.session_id,
-            agent_name=event.agent_name,
-            event_type=event.event_type,
-            value=event.value,
-            model=event.model,
-            created_at=event.created_at,
-        )
 
 
 class UsageEventsResponse(Schema):

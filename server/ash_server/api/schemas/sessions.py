@@ -10,8 +10,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from ...states import PermissionMode, SessionStatus
-from ...store.models import Message, SessionEvent, SessionRow
-from .base import BASE64, EnvVars, Schema
+from ...store.models import SessionEvent
+from .base import BASE64, EnvVars, Public, Schema
 
 # -- Sessions -------------------------------------------------------------------------------------------------
 
@@ -43,7 +43,7 @@ class SessionConfigUpdate(Schema):
     initial_agent: str | None = None
 
 
-class SessionPublic(Schema):
+class SessionPublic(Public):
     id: uuid.UUID
     tenant_id: str
     agent_name: str
@@ -54,21 +54,6 @@ class SessionPublic(Schema):
     parent_session_id: uuid.UUID | None
     created_at: datetime
     last_active_at: datetime
-
-    @classmethod
-    def of(cls, session: SessionRow) -> SessionPublic:
-        return cls(
-            id=session.id,
-            tenant_id=session.tenant_id,
-            agent_name=session.agent_name,
-            agent_version=session.agent_version,
-            sandbox_id=session.sandbox_id,
-            status=session.status,
-            runner_id=session.runner_id,
-            parent_session_id=session.parent_session_id,
-            created_at=session.created_at,
-            last_active_at=session.last_active_at,
-        )
 
 
 class SessionResponse(Schema):
@@ -143,7 +128,7 @@ class InterruptResponse(Schema):
     turn_id: str | None
 
 
-class MessagePublic(Schema):
+class MessagePublic(Public):
     id: uuid.UUID
     session_id: uuid.UUID
     tenant_id: str
@@ -151,18 +136,6 @@ class MessagePublic(Schema):
     content: str
     sequence: int
     created_at: datetime
-
-    @classmethod
-    def of(cls, message: Message) -> MessagePublic:
-        return cls(
-            id=message.id,
-            session_id=message.session_id,
-            tenant_id=message.tenant_id,
-            role=message.role,
-            content=message.content,
-            sequence=message.sequence,
-            created_at=message.created_at,
-        )
 
 
 class MessagesResponse(Schema):
