@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from ash_infra.boot import LOCAL_DATA_DIR, Role, data_disk, fill, instance_settings, script, write_env_command
+from ash_infra.boot import InstanceArgs, Role, data_disk, render, runner_machine
 
 HEADER = """
 # Ash on AWS, first boot (infra/aws/ash_aws/boot.py). No secret is in this script: infra/boot/write-env.py reads them
@@ -88,19 +88,19 @@ device=/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_${volume/-/}
 
 # A runner: no data volume (its sessions move between runners through the snapshot bucket); its id and the address
 # the coordinator reaches it at come from the instance metadata (IMDSv2, the only version the instances allow).
-RUNNER_IDENTITY = r"""
+RUNNER_MACHINE = runner_machine(
+    r"""
 # This runner's id and address, from the instance metadata (IMDSv2).
 imds_token=$(curl -fsS -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 300' http://169.254.169.254/latest/api/token)
 imds() { curl -fsS -H "X-aws-ec2-metadata-token: $imds_token" "http://169.254.169.254/latest/meta-data/$1"; }
 instance_id=$(imds instance-id)
 private_ip=$(imds local-ipv4)
-mkdir -p /var/lib/ash
-chmod 0711 /var/lib/ash
 """
+)
 
 
-@dataclass
-class BootArgs:
+@dataclass(kw_only=True)
+class BootArgs(InstanceArgs):
     region: str
     bucket: str
     archive_key: str
@@ -110,20 +110,12 @@ class BootArgs:
     log_group: str
     metrics_namespace: str
     arch: str = "amd64"
-    snapshot_url: str | None = None
     extras: str = "postgres,s3"
-    settings: dict[str, str] = field(default_factory=dict)
-    # "server": standalone, or ASH_MODE=coordinator when `coordinator` is set (the stack has runners).
-    # "runner": ASH_MODE=runner, `ash runner` (systemd/ash-runner.service) registering with `server_url`.
-    role: Role = "server"
-    coordinator: bool = False
-    server_url: str | None = None
     # Only tests/distribution/test_cloud_boot.py changes these, to boot the script in a container against moto:
     # `endpoint_url` is passed to every S3 and SSM call (Debian's AWS CLI ignores AWS_ENDPOINT_URL), and
     # `cloud_machine=False` leaves out what only an EC2 instance has (the EBS data volume; the CloudWatch agent, which
     # is downloaded from amazonaws.com and configured from the instance metadata).
     endpoint_url: str | None = None
-    cloud_machine: bool = True
 
 
 def agent_config(log_group: str, namespace: str, role: Role = "server") -> str:
@@ -157,26 +149,6 @@ def user_data(args: BootArgs) -> str:
         raise ValueError("the server needs its data volume")
     if runner and not args.cloud_machine:
         raise ValueError("a runner's id and address come from the instance metadata: it needs an EC2 instance")
-    settings = instance_settings(
-        role=args.role,
-        coordinator=args.coordinator,
-        snapshot_url=args.snapshot_url,
-        server_url=args.server_url,
-        cloud={"AWS_REGION": args.region},
-        extra=args.settings,
-    )
-    write_env = write_env_command(
-        ["ssm", '--region "$region" --prefix "$parameters" "${aws_endpoint[@]}"'],
-        settings,
-        runner_identity=("$instance_id", "$private_ip") if runner else None,
-        secret_names=args.secret_parameters,
-    )
-    if runner:
-        machine = RUNNER_IDENTITY
-    elif args.cloud_machine:
-        machine = DATA_VOLUME.replace("@VOLUME@", shlex.quote(args.data_volume_id or ""))
-    else:
-        machine = LOCAL_DATA_DIR
     log_agent = LOG_AGENT.replace("@ARCH@", shlex.quote(args.arch)).replace(
         "@AGENT_CONFIG@", agent_config(args.log_group, args.metrics_namespace, args.role)
     )
@@ -186,8 +158,17 @@ def user_data(args: BootArgs) -> str:
         "@ARCHIVE@": shlex.quote(args.archive_key),
         "@PARAMETERS@": shlex.quote(args.parameter_prefix),
         "@ENDPOINT@": shlex.quote(args.endpoint_url or ""),
-        "@LOG_AGENT@": log_agent if args.cloud_machine else "",
-        "@MACHINE@": machine,
-        "@WRITE_ENV@": write_env,
     }
-    return fill(script(HEADER, BODY), role=args.role, extras=args.extras, values=values)
+    return render(
+        args,
+        header=HEADER,
+        body=BODY,
+        values=values,
+        log_agent=log_agent,
+        data_disk=DATA_VOLUME.replace("@VOLUME@", shlex.quote(args.data_volume_id or "")),
+        runner_machine=RUNNER_MACHINE,
+        backend=["ssm", '--region "$region" --prefix "$parameters" "${aws_endpoint[@]}"'],
+        runner_identity=("$instance_id", "$private_ip"),
+        cloud={"AWS_REGION": args.region},
+        secret_names=args.secret_parameters,
+    )

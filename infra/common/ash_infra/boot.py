@@ -1,11 +1,13 @@
-"""What every stack's boot script shares: its shell preamble, the settings the stack writes to /etc/ash/ash.env,
-the write-env.py command line and the install step. Each cloud's boot module adds how its machine fetches the release
-archive, reads its secrets and ships its logs."""
+"""What every stack's boot script shares: its shell preamble, the instance's role and settings (`InstanceArgs`), the
+settings the stack writes to /etc/ash/ash.env, the write-env.py command line, what the role's machine sets up and the
+install step, put together by `render`. Each cloud's boot module adds how its machine fetches the release archive,
+reads its secrets and ships its logs."""
 
 from __future__ import annotations
 
 import shlex
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 from .secrets import SECRET_VARIABLES
@@ -31,6 +33,23 @@ echo "ash boot: done $(date -Is)"
 
 # The data dir when the machine has no volume of its own (a runner, or a test container): it stays on the root disk.
 LOCAL_DATA_DIR = "\nmkdir -p /var/lib/ash\n"
+
+
+@dataclass(kw_only=True)
+class InstanceArgs:
+    """What every cloud's boot arguments (its `BootArgs`) have: the instance's role and its plain settings."""
+
+    extras: str  # the package extras install-ash.sh installs (the cloud's snapshot store)
+    snapshot_url: str | None = None
+    settings: dict[str, str] = field(default_factory=dict)
+    # "server": standalone, or ASH_MODE=coordinator when `coordinator` is set (the stack has runners).
+    # "runner": ASH_MODE=runner, `ash runner` (systemd/ash-runner.service) registering with `server_url`.
+    role: Role = "server"
+    coordinator: bool = False
+    server_url: str | None = None
+    # False outside the cloud (tests/distribution/test_cloud_boot.py boots the script in a container): what only the
+    # cloud's own machine has (the data disk, the log agent) is left out.
+    cloud_machine: bool = True
 
 
 def script(header: str, body: str) -> str:
@@ -98,6 +117,61 @@ def fill(template: str, *, role: Role, extras: str, values: Mapping[str, str]) -
     for token, value in replacements.items():
         template = template.replace(token, value)
     return template
+
+
+def render(
+    args: InstanceArgs,
+    *,
+    header: str,
+    body: str,
+    values: Mapping[str, str],
+    log_agent: str,
+    data_disk: str,
+    runner_machine: str,
+    backend: Sequence[str],
+    runner_identity: tuple[str, str],
+    cloud: Mapping[str, str],
+    secret_names: Sequence[str],
+) -> str:
+    """A cloud's boot script: `header` and `body` (see `script`) with their @TOKEN@s filled: the cloud's `values`,
+    then @LOG_AGENT@ (`log_agent`, on the cloud's own machine only), @MACHINE@ (a runner's `runner_machine`, the
+    server's `data_disk`, or off the cloud a data dir on the root disk) and @WRITE_ENV@ (write-env.py with `backend`,
+    the instance's settings and `cloud`'s, a runner's `runner_identity` and `secret_names`)."""
+    runner = args.role == "runner"
+    settings = instance_settings(
+        role=args.role,
+        coordinator=args.coordinator,
+        snapshot_url=args.snapshot_url,
+        server_url=args.server_url,
+        cloud=cloud,
+        extra=args.settings,
+    )
+    write_env = write_env_command(
+        backend, settings, runner_identity=runner_identity if runner else None, secret_names=secret_names
+    )
+    if runner:
+        machine = runner_machine
+    elif args.cloud_machine:
+        machine = data_disk
+    else:
+        machine = LOCAL_DATA_DIR
+    filled = {
+        **values,
+        "@LOG_AGENT@": log_agent if args.cloud_machine else "",
+        "@MACHINE@": machine,
+        "@WRITE_ENV@": write_env,
+    }
+    return fill(script(header, body), role=args.role, extras=args.extras, values=filled)
+
+
+def runner_machine(identity: str) -> str:
+    """A runner's machine: `identity` sets its id and address (shell); its data dir stays on the root disk (its
+    sessions move between runners through the snapshot bucket)."""
+    return f"""
+{identity.strip()}
+mkdir -p /var/lib/ash
+chmod 0711 /var/lib/ash
+"""
 
 
 def data_disk(find_device: str, *, wait_s: int) -> str:

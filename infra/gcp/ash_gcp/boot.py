@@ -8,10 +8,10 @@ every boot, so it is idempotent (a reboot also reinstalls the release)."""
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import quote
 
-from ash_infra.boot import LOCAL_DATA_DIR, Role, data_disk, fill, instance_settings, script, write_env_command
+from ash_infra.boot import InstanceArgs, data_disk, render, runner_machine
 
 METADATA_URL = "http://metadata.google.internal/computeMetadata/v1"
 SECRET_MANAGER_URL = "https://secretmanager.googleapis.com/v1"
@@ -81,40 +81,32 @@ device=/dev/disk/by-id/google-ash-data
 
 # A runner: no data disk (its sessions move between runners through the snapshot bucket); its id and the address the
 # coordinator reaches it at come from the metadata server.
-RUNNER_IDENTITY = r"""
+RUNNER_MACHINE = runner_machine(
+    r"""
 # This runner's id and address, from the metadata server.
 meta() {
   curl -fsS -H 'Metadata-Flavor: Google' "$metadata_url/instance/$1"
 }
 instance_name=$(meta name)
 private_ip=$(meta network-interfaces/0/ip)
-mkdir -p /var/lib/ash
-chmod 0711 /var/lib/ash
 """
+)
 
 
-@dataclass
-class BootArgs:
+@dataclass(kw_only=True)
+class BootArgs(InstanceArgs):
     project: str
     bucket: str
     archive_key: str
     secret_prefix: str
     secret_names: list[str]  # which of SECRET_VARIABLES this instance reads
-    snapshot_url: str | None = None
     extras: str = "postgres,gcs"
-    settings: dict[str, str] = field(default_factory=dict)
-    # "server": standalone, or ASH_MODE=coordinator when `coordinator` is set (the stack has runners).
-    # "runner": ASH_MODE=runner, `ash runner` (systemd/ash-runner.service) registering with `server_url`.
-    role: Role = "server"
-    coordinator: bool = False
-    server_url: str | None = None
     # Only tests/distribution/test_cloud_boot.py changes these, to boot the script in a container against a fake: the
     # base URLs of the metadata server, Cloud Storage and Secret Manager, and `cloud_machine=False`, which leaves out
     # what only a GCE instance has (the data disk; the Ops Agent, which is downloaded from Google's repository).
     metadata_url: str = METADATA_URL
     storage_url: str = STORAGE_URL
     secret_manager_url: str = SECRET_MANAGER_URL
-    cloud_machine: bool = True
 
 
 AGENT_CONFIG = """logging:
@@ -136,31 +128,6 @@ metrics:
 
 
 def startup_script(args: BootArgs) -> str:
-    runner = args.role == "runner"
-    settings = instance_settings(
-        role=args.role,
-        coordinator=args.coordinator,
-        snapshot_url=args.snapshot_url,
-        server_url=args.server_url,
-        cloud={},
-        extra=args.settings,
-    )
-    write_env = write_env_command(
-        [
-            "gcp",
-            '--project "$project" --prefix "$secret_prefix"',
-            '--metadata-url "$metadata_url" --secret-manager-url "$secret_manager_url"',
-        ],
-        settings,
-        runner_identity=("$instance_name", "$private_ip") if runner else None,
-        secret_names=args.secret_names,
-    )
-    if runner:
-        machine = RUNNER_IDENTITY
-    elif args.cloud_machine:
-        machine = DATA_DISK
-    else:
-        machine = LOCAL_DATA_DIR
     values = {
         "@PROJECT@": shlex.quote(args.project),
         "@BUCKET@": shlex.quote(args.bucket),
@@ -169,8 +136,21 @@ def startup_script(args: BootArgs) -> str:
         "@METADATA_URL@": shlex.quote(args.metadata_url),
         "@STORAGE_URL@": shlex.quote(args.storage_url),
         "@SECRET_MANAGER_URL@": shlex.quote(args.secret_manager_url),
-        "@LOG_AGENT@": LOG_AGENT.replace("@AGENT_CONFIG@", AGENT_CONFIG) if args.cloud_machine else "",
-        "@MACHINE@": machine,
-        "@WRITE_ENV@": write_env,
     }
-    return fill(script(HEADER, BODY), role=args.role, extras=args.extras, values=values)
+    return render(
+        args,
+        header=HEADER,
+        body=BODY,
+        values=values,
+        log_agent=LOG_AGENT.replace("@AGENT_CONFIG@", AGENT_CONFIG),
+        data_disk=DATA_DISK,
+        runner_machine=RUNNER_MACHINE,
+        backend=[
+            "gcp",
+            '--project "$project" --prefix "$secret_prefix"',
+            '--metadata-url "$metadata_url" --secret-manager-url "$secret_manager_url"',
+        ],
+        runner_identity=("$instance_name", "$private_ip"),
+        cloud={},
+        secret_names=args.secret_names,
+    )
