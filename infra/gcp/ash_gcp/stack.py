@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pulumi
+from ash_infra.boot import Role
 from ash_infra.secrets import stack_secrets
 from ash_infra.source import source_archive
 
@@ -85,20 +86,7 @@ def build(config: StackConfig) -> Stack:
             runner=runner_member,
         ),
     )
-    script = pulumi.Output.all(storage.bucket.name, storage.artifact.name).apply(
-        lambda a: startup_script(
-            BootArgs(
-                project=config.project,
-                bucket=a[0],
-                archive_key=a[1],
-                secret_prefix=name,
-                secret_names=sorted(values),
-                snapshot_url=f"gs://{a[0]}/snapshots" if config.snapshots else None,
-                settings=config.settings,
-                coordinator=runners,
-            )
-        )
-    )
+    script = boot_script(config, storage, sorted(values), snapshots=config.snapshots, coordinator=runners)
     coordinator = network.coordinator_address
     server = Server(
         name,
@@ -145,20 +133,14 @@ def build(config: StackConfig) -> Stack:
     if coordinator is not None and runner_account is not None:
         # Plain HTTP inside the VPC: every request between coordinator and runners is HMAC-signed (no mutual TLS here).
         coordinator_url = coordinator.address.apply(lambda ip: f"http://{ip}:{API_PORT}")
-        runner_script = pulumi.Output.all(storage.bucket.name, storage.artifact.name, coordinator_url).apply(
-            lambda a: startup_script(
-                BootArgs(
-                    project=config.project,
-                    bucket=a[0],
-                    archive_key=a[1],
-                    secret_prefix=name,
-                    secret_names=[key for key in sorted(values) if key in RUNNER_SECRETS],
-                    snapshot_url=f"gs://{a[0]}/snapshots",
-                    settings=config.settings,
-                    role="runner",
-                    server_url=a[2],
-                )
-            )
+        # A runner always has the snapshot store: it restores what the coordinator's sessions saved.
+        runner_script = boot_script(
+            config,
+            storage,
+            [key for key in sorted(values) if key in RUNNER_SECRETS],
+            snapshots=True,
+            role="runner",
+            server_url=coordinator_url,
         )
         runner_group = RunnerGroup(
             f"{name}-runners",
@@ -177,3 +159,34 @@ def build(config: StackConfig) -> Stack:
         pulumi.export("runnerGroup", runner_group.group.name)
         pulumi.export("runnerServiceAccount", runner_account.email)
     return Stack(network, secrets, storage, database, server, load_balancer, monitoring, runner_group, coordinator_url)
+
+
+def boot_script(
+    config: StackConfig,
+    storage: Storage,
+    secret_names: list[str],
+    *,
+    snapshots: bool,
+    role: Role = "server",
+    coordinator: bool = False,
+    server_url: pulumi.Output[str] | None = None,
+) -> pulumi.Output[str]:
+    """An instance's startup script, the server's or a runner's: one place that names the project, the bucket and the
+    secret prefix, so the two roles cannot drift apart."""
+    # A None URL (the server's) goes through Output.all as a known None, so both roles share one apply.
+    return pulumi.Output.all(storage.bucket.name, storage.artifact.name, server_url).apply(
+        lambda a: startup_script(
+            BootArgs(
+                project=config.project,
+                bucket=a[0],
+                archive_key=a[1],
+                secret_prefix=config.name,
+                secret_names=secret_names,
+                snapshot_url=f"gs://{a[0]}/snapshots" if snapshots else None,
+                settings=config.settings,
+                role=role,
+                coordinator=coordinator,
+                server_url=a[2],
+            )
+        )
+    )
