@@ -35,55 +35,45 @@ class Network(pulumi.ComponentResource):
         # The account default security group of a new VPC allows everything between its members: empty it.
         aws.ec2.DefaultSecurityGroup(name, vpc_id=self.vpc.id, ingress=[], egress=[], opts=vpc_child)
 
-        public_rt = aws.ec2.RouteTable(
-            f"{name}-public",
-            vpc_id=self.vpc.id,
-            routes=[aws.ec2.RouteTableRouteArgs(cidr_block="0.0.0.0/0", gateway_id=igw.id)],
-            tags={"Name": f"{name}-public"},
-            opts=vpc_child,
-        )
-        self.public_subnets, self.private_subnets = [], []
-        for i in range(args.zones):
-            zone = zones[i]
-            public = aws.ec2.Subnet(
-                f"{name}-public-{i}",
-                vpc_id=self.vpc.id,
-                cidr_block=str(blocks[i]),
-                availability_zone=zone,
-                map_public_ip_on_launch=False,
-                tags={"Name": f"{name}-public-{i}", "ash:tier": "public"},
-                opts=vpc_child,
-            )
-            aws.ec2.RouteTableAssociation(
-                f"{name}-public-{i}", subnet_id=public.id, route_table_id=public_rt.id, opts=vpc_child
-            )
-            self.public_subnets.append(public)
+        public = aws.ec2.RouteTableRouteArgs(cidr_block="0.0.0.0/0", gateway_id=igw.id)
+        public_blocks = [str(blocks[i]) for i in range(args.zones)]
+        self.public_subnets = self._tier(name, "public", public, public_blocks, zones, vpc_child)
 
         # One NAT gateway: the private instances reach the model API, PyPI and AWS APIs through it.
         eip = aws.ec2.Eip(f"{name}-nat", domain="vpc", tags={"Name": f"{name}-nat"}, opts=vpc_child)
         nat = aws.ec2.NatGateway(
             name, allocation_id=eip.id, subnet_id=self.public_subnets[0].id, tags={"Name": name}, opts=vpc_child
         )
-        private_rt = aws.ec2.RouteTable(
-            f"{name}-private",
-            vpc_id=self.vpc.id,
-            routes=[aws.ec2.RouteTableRouteArgs(cidr_block="0.0.0.0/0", nat_gateway_id=nat.id)],
-            tags={"Name": f"{name}-private"},
-            opts=vpc_child,
-        )
-        for i in range(args.zones):
-            private = aws.ec2.Subnet(
-                f"{name}-private-{i}",
-                vpc_id=self.vpc.id,
-                cidr_block=str(blocks[args.zones + i]),
-                availability_zone=zones[i],
-                map_public_ip_on_launch=False,
-                tags={"Name": f"{name}-private-{i}", "ash:tier": "private"},
-                opts=vpc_child,
-            )
-            aws.ec2.RouteTableAssociation(
-                f"{name}-private-{i}", subnet_id=private.id, route_table_id=private_rt.id, opts=vpc_child
-            )
-            self.private_subnets.append(private)
+        private = aws.ec2.RouteTableRouteArgs(cidr_block="0.0.0.0/0", nat_gateway_id=nat.id)
+        private_blocks = [str(blocks[args.zones + i]) for i in range(args.zones)]
+        self.private_subnets = self._tier(name, "private", private, private_blocks, zones, vpc_child)
 
         self.register_outputs({"vpcId": self.vpc.id})
+
+    def _tier(
+        self,
+        name: str,
+        tier: str,
+        route: aws.ec2.RouteTableRouteArgs,
+        blocks: list[str],
+        zones: pulumi.Output[list[str]],
+        opts: pulumi.ResourceOptions,
+    ) -> list[aws.ec2.Subnet]:
+        """A subnet per CIDR block, each in its own zone, with the tier's route table (its default route: `route`)."""
+        table = aws.ec2.RouteTable(
+            f"{name}-{tier}", vpc_id=self.vpc.id, routes=[route], tags={"Name": f"{name}-{tier}"}, opts=opts
+        )
+        subnets = []
+        for i, block in enumerate(blocks):
+            subnet = aws.ec2.Subnet(
+                f"{name}-{tier}-{i}",
+                vpc_id=self.vpc.id,
+                cidr_block=block,
+                availability_zone=zones[i],
+                map_public_ip_on_launch=False,
+                tags={"Name": f"{name}-{tier}-{i}", "ash:tier": tier},
+                opts=opts,
+            )
+            aws.ec2.RouteTableAssociation(f"{name}-{tier}-{i}", subnet_id=subnet.id, route_table_id=table.id, opts=opts)
+            subnets.append(subnet)
+        return subnets
