@@ -80,21 +80,18 @@ class Firewall(pulumi.ComponentResource):
         port: int,
         opts: pulumi.ResourceOptions,
     ) -> None:
-        aws.vpc.SecurityGroupIngressRule(
-            name,
-            security_group_id=target.id,
-            referenced_security_group_id=source.id,
-            ip_protocol="tcp",
-            from_port=port,
-            to_port=port,
-            opts=opts,
+        """`target` admits `source` on `port`, and `source` may send there: each group's rule names the other."""
+        rules = (
+            (aws.vpc.SecurityGroupIngressRule, name, target, source),
+            (aws.vpc.SecurityGroupEgressRule, f"{name}-out", source, target),
         )
-        aws.vpc.SecurityGroupEgressRule(
-            f"{name}-out",
-            security_group_id=source.id,
-            referenced_security_group_id=target.id,
-            ip_protocol="tcp",
-            from_port=port,
-            to_port=port,
-            opts=opts,
-        )
+        for rule, rule_name, group, peer in rules:
+            rule(
+                rule_name,
+                security_group_id=group.id,
+                referenced_security_group_id=peer.id,
+                ip_protocol="tcp",
+                from_port=port,
+                to_port=port,
+                opts=opts,
+            )
