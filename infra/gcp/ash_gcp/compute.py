@@ -31,13 +31,21 @@ def service_account(
     return account
 
 
+@dataclass(kw_only=True)
+class TemplateArgs:
+    """What the server's group and the runners' both take: their zone and what their instance template is made of."""
+
+    zone: str
+    machine_type: str
+    subnet_id: pulumi.Input[str]
+    account_email: pulumi.Input[str]
+    startup_script: pulumi.Input[str]
+
+
 def instance_template(
     name: str,
+    args: TemplateArgs,
     *,
-    machine_type: str,
-    subnet_id: pulumi.Input[str],
-    account_email: pulumi.Input[str],
-    startup_script: pulumi.Input[str],
     tag: str,
     data_disk_gb: int | None,
     opts: pulumi.ResourceOptions,
@@ -62,19 +70,21 @@ def instance_template(
     return gcp.compute.InstanceTemplate(
         name,
         name_prefix=f"{name}-",
-        machine_type=machine_type,
+        machine_type=args.machine_type,
         tags=[tag],
         disks=disks,
         # No access_configs: no external address. Outbound traffic goes through Cloud NAT.
         network_interfaces=[
-            gcp.compute.InstanceTemplateNetworkInterfaceArgs(subnetwork=subnet_id, network_ip=network_ip)
+            gcp.compute.InstanceTemplateNetworkInterfaceArgs(subnetwork=args.subnet_id, network_ip=network_ip)
         ],
-        service_account=gcp.compute.InstanceTemplateServiceAccountArgs(email=account_email, scopes=["cloud-platform"]),
+        service_account=gcp.compute.InstanceTemplateServiceAccountArgs(
+            email=args.account_email, scopes=["cloud-platform"]
+        ),
         shielded_instance_config=gcp.compute.InstanceTemplateShieldedInstanceConfigArgs(
             enable_secure_boot=True, enable_vtpm=True, enable_integrity_monitoring=True
         ),
         metadata={"enable-oslogin": "TRUE", "block-project-ssh-keys": "true"},
-        metadata_startup_script=startup_script,
+        metadata_startup_script=args.startup_script,
         opts=opts,
     )
 
@@ -108,14 +118,9 @@ def snapshot_schedule(
     )
 
 
-@dataclass
-class ServerArgs:
+@dataclass(kw_only=True)
+class ServerArgs(TemplateArgs):
     project: str
-    zone: str
-    machine_type: str
-    subnet_id: pulumi.Input[str]
-    account_email: pulumi.Input[str]
-    startup_script: pulumi.Input[str]
     data_disk_gb: int = 100
     snapshot_retention_days: int = 14
     # Multi-machine mode: the coordinator's reserved internal address (a group of one VM can use a fixed address).
@@ -140,10 +145,7 @@ class Server(pulumi.ComponentResource):
         )
         self.template = instance_template(
             name,
-            machine_type=args.machine_type,
-            subnet_id=args.subnet_id,
-            account_email=args.account_email,
-            startup_script=args.startup_script,
+            args,
             tag=SERVER_TAG,
             data_disk_gb=args.data_disk_gb,
             opts=child,
@@ -176,14 +178,9 @@ class Server(pulumi.ComponentResource):
         self.register_outputs({"group": self.group.instance_group})
 
 
-@dataclass
-class RunnerGroupArgs:
-    zone: str
+@dataclass(kw_only=True)
+class RunnerGroupArgs(TemplateArgs):
     count: int
-    machine_type: str
-    subnet_id: pulumi.Input[str]
-    account_email: pulumi.Input[str]
-    startup_script: pulumi.Input[str]
     disk_gb: int = 100  # the boot disk: the system, Ash and the sessions this runner holds
 
 
@@ -198,10 +195,7 @@ class RunnerGroup(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         template = instance_template(
             name,
-            machine_type=args.machine_type,
-            subnet_id=args.subnet_id,
-            account_email=args.account_email,
-            startup_script=args.startup_script,
+            args,
             tag=RUNNER_TAG,
             data_disk_gb=None,
             opts=child,

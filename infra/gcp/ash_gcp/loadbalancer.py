@@ -41,14 +41,7 @@ class LoadBalancer(pulumi.ComponentResource):
         https_proxy = gcp.compute.TargetHttpsProxy(
             name, url_map=https_map.id, ssl_certificates=[certificate.id], ssl_policy=policy.id, opts=child
         )
-        self.https = gcp.compute.GlobalForwardingRule(
-            f"{name}-https",
-            target=https_proxy.id,
-            ip_address=self.address.address,
-            port_range="443",
-            load_balancing_scheme="EXTERNAL_MANAGED",
-            opts=child,
-        )
+        self.https = self._port(f"{name}-https", https_proxy.id, "443", child)
         redirect_map = gcp.compute.URLMap(
             f"{name}-redirect",
             default_url_redirect=gcp.compute.URLMapDefaultUrlRedirectArgs(
@@ -57,12 +50,18 @@ class LoadBalancer(pulumi.ComponentResource):
             opts=child,
         )
         http_proxy = gcp.compute.TargetHttpProxy(f"{name}-redirect", url_map=redirect_map.id, opts=child)
-        self.http = gcp.compute.GlobalForwardingRule(
-            f"{name}-http",
-            target=http_proxy.id,
-            ip_address=self.address.address,
-            port_range="80",
-            load_balancing_scheme="EXTERNAL_MANAGED",
-            opts=child,
-        )
+        self.http = self._port(f"{name}-http", http_proxy.id, "80", child)
         self.register_outputs({"address": self.address.address})
+
+    def _port(
+        self, name: str, proxy_id: pulumi.Input[str], port: str, opts: pulumi.ResourceOptions
+    ) -> gcp.compute.GlobalForwardingRule:
+        """`port` of the static address, forwarded to the proxy `proxy_id`."""
+        return gcp.compute.GlobalForwardingRule(
+            name,
+            target=proxy_id,
+            ip_address=self.address.address,
+            port_range=port,
+            load_balancing_scheme="EXTERNAL_MANAGED",
+            opts=opts,
+        )

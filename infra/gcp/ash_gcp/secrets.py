@@ -37,22 +37,14 @@ class Secrets(pulumi.ComponentResource):
         gcp.secretmanager.SecretVersion(
             f"{self._name}-{key}", secret=secret.id, secret_data=pulumi.Output.secret(value), opts=child
         )
-        gcp.secretmanager.SecretIamMember(
-            f"{self._name}-{key}",
-            secret_id=secret.id,
-            role="roles/secretmanager.secretAccessor",
-            member=self._reader,
-            opts=child,
-        )
+        readers = {f"{self._name}-{key}": self._reader}
         if runners:
             if self._runner_reader is None:
                 raise ValueError("no runner service account to grant")
+            readers[f"{self._name}-{key}-runner"] = self._runner_reader
+        for grant, reader in readers.items():
             gcp.secretmanager.SecretIamMember(
-                f"{self._name}-{key}-runner",
-                secret_id=secret.id,
-                role="roles/secretmanager.secretAccessor",
-                member=self._runner_reader,
-                opts=child,
+                grant, secret_id=secret.id, role="roles/secretmanager.secretAccessor", member=reader, opts=child
             )
         self.secrets[key] = secret
         return secret
