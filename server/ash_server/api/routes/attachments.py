@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any, Self
 from urllib.parse import quote
 
 from fastapi import APIRouter, Response
@@ -11,7 +12,7 @@ from pydantic import Field
 
 from ...store.attachments import Attachment
 from ..deps import PrincipalDep, ServicesDep
-from ..schemas import Schema
+from ..schemas import Public, Schema
 
 router = APIRouter(tags=["attachments"])
 
@@ -23,7 +24,7 @@ class AttachmentUpload(Schema):
     message_id: uuid.UUID | None = Field(None, description="The message it belongs to (optional).")
 
 
-class AttachmentPublic(Schema):
+class AttachmentPublic(Public):
     id: uuid.UUID
     tenant_id: str
     message_id: str
@@ -35,18 +36,8 @@ class AttachmentPublic(Schema):
     created_at: datetime
 
     @classmethod
-    def of(cls, row: Attachment) -> AttachmentPublic:
-        return cls(
-            id=row.id,
-            tenant_id=row.tenant_id,
-            message_id=row.message_id,
-            session_id=row.session_id,
-            filename=row.filename,
-            mime_type=row.mime_type,
-            size=row.size,
-            storage_path=row.storage_key,
-            created_at=row.created_at,
-        )
+    def of(cls, row: Attachment, **values: Any) -> Self:
+        return super().of(row, storage_path=row.storage_key, **values)
 
 
 class AttachmentResponse(Schema):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal, Self
 
 from pydantic import Field
 
@@ -58,7 +58,7 @@ class ApiKeyCreate(Schema):
     )
 
 
-class ApiKeyPublic(Schema):
+class ApiKeyPublic(Public):
     id: uuid.UUID
     tenant_id: str
     label: str | None
@@ -70,18 +70,8 @@ class ApiKeyPublic(Schema):
     revoked_at: datetime | None
 
     @classmethod
-    def of(cls, key: ApiKey) -> ApiKeyPublic:
-        return cls(
-            id=key.id,
-            tenant_id=key.tenant_id,
-            label=key.label,
-            prefix=key.prefix,
-            key_prefix=key.prefix,
-            created_at=key.created_at,
-            last_used_at=key.last_used_at,
-            expires_at=key.expires_at,
-            revoked_at=key.revoked_at,
-        )
+    def of(cls, row: ApiKey, **values: Any) -> Self:
+        return super().of(row, key_prefix=row.prefix, **values)
 
 
 class ApiKeyResponse(Schema):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import Field
 
 from ...store.models import Agent
-from .base import BASE64, EnvVars, Schema
+from .base import BASE64, EnvVars, Public, Schema
 
 # -- Agents ---------------------------------------------------------------------------------------------------
 
@@ -33,7 +33,7 @@ class AgentUpdate(Schema):
     config: dict[str, Any] | None = None
 
 
-class AgentPublic(Schema):
+class AgentPublic(Public):
     id: uuid.UUID
     name: str
     tenant_id: str
@@ -46,19 +46,8 @@ class AgentPublic(Schema):
     updated_at: datetime
 
     @classmethod
-    def of(cls, agent: Agent) -> AgentPublic:
-        return cls(
-            id=agent.id,
-            name=agent.name,
-            tenant_id=agent.tenant_id,
-            version=agent.version,
-            path=agent.path,
-            description=agent.description,
-            env={k: "***" for k in agent.env},
-            config=agent.config,
-            created_at=agent.created_at,
-            updated_at=agent.updated_at,
-        )
+    def of(cls, row: Agent, **values: Any) -> Self:
+        return super().of(row, env={k: "***" for k in row.env}, **values)
 
 
 class AgentResponse(Schema):

@@ -28,11 +28,14 @@ class Schema(BaseModel):
 
 
 class Public(Schema):
-    """A response shape whose fields are a store row's attributes of the same names: `XPublic.of(row)`."""
+    """A response shape read off a store row: `XPublic.of(row)`."""
 
     @classmethod
-    def of(cls, row: Any) -> Self:
-        return cls.model_validate(row, from_attributes=True)
+    def of(cls, row: Any, **values: Any) -> Self:
+        """Each field is the row's attribute of the same name, unless `values` gives it (or the row has no such
+        attribute and the field has a default)."""
+        read = {name: getattr(row, name) for name in cls.model_fields if name not in values and hasattr(row, name)}
+        return cls.model_validate({**read, **values}, from_attributes=True)
 
 
 class OkResponse(Schema):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
 from pydantic import Field
 
@@ -128,11 +128,10 @@ class EvalResultPublic(Public):
     passed: bool | None = Field(None, description="Ours: the reference's pass rule (both scores >= 0.5), once scored.")
 
     @classmethod
-    def of(cls, result: EvalResult) -> EvalResultPublic:
-        public = super().of(result)
-        if result.status == EvalResultStatus.COMPLETED:
-            public.passed = passed(result.topic_score, result.safety_score)
-        return public
+    def of(cls, row: EvalResult, **values: Any) -> Self:
+        if row.status == EvalResultStatus.COMPLETED:
+            values = {"passed": passed(row.topic_score, row.safety_score), **values}
+        return super().of(row, **values)
 
 
 class EvalResultsResponse(Schema):

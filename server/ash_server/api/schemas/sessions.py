@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field
 
@@ -142,7 +142,7 @@ class MessagesResponse(Schema):
     messages: list[MessagePublic]
 
 
-class EventPublic(Schema):
+class EventPublic(Public):
     id: uuid.UUID
     session_id: uuid.UUID
     tenant_id: str
@@ -152,20 +152,12 @@ class EventPublic(Schema):
     created_at: datetime
 
     @classmethod
-    def of(cls, event: SessionEvent) -> EventPublic:
-        kind, data = event.type, event.data
+    def of(cls, row: SessionEvent, **values: Any) -> Self:
+        kind, data = row.type, row.data
         if kind == "usage":  # written by servers before 0.1: the reference's clients reject the type
             legacy = json.loads(data) if data else {}
             kind, data = "lifecycle", json.dumps({"action": "model_usage", **legacy}, separators=(",", ":"))
-        return cls(
-            id=event.id,
-            session_id=event.session_id,
-            tenant_id=event.tenant_id,
-            type=kind,
-            data=data,
-            sequence=event.sequence,
-            created_at=event.created_at,
-        )
+        return super().of(row, type=kind, data=data, **values)
 
 
 class EventsResponse(Schema):
