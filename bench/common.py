@@ -374,9 +374,9 @@ def _note(kind, **fields):
     print("ash-bench " + json.dumps({"kind": kind, **fields}), file=sys.stderr, flush=True)
 _imported = time.monotonic_ns()
 _connect = _driver.SdkDriver.connect
-async def connect(self):
+async def connect(self, *args, **kwargs):
     called = time.monotonic_ns()
-    await _connect(self)
+    await _connect(self, *args, **kwargs)
     _note("start", started=_started, imported=_imported, connect=called, connected=time.monotonic_ns())
 _driver.SdkDriver.connect = connect
 _sent = []

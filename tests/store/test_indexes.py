@@ -13,8 +13,9 @@ from typing import Any
 
 from sqlalchemy import event
 
-from ash_server.store.models import Agent, ApiKey, SessionRow, StreamEvent, utcnow
+from ash_server.store.models import Agent, ApiKey, SessionRow, utcnow
 from ash_server.store.repository import Store
+from ash_server.store.timeline import TurnMessage
 from ash_server.store.usage import UsageFilter
 
 TENANT = "default"
@@ -49,9 +50,9 @@ async def hot_path(store: Store) -> None:
     await store.append_events(session, [("lifecycle", "{}")])
     await store.record_usage(TENANT, sid, "helper", "m", [("message", 1)], "{}")
     await store.update_session(sid, last_active_at=now)
-    await store.append_stream_events(
-        [StreamEvent(session_id=sid, seq=1, turn_id="t", event="done", data="{}", created_at=now)]
-    )
+    await store.append_stream_events([{"session_id": sid, "seq": 1, "turn_id": "t", "event": "done", "data": "{}"}])
+    frame = {"session_id": sid, "seq": 2, "turn_id": "t", "event": "done", "data": "{}"}
+    await store.write_turn(session, [TurnMessage("assistant", "{}", [("text", "{}")])], [frame], last_active_at=now)
     await store.last_stream_seq(sid)
     await store.stream_events_after(sid, 0, before=10)
     await store.last_turn_start(sid)

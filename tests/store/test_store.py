@@ -16,7 +16,6 @@ from ash_server.store.models import (
     ApiKey,
     Credential,
     SessionRow,
-    StreamEvent,
     Tenant,
     utcnow,
 )
@@ -318,7 +317,7 @@ async def test_stream_frames_replay_by_sequence_and_turn(store: Store) -> None:
     assert await store.last_stream_seq(owner.id) == 0
     assert await store.last_turn_start(owner.id) is None
     frames = [
-        StreamEvent(session_id=owner.id, seq=seq, turn_id=turn, event="message", data="{}", partial=seq == 2)
+        {"session_id": owner.id, "seq": seq, "turn_id": turn, "event": "message", "data": "{}", "partial": seq == 2}
         for seq, turn in [(1, "t1"), (2, "t1"), (3, "t1"), (4, "t2"), (5, "t2")]
     ]
     await store.append_stream_events(frames)

@@ -25,6 +25,7 @@ from typing import Any
 from ash_bridge import protocol
 from ash_bridge.protocol import Command, Event
 
+from .. import jsoncodec
 from ..errors import BridgeError, SandboxError
 from .guard import POLL_INTERVAL_S, Breach, SandboxGuard
 from .launcher import LaunchSpec
@@ -115,7 +116,7 @@ class Sandbox:
                 reader, writer = self._connected.result()
                 self._writer = writer
                 line = await reader.readline()
-            event = protocol.decode_event(line) if line else None
+            event = protocol.decode_event(line, jsoncodec.loads) if line else None
             if event is None or event.event != "ready":
                 detail = event.error if event is not None and event.error else self.exit_reason or "bridge closed"
                 raise SandboxError(f"sandbox failed to start: {detail}{self._tail()}", sandbox_id=self.id)
@@ -174,7 +175,7 @@ class Sandbox:
                 if not line:
                     break
                 try:
-                    event = protocol.decode_event(line)
+                    event = protocol.decode_event(line, jsoncodec.loads)
                 except protocol.ProtocolError as exc:
                     self._record("error", f"bridge protocol error: {exc.reason}")
                     continue

@@ -85,7 +85,9 @@ class SessionCore:
     ) -> AsyncIterator[tuple[SessionRow, LiveSession]]:
         """The session, read again once its lock is held (it may have changed while this request waited), and its
         live entry. An ended session is 410 unless `allow_ended`."""
-        await self.get(tenant_id, session_id)  # 404 (or moved) before an entry is made for it
+        known = self.live.get(session_id)
+        if known is None or known.tenant_id != tenant_id:
+            await self.get(tenant_id, session_id)  # 404 (or moved) before an entry is made for it
         async with self.live.locked(session_id, tenant_id) as live:
             session = await self.get(tenant_id, session_id)
             if session.status == SessionStatus.ENDED and not allow_ended:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+from .. import jsoncodec
 
 # (event name, data, partial): partial events go only to clients that asked for partial messages.
 SseEvent = tuple[str, dict[str, Any], bool]
@@ -122,5 +123,4 @@ def _is_local_command_echo(message: dict[str, Any]) -> bool:
     return isinstance(content, str) and content.lstrip().startswith("<local-command-stdout>")
 
 
-def dumps(data: Any) -> str:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+dumps = jsoncodec.dumps

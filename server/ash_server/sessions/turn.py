@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 import uuid
 from collections import deque
@@ -22,10 +21,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import jsoncodec
+from ..store.timeline import TurnMessage
+
 WINDOW = 2048
 SENDER_LAG = 512
 # Frames handed to a subscriber at once: bounds what one stalled client pins in memory while its write blocks.
 BATCH = 64
+# How long a follower (a subscriber that is not the turn's sender) lets frames gather after it is woken.
+FOLLOWER_BATCH_S = 0.05
 FLUSH_EVERY = 64
 FLUSH_AFTER_S = 0.1
 
@@ -49,9 +53,10 @@ class Frame:
 
     @property
     def data(self) -> Any:
-        return json.loads(self.data_json)
+        return jsoncodec.loads(self.data_json)
 
     def wire(self) -> bytes:
+        # Not cached: a window of frames would then hold every frame twice (the test_fanout memory bound).
         return f"id: {self.seq}\nevent: {self.event}\ndata: {self.data_json}\n\n".encode()
 
 
@@ -75,10 +80,16 @@ class Turn:
     timings: TurnTimings = field(default_factory=lambda: TurnTimings(received=time.perf_counter()))
     # Frames not yet written to the store; frames leave the window only once written.
     unflushed: list[Frame] = field(default_factory=list)
+    # SDK messages to store with the next flush of the frames (or the turn's end).
+    unwritten: list[TurnMessage] = field(default_factory=list)
     sender_seq: int = 0
     sender_attached: bool = False
     _last_flush: float = field(default_factory=time.monotonic)
+    # Set (and replaced) when frames are published or the turn ends: what subscribers wait for.
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set (and replaced) when the sender reads on or leaves: what the producer waits for. Apart from `_changed`,
+    # so that the sender's every step does not wake every follower of the session.
+    _progress: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self.next_seq = self.first_seq
@@ -89,7 +100,7 @@ class Turn:
         return self.next_seq - 1
 
     def publish(self, event: str, data: dict[str, Any], *, partial: bool = False) -> Frame:
-        frame = Frame(self.next_seq, event, json.dumps(data, separators=(",", ":"), ensure_ascii=False), partial)
+        frame = Frame(self.next_seq, event, jsoncodec.dumps(data), partial)
         self.next_seq += 1
         self.had_error = self.had_error or event == "error"
         self.window.append(frame)
@@ -106,6 +117,10 @@ class Turn:
         return bool(self.unflushed) and (
             len(self.unflushed) >= FLUSH_EVERY or time.monotonic() - self._last_flush >= FLUSH_AFTER_S
         )
+
+    def take_unwritten(self) -> list[TurnMessage]:
+        messages, self.unwritten = self.unwritten, []
+        return messages
 
     def take_unflushed(self) -> list[Frame]:
         frames, self.unflushed = self.unflushed, []
@@ -130,16 +145,20 @@ class Turn:
 
     def sender_progress(self, seq: int) -> None:
         self.sender_seq = seq
-        self._wake()
+        self._wake_producer()
 
     def detach_sender(self) -> None:
         self.sender_attached = False
-        self._wake()
+        self._wake_producer()
+
+    def _wake_producer(self) -> None:
+        woken, self._progress = self._progress, asyncio.Event()
+        woken.set()
 
     async def wait_for_sender(self) -> None:
         """Hold the producer while the sender is more than SENDER_LAG frames behind (and still reading)."""
         while self.sender_attached and self.last_seq - self.sender_seq > SENDER_LAG:
-            await self.wait_changed(None)
+            await self._progress.wait()
 
 
 class Subscription:
@@ -188,6 +207,10 @@ class Subscription:
                 self._turn = upcoming
                 continue
             await turn.wait_changed(wait)
+            if not self._sender and not turn.finished and turn.last_seq > self.position:
+                # A follower takes what the next few milliseconds publish in one go: 200 followers woken per
+                # frame would take the CPU from the turn and its sender (who is woken at once).
+                await asyncio.sleep(FOLLOWER_BATCH_S)
             if wait is not None and not await self._has_more():
                 return []
         return []
@@ -207,7 +230,10 @@ class Subscription:
                 return stored
             if turn is None:
                 return []
-        return [f for f in turn.window if f.seq > self.position][:BATCH]
+        # The window holds consecutive frames: index it, do not scan it (every follower does this per wake-up).
+        window = turn.window
+        start = max(0, self.position + 1 - window[0].seq) if window else 0
+        return [window[i] for i in range(start, min(start + BATCH, len(window)))]
 
     def close(self) -> None:
         if self._sender and self._turn is not None:

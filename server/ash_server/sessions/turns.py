@@ -20,7 +20,8 @@ from ..observability import logs
 from ..observability.tracing import current_traceparent, traced
 from ..sandbox.sandbox import Sandbox
 from ..states import SandboxState, SessionStatus
-from ..store.models import SessionRow, StreamEvent, utcnow
+from ..store.models import SessionRow, utcnow
+from ..store.timeline import TurnMessage
 from .core import SessionCore, SessionPart
 from .events import dumps, message_role, sse_events, timeline_events
 from .live import LiveSession
@@ -35,6 +36,8 @@ INTERRUPT_GRACE_S = 10.0
 # What a turn leaves behind is written this often before the failure is given up on (waits 0.1, 0.2, 0.4 s ...).
 WRITE_ATTEMPTS = 4
 WRITE_RETRY_S = 0.1
+# Followers' reads of stored frames (catching up past the live window) running at once, on this server.
+FOLLOWER_READS = 2
 
 
 class TurnRunner(SessionPart):
@@ -43,6 +46,7 @@ class TurnRunner(SessionPart):
     def __init__(self, core: SessionCore, *, debug_timing: bool = False) -> None:
         super().__init__(core)
         self._debug_timing = debug_timing
+        self._follower_reads = asyncio.Semaphore(FOLLOWER_READS)
 
     @traced("session.message")
     async def send(
@@ -128,19 +132,16 @@ class TurnRunner(SessionPart):
                         first_token_ms = (time.perf_counter() - started) * 1000
                     role = message_role(message)
                     if role is not None:
-                        await self._store.record_message(
-                            session,
-                            role,
-                            dumps(message),
-                            [(k, dumps(v)) for k, v in timeline_events(message)],
-                        )
+                        # Stored with the frames, at the next flush or the turn's end: one transaction for both.
+                        events = [(k, dumps(v)) for k, v in timeline_events(message)]
+                        turn.unwritten.append(TurnMessage(role, dumps(message), events))
                     for name, data, partial in sse_events(message):
                         turn.publish(name, data, partial=partial)
                     if isinstance(message.get("session_id"), str) and message["session_id"]:
                         sdk_session_id = message["session_id"]
                 elif event.event == "error":
                     error = "turn interrupted" if turn.interrupted else event.error or "unknown error"
-                    await self._core.event(session, "error", {"error": error, "code": event.code})
+                    turn.unwritten.append(TurnMessage.event("error", dumps({"error": error, "code": event.code})))
                     turn.publish("error", {"error": error})
                 elif event.event == "done" and event.sdk_session_id:
                     sdk_session_id = event.sdk_session_id
@@ -149,7 +150,7 @@ class TurnRunner(SessionPart):
                 # Backpressure: a sender that lags holds the turn, and through the socket, the bridge.
                 await turn.wait_for_sender()
         except AshError as exc:
-            await self._core.event(session, "error", {"error": exc.message})
+            turn.unwritten.append(TurnMessage.event("error", dumps({"error": exc.message})))
             turn.publish("error", {"error": exc.message})
         except Exception as exc:  # a turn must always end with done, whatever broke
             if out_of_space(exc):
@@ -161,18 +162,10 @@ class TurnRunner(SessionPart):
         finally:
             if turn.interrupted and not turn.had_error:
                 turn.publish("error", {"error": "turn interrupted"})
-                with contextlib.suppress(Exception):
-                    await self._core.event(session, "error", {"error": "turn interrupted", "code": "interrupted"})
+                interrupted = dumps({"error": "turn interrupted", "code": "interrupted"})
+                turn.unwritten.append(TurnMessage.event("error", interrupted))
             turn.publish("done", {"sessionId": turn.session_id})
-            # The SDK session id first: it is the session's memory on its next cold resume.
-            with contextlib.suppress(Exception):  # retried, logged and counted in _retried already
-                await self._retried(
-                    "sdk_session_id",
-                    session,
-                    lambda: self._core.set(session, sdk_session_id=sdk_session_id, last_active_at=utcnow()),
-                )
-            with contextlib.suppress(Exception):
-                await self._flush(session, turn)
+            await self._write_end(session, turn, sdk_session_id)
             live.next_seq = turn.next_seq
             turn.finish()
             if live.turn is turn:
@@ -205,13 +198,38 @@ class TurnRunner(SessionPart):
                 )
 
     async def _flush(self, session: SessionRow, turn: Turn) -> None:
-        rows = self._rows(session, turn, turn.take_unflushed())
-        if rows:
-            # Taken from the turn once: a retry writes the same frames, none is lost in between.
-            await self._retried("stream_frames", session, lambda: self._store.append_stream_events(rows))
+        # Taken from the turn once: a retry writes the same rows, none is lost in between.
+        messages, rows = turn.take_unwritten(), self._rows(session, turn, turn.take_unflushed())
+        if messages or rows:
+            await self._retried("stream_frames", session, lambda: self._store.write_turn(session, messages, rows))
+
+    async def _write_end(self, session: SessionRow, turn: Turn, sdk_session_id: str | None) -> None:
+        """The turn's end in one transaction: its last messages and frames, the SDK session id (the session's
+        memory on its next cold resume) and its last activity. Should that keep failing, the SDK session id is
+        tried alone: the frames can be lost (the turn's stream was delivered), the memory must not be."""
+        messages, rows = turn.take_unwritten(), self._rows(session, turn, turn.take_unflushed())
+        now = utcnow()
+        try:
+            await self._retried(
+                "turn_end",
+                session,
+                lambda: self._store.write_turn(
+                    session, messages, rows, sdk_session_id=sdk_session_id, last_active_at=now
+                ),
+            )
+        except Exception:  # retried, logged and counted in _retried already
+            try:
+                await self._retried(
+                    "sdk_session_id",
+                    session,
+                    lambda: self._store.update_session(session.id, sdk_session_id=sdk_session_id, last_active_at=now),
+                )
+            except Exception:
+                return
+        session.sdk_session_id, session.last_active_at = sdk_session_id, now
 
     @staticmethod
-    def _rows(session: SessionRow, turn: Turn, frames: list[Frame]) -> list[StreamEvent]:
+    def _rows(session: SessionRow, turn: Turn, frames: list[Frame]) -> list[dict[str, Any]]:
         return stream_rows(session.id, turn.id, frames)
 
     async def _retried(self, what: str, session: SessionRow, write: Callable[[], Awaitable[None]]) -> None:
@@ -254,23 +272,28 @@ class TurnRunner(SessionPart):
         at the running turn's first frame, or replays the latest finished turn. With `follow`, it does not end
         after a turn but waits for the session's next one.
         """
-        session = await self._core.get(tenant_id, session_id)
         sender = turn is not None
-        live = self._core.live.get(session.id)
+        if not sender:
+            # (The sender's turn was started by `send` for this very tenant and session: nothing to check again.)
+            await self._core.get(tenant_id, session_id)
+        live = self._core.live.get(session_id)
         if turn is None and live is not None and live.turn is not None and not live.turn.finished:
             turn = live.turn
         if after is None:
             if turn is not None:
                 after = turn.first_seq - 1
             else:
-                first = await self._store.last_turn_start(session.id)
-                after = first - 1 if first is not None else await self._store.last_stream_seq(session.id)
+                first = await self._store.last_turn_start(session_id)
+                after = first - 1 if first is not None else await self._store.last_stream_seq(session_id)
 
         async def load(after_seq: int, before: int | None, limit: int) -> list[Frame]:
-            rows = await self._store.stream_events_after(session.id, after_seq, before=before, limit=limit)
+            # Followers catching up from the store take turns, a few at a time: the database stays free for the
+            # turns' own writes and their senders' reads.
+            async with contextlib.nullcontext() if sender else self._follower_reads:
+                rows = await self._store.stream_events_after(session_id, after_seq, before=before, limit=limit)
             return [Frame(r.seq, r.event, r.data, r.partial) for r in rows]
 
-        waiter = functools.partial(self._core.live.wait_for_turn, session.id, session.tenant_id) if follow else None
+        waiter = functools.partial(self._core.live.wait_for_turn, session_id, tenant_id) if follow else None
         return Subscription(
             after, include_partial=include_partial, loader=load, turn=turn, sender=sender, next_turn=waiter
         )
@@ -320,18 +343,18 @@ class TurnRunner(SessionPart):
                 await asyncio.wait_for(asyncio.shield(turn.task), timeout=INTERRUPT_GRACE_S + 5)
 
 
-def stream_rows(session_id: uuid.UUID, turn_id: str, frames: Sequence[Frame]) -> list[StreamEvent]:
-    """A turn's frames as the rows the store keeps for replay."""
+def stream_rows(session_id: uuid.UUID, turn_id: str, frames: Sequence[Frame]) -> list[dict[str, Any]]:
+    """A turn's frames as the rows the store keeps for replay (the parameters of its Core insert)."""
     now = utcnow()
     return [
-        StreamEvent(
-            session_id=session_id,
-            seq=f.seq,
-            turn_id=turn_id,
-            event=f.event,
-            data=f.data_json,
-            partial=f.partial,
-            created_at=now,
-        )
+        {
+            "session_id": session_id,
+            "seq": f.seq,
+            "turn_id": turn_id,
+            "event": f.event,
+            "data": f.data_json,
+            "partial": f.partial,
+            "created_at": now,
+        }
         for f in frames
     ]

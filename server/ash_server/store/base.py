@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 import weakref
+from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -43,15 +44,17 @@ class StoreBase:
     # constraints on (session_id, sequence) are the last line: a writer that bypassed this fails loudly.
 
     async def _reserve(
-        self, db: AsyncSession, session_id: uuid.UUID, *, messages: int = 0, events: int = 0
+        self, db: AsyncSession, session_id: uuid.UUID, *, messages: int = 0, events: int = 0, **changes: Any
     ) -> tuple[int, int]:
-        """Reserve `messages` message and `events` event sequences; returns the last sequences before them."""
+        """Reserve `messages` message and `events` event sequences; returns the last sequences before them.
+        `changes`: other columns of the session row set by the same statement (a turn's end)."""
         statement = (
             update(SessionRow)
             .where(SessionRow.id == session_id)
             .values(
                 last_message_seq=SessionRow.last_message_seq + messages,
                 last_event_seq=SessionRow.last_event_seq + events,
+                **changes,
             )
             .returning(SessionRow.last_message_seq, SessionRow.last_event_seq)
             .execution_options(synchronize_session=False)

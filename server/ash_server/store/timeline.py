@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, NamedTuple, TypeVar, Unpack, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, insert, select
 
 from .base import StoreBase
 from .models import (
@@ -17,20 +17,85 @@ from .models import (
     StreamEvent,
     utcnow,
 )
+from .sessions import SessionChanges
+
+# Core statements, compiled once and cached by SQLAlchemy: a turn's rows go in as parameter lists, not ORM objects.
+INSERT_MESSAGES = insert(cast(Table, Message.__table__))
+INSERT_EVENTS = insert(cast(Table, SessionEvent.__table__))
+INSERT_FRAMES = insert(cast(Table, StreamEvent.__table__))
+
+
+class TurnMessage(NamedTuple):
+    """One SDK message of a turn, as stored: its role, its JSON, and the timeline events derived from it; or (no
+    role) a timeline event alone, such as the turn's error."""
+
+    role: str | None
+    content: str
+    events: Sequence[tuple[str, str | None]] = ()
+
+    @classmethod
+    def event(cls, kind: str, data_json: str) -> TurnMessage:
+        return cls(None, "", [(kind, data_json)])
 
 
 class TimelineQueries(StoreBase):
     async def append_messages(
-        self, session: SessionRow, items: Sequence[tuple[str, str]], frames: Sequence[StreamEvent] = ()
+        self, session: SessionRow, items: Sequence[tuple[str, str]], frames: Sequence[dict[str, Any]] = ()
     ) -> list[Message]:
         """Append (role, JSON content) rows, returning them with their sequences; `frames` (a turn's first stream
-        frames) in the same transaction, so a turn whose message is stored always has a start in the stream."""
+        frames, rows of `stream_rows`) in the same transaction, so a turn whose message is stored always has a
+        start in the stream."""
         async with self._write_lock(session.id), self.db() as db, db.begin():
             last, _ = await self._reserve(db, session.id, messages=len(items))
             rows = _messages(session, items, after=last)
-            db.add_all(rows)
-            db.add_all(frames)
+            if rows:
+                columns = ("id", "session_id", "tenant_id", "role", "content", "sequence", "created_at")
+                await db.execute(INSERT_MESSAGES, [{c: getattr(r, c) for c in columns} for r in rows])
+            if frames:
+                await db.execute(INSERT_FRAMES, list(frames))
         return rows
+
+    async def write_turn(
+        self,
+        session: SessionRow,
+        messages: Sequence[TurnMessage],
+        frames: Sequence[dict[str, Any]],
+        **changes: Unpack[SessionChanges],
+    ) -> None:
+        """What a turn produced since its last write, in one transaction of at most four statements: its SDK
+        messages and their timeline events (numbered by the one reservation that also sets `changes`, the end
+        of a turn's SDK session id and last activity), and its stream frames."""
+        if not messages and not changes:
+            if frames:
+                async with self.db() as db, db.begin():
+                    await db.execute(INSERT_FRAMES, list(frames))
+            return
+        events = [event for message in messages for event in message.events]
+        messages = [m for m in messages if m.role is not None]
+        async with self._write_lock(session.id), self.db() as db, db.begin():
+            last_message, last_event = await self._reserve(
+                db, session.id, messages=len(messages), events=len(events), **changes
+            )
+            now = utcnow()
+            base = {"session_id": session.id, "tenant_id": session.tenant_id, "created_at": now}
+            if messages:
+                await db.execute(
+                    INSERT_MESSAGES,
+                    [
+                        {**base, "id": uuid.uuid4(), "role": m.role, "content": m.content, "sequence": last_message + i}
+                        for i, m in enumerate(messages, start=1)
+                    ],
+                )
+            if events:
+                await db.execute(
+                    INSERT_EVENTS,
+                    [
+                        {**base, "id": uuid.uuid4(), "type": kind, "data": data, "sequence": last_event + i}
+                        for i, (kind, data) in enumerate(events, start=1)
+                    ],
+                )
+            if frames:
+                await db.execute(INSERT_FRAMES, list(frames))
 
     async def record_message(
         self, session: SessionRow, role: str, content: str, events: Sequence[tuple[str, str | None]]
@@ -82,11 +147,12 @@ class TimelineQueries(StoreBase):
 
     # -- Stream frames --------------------------------------------------------------------------------------------
 
-    async def append_stream_events(self, rows: Sequence[StreamEvent]) -> None:
+    async def append_stream_events(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Stream frames, as rows of `sessions.turns.stream_rows`."""
         if not rows:
             return
         async with self.db() as db, db.begin():
-            db.add_all(rows)
+            await db.execute(INSERT_FRAMES, list(rows))
 
     async def last_stream_seq(self, session_id: uuid.UUID) -> int:
         async with self.db() as db:
@@ -149,6 +215,7 @@ def _numbered(
     created = at or utcnow()
     return [
         row(
+            id=uuid.uuid4(),
             session_id=session.id,
             tenant_id=session.tenant_id,
             sequence=after + i,

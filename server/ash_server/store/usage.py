@@ -6,16 +6,18 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, Table, func, insert, select
 
 from .base import StoreBase
 from .models import (
-    SessionEvent,
     UsageEvent,
     utcnow,
 )
+from .timeline import INSERT_EVENTS
+
+INSERT_USAGE = insert(cast(Table, UsageEvent.__table__))
 
 
 class UsageQueries(StoreBase):
@@ -31,30 +33,15 @@ class UsageQueries(StoreBase):
         """One model call's usage rows and its timeline event, in one transaction. The event is a `lifecycle` one
         (`action: model_usage`): the reference's event types have no `usage`, and its clients reject unknown ones."""
         now = utcnow()
+        owner = {"tenant_id": tenant_id, "session_id": session_id, "created_at": now}
         async with self._write_lock(session_id), self.db() as db, db.begin():
             _, last = await self._reserve(db, session_id, events=1)
-            db.add_all(
-                UsageEvent(
-                    tenant_id=tenant_id,
-                    session_id=session_id,
-                    agent_name=agent_name,
-                    model=model,
-                    event_type=kind,
-                    value=value,
-                    created_at=now,
-                )
-                for kind, value in metrics
-            )
-            db.add(
-                SessionEvent(
-                    session_id=session_id,
-                    tenant_id=tenant_id,
-                    type="lifecycle",
-                    data=timeline,
-                    sequence=last + 1,
-                    created_at=now,
-                )
-            )
+            if metrics:
+                call = {**owner, "agent_name": agent_name, "model": model}
+                rows = [{**call, "id": uuid.uuid4(), "event_type": kind, "value": value} for kind, value in metrics]
+                await db.execute(INSERT_USAGE, rows)
+            event = {**owner, "id": uuid.uuid4(), "type": "lifecycle", "data": timeline, "sequence": last + 1}
+            await db.execute(INSERT_EVENTS, [event])
 
     async def list_usage(
         self, tenant_id: str, where: UsageFilter | None = None, *, limit: int = 100

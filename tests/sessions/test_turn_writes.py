@@ -1,0 +1,72 @@
+"""What a turn costs the database, counted at the engine: the user message and the turn's start in one
+transaction, the turn's end (its SDK messages, timeline events, stream frames, SDK session id and last activity) in
+one more. A turn of a live session reads its session row once (under its lock) and nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.support.core import core_services, deploy, new_session, turn
+
+
+@dataclass
+class Statements:
+    sql: list[str] = field(default_factory=list)
+    commits: int = 0
+
+    @property
+    def writes(self) -> list[str]:
+        return [s for s in self.sql if not s.lstrip().upper().startswith("SELECT")]
+
+
+@contextmanager
+def counted(engine: AsyncEngine) -> Iterator[Statements]:
+    seen = Statements()
+
+    def statement(_conn: Any, _cursor: Any, sql: str, *_: Any) -> None:
+        seen.sql.append(sql)
+
+    def commit(_conn: Any) -> None:
+        seen.commits += 1
+
+    event.listen(engine.sync_engine, "before_cursor_execute", statement)
+    event.listen(engine.sync_engine, "commit", commit)
+    try:
+        yield seen
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", statement)
+        event.remove(engine.sync_engine, "commit", commit)
+
+
+async def test_a_turn_of_a_live_session_takes_two_transactions_of_seven_writes_and_one_read() -> None:
+    async with core_services() as services:
+        await deploy(services)
+        sid = await new_session(services)
+        await turn(services, sid, "first")  # the session's sandbox is up and its live state known
+        remembered = (await services.sessions.get("default", sid)).sdk_session_id
+        with counted(services.store.engine) as seen:
+            outcome = await turn(services, sid, "second")
+        assert outcome.answer == "echo: second"
+        assert seen.commits == 2, seen.sql
+        # The start: the reservation, the user message, the first frames. The end: the reservation (which also
+        # sets the SDK session id and last activity), the SDK messages, their timeline events, the frames.
+        assert len(seen.writes) == 7, "\n".join(seen.writes)
+        assert len(seen.sql) - len(seen.writes) == 1, "\n".join(seen.sql)  # the session, read under its lock
+        # ...and all of it is there: the messages, the timeline and the frames, the memory for a cold resume.
+        stored = await services.sessions.get("default", sid)
+        assert stored.sdk_session_id == remembered
+        messages = await services.store.list_messages("default", sid, limit=100)
+        assert [m.sequence for m in messages] == list(range(1, len(messages) + 1))
+        roles = [m.role for m in messages]
+        half = len(roles) // 2
+        assert roles[:half] == roles[half:] and roles[0] == "user", roles  # the second turn stored as the first
+        events = await services.store.list_events("default", sid, limit=100)
+        assert [e.sequence for e in events] == list(range(1, len(events) + 1)) and events
+        frames = [f.event for f in await services.store.stream_events_after(sid, 0)]
+        assert frames.count("session_start") == frames.count("done") == 2 and frames[-1] == "done", frames
