@@ -35,10 +35,4 @@ async def exec_in_sandbox(
             session_id=str(session_id),
         )
     result = await services.sandboxes.exec(sandbox, body.command, timeout_ms / 1000)
-    return ExecResponse(
-        exit_code=result.exit_code,
-        stdout=result.stdout,
-        stderr=result.stderr,
-        timed_out=result.timed_out,
-        truncated=result.truncated,
-    )
+    return ExecResponse.of(result)

@@ -42,18 +42,8 @@ async def _case(services: ServicesDep, principal: PrincipalDep, name: str, case_
 
 
 def _new(agent: Agent, body: EvalCaseCreate) -> EvalCase:
-    return EvalCase(
-        tenant_id=agent.tenant_id,
-        agent_name=agent.name,
-        question=body.question,
-        expected_topics=body.expected_topics,
-        expected_not_topics=body.expected_not_topics,
-        reference_answer=body.reference_answer,
-        category=body.category,
-        tags=body.tags,
-        chat_history=[t.model_dump() for t in body.chat_history] if body.chat_history is not None else None,
-        is_active=body.is_active,
-    )
+    # Every field of the body is a column of the same name (chat turns as plain dicts).
+    return EvalCase(tenant_id=agent.tenant_id, agent_name=agent.name, **body.model_dump())
 
 
 # Import and export come before /{case_id}, which would take their names for ids.

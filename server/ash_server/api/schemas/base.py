@@ -28,7 +28,8 @@ class Schema(BaseModel):
 
 
 class Public(Schema):
-    """A response shape read off a store row: `XPublic.of(row)`."""
+    """A response shape read off a store row (or any object with attributes of its fields' names):
+    `XPublic.of(row)`."""
 
     @classmethod
     def of(cls, row: Any, **values: Any) -> Self:

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import BASE64, BIGINT_MAX, Schema
+from .base import BASE64, BIGINT_MAX, Public, Schema
 
 # -- Session files and exec -----------------------------------------------------------------------------------
 
@@ -63,7 +63,7 @@ class ExecCreate(Schema):
     )
 
 
-class ExecResponse(Schema):
+class ExecResponse(Public):
     exit_code: int = Field(description="The command's exit status; 124 when it timed out, 128+N when killed by N.")
     stdout: str
     stderr: str
