@@ -87,14 +87,12 @@ class QueueStatsResponse(Schema):
     stats: QueueStats
 
 
+# The fields of an enqueue the item takes as they are; a replay (the same idempotency key) must repeat them.
+ITEM_FIELDS = {"session_id", "prompt", "priority", "max_retries"}
+
+
 def _same_request(item: QueueItem, body: QueueEnqueue, agent_name: str) -> bool:
-    return (item.agent_name, item.prompt, item.session_id, item.priority, item.max_retries) == (
-        agent_name,
-        body.prompt,
-        body.session_id,
-        body.priority,
-        body.max_retries,
-    )
+    return item.agent_name == agent_name and all(getattr(item, f) == getattr(body, f) for f in ITEM_FIELDS)
 
 
 @router.post(
@@ -133,14 +131,11 @@ async def enqueue(
     item = QueueItem(
         id=uuid.uuid4(),
         tenant_id=tenant,
-        session_id=body.session_id,
         agent_name=agent_name,
-        prompt=body.prompt,
-        priority=body.priority,
-        max_retries=body.max_retries,
         idempotency_key=key,
         status=QueueStatus.PENDING,
         retry_count=0,
+        **body.model_dump(include=ITEM_FIELDS),
     )
     stored, created = await QueueRepository(services.store).enqueue(item)
     if not created:
