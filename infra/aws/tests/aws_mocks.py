@@ -9,25 +9,18 @@ from typing import Any
 
 import pulumi
 from pulumi.runtime.mocks import MockMonitor
+from stack_support import ALL_SECRETS, INTERNAL_SECRET, SECRETS
 from tests.support import pulumi_mocks
 from tests.support.pulumi_mocks import RecordingMocks
 
-SECRETS = {
-    "ash:apiKey": "ash_test-api-key-0123456789abcdef",
-    "ash:anthropicApiKey": "sk-ant-test-0123456789",
-    "ash:credentialKey": "credential-key-0123456789abcdef",
-    "ash:databasePassword": "db-password-0123456789abcdef",
-}
 CONFIG = {
     "ash:domain": "ash.example.com",
     "ash:hostedZoneId": "Z0123456789",
     "ash:alarmEmail": "ops@example.com",
     **SECRETS,
 }
-INTERNAL_SECRET = "internal-secret-0123456789abcdef0123456789abcdef"
 # Multi-machine mode: the server becomes the coordinator of two runners.
 RUNNER_CONFIG = {**CONFIG, "ash:runnerCount": "2", "ash:internalSecret": INTERNAL_SECRET}
-ALL_SECRETS = {**SECRETS, "ash:internalSecret": INTERNAL_SECRET}
 SERVER_IP = "10.42.32.10"  # what the mock gives the server instance
 
 # Where the secrets are meant to be: every other resource's inputs must hold none of them.
@@ -141,6 +134,19 @@ def build_stack(mocks: AwsMocks) -> Any:
             outputs.append(flag.apply(lambda secret, key=key: mocks.probes.update({f"secret:{key}": secret})))
         outputs.append(stack.runners.group.id)
     return pulumi.Output.all(*outputs)
+
+
+def statements_of(policy: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """An instance role's policy statements by Sid, once each is checked for least privilege: it allows, grants no
+    wildcard action, and names every resource only to put metrics, under a condition."""
+    for statement in policy["Statement"]:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        assert statement["Effect"] == "Allow"
+        assert not any(a == "*" or a.endswith(":*") for a in actions), statement
+        if "*" in resources:
+            assert actions == ["cloudwatch:PutMetricData"] and statement["Condition"], statement
+    return {s["Sid"]: s for s in policy["Statement"]}
 
 
 def sg_id(mocks: AwsMocks, role: str) -> str:

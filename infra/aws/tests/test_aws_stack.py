@@ -7,13 +7,8 @@ import base64
 import json
 from typing import Any
 
-from aws_mocks import (
-    SECRET_STORES,
-    SECRETS,
-    AwsMocks,
-    sg_id,
-    user_data_of,
-)
+from aws_mocks import SECRET_STORES, AwsMocks, sg_id, statements_of, user_data_of
+from stack_support import SECRETS, SERVER_SECRETS
 from tests.support.boot_scripts import env_args
 
 
@@ -126,9 +121,7 @@ def test_https_is_enforced(aws: AwsMocks) -> None:
 
 def test_secrets_are_in_ssm_and_never_in_user_data(aws: AwsMocks) -> None:
     parameters = {r.inputs["name"]: r.inputs for r in aws.of("aws:ssm/parameter:Parameter")}
-    assert set(parameters) == {
-        f"/ash/ash-test/{k}" for k in ("api-key", "anthropic-api-key", "credential-key", "database-url")
-    }
+    assert set(parameters) == {f"/ash/ash-test/{k}" for k in SERVER_SECRETS.values()}
     assert all(p["type"] == "SecureString" and p["keyId"] for p in parameters.values())
     template = aws.one("aws:ec2/launchTemplate:LaunchTemplate")
     script = base64.b64decode(template.inputs["userData"]).decode()
@@ -137,12 +130,7 @@ def test_secrets_are_in_ssm_and_never_in_user_data(aws: AwsMocks) -> None:
     assert "parameters=/ash/ash-test" in script
     assert '/etc/ash/ash.env ssm \\\n  --region "$region" --prefix "$parameters"' in script
     _, secrets = env_args(script)
-    assert secrets == {
-        "ASH_API_KEY": "api-key",
-        "ANTHROPIC_API_KEY": "anthropic-api-key",
-        "ASH_CREDENTIAL_KEY": "credential-key",
-        "ASH_DATABASE_URL": "database-url",
-    }
+    assert secrets == SERVER_SECRETS
     from ash_infra.source import REPO
 
     write_env = (REPO / "infra/boot/write-env.py").read_text()
@@ -166,14 +154,7 @@ def test_user_data_installs_ash_and_the_repository_unit(aws: AwsMocks) -> None:
 
 def test_the_instance_role_has_least_privilege(aws: AwsMocks) -> None:
     policy = json.loads(aws.one("aws:iam/rolePolicy:RolePolicy").inputs["policy"])
-    for statement in policy["Statement"]:
-        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
-        assert statement["Effect"] == "Allow"
-        assert not any(a == "*" or a.endswith(":*") for a in actions), statement
-        if "*" in resources:
-            assert actions == ["cloudwatch:PutMetricData"] and statement["Condition"], statement
-    by_sid = {s["Sid"]: s for s in policy["Statement"]}
+    by_sid = statements_of(policy)
     assert by_sid["ReadOwnParameters"]["Resource"] == "arn:aws:ssm:eu-west-1:123456789012:parameter/ash/ash-test/*"
     assert by_sid["ReadWriteSnapshots"]["Resource"].endswith("-bucket/snapshots/*")
     assert by_sid["ReadReleaseArchive"]["Action"] == ["s3:GetObject"]

@@ -7,15 +7,10 @@ import json
 from typing import Any
 
 import pulumi
+from stack_support import ALL_SECRETS, INTERNAL_SECRET, SECRETS
 from tests.support import pulumi_mocks
 from tests.support.pulumi_mocks import RecordingMocks
 
-SECRETS = {
-    "ash:apiKey": "ash_test-api-key-0123456789abcdef",
-    "ash:anthropicApiKey": "sk-ant-test-0123456789",
-    "ash:credentialKey": "credential-key-0123456789abcdef",
-    "ash:databasePassword": "db-password-0123456789abcdef",
-}
 CHANNELS = ["123", "projects/other-project/notificationChannels/456"]  # existing channels: an id, a full name
 CONFIG = {
     "gcp:project": "my-project",
@@ -25,7 +20,6 @@ CONFIG = {
     "ash:notificationChannels": json.dumps(CHANNELS),
     **SECRETS,
 }
-INTERNAL_SECRET = "internal-secret-0123456789abcdef0123456789abcdef"
 # Multi-machine mode: the server becomes the coordinator of two runners.
 RUNNER_CONFIG = {
     **CONFIG,
@@ -33,7 +27,6 @@ RUNNER_CONFIG = {
     "ash:internalSecret": INTERNAL_SECRET,
     "ash:diskSnapshotRetentionDays": "30",
 }
-ALL_SECRETS = {**SECRETS, "ash:internalSecret": INTERNAL_SECRET}
 COORDINATOR_IP = "10.43.0.10"  # what the mock reserves for the coordinator
 SERVER_SA = "serviceAccount:ash-test-server@my-project.iam.gserviceaccount.com"
 RUNNER_SA = "serviceAccount:ash-test-runner@my-project.iam.gserviceaccount.com"

