@@ -38,22 +38,15 @@ MACHINE = Depends(_machine)
 
 def runner_public(view: RunnerView) -> RunnerPublic:
     url = urlsplit(view.url)
-    return RunnerPublic(
+    return RunnerPublic.of(
+        view,
+        pool=view.stats,
         runner_id=view.id,
         host=url.hostname or "",
         port=url.port or (443 if url.scheme == "https" else 80),
         active=view.load,
         max=view.max_sandboxes,
         last_heartbeat=view.last_heartbeat_at,
-        id=view.id,
-        url=view.url,
-        status=view.status,
-        max_sandboxes=view.max_sandboxes,
-        load=view.load,
-        pool=view.stats,
-        version=view.version,
-        registered_at=view.registered_at,
-        last_heartbeat_at=view.last_heartbeat_at,
     )
 
 

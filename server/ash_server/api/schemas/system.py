@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import BIGINT_MAX, Schema
+from .base import BIGINT_MAX, Public, Schema
 
 # -- Health ---------------------------------------------------------------------------------------------------
 
@@ -73,7 +73,7 @@ class RunnerRef(Schema):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
-class RunnerPublic(Schema):
+class RunnerPublic(Public):
     id: str
     url: str
     status: Literal["live", "draining", "dead"]
