@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import shlex
 import socket
 import statistics
@@ -452,6 +453,13 @@ def deploy(client: RawClient, name: str, *, warm_pool: int = 0, path: Path = AGE
 def health(client: RawClient) -> dict[str, Any]:
     result: dict[str, Any] = client.ok("GET", "/health").json()
     return result
+
+
+def database_counts(client: RawClient) -> dict[str, float]:
+    """The server's SQL statements and commits so far (its /metrics: ash_db_statements_total, ash_db_commits_total)."""
+    text = client.ok("GET", "/metrics").body.decode()
+    found = dict(re.findall(r"^ash_db_(statements|commits)_total (\S+)$", text, flags=re.MULTILINE))
+    return {name: float(value) for name, value in found.items()}
 
 
 def wait_until(check: Callable[[], bool], timeout_s: float, what: str) -> None:

@@ -45,6 +45,7 @@ from bench.common import (
     arguments,
     ash_server,
     cpu_seconds,
+    database_counts,
     deploy,
     health,
     load_average,
@@ -172,6 +173,7 @@ def run(quick: bool, runs: int | None = None) -> dict[str, Any]:
                 if n == warmup:
                     cpu = {"server": cpu_seconds([server_pid]), "sandbox": cpu_seconds(in_sandbox)}
                     model_calls = len(fake.requests)
+                    database = database_counts(client)
                 response = client.message(sid, f"{PROMPT} {n}")
                 if n >= warmup:
                     responses.append(response)
@@ -181,6 +183,9 @@ def run(quick: bool, runs: int | None = None) -> dict[str, Any]:
                 "sandbox": cpu_seconds(in_sandbox) - cpu["sandbox"],
             }
             model_calls = len(fake.requests) - model_calls
+            after = database_counts(client)
+            # (The two /metrics reads between add no statement: they read the process's counters.)
+            sql_per_turn = {name: round((after[name] - database[name]) / turns, 2) for name in after}
             notes = wait_for_notes(client, sid, "turn", warmup + turns)[warmup:]
             sockets = list(server.data_dir.glob(f"sandboxes/*/{session['sandboxId']}/model.sock"))
             calls = 20 if quick else 200
@@ -202,6 +207,7 @@ def run(quick: bool, runs: int | None = None) -> dict[str, Any]:
     report["gateway"] = hop
     report["server_cpu_per_request_ms"] = request_cpu
     report["model_calls_per_turn"] = round(model_calls / turns, 2)
+    report["sql_per_turn"] = sql_per_turn
     # CPU per turn (ms): what each process spends, whatever else runs on the machine.
     report["cpu_per_turn_ms"] = {
         "direct_sdk_and_cli": round(direct["cpu_s"] * 1000 / turns, 2),
@@ -297,6 +303,7 @@ def main() -> None:
     print_table("Message overhead (fake model)", rows)
     print("unpaired difference (Ash - direct):", result["unpaired_difference_ms"])
     print("CPU per turn (ms):", result["cpu_per_turn_ms"], "model calls per turn:", result["model_calls_per_turn"])
+    print("SQL per turn:", result["sql_per_turn"])
     print("wrote", write_result("message_overhead", result, quick=args.quick))
 
 

@@ -29,6 +29,7 @@ from typing import Any
 from ash_server.paths import DataDir
 from ash_server.sandbox.admission import StartAdmission
 from ash_server.sandbox.pool import PoolEntry, SandboxPool
+from ash_server.states import SandboxState
 from ash_server.store.database import create_engine, migrate
 from ash_server.store.models import SandboxRow, utcnow
 from ash_server.store.repository import Store
@@ -82,7 +83,7 @@ def timed_sync(operation: Callable[[], object], runs: int) -> list[float]:
     return samples
 
 
-def row(sandbox_id: str, state: str, session_id: uuid.UUID | None = None) -> SandboxRow:
+def row(sandbox_id: str, state: SandboxState, session_id: uuid.UUID | None = None) -> SandboxRow:
     now = utcnow()
     return SandboxRow(
         id=sandbox_id,
@@ -102,10 +103,10 @@ async def fill(store: Store, pool: SandboxPool) -> list[PoolEntry]:
     async with store.db() as db, db.begin():
         for n in range(ROWS):
             sandbox = StandInSandbox(str(uuid.uuid4()))
-            state = "cold" if n % 10 == 0 else "waiting"
+            state = SandboxState.COLD if n % 10 == 0 else SandboxState.WAITING
             db.add(row(sandbox.id, state, uuid.UUID(sandbox.session_id)))
-            if state != "cold":
-                entry = PoolEntry(sandbox, "default", sandbox.session_id, state=state, recorded=state)  # type: ignore[arg-type]
+            if state != SandboxState.COLD:
+                entry = PoolEntry(sandbox, "default", sandbox.session_id, state=state, recorded=state)
                 entry.last_used = time.monotonic() - ROWS + n
                 pool._entries[sandbox.id] = entry
                 entries.append(entry)
@@ -129,25 +130,26 @@ async def measure(url: str, runs: int) -> dict[str, Any]:
         entries = await fill(store, pool)
         # claim: the oldest warm sandbox of a profile, among 10,000 entries (100 of them warm, 10 of this profile).
         for n, entry in enumerate(entries[:100]):
-            entry.state = entry.recorded = "warm"
+            entry.state = entry.recorded = SandboxState.WARM
             entry.profile = PROFILE if n % 10 == 0 else f"other-{n}"
 
         def claim() -> None:
             claimed = pool.claim(PROFILE)
             assert claimed is not None
-            claimed.state, claimed.profile, claimed.claiming = "warm", PROFILE, False
+            claimed.state, claimed.profile, claimed.claiming = SandboxState.WARM, PROFILE, False
 
         results["claim (10k entries)"] = timed_sync(claim, runs)
         results["has_warm (10k entries)"] = timed_sync(lambda: pool.has_warm("default", "nobody"), runs)
         turn = entries[500]
 
         def mark() -> None:
-            pool.mark(turn.id, "running" if turn.state == "waiting" else "waiting")
+            running = turn.state == SandboxState.WAITING
+            pool.mark(turn.id, SandboxState.RUNNING if running else SandboxState.WAITING)
 
         results["mark running/waiting"] = timed_sync(mark, runs)
         results["counts (metrics gauges)"] = timed_sync(pool.counts, runs)
         for entry in entries[:100]:
-            entry.state = entry.recorded = "waiting"
+            entry.state = entry.recorded = SandboxState.WAITING
             entry.profile = None
 
         # sweep: nothing idle (the scan alone), then 1% idle, each evicted by a stand-in evictor.
@@ -155,8 +157,7 @@ async def measure(url: str, runs: int) -> dict[str, Any]:
             await pool.release(entry.sandbox, cold=True)
             return True
 
-        pool.evictor = evict
-        results["sweep scan, nothing idle"] = await timed(lambda: pool.sweep_idle(10**9), runs)
+        results["sweep scan, nothing idle"] = await timed(lambda: pool.sweep_idle(10**9, evict), runs)
         sweeps = []
         for _ in range(max(3, runs // 50)):
             now = time.monotonic()
@@ -164,7 +165,7 @@ async def measure(url: str, runs: int) -> dict[str, Any]:
             for entry in live[: ROWS // 100]:
                 entry.last_used = now - 3600
             started = time.perf_counter_ns()
-            swept = await pool.sweep_idle(1800)
+            swept = await pool.sweep_idle(1800, evict)
             sweeps.append((time.perf_counter_ns() - started) / 1000 / max(1, swept))
             await pool.flush()
             refill(pool, swept)
@@ -190,7 +191,7 @@ async def measure(url: str, runs: int) -> dict[str, Any]:
         evictions = []
         for _ in range(runs):
             started = time.perf_counter_ns()
-            slot = await pool.reserve()
+            slot = await pool.reserve(evict)
             evictions.append((time.perf_counter_ns() - started) / 1000)
             slot.release()
             refill(pool, 1)
@@ -199,8 +200,10 @@ async def measure(url: str, runs: int) -> dict[str, Any]:
 
         # The rows themselves, at 10,000.
         ids = [f"sbx-bench-{n}" for n in range(runs)]
-        results["row insert"] = [await one(lambda i=i: store.save_sandbox(row(i, "warming"))) for i in ids]  # type: ignore[misc]
-        results["row update (state)"] = [await one(lambda i=i: store.update_sandbox(i, state="waiting")) for i in ids]  # type: ignore[misc]
+        results["row insert"] = [await one(lambda i=i: store.save_sandbox(row(i, SandboxState.WARMING))) for i in ids]  # type: ignore[misc]
+        results["row update (state)"] = [
+            await one(lambda i=i: store.update_sandbox(i, state=SandboxState.WAITING)) for i in ids
+        ]  # type: ignore[misc]
         results["row count by state"] = await timed(lambda: store.count_sandboxes(SERVER, "cold"), runs)
         results["row delete"] = [await one(lambda i=i: store.delete_sandbox(i)) for i in ids]  # type: ignore[misc]
         results["list a server's rows (10k, start-up)"] = await timed(

@@ -40,9 +40,9 @@ def main() -> None:
                 client.message(sid, f"{PROMPT} warm-up {n}")
             quiesce()
             assert server.process is not None
+            record = ["record", "--pid", str(server.process.pid), "--rate", "500", "--format", args.format]
             recorder = subprocess.Popen(
-                [py_spy, "record", "--pid", str(server.process.pid), "--rate", "500", "--format", args.format]
-                + ["--output", str(out), "--nonblocking"],
+                [py_spy, *record, "--output", str(out), "--nonblocking"],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
             )

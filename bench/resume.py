@@ -34,9 +34,11 @@ from bench.common import (
     print_table,
     probe_entry,
     quiesce,
+    sandbox_memory_mib,
     summary,
     text,
     wait_for_notes,
+    wait_until,
     write_result,
 )
 
@@ -110,11 +112,36 @@ def run(quick: bool, runs: int | None = None) -> dict[str, Any]:
             report["warm"] = {k: summary(v) for k, v in warm(client, sid, runs).items()}
             report["cold_local"] = {k: summary(v) for k, v in cold(client, sid, cold_runs).items()}
         report["cold_s3"] = s3(fake, env, cold_runs)
+        report["idle_memory"] = idle_memory(fake)
     return {
         "machine": machine(info["isolation"], info["limits"]),
         "runs": {"warm": runs, "cold": cold_runs},
         "load_average_after": load_average(),
         **report,
+    }
+
+
+HOT_WINDOW_MS = 2000
+
+
+def idle_memory(fake: FakeAnthropic) -> dict[str, Any]:
+    """An idle session's memory (its sandbox's processes: bridge, CLI, bubblewrap) right after a turn, while it is
+    hot, and once its hot window (ASH_HOT_WINDOW_MS, short here) has passed."""
+    with ash_server(fake, {"ASH_HOT_WINDOW_MS": str(HOT_WINDOW_MS)}) as (_, client):
+        deploy(client, "idle")
+        session = client.ok("POST", "/api/sessions", {"agent": "idle"}).json()["session"]
+        client.message(session["id"], "remember this")
+        quiesce(0.5)
+        hot = sandbox_memory_mib([session["sandboxId"]])
+        # The sweep runs every window / 4 (at least every second): past the window, within one more sweep.
+        wait_until(lambda: health(client)["pool"]["total"] == 0, 30, "the idle sandbox to stop")
+        past = sandbox_memory_mib([session["sandboxId"]])
+        again = client.message(session["id"], "still there?")  # the conversation goes on, cold
+    return {
+        "hot_window_ms": HOT_WINDOW_MS,
+        "hot": hot,
+        "past_hot_window": past,
+        "next_message_after_window_ms": round(again.elapsed_ms, 1),
     }
 
 

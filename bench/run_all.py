@@ -13,6 +13,8 @@ import importlib
 import json
 import time
 import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from bench.common import RESULTS, load_average, machine, write_result
@@ -28,31 +30,16 @@ BENCHMARKS = (
     "burst",
 )
 
-# (headline, benchmark, path to the number, target, reference system). Targets are "at most", in ms.
-HEADLINES: list[tuple[str, str, tuple[str, ...], float | None, str]] = [
-    ("overhead per message p50 (ms)", "message_overhead", ("overhead_per_turn_ms", "p50"), 0.4, "0.41"),
-    ("overhead per message p99 (ms)", "message_overhead", ("overhead_per_turn_ms", "p99"), 1.0, "0.54"),
-    ("overhead per event p50 (ms)", "message_overhead", ("overhead_per_event_ms", "p50"), None, "-"),
-    ("model gateway hop per call p50 (ms)", "message_overhead", ("gateway", "hop_p50_ms"), None, "-"),
-    ("session create, warm pool p50 (ms)", "session_create", ("create_warm_pool_ms", "p50"), 10.0, "44 (p95 142)"),
-    ("session create, cold p50 (ms)", "session_create", ("create_cold_ms", "p50"), None, "-"),
-    (
-        "first event of a new session's first message p50 (ms)",
-        "session_create",
-        ("warm_first_message_first_event_ms", "p50"),
-        100.0,
-        "~1300 (first token)",
-    ),
-    ("warm resume p50 (ms)", "resume", ("warm", "resume_ms", "p50"), 1.0, "1.7"),
-    ("cold resume before the SDK starts p50 (ms)", "resume", ("cold_local", "to_sdk_connect_ms", "p50"), 30.0, "32"),
-    ("cold resume to first event p50 (ms)", "resume", ("cold_local", "to_first_event_ms", "p50"), 800.0, "-"),
-    ("cold resume from S3 to first event p50 (ms)", "resume", ("cold_s3", "to_first_event_ms", "p50"), 800.0, "-"),
-    ("pool claim at 10k rows p50 (µs)", "pool_ops", ("sqlite", "claim (10k entries)", "p50"), None, "µs"),
-    ("runner hop, first event p50 (ms)", "runner_hop", ("hop_overhead_ms", "first_event_ms", "p50"), None, "-"),
-    ("runner hop, first event p99 (ms)", "runner_hop", ("hop_overhead_ms", "first_event_ms", "p99"), None, "-"),
-    ("runner hop, whole turn p50 (ms)", "runner_hop", ("hop_overhead_ms", "turn_ms", "p50"), None, "-"),
-    ("runner hop, whole turn p99 (ms)", "runner_hop", ("hop_overhead_ms", "turn_ms", "p99"), None, "-"),
-]
+
+@dataclass(frozen=True)
+class Headline:
+    """One row of issue 16's table: the figure when the issue was filed, the target, and how to read ours."""
+
+    measure: str
+    today: str
+    target: str
+    value: Callable[[dict[str, dict[str, Any]]], Any]
+    met: Callable[[Any], bool] | None = None
 
 
 def dig(document: dict[str, Any], path: tuple[str, ...]) -> Any:
@@ -64,45 +51,168 @@ def dig(document: dict[str, Any], path: tuple[str, ...]) -> Any:
     return value
 
 
+def at(benchmark: str, *path: str) -> Callable[[dict[str, dict[str, Any]]], Any]:
+    return lambda results: dig(results.get(benchmark, {}), path)
+
+
+def at_most(limit: float) -> Callable[[Any], bool]:
+    return lambda value: value <= limit
+
+
+def _fanout(results: dict[str, dict[str, Any]]) -> Any:
+    """The sender's turn with 200 followers over without any, for the longest turn measured."""
+    turns = results.get("sse_fanout", {}).get("turns", [])
+    if not turns:
+        return None
+    longest = max(t["chunks"] for t in turns)
+    alone = next((t["sender_turn_ms"] for t in turns if t["chunks"] == longest and t["followers"] == 0), None)
+    crowd = next((t["sender_turn_ms"] for t in turns if t["chunks"] == longest and t["followers"] > 0), None)
+    return round(crowd / alone, 2) if alone and crowd else None
+
+
+def _top_concurrency(results: dict[str, dict[str, Any]]) -> Any:
+    levels = results.get("concurrency", {}).get("levels", [])
+    top = max(levels, key=lambda level: level["sessions"], default=None)
+    if top is None:
+        return None
+    turn = top["turn_ms"]
+    return {"sessions": top["sessions"], "errors": top["errors"], "p99_over_p50": round(turn["p99"] / turn["p50"], 2)}
+
+
+def _burst(results: dict[str, dict[str, Any]]) -> Any:
+    burst = results.get("burst", {})
+    if not burst:
+        return None
+    return {
+        "succeeded": f"{burst['succeeded']} of {burst['sessions']}",
+        "p99_ms": round(burst["burst_create_ms"]["p99"]),
+        "target_p99_ms": round(burst["target_p99_ms"]),
+    }
+
+
+def _sql(results: dict[str, dict[str, Any]]) -> Any:
+    per_turn = dig(results.get("message_overhead", {}), ("sql_per_turn",))
+    return f"{per_turn['statements']:g} / {per_turn['commits']:g}" if per_turn else None
+
+
+def _idle_memory(results: dict[str, dict[str, Any]]) -> Any:
+    idle = dig(results.get("resume", {}), ("idle_memory",))
+    return (
+        {"hot_pss_mib": idle["hot"]["pss_mib"], "past_window_pss_mib": idle["past_hot_window"]["pss_mib"]}
+        if idle
+        else None
+    )
+
+
+HEADLINES: list[Headline] = [
+    Headline(
+        "added overhead per message, paired, p50 (ms)",
+        "28.0",
+        "<= 1",
+        at("message_overhead", "overhead_per_turn_ms", "p50"),
+        at_most(1),
+    ),
+    Headline(
+        "added overhead per message, paired, p99 (ms)",
+        "85",
+        "<= 3",
+        at("message_overhead", "overhead_per_turn_ms", "p99"),
+        at_most(3),
+    ),
+    Headline(
+        "server CPU per turn (ms)", "61.6", "<= 4", at("message_overhead", "cpu_per_turn_ms", "ash_server"), at_most(4)
+    ),
+    Headline("SQL statements / commits per turn", "~20 / 8", "<= 4 / 1 (+1 per 64 frames)", _sql),
+    Headline(
+        "per-event overhead p50 (ms)",
+        "7.8",
+        "<= 0.3",
+        at("message_overhead", "overhead_per_event_ms", "p50"),
+        at_most(0.3),
+    ),
+    Headline(
+        "session create from the warm pool p50 (ms)",
+        "14.6",
+        "<= 3",
+        at("session_create", "create_warm_pool_ms", "p50"),
+        at_most(3),
+    ),
+    Headline(
+        "session create, cold, to ready p50 (ms)",
+        "2400",
+        "<= 700",
+        at("session_create", "create_cold_ms", "p50"),
+        at_most(700),
+    ),
+    Headline(
+        "first event of a new session's first message, warm pool p50 (ms)",
+        "172",
+        "<= CLI first query + 5",
+        at("session_create", "warm_first_message_first_event_ms", "p50"),
+    ),
+    Headline("warm resume p50 (ms)", "18.3", "<= 1", at("resume", "warm", "resume_ms", "p50"), at_most(1)),
+    Headline(
+        "cold resume to the SDK's connect() p50 (ms)",
+        "1468",
+        "<= 150",
+        at("resume", "cold_local", "to_sdk_connect_ms", "p50"),
+        at_most(150),
+    ),
+    Headline(
+        "cold resume to first event, local p50 (ms)",
+        "2500",
+        "<= 800",
+        at("resume", "cold_local", "to_first_event_ms", "p50"),
+        at_most(800),
+    ),
+    Headline(
+        "cold resume to first event, S3 p50 (ms)",
+        "1800",
+        "<= 1000",
+        at("resume", "cold_s3", "to_first_event_ms", "p50"),
+        at_most(1000),
+    ),
+    Headline(
+        "runner hop per turn p50 (ms)",
+        "7.8",
+        "<= 1.5",
+        at("runner_hop", "hop_overhead_ms", "turn_ms", "p50"),
+        at_most(1.5),
+    ),
+    Headline("200 slow followers: sender's turn / alone", "starved (30-100x)", "<= 1.10", _fanout, at_most(1.1)),
+    Headline(
+        "50 sessions x 10 messages on 2 cores",
+        "0 errors",
+        "0 errors, p99 <= 2 x p50",
+        _top_concurrency,
+        lambda v: v["sessions"] >= 50 and v["errors"] == 0 and v["p99_over_p50"] <= 2,
+    ),
+    Headline(
+        "burst: 50 creates at once, no warm pool",
+        "0 of 50",
+        "50 of 50; p99 <= 50 x cold / cores",
+        _burst,
+        lambda v: (
+            v["succeeded"].split(" of ")[0] == v["succeeded"].split(" of ")[1] and v["p99_ms"] <= v["target_p99_ms"]
+        ),
+    ),
+    Headline(
+        "idle session memory, PSS (MiB): hot / past the hot window",
+        "~165 / -",
+        "<= 180 / <= 15",
+        _idle_memory,
+        lambda v: v["hot_pss_mib"] <= 180 and v["past_window_pss_mib"] <= 15,
+    ),
+]
+
+
 def headlines(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
-    for name, benchmark, path, target, reference in HEADLINES:
-        value = dig(results.get(benchmark, {}), path)
-        met = None if value is None or target is None else value <= target
+    for row in HEADLINES:
+        value = row.value(results)
+        met = None if value is None or row.met is None else row.met(value)
         ours = round(value, 2) if isinstance(value, float) else value
-        rows.append({"measure": name, "ours": ours, "target": target, "met": met, "reference": reference})
-    concurrency = results.get("concurrency", {})
-    top = max(concurrency.get("levels", []), key=lambda level: level["sessions"], default=None)
-    if top is not None:
-        rows.append(
-            {
-                "measure": f"{top['sessions']} concurrent active sessions: errors",
-                "ours": top["errors"],
-                "target": "0 errors at 50 sessions",
-                "met": top["sessions"] >= 50 and top["errors"] == 0,
-                "reference": "-",
-            }
-        )
-    burst = results.get("burst", {})
-    if burst:
-        rows.append(
-            {
-                "measure": f"burst of {burst['sessions']} creates, no warm pool: succeeded",
-                "ours": burst["succeeded"],
-                "target": f"{burst['sessions']} of {burst['sessions']}",
-                "met": burst["succeeded"] == burst["sessions"],
-                "reference": "-",
-            }
-        )
-        rows.append(
-            {
-                "measure": "burst create p99 (ms)",
-                "ours": round(burst["burst_create_ms"]["p99"], 1),
-                "target": burst["target_p99_ms"],
-                "met": burst["target_met"],
-                "reference": "-",
-            }
-        )
+        rows.append({"measure": row.measure, "today": row.today, "ours": ours, "target": row.target, "met": met})
     return rows
 
 
@@ -163,14 +273,16 @@ def print_headlines(rows: list[dict[str, Any]]) -> None:
         from rich.table import Table
     except ImportError:
         for row in rows:
-            print(f"{row['measure']:56s} {row['ours']!s:>10} target {row['target']!s:>8} met {row['met']}")
+            print(
+                f"{row['measure']:56s} {row['today']:>10} {row['ours']!s:>10} target {row['target']} met {row['met']}"
+            )
         return
-    table = Table(title="Headlines", title_justify="left")
-    for column in ("measure", "ours", "target", "met", "reference"):
+    table = Table(title="Headlines (issue 16's table: the figure when it was filed, ours now, the target)")
+    for column in ("measure", "when filed", "now", "target", "met"):
         table.add_column(column, no_wrap=column == "measure")
     for row in rows:
         met = {True: "yes", False: "NO", None: ""}[row["met"]]
-        table.add_row(row["measure"], str(row["ours"]), str(row["target"] or ""), met, row["reference"])
+        table.add_row(row["measure"], row["today"], str(row["ours"]), row["target"], met)
     Console(width=140).print(table)
 
 

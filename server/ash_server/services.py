@@ -45,7 +45,14 @@ from .snapshots.local import LocalSnapshotStore
 from .snapshots.service import SnapshotService
 from .store.agent_versions import AgentVersionStore
 from .store.attachments import AttachmentStore
-from .store.database import DatabaseUnavailable, PoolOptions, create_engine, migrate, wait_for_database
+from .store.database import (
+    DatabaseUnavailable,
+    PoolOptions,
+    count_statements,
+    create_engine,
+    migrate,
+    wait_for_database,
+)
 from .store.evals import EvalStore
 from .store.repository import Store
 
@@ -131,13 +138,14 @@ async def build_services(
         timeout_s=settings.database_pool_timeout_ms / 1000,
     )
     store = Store(create_engine(url, pool))
+    metrics = metrics or Metrics()
+    count_statements(store.engine, metrics.db_statements.inc, metrics.db_commits.inc)
     auth = Authenticator(
         store, load_secret(settings), failures=RateLimiter(settings.rate_limit_auth_failures_per_minute)
     )
     if settings.mode != "runner":  # runners take no API keys: coordinators authenticate
         await auth.bootstrap(settings)
     credential_service = CredentialService.from_settings(store, settings)
-    metrics = metrics or Metrics()
     gateway = Gateway(settings, store, credential_service, metrics=metrics)
     try:
         # A coordinator starts no sandbox: it needs no isolation (its runners check theirs).

@@ -43,6 +43,10 @@ class Metrics:
             ["what"],
             registry=r,
         )
+        self.db_statements = Counter(
+            "ash_db_statements_total", "SQL statements this server sent to its database.", registry=r
+        )
+        self.db_commits = Counter("ash_db_commits_total", "Transactions this server committed.", registry=r)
         self.first_event_seconds = latency(
             r, "ash_turn_first_event_seconds", "From the message to the bridge's first event of the turn."
         )

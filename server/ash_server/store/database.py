@@ -8,7 +8,7 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,3 +173,10 @@ def upgrade(url: str) -> list[str]:
 async def migrate(url: str) -> list[str]:
     # Alembic's env runs its own event loop, so it must not run on the server's loop thread.
     return await asyncio.to_thread(upgrade, url)
+
+
+def count_statements(engine: AsyncEngine, statement: Callable[[], None], commit: Callable[[], None]) -> None:
+    """Call `statement` for every SQL statement the engine sends and `commit` for every commit (/metrics counts
+    them: what a turn costs the database, measured where it runs)."""
+    event.listen(engine.sync_engine, "before_cursor_execute", lambda *_: statement())
+    event.listen(engine.sync_engine, "commit", lambda *_: commit())
