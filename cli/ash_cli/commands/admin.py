@@ -63,6 +63,14 @@ def server_errors() -> Iterator[None]:
         raise CliError(exc.message) from exc
 
 
+@contextlib.contextmanager
+def on_server() -> Iterator[Settings]:
+    """The server's settings (`server_settings`), and its errors inside the block as one-line CLI errors."""
+    settings = server_settings()
+    with server_errors():
+        yield settings
+
+
 def run_server_code(coroutine: Coroutine[Any, Any, T]) -> T:
     with server_errors():
         return asyncio.run(coroutine)
@@ -145,51 +153,64 @@ def list_tenants(ctx: typer.Context, json_output: JsonOption = False) -> None:
         out.print(f"{escape(row['id'])}  [dim]{escape(row['label'] or '')}  {row['createdAt'][:19]}[/]")
 
 
-def _summary(summary: Any) -> str:
+BackupFile = Annotated[Path, typer.Argument(help="The archive to write (tar.gz, mode 0600).", metavar="FILE")]
+RestoreFile = Annotated[Path, typer.Argument(help="An archive written by `ash backup`.", metavar="FILE")]
+
+
+def _report(
+    ctx: typer.Context,
+    json_output: bool,
+    summary: Any,
+    record: dict[str, Any],
+    headline: str,
+    *,
+    note: str | None = None,
+) -> None:
+    """A backup's or a restore's `summary`: `record` and the counts as JSON, or `headline`, the counts and `note`."""
+    if wants_json(ctx, json_output):
+        print_json({**record, **summary.counts})
+        return
     counts = summary.counts
-    return (
-        f"{counts.get('agents', 0)} agents, {counts.get('sessions', 0)} sessions, {counts.get('messages', 0)} "
+    out.print(headline)
+    out.print(
+        f"  {counts.get('agents', 0)} agents, {counts.get('sessions', 0)} sessions, {counts.get('messages', 0)} "
         f"messages, {counts.get('tenants', 0)} tenants; {summary.files} files"
     )
+    if note is not None:
+        err.print(note)
 
 
-def backup(
-    ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="The archive to write (tar.gz, mode 0600).", metavar="FILE")],
-    json_output: JsonOption = False,
-) -> None:
+def backup(ctx: typer.Context, file: BackupFile, json_output: JsonOption = False) -> None:
     """Back up the server's database and data dir into one archive (the server may keep running)."""
     from ash_server import backup as backups
 
-    settings = server_settings()
-    with server_errors():
+    with on_server() as settings:
         summary = backups.backup(settings, file)
-    if wants_json(ctx, json_output):
-        print_json({"file": str(file), "engine": summary.engine, "revision": summary.revision, **summary.counts})
-        return
-    out.print(f"Backed up {escape(str(settings.data_dir))} ({summary.engine}) to [bold]{escape(str(file))}[/]:")
-    out.print(f"  {_summary(summary)}")
-    err.print("[dim]Keep ASH_CREDENTIAL_KEY with it: stored credentials cannot be decrypted without it.[/]")
+    _report(
+        ctx,
+        json_output,
+        summary,
+        {"file": str(file), "engine": summary.engine, "revision": summary.revision},
+        f"Backed up {escape(str(settings.data_dir))} ({summary.engine}) to [bold]{escape(str(file))}[/]:",
+        note="[dim]Keep ASH_CREDENTIAL_KEY with it: stored credentials cannot be decrypted without it.[/]",
+    )
 
 
-def restore(
-    ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="An archive written by `ash backup`.", metavar="FILE")],
-    json_output: JsonOption = False,
-) -> None:
+def restore(ctx: typer.Context, file: RestoreFile, json_output: JsonOption = False) -> None:
     """Restore a backup into an empty data dir (and, for PostgreSQL, an empty database); then start the server."""
     from ash_server import backup as backups
 
-    settings = server_settings()
-    if not file.is_file():
-        raise CliError(f"no backup at {file}")
-    with server_errors():
+    with on_server() as settings:
+        if not file.is_file():
+            raise CliError(f"no backup at {file}")
         summary = backups.restore(settings, file)
-    if wants_json(ctx, json_output):
-        print_json({"dataDir": str(settings.data_dir), "engine": summary.engine, **summary.counts})
-        return
-    out.print(f"Restored [bold]{escape(str(file))}[/] into {escape(str(settings.data_dir))} ({summary.engine}):")
-    out.print(f"  {_summary(summary)}")
+    _report(
+        ctx,
+        json_output,
+        summary,
+        {"dataDir": str(settings.data_dir), "engine": summary.engine},
+        f"Restored [bold]{escape(str(file))}[/] into {escape(str(settings.data_dir))} ({summary.engine}):",
+    )
 
 
 def register(app: typer.Typer) -> None:
