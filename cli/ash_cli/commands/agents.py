@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 from rich.markup import escape
 
 from ..bundle import collect, validate_name
+from ..client import AshClient
 from ..context import JsonOption, show, state, wants_json
 from ..output import agent_details, agent_table, out, print_json, version_table
 
 __all__ = ["agent_app", "register"]
+
+T = TypeVar("T")
 
 NameArg = Annotated[str, typer.Argument(help="Agent name.", metavar="NAME")]
 
@@ -48,12 +52,19 @@ def list_agents(ctx: typer.Context, json_output: JsonOption = False) -> None:
     show(ctx, json_output, agents, agent_table)
 
 
+def _show_agent(
+    ctx: typer.Context, json_output: bool, name: str, get: Callable[[AshClient, str], T], render: Callable[[T], None]
+) -> None:
+    """What `get` reads of the agent `name` (its details, its versions), shown."""
+    with state(ctx).client() as client:
+        value = get(client, name)
+    show(ctx, json_output, value, render)
+
+
 @agent_app.command("info")
 def info(ctx: typer.Context, name: NameArg, json_output: JsonOption = False) -> None:
     """Show one agent."""
-    with state(ctx).client() as client:
-        agent = client.get_agent(name)
-    show(ctx, json_output, agent, agent_details)
+    _show_agent(ctx, json_output, name, AshClient.get_agent, agent_details)
 
 
 @agent_app.command("delete")
@@ -70,9 +81,7 @@ def delete(ctx: typer.Context, name: NameArg, json_output: JsonOption = False) -
 @agent_app.command("versions")
 def versions(ctx: typer.Context, name: NameArg, json_output: JsonOption = False) -> None:
     """List an agent's versions, newest first; every deploy is one."""
-    with state(ctx).client() as client:
-        listed = client.list_agent_versions(name)
-    show(ctx, json_output, listed, version_table)
+    _show_agent(ctx, json_output, name, AshClient.list_agent_versions, version_table)
 
 
 @agent_app.command("activate")
