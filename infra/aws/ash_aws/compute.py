@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
-
-from .firewall import API_PORT
+from ash_infra.boot import API_PORT
 
 DEBIAN_OWNER = "136693071363"  # Debian's official AMIs
 

@@ -9,8 +9,7 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
-
-from .firewall import API_PORT
+from ash_infra.boot import API_PORT
 
 
 @dataclass

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_gcp as gcp
+from ash_infra.boot import API_PORT
 
-from .network import API_PORT, RUNNER_TAG, SERVER_TAG
+from .network import RUNNER_TAG, SERVER_TAG
 
 IMAGE = "debian-cloud/debian-12"
 DATA_DEVICE = "ash-data"

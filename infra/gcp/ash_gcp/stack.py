@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pulumi
-from ash_infra.boot import Role
+from ash_infra.boot import API_PORT, Role
 from ash_infra.secrets import stack_secrets
 from ash_infra.source import source_archive
 
@@ -15,7 +15,7 @@ from .config import StackConfig
 from .database import Database, DatabaseArgs
 from .loadbalancer import LoadBalancer, LoadBalancerArgs
 from .monitoring import Monitoring, MonitoringArgs
-from .network import API_PORT, Network, NetworkArgs
+from .network import Network, NetworkArgs
 from .secrets import Secrets, SecretsArgs
 from .storage import Storage, StorageArgs
 
