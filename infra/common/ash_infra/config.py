@@ -38,7 +38,7 @@ class CommonConfig:
     snapshots: bool = True
     snapshot_noncurrent_days: int = 30
     model_provider: str = "anthropic"
-    alarm_email: str | None = None
+    alarm_email: str | None = None  # the alarms by e-mail (an SNS subscription; a GCP notification channel)
     settings: dict[str, str] = field(default_factory=dict)
     name: str = "ash"
 
