@@ -8,6 +8,8 @@ user owns it), then the other namespaces, then the nested user namespace. The co
 
     python -I -S -c "$(cat enter.py)" <bwrap's pid> <working dir> <command...>
 
+The bridge template (template.py) imports it to put a forked bridge into a sandbox the same way (`join`).
+
 The sandbox's pid 1 (bwrap's child) is looked up here, as the sandbox user, rather than by the server: under
 systemd's `ProtectProc=invisible` (systemd/ash.service) the server's user cannot see the sandbox user's processes
 in /proc at all, while this helper, running as their owner, can.
@@ -38,7 +40,8 @@ def _setns(libc: ctypes.CDLL, fd: int, kind: int) -> None:
         raise OSError(err, f"setns({kind:#x}): {os.strerror(err)}")
 
 
-# How this helper says it found no sandbox to enter; the server answers that as "cannot run commands now".
+# How this helper says it found no sandbox to enter; the server answers that as "cannot run commands now". The
+# same as ash_bridge.protocol's EXEC_NOT_RUNNING* (this file runs as source, with no package to import from).
 NOT_RUNNING = 125
 NOT_RUNNING_MESSAGE = "the sandbox has no process inside its namespaces (is it still starting or stopping?)"
 
@@ -65,12 +68,22 @@ def inner_pid(outer: str) -> str | None:
     return None
 
 
-def main(args: list[str]) -> int:
-    bwrap_pid, cwd, *command = args
+class NotRunning(Exception):
+    """The sandbox has no process inside its namespaces to join."""
+
+
+def join(bwrap_pid: str) -> None:
+    """Move this (single-threaded) process into the namespaces of the sandbox bwrap `bwrap_pid` runs: its user,
+    mount, network, IPC, UTS and cgroup namespaces at once, its PID namespace for the children it forks next.
+    The process then holds every capability of the sandbox's user namespace: drop them before running anything."""
     pid = inner_pid(bwrap_pid)
     if pid is None:
-        sys.stderr.write(NOT_RUNNING_MESSAGE + "\n")
-        return NOT_RUNNING
+        raise NotRunning(NOT_RUNNING_MESSAGE)
+    join_process(pid)
+
+
+def join_process(pid: str) -> None:
+    """`join`, given a process inside the sandbox (seen from the host)."""
     libc = ctypes.CDLL(None, use_errno=True)
     user = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     others = {kind: os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC) for name, kind in NAMESPACES.items()}
@@ -79,6 +92,17 @@ def main(args: list[str]) -> int:
     for kind, fd in others.items():
         _setns(libc, fd, kind)
     _setns(libc, user, CLONE_NEWUSER)
+    for fd in (user, outer, *others.values()):
+        os.close(fd)
+
+
+def main(args: list[str]) -> int:
+    bwrap_pid, cwd, *command = args
+    try:
+        join(bwrap_pid)
+    except NotRunning:
+        sys.stderr.write(NOT_RUNNING_MESSAGE + "\n")
+        return NOT_RUNNING
     os.chdir(cwd)
     child = os.fork()
     if child == 0:

@@ -99,6 +99,10 @@ def encode(frame: Command | Event) -> bytes:
     return data + b"\n"
 
 
+# How the exec helper (enter.py, which runs as source and imports nothing) says the sandbox has no process to join.
+EXEC_NOT_RUNNING = 125
+EXEC_NOT_RUNNING_MESSAGE = "the sandbox has no process inside its namespaces (is it still starting or stopping?)"
+
 # Reads one JSON document; the server passes a faster one than the standard library's.
 Loads = Callable[[bytes], Any]
 

@@ -56,6 +56,12 @@ class Settings(BaseSettings):
         60_000, ge=0, description="How long the server retries connecting to the database at start, with backoff."
     )
     max_sandboxes: int = Field(1000, ge=1, description="Maximum number of live sandboxes.")
+    bridge_start: Literal["exec", "fork"] = Field(
+        "fork",
+        description="How a sandbox's bridge starts: `exec`, a new interpreter that imports the SDK; `fork`, forked "
+        "from a template process that imported it once (bubblewrap isolation with cgroup limits; otherwise, or after "
+        "three failed forks in a row, exec).",
+    )
     hot_window_ms: int = Field(
         600_000,
         ge=1000,

@@ -59,3 +59,12 @@ def test_frames_are_size_capped() -> None:
         protocol.encode(huge)
     with pytest.raises(ProtocolError, match="cap"):
         protocol.decode_event(b"{" + b" " * protocol.MAX_FRAME_BYTES + b"}")
+
+
+def test_the_exec_helpers_not_running_answer_is_the_protocols() -> None:
+    from ash_bridge import enter, protocol
+
+    assert (enter.NOT_RUNNING, enter.NOT_RUNNING_MESSAGE) == (
+        protocol.EXEC_NOT_RUNNING,
+        protocol.EXEC_NOT_RUNNING_MESSAGE,
+    )

@@ -25,12 +25,16 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from ash_bridge import protocol
+
 from ..errors import SandboxError
 from ..paths import chown_tree
 from .environment import DEFAULT_PATH
-from .launcher import LaunchSpec, drop_privileges
+from .launcher import LaunchSpec, SandboxProcess, drop_privileges
 
 HOSTNAME = "sandbox"
+# The helper that runs a command inside a live sandbox: read as source, run by the sandbox's own user.
+ENTER_SOURCE = Path(protocol.__file__).with_name("enter.py")
 # What of /etc the CLI, bash, git and Python need; nothing else (no shadow, no ssh keys, no proxy or package
 # manager credentials). passwd, group and hosts are written for each sandbox instead.
 ETC = (
@@ -164,7 +168,11 @@ class BwrapLauncher:
     def outer_argv(self, spec: LaunchSpec, args_fd: int) -> list[str]:
         return [*spec.limits_argv, *drop_privileges(spec.ids), self.bwrap, "--args", str(args_fd), "--", *spec.argv]
 
-    async def launch(self, spec: LaunchSpec) -> asyncio.subprocess.Process:
+    async def launch(self, spec: LaunchSpec) -> SandboxProcess:
+        return await self.start_bwrap(spec)
+
+    async def start_bwrap(self, spec: LaunchSpec, output: int | None = None) -> asyncio.subprocess.Process:
+        """bwrap running `spec`; its output to the `output` fd if given, else to a pipe of its own."""
         identity_dir = spec.sandbox_dir / "etc"
         identity_dir.mkdir(exist_ok=True)
         identity_dir.chmod(0o755)  # bwrap, as the sandbox user, reads these to bind them (the server's umask is 077)
@@ -184,7 +192,7 @@ class BwrapLauncher:
                 env={"PATH": DEFAULT_PATH, "ASH_SANDBOX_ID": spec.sandbox_id},
                 cwd="/",
                 stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE if output is None else output,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
                 close_fds=True,
@@ -194,7 +202,7 @@ class BwrapLauncher:
             os.close(args_fd)
 
     def exec_argv(self, spec: LaunchSpec, sandbox_pid: int, command: list[str]) -> list[str]:
-        source = Path(__file__).with_name("enter.py").read_text()
+        source = ENTER_SOURCE.read_text()
         helper = [sys.executable, "-I", "-S", "-c", source, str(sandbox_pid), str(spec.workspace)]
         return [*spec.limits_argv, *drop_privileges(spec.ids), *helper, *command]
 
@@ -217,7 +225,7 @@ class BwrapLauncher:
                 extra_ro_paths=list(runtime),
             )
             try:
-                process = await self.launch(spec)
+                process = await self.start_bwrap(spec)
             except (OSError, SandboxError) as exc:
                 return str(exc) or type(exc).__name__
             try:

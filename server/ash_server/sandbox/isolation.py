@@ -12,6 +12,7 @@ from .. import capabilities
 from ..errors import AshError
 from ..settings import Settings
 from .bwrap import BwrapLauncher
+from .forking import BridgeTemplate, ForkingBwrapLauncher, forkable_entry
 from .launcher import Launcher, ProcessLauncher
 
 
@@ -50,6 +51,11 @@ async def select_launcher(settings: Settings) -> Launcher:
         return ProcessLauncher()
     launcher = BwrapLauncher()
     problem = await launcher.probe(settings.sandbox_ids, runtime_paths())
+    entry = forkable_entry(settings.bridge_entry)
+    if problem is None and settings.bridge_start == "fork" and entry is not None:
+        template = BridgeTemplate(settings.data_dir / "run" / "template.sock", settings.sandbox_ids)
+        await template.start()
+        return ForkingBwrapLauncher(template, source=entry or None)
     if problem is not None:
         raise IsolationUnavailable(
             f"bubblewrap cannot start sandboxes here ({problem.strip()[:500]}). Install bubblewrap 0.8+ and "

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .. import capabilities
+from .limits import Confinement
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,12 +32,27 @@ class LaunchSpec:
     network: str = "none"
     # Runs first: puts the process in its cgroup / under its rlimits, then execs the rest (limits/).
     limits_argv: list[str] = field(default_factory=list)
+    # The same limits for a bridge forked from the template (forking.py), which no argv prefix runs for.
+    confinement: Confinement | None = None
+    file_size_bytes: int | None = None
+
+
+class SandboxProcess(Protocol):
+    """What a sandbox's process is to the server: its pid (its process group's), its output, its end."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def stdout(self) -> asyncio.StreamReader | None: ...
+
+    async def wait(self) -> int: ...
 
 
 class Launcher(Protocol):
     name: str
 
-    async def launch(self, spec: LaunchSpec) -> asyncio.subprocess.Process: ...
+    async def launch(self, spec: LaunchSpec) -> SandboxProcess: ...
 
     def exec_argv(self, spec: LaunchSpec, sandbox_pid: int, command: list[str]) -> list[str]:
         """The argv that runs `command` inside the live sandbox started from `spec` (whose process is

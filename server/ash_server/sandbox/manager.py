@@ -18,18 +18,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ash_bridge import protocol
+
 from ..errors import Invalid, SandboxError
 from ..gateway import Gateway
 from ..paths import DataDir, chown_tree, remove_tree
 from ..settings import Settings
-from . import enter
 from .commands import CommandResult, run_command, shell_argv
 from .disk import DiskQuota
 from .environment import sandbox_environment
 from .guard import SandboxGuard
 from .isolation import runtime_paths
 from .launcher import Launcher, LaunchSpec
-from .limits import LimitsBackend, agent_limits, server_limits
+from .limits import MIB, LimitsBackend, agent_limits, server_limits
 from .limits.rlimit import RlimitBackend
 from .sandbox import Sandbox, kill_group
 
@@ -80,6 +81,11 @@ class SandboxManager:
     @property
     def isolation(self) -> str:
         return self._launcher.name
+
+    @property
+    def bridge_start(self) -> str:
+        """fork (from the bridge template, forking.py) or exec."""
+        return getattr(self._launcher, "bridge_start", "exec")
 
     @property
     def limits_mechanism(self) -> str:
@@ -171,6 +177,9 @@ class SandboxManager:
                 extra_ro_paths=runtime_paths(),
                 network=link.network.mode,
                 limits_argv=guard.confinement.argv,
+                # A forked bridge (ASH_BRIDGE_START=fork) joins the sandbox's cgroups; rlimits need an exec.
+                confinement=guard.confinement if self._limits.name != "rlimit" else None,
+                file_size_bytes=guard.limits.disk_mb * MIB,
             )
             process = await self._launcher.launch(spec)
         except (OSError, SandboxError) as exc:
@@ -233,8 +242,8 @@ class SandboxManager:
             raise Invalid(f"the sandbox cannot run commands now: {exc.message}") from exc
         env = {k: v for k, v in spec.env.items() if k != "ASH_SERVER_PID"}  # the bridge's business, not a command's
         result = await run_command(argv, env=env, cwd=spec.workspace, timeout_s=timeout_s)
-        if result.exit_code == enter.NOT_RUNNING and result.stderr == enter.NOT_RUNNING_MESSAGE + "\n":
-            raise Invalid(f"the sandbox cannot run commands now: {enter.NOT_RUNNING_MESSAGE}")
+        if result.exit_code == protocol.EXEC_NOT_RUNNING and result.stderr == protocol.EXEC_NOT_RUNNING_MESSAGE + "\n":
+            raise Invalid(f"the sandbox cannot run commands now: {protocol.EXEC_NOT_RUNNING_MESSAGE}")
         return result
 
     async def _forget_when_exited(self, sandbox: Sandbox, on_exited: Exited | None) -> None:

@@ -28,7 +28,7 @@ from ash_bridge.protocol import Command, Event
 from .. import jsoncodec
 from ..errors import BridgeError, SandboxError
 from .guard import POLL_INTERVAL_S, Breach, SandboxGuard
-from .launcher import LaunchSpec
+from .launcher import LaunchSpec, SandboxProcess
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class Sandbox:
         self.id = sandbox_id
         self.session_id = session_id
         self.directory = directory
-        self.process: asyncio.subprocess.Process | None = None
+        self.process: SandboxProcess | None = None
         self.logs: deque[tuple[int, str, str]] = deque(maxlen=LOG_LINES)
         self._log_index = 0
         self._server: asyncio.AbstractServer | None = None
@@ -94,7 +94,7 @@ class Sandbox:
             os.chown(path, *owner)
 
     def attach(
-        self, process: asyncio.subprocess.Process, spec: LaunchSpec | None = None, guard: SandboxGuard | None = None
+        self, process: SandboxProcess, spec: LaunchSpec | None = None, guard: SandboxGuard | None = None
     ) -> None:
         self.process = process
         self.spec = spec

@@ -30,6 +30,7 @@ async def health(services: ServicesDep) -> HealthResponse:
         isolation=sandboxes.isolation,
         network=sandboxes.default_network,
         limits=sandboxes.limits_mechanism,
+        bridge_start=sandboxes.bridge_start,
     )
 
 
@@ -47,6 +48,7 @@ async def _coordinator_health(services: Services) -> HealthResponse:
         isolation="runners",
         network="runners",
         limits="runners",
+        bridge_start="runners",
         runners=[runner_public(r) for r in runners],
     )
 

@@ -42,6 +42,9 @@ class HealthResponse(Schema):
     isolation: str = Field(description="How sandboxes are isolated: bwrap (namespaces) or none.")
     network: str = Field(description="Network of a sandbox whose agent does not ask for more: none, or full.")
     limits: str = Field(description="What enforces sandbox limits: cgroup-v2, cgroup-v1 or rlimit.")
+    bridge_start: str = Field(
+        "exec", description="How sandbox bridges start now: fork (from the template process) or exec."
+    )
     open_streams: int
     server_id: str = Field(description="This server's id: the `runnerId` of the sessions it runs.")
     snapshots: str | None = Field(description="Where snapshots go (ASH_SNAPSHOT_URL), or null when they are off.")

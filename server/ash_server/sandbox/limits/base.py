@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 MIB = 1024 * 1024
@@ -43,6 +44,16 @@ class Confinement(Protocol):
 
     def kill(self) -> None:
         """Kill every process under these limits."""
+        ...
+
+    def join(self, pid: int) -> bool:
+        """Put a running process under these limits (a bridge forked from the template, which the argv prefix
+        never ran for). False when the backend cannot: the sandbox is then started the exec way."""
+        ...
+
+    @property
+    def procs_files(self) -> list[Path]:
+        """The cgroup.procs files a process writes its pid to to join these limits ([] without cgroups)."""
         ...
 
     def prioritise(self, *, background: bool) -> None:

@@ -44,6 +44,15 @@ class CgroupV1Confinement:
     def kill(self) -> None:
         cgroupfs.kill_members(self._distinct())
 
+    def join(self, pid: int) -> bool:
+        for procs in self.procs_files:
+            cgroupfs.write(procs, str(pid))
+        return True
+
+    @property
+    def procs_files(self) -> list[Path]:
+        return [group / "cgroup.procs" for group in self._distinct()]
+
     def prioritise(self, *, background: bool) -> None:
         if "cpu" in self.groups:
             shares = SHARES_BACKGROUND if background else SHARES_DEFAULT

@@ -47,6 +47,14 @@ class CgroupV2Confinement:
         except OSError:
             cgroupfs.kill_members([self.group])
 
+    def join(self, pid: int) -> bool:
+        cgroupfs.write(self.group / "cgroup.procs", str(pid))
+        return True
+
+    @property
+    def procs_files(self) -> list[Path]:
+        return [self.group / "cgroup.procs"]
+
     def prioritise(self, *, background: bool) -> None:
         if self.cpu:
             cgroupfs.write(self.group / "cpu.weight", str(WEIGHT_BACKGROUND if background else WEIGHT_DEFAULT))

@@ -39,6 +39,13 @@ class RlimitConfinement:
     def kill(self) -> None:
         return None
 
+    def join(self, pid: int) -> bool:
+        return False  # prlimit applies at exec; the process count is per uid: exec-started sandboxes only
+
+    @property
+    def procs_files(self) -> list[Path]:
+        return []
+
     def prioritise(self, *, background: bool) -> None:
         return None  # no cgroup: a nice value would stay with the CLI after the claim, and only root may lower it
 
