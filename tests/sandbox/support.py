@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,3 +66,23 @@ def healthy(server: AshServer) -> dict[str, Any]:
     health: dict[str, Any] = response.json()
     assert health["status"] == "ok"
     return health
+
+
+@contextmanager
+def running_server(model_url: str, env: dict[str, str] | None = None) -> Iterator[AshServer]:
+    """A real server on the fake model for a module's tests, cleaned up after them."""
+    server = AshServer(model_url, env=env).start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@contextmanager
+def client_with_agents(server: AshServer, *agents: str | tuple[str, dict[str, Any]]) -> Iterator[httpx.Client]:
+    """A client of `server` with these agents deployed (a name, or a name and its config)."""
+    with server.client() as client:
+        for agent in agents:
+            name, config = agent if isinstance(agent, tuple) else (agent, None)
+            deploy(client, name, config)
+        yield client

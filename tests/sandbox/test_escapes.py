@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.fakes.anthropic_api import FakeAnthropic
-from tests.sandbox.support import bash, deploy, healthy, turn
+from tests.sandbox.support import bash, client_with_agents, healthy, running_server, turn
 from tests.support.processes import pids_with_env
 from tests.support.server import AshServer
 from tests.support.sse import new_session
@@ -23,17 +23,13 @@ HOST_SECRET = "host-secret-4f1d9c7e2b"
 
 @pytest.fixture(scope="module")
 def server(fake_model: FakeAnthropic) -> Iterator[AshServer]:
-    server = AshServer(fake_model.url, env={"ASH_TEST_HOST_SECRET": HOST_SECRET}).start()
-    try:
+    with running_server(fake_model.url, {"ASH_TEST_HOST_SECRET": HOST_SECRET}) as server:
         yield server
-    finally:
-        server.cleanup()
 
 
 @pytest.fixture(scope="module")
 def client(server: AshServer) -> Iterator[httpx.Client]:
-    with server.client() as c:
-        deploy(c, "prober")
+    with client_with_agents(server, "prober") as c:
         yield c
 
 

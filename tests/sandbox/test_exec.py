@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.fakes.anthropic_api import FakeAnthropic
-from tests.sandbox.support import bash, deploy, healthy
+from tests.sandbox.support import bash, client_with_agents, healthy, running_server
 from tests.support.bytecode import IMPORTS_IN_SANDBOX, check_bridge_bytecode
 from tests.support.server import AshServer
 from tests.support.sse import new_session
@@ -19,17 +19,13 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def server(fake_model: FakeAnthropic) -> Iterator[AshServer]:
-    server = AshServer(fake_model.url, env={"ASH_EXEC_MAX_TIMEOUT_MS": "5000"}).start()
-    try:
+    with running_server(fake_model.url, {"ASH_EXEC_MAX_TIMEOUT_MS": "5000"}) as server:
         yield server
-    finally:
-        server.cleanup()
 
 
 @pytest.fixture(scope="module")
 def client(server: AshServer) -> Iterator[httpx.Client]:
-    with server.client() as c:
-        deploy(c, "execer")
+    with client_with_agents(server, "execer") as c:
         yield c
 
 

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.fakes.anthropic_api import FakeAnthropic, text
-from tests.sandbox.support import deploy, turn
+from tests.sandbox.support import client_with_agents, deploy, running_server, turn
 from tests.support.processes import pids_with_env
 from tests.support.server import AshServer
 from tests.support.sse import new_session
@@ -31,17 +31,13 @@ TEMPLATE = b"ash_bridge.template"
 
 @pytest.fixture(scope="module")
 def server(fake_model: FakeAnthropic) -> Iterator[AshServer]:
-    server = AshServer(fake_model.url, env={"ASH_BRIDGE_START": "fork"}).start()
-    try:
+    with running_server(fake_model.url, {"ASH_BRIDGE_START": "fork"}) as server:
         yield server
-    finally:
-        server.cleanup()
 
 
 @pytest.fixture(scope="module")
 def client(server: AshServer) -> Iterator[httpx.Client]:
-    with server.client() as c:
-        deploy(c, "forked")
+    with client_with_agents(server, "forked") as c:
         yield c
 
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.fakes.anthropic_api import FakeAnthropic
-from tests.sandbox.support import bash, deploy, healthy
+from tests.sandbox.support import bash, client_with_agents, healthy, running_server
 from tests.support.metrics import samples, total
 from tests.support.processes import pids_with_env
 from tests.support.server import AshServer
@@ -29,18 +29,13 @@ SERVER_LIMITS = {
 
 @pytest.fixture(scope="module")
 def server(fake_model: FakeAnthropic) -> Iterator[AshServer]:
-    server = AshServer(fake_model.url, env=SERVER_LIMITS).start()
-    try:
+    with running_server(fake_model.url, SERVER_LIMITS) as server:
         yield server
-    finally:
-        server.cleanup()
 
 
 @pytest.fixture(scope="module")
 def client(server: AshServer) -> Iterator[httpx.Client]:
-    with server.client() as c:
-        deploy(c, "limited")
-        deploy(c, "tighter", {"limits": {"maxPids": 64, "diskMb": 32}})
+    with client_with_agents(server, "limited", ("tighter", {"limits": {"maxPids": 64, "diskMb": 32}})) as c:
         yield c
 
 
