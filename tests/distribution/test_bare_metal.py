@@ -97,6 +97,8 @@ def test_a_deployed_agent_streams_a_turn_and_the_data_is_in_postgresql(bare_meta
     reply = server.send(session_id, "hello from bare metal")
     assert "hello from bare metal" in reply, reply
     server.check_bridge_bytecode(session_id)  # the Ansible role's install
+    # Its bridge was forked from the template (the non-root unit, ProtectProc=invisible): no fallback to exec.
+    assert server.health()["bridgeStart"] == "fork"
     rows = bare_metal.host.sh(
         f"runuser -u postgres -- psql -At -d ash -c \"SELECT count(*) FROM sessions WHERE id::text = '{session_id}'\""
     ).stdout.strip()
