@@ -5,19 +5,18 @@ docs/configuration.md lists the same variables; tests/test_settings.py keeps the
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import os
 import re
-import socket
 from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from . import capabilities
 from .paths import DataDir
+from .settings_cluster import ClusterSettings
+from .settings_sandbox import SandboxSettings
 from .states import NetworkCeiling, ServerMode
 
 DEFAULT_ANTHROPIC_BASE_URL = "https://api.anthropic.com"
@@ -28,7 +27,9 @@ def split_list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
-class Settings(BaseSettings):
+class Settings(SandboxSettings, ClusterSettings):
+    """Every setting, its sandbox and multi-machine parts included (settings_sandbox.py, settings_cluster.py)."""
+
     model_config = SettingsConfigDict(env_prefix="ASH_", extra="ignore", frozen=True)
 
     port: int = Field(4100, ge=1, le=65535, description="API server port.")
@@ -55,21 +56,6 @@ class Settings(BaseSettings):
     database_startup_timeout_ms: int = Field(
         60_000, ge=0, description="How long the server retries connecting to the database at start, with backoff."
     )
-    max_sandboxes: int = Field(1000, ge=1, description="Maximum number of live sandboxes.")
-    bridge_start: Literal["exec", "fork"] = Field(
-        "fork",
-        description="How a sandbox's bridge starts: `exec`, a new interpreter that imports the SDK; `fork`, forked "
-        "from a template process that imported it once (bubblewrap isolation with cgroup limits; otherwise, or after "
-        "three failed forks in a row, exec).",
-    )
-    hot_window_ms: int = Field(
-        600_000,
-        ge=1000,
-        validation_alias=AliasChoices("ASH_HOT_WINDOW_MS", "ASH_IDLE_TIMEOUT_MS", "hot_window_ms"),
-        description="How long a session's sandbox (its connected CLI) stays up after a turn. Past it the session "
-        "is persisted and its processes stop; the next message resumes the conversation on a new sandbox. "
-        "ASH_IDLE_TIMEOUT_MS is the older name.",
-    )
     queue_concurrency: int = Field(
         2, ge=0, description="Queue items this server runs at once (0: this server runs none, it only takes them)."
     )
@@ -82,24 +68,6 @@ class Settings(BaseSettings):
         ge=1000,
         description="A running queue item's claim; renewed while it runs. When its server dies, another takes "
         "the item over once the claim has run out.",
-    )
-    warm_pool_size: int = Field(
-        1,
-        ge=0,
-        description="Sandboxes kept started ahead for each recently used agent (bridge up, SDK client connected), "
-        "so a new session does not wait for a process start. An agent's config `warmPoolSize` overrides it.",
-    )
-    warm_pool_recent_ms: int = Field(
-        24 * 3_600_000,
-        ge=0,
-        description="An agent deployed, changed or given a session this recently gets ASH_WARM_POOL_SIZE warm "
-        "sandboxes; others none (unless their config sets `warmPoolSize`).",
-    )
-    warm_pool_memory_mb: int = Field(
-        0,
-        ge=0,
-        description="Memory the warm pool may hold, at an estimated 256 MiB per warm sandbox (0: an eighth of the "
-        "machine's memory). The most recently used agents are served first.",
     )
     session_retention_ms: int = Field(
         7 * 24 * 3_600_000,
@@ -122,58 +90,10 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = Field(
         None, description="S3 endpoint for s3:// snapshots (an S3-compatible store, or a test server)."
     )
-    bridge_entry: str | None = Field(
-        None,
-        description="Command that starts the bridge inside a sandbox. Unset: the bundled bridge "
-        "(`<python> -m ash_bridge`).",
-    )
-    bridge_start_timeout_ms: int = Field(
-        60_000, ge=1000, description="How long a new sandbox may take to report ready."
-    )
-    max_concurrent_starts: int = Field(
-        0,
-        ge=0,
-        description="Sandbox starts run at once; the rest wait their turn (a start is seconds of CPU). "
-        "0: one per CPU core.",
-    )
-    start_queue_timeout_ms: int = Field(
-        90_000,
-        ge=1000,
-        description="How long a session's sandbox start may wait for its turn before 503 with Retry-After "
-        "(the wait does not count against ASH_BRIDGE_START_TIMEOUT_MS).",
-    )
     debug_timing: bool = Field(False, description="Log per-message hot-path timings.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Server log level.")
     log_format: Literal["json", "text"] = Field(
         "json", description="`json`: one object per line with request, session and sandbox ids; `text` for people."
-    )
-    sandbox_uid: int | None = Field(
-        None,
-        description="Host uid sandboxes run as when the server can switch users (root, or a non-root server with "
-        "CAP_SETUID and CAP_SETGID). Unset: 65534 (nobody). Ignored when it cannot (sandboxes then run as the "
-        "server's own user).",
-    )
-    sandbox_gid: int | None = Field(None, description="Host gid for sandboxes; see ASH_SANDBOX_UID.")
-    sandbox_isolation: Literal["auto", "bwrap", "none"] = Field(
-        "auto",
-        description="How sandboxes are isolated: bwrap (namespaces), or none (explicit opt-out). auto: bwrap, and "
-        "the server refuses to start if bwrap cannot run here.",
-    )
-    sandbox_memory_mb: int = Field(2048, ge=64, description="Memory limit of each sandbox (MiB); agents may lower.")
-    sandbox_cpu_percent: int = Field(
-        100, ge=1, le=100_000, description="CPU limit of each sandbox, in percent of one core; agents may lower."
-    )
-    sandbox_max_pids: int = Field(256, ge=32, description="Process and thread limit of each sandbox; agents may lower.")
-    sandbox_disk_mb: int = Field(
-        1024, ge=1, description="Disk quota of each session's workspace and home (MiB); agents may lower."
-    )
-    sandbox_disk_inodes: int = Field(
-        100_000,
-        ge=100,
-        description="Files, folders and links each session's workspace and home may hold; agents may lower.",
-    )
-    exec_max_timeout_ms: int = Field(
-        600_000, ge=1000, description="Longest timeout a POST /api/sessions/{id}/exec may ask for."
     )
     agent_roots: str = Field(
         "",
@@ -303,49 +223,6 @@ class Settings(BaseSettings):
     gateway_tenant_tokens_per_day: int = Field(
         0, ge=0, description="Tokens one tenant's sessions may use over the last 24 hours; 0: no limit."
     )
-    # -- Many machines (docs/self-hosting/multi-machine.md) ------------------------------------------------------
-    internal_secret: SecretStr | None = Field(
-        None,
-        description="Shared secret that signs every request between coordinators and runners (both directions). "
-        "Required in coordinator and runner mode; 32+ random characters, the same on every machine.",
-    )
-    tls_cert: Path | None = Field(
-        None, description="PEM certificate this machine presents to the others (mutual TLS between machines)."
-    )
-    tls_key: Path | None = Field(None, description="Private key of ASH_TLS_CERT.")
-    tls_ca: Path | None = Field(
-        None, description="CA bundle that the other machines' certificates must chain to (mutual TLS)."
-    )
-    internal_port: int = Field(
-        4201,
-        ge=1,
-        le=65535,
-        description="Coordinator with mutual TLS: the port runners register and heartbeat on (TLS, client "
-        "certificate required). Without TLS they use the API port.",
-    )
-    runner_id: str | None = Field(
-        None, description="Runner mode: this runner's id, unique in the deployment. Unset: the host name."
-    )
-    server_url: str | None = Field(
-        None,
-        description="Runner mode: the coordinator's URL for registration and heartbeats (its internal port with "
-        "mutual TLS).",
-    )
-    runner_port: int = Field(4200, ge=1, le=65535, description="Runner mode: the port coordinators call.")
-    runner_advertise_host: str | None = Field(
-        None, description="Runner mode: the address coordinators reach this runner at. Unset: the host name."
-    )
-    runner_max_sandboxes: int | None = Field(
-        None, ge=1, description="Runner mode: sandboxes this runner hosts at most. Unset: ASH_MAX_SANDBOXES."
-    )
-    heartbeat_interval_ms: int = Field(
-        5000, ge=100, description="How often a runner reports its load and liveness to the coordinator."
-    )
-    runner_liveness_timeout_ms: int = Field(
-        15_000,
-        ge=200,
-        description="A runner silent this long is dead: its sessions move to live runners at their next request.",
-    )
 
     @field_validator("data_dir")
     @classmethod
@@ -395,36 +272,6 @@ class Settings(BaseSettings):
                 raise ValueError(f"{entry!r} is not an origin (scheme://host[:port], no path)")
         return value
 
-    @field_validator("internal_secret")
-    @classmethod
-    def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < 32:
-            raise ValueError("use 32+ random characters (for example: openssl rand -hex 32)")
-        return value
-
-    @field_validator("runner_id")
-    @classmethod
-    def _runner_name(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", value):
-            raise ValueError("a runner id is 1-63 letters, digits, '.', '_' or '-'")
-        return value
-
-    @property
-    def tls_enabled(self) -> bool:
-        return self.tls_cert is not None and self.tls_key is not None and self.tls_ca is not None
-
-    @property
-    def effective_runner_id(self) -> str:
-        return self.runner_id or re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:63]
-
-    @property
-    def runner_url(self) -> str:
-        """Where coordinators reach this runner."""
-        host = self.runner_advertise_host or socket.gethostname()
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        return f"{'https' if self.tls_enabled else 'http'}://{host}:{self.runner_port}"
-
     @property
     def trusted_proxy_list(self) -> list[str]:
         return split_list(self.trusted_proxies)
@@ -455,18 +302,6 @@ class Settings(BaseSettings):
         parts = [p.strip() for chunk in self.agent_roots.split(",") for p in chunk.split(os.pathsep)]
         roots = [Path(p).expanduser().resolve() for p in parts if p]
         return roots or [DataDir(self.data_dir).sources.resolve()]
-
-    @functools.cached_property
-    def sandbox_ids(self) -> tuple[int, int] | None:
-        """(uid, gid) sandboxes switch to, or None when the server cannot switch users: decided by capability
-        (CAP_SETUID and CAP_SETGID effective), not by uid, so a non-root server given them switches too (ADR 0008).
-        Root always switches: a root server without them fails to start sandboxes rather than run them as root.
-        Read once: a process's capabilities do not change while it runs."""
-        if os.geteuid() != 0 and not capabilities.current().can_switch_users:
-            return None
-        uid = 65534 if self.sandbox_uid is None else self.sandbox_uid
-        gid = uid if self.sandbox_gid is None else self.sandbox_gid
-        return uid, gid
 
 
 def parse_ceilings(spec: str) -> dict[str, NetworkCeiling]:
