@@ -18,6 +18,7 @@ first SDK event ("the whole cold resume to first event").
 from __future__ import annotations
 
 import shutil
+import time
 from typing import Any
 
 from bench.common import (
@@ -35,6 +36,7 @@ from bench.common import (
     probe_entry,
     quiesce,
     sandbox_memory_mib,
+    sandbox_pids,
     summary,
     text,
     wait_for_notes,
@@ -133,14 +135,18 @@ def idle_memory(fake: FakeAnthropic) -> dict[str, Any]:
         client.message(session["id"], "remember this")
         quiesce(0.5)
         hot = sandbox_memory_mib([session["sandboxId"]])
-        # The sweep runs every window / 4 (at least every second): past the window, within one more sweep.
-        wait_until(lambda: health(client)["pool"]["total"] == 0, 30, "the idle sandbox to stop")
+        idle_since = time.monotonic()
+        # The sweep runs every window / 4 (at least every second): past the window, within one more sweep; the
+        # sandbox then stops (its bridge shuts down, then its processes are killed).
+        wait_until(lambda: not sandbox_pids(session["sandboxId"]), 30, "the idle sandbox's processes to end")
+        stopped_after_ms = round((time.monotonic() - idle_since) * 1000)
         past = sandbox_memory_mib([session["sandboxId"]])
         again = client.message(session["id"], "still there?")  # the conversation goes on, cold
     return {
         "hot_window_ms": HOT_WINDOW_MS,
         "hot": hot,
         "past_hot_window": past,
+        "processes_gone_after_ms": stopped_after_ms,
         "next_message_after_window_ms": round(again.elapsed_ms, 1),
     }
 
