@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -33,6 +36,13 @@ log = logging.getLogger(__name__)
 # Runners a new session is offered to before its create fails (each one that could not be reached at all).
 PLACEMENT_ATTEMPTS = 3
 T = TypeVar("T")
+
+# A coordinator's memory of where sessions run (the last runner each was routed to, and the runners' rows read at
+# most RUNNERS_FRESH_S ago): only a shortcut past the database on the hot path. The runner still checks that the
+# session is its own (a 409 with x-ash-session-moved sends the request down the database path), and a runner whose
+# remembered heartbeat is too old is not used.
+ROUTES_KEPT = 10_000
+RUNNERS_FRESH_S = 1.0
 
 # Statuses of the sessions a dead runner held a sandbox for.
 HELD = (SessionStatus.STARTING, SessionStatus.ACTIVE)
@@ -60,6 +70,9 @@ class Registry:
         self._timeout = timedelta(milliseconds=settings.runner_liveness_timeout_ms)
         self._sweep_s = min(settings.heartbeat_interval_ms, settings.runner_liveness_timeout_ms) / 1000 / 2
         self._seen: list[RunnerView] = []
+        self._routes: OrderedDict[tuple[str, uuid.UUID], str] = OrderedDict()
+        self._runner_rows: dict[str, Runner] = {}
+        self._runners_read = -RUNNERS_FRESH_S
 
     def cached_runners(self) -> list[RunnerView]:
         """The runners as of the last sweep or listing: for /metrics, whose collectors cannot query the database.
@@ -156,6 +169,31 @@ class Registry:
                     raise
         raise AssertionError("unreachable")
 
+    async def remembered_runner(self, tenant_id: str, session_id: uuid.UUID) -> Runner | None:
+        """The live runner this session was last routed to, if this coordinator remembers one."""
+        key = (tenant_id, session_id)
+        runner_id = self._routes.get(key)
+        if runner_id is None:
+            return None
+        if time.monotonic() - self._runners_read > RUNNERS_FRESH_S:
+            self._runner_rows = {r.id: r for r in await self._store.list_runners()}
+            self._runners_read = time.monotonic()
+        runner = self._runner_rows.get(runner_id)
+        if runner is None or self._status(runner, self._heard_since()) == "dead":
+            self.forget_route(tenant_id, session_id)
+            return None
+        self._routes.move_to_end(key)
+        return runner
+
+    def remember_route(self, tenant_id: str, session_id: uuid.UUID, runner_id: str) -> None:
+        self._routes[(tenant_id, session_id)] = runner_id
+        self._routes.move_to_end((tenant_id, session_id))
+        while len(self._routes) > ROUTES_KEPT:
+            self._routes.popitem(last=False)
+
+    def forget_route(self, tenant_id: str, session_id: uuid.UUID) -> None:
+        self._routes.pop((tenant_id, session_id), None)
+
     async def send_routed(
         self, session: SessionRow, runner: Runner | None, send: Callable[[Runner], Awaitable[httpx.Response]]
     ) -> httpx.Response:
@@ -168,6 +206,8 @@ class Registry:
             chosen = await self.route(session, avoid=avoid, runner=runner)
             upstream = await send(chosen)
             if upstream.status_code != 409 or "x-ash-session-moved" not in upstream.headers or avoid is not None:
+                if upstream.status_code != 409:
+                    self.remember_route(session.tenant_id, session.id, chosen.id)
                 return upstream
             await upstream.aclose()
             fresh = await self._store.get_session(session.tenant_id, session.id)

@@ -8,6 +8,7 @@ exactly as a standalone server would, and the answer (an SSE stream included) is
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 
 import httpx
@@ -15,7 +16,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
 from ...auth import Principal
-from ...cluster.proxy import FORWARDED_REQUEST_HEADERS, RELAYED_RESPONSE_HEADERS, RunnerClient
+from ...cluster.proxy import FORWARDED_REQUEST_HEADERS, RELAYED_RESPONSE_HEADERS, RunnerClient, RunnerUnreachable
 from ...cluster.registry import Registry
 from ...errors import Invalid, NotFound
 from ...ids import parse_uuid
@@ -90,22 +91,49 @@ async def _session_request(session_id: str, request: Request, principal: Princip
     sid = parse_uuid(session_id)
     if sid is None:
         raise Invalid(f"{session_id!r} is not a session id")
-    found = await services.store.session_and_runner(principal.tenant_id, sid)
-    if found is None:
-        raise NotFound(f"Session not found: {sid}", session_id=str(sid))
-    session, runner_row = found
     # The same per-key limits as a standalone server's routes (runners apply none).
     if request.method == "POST" and request.url.path.endswith("/messages"):
         services.rate_limits.messages.check(principal.key_id, "messages")
     elif request.method == "POST" and request.url.path.endswith("/fork"):
         services.rate_limits.sessions.check(principal.key_id, "sessions")
-    registry, _ = _cluster(services)
     body = await request.body()
+    upstream = await _remembered(sid, request, principal, services, body)
+    if upstream is not None:
+        return relay(upstream)
+    found = await services.store.session_and_runner(principal.tenant_id, sid)
+    if found is None:
+        raise NotFound(f"Session not found: {sid}", session_id=str(sid))
+    session, runner_row = found
+    registry, _ = _cluster(services)
     return relay(
         await registry.send_routed(
             session, runner_row, lambda runner: _forward(services, runner, request, principal, body)
         )
     )
+
+
+async def _remembered(
+    sid: uuid.UUID, request: Request, principal: Principal, services: Services, body: bytes
+) -> httpx.Response | None:
+    """The request sent to the runner this coordinator last routed the session to, without a database read; None
+    when it remembers none, or that runner says the session moved (nothing was done there: it goes the database
+    way). A runner that cannot be reached is a 503 as on the database path: the request may have reached it."""
+    registry, _ = _cluster(services)
+    runner = await registry.remembered_runner(principal.tenant_id, sid)
+    if runner is None:
+        return None
+    try:
+        upstream = await _forward(services, runner, request, principal, body)
+    except RunnerUnreachable:
+        registry.forget_route(principal.tenant_id, sid)
+        raise
+    if upstream.status_code == 409 and "x-ash-session-moved" in upstream.headers:
+        await upstream.aclose()
+        registry.forget_route(principal.tenant_id, sid)
+        return None
+    if upstream.status_code == 404:
+        registry.forget_route(principal.tenant_id, sid)
+    return upstream
 
 
 @router.api_route("/{session_id}", methods=PROXIED_METHODS, include_in_schema=False)
