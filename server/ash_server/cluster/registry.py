@@ -1,7 +1,8 @@
 """The coordinator's side: which runners exist, which are alive, where a session runs and where a new one goes.
 
-Everything is in the database (the `runners` table and each session's `runnerId`), nothing in a coordinator's
-memory, so any number of coordinators behind a load balancer agree. Placement counts the sessions just sent to a
+Everything is in the database (the `runners` table and each session's `runnerId`), so any number of coordinators
+behind a load balancer agree; what a coordinator remembers (the runner it last sent a session to) is a shortcut
+that the runner's own check keeps honest. Placement counts the sessions just sent to a
 runner as load at once (store.place_session), so a burst of creates spreads over the runners instead of landing on
 the one the last heartbeat said was emptiest. A runner silent for ASH_RUNNER_LIVENESS_TIMEOUT_MS is declared dead;
 the next request for one of its sessions moves the session, by compare-and-set, to a live runner, which restores it
