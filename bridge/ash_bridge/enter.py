@@ -68,6 +68,18 @@ def inner_pid(outer: str) -> str | None:
     return None
 
 
+PR_CAPBSET_DROP = 24
+EINVAL = 22
+
+
+def drop_bounding_set(libc: ctypes.CDLL) -> None:
+    """Empty the capability bounding set (joining the sandbox's user namespace made it full there), so that nothing
+    this process runs or execs can ever gain a capability in the sandbox."""
+    for cap in range(64):
+        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() == EINVAL:  # past the last one
+            break
+
+
 class NotRunning(Exception):
     """The sandbox has no process inside its namespaces to join."""
 
@@ -103,6 +115,7 @@ def main(args: list[str]) -> int:
     except NotRunning:
         sys.stderr.write(NOT_RUNNING_MESSAGE + "\n")
         return NOT_RUNNING
+    drop_bounding_set(ctypes.CDLL(None, use_errno=True))
     os.chdir(cwd)
     child = os.fork()
     if child == 0:

@@ -44,7 +44,6 @@ with contextlib.suppress(ImportError):
     import uvloop  # noqa: F401
 
 PR_SET_PDEATHSIG = 1
-PR_CAPBSET_DROP = 24
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 CAPABILITY_VERSION_3 = 0x20080522
@@ -63,9 +62,7 @@ class _CapData(ctypes.Structure):
 
 def drop_capabilities(libc: ctypes.CDLL) -> None:
     """No capability left in any set, the bounding set included (what a non-root execve gives bwrap's command)."""
-    for cap in range(64):
-        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() == 22:  # EINVAL: past the last
-            break
+    enter.drop_bounding_set(libc)
     libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
     header = _CapHeader(CAPABILITY_VERSION_3, 0)
     data = (_CapData * 2)()

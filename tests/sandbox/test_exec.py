@@ -57,6 +57,9 @@ def test_runs_in_the_agents_sandbox(model: FakeAnthropic, client: httpx.Client, 
     assert "No such file or directory" in str(result["stderr"])
     net = run(client, session["id"], "timeout 10 bash -c 'echo > /dev/tcp/1.1.1.1/53' 2>&1; echo net=$?")
     assert "net=1" in str(net["stdout"])
+    # No capability in any set, not even the bounding set the sandbox's user namespace would otherwise leave full.
+    caps = run(client, session["id"], "grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb)' /proc/self/status")
+    assert [line.split()[1] for line in str(caps["stdout"]).splitlines()] == ["0000000000000000"] * 5, caps
 
 
 def test_timeout_and_output_cap(server: AshServer, client: httpx.Client, session: dict[str, str]) -> None:
