@@ -144,11 +144,8 @@ def serve_one(conn: socket.socket) -> None:
     for level, kind, payload in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-    while not data.endswith(b"\n") and len(data) < MAX_REQUEST:
-        chunk = conn.recv(4096)
-        if not chunk:
-            break
-        data += chunk
+    if not data.endswith(b"\n"):
+        data += _read_line(conn)
     request = json.loads(data)
     if len(fds) != 1:
         _send(conn, error="expected exactly one file descriptor (the sandbox's log)")

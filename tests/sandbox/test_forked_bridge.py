@@ -5,6 +5,7 @@ way. (The isolation suites run on the default, whichever it is.) Real bubblewrap
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -17,6 +18,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ash_server.errors import SandboxError
+from ash_server.sandbox.forking import BridgeTemplate, ForkingBwrapLauncher
+from ash_server.sandbox.launcher import LaunchSpec
+from ash_server.sandbox.limits import Limits
+from ash_server.sandbox.limits.rlimit import RlimitBackend
 from tests.fakes.anthropic_api import FakeAnthropic, text
 from tests.sandbox.support import client_with_agents, deploy, running_server, turn
 from tests.support.processes import pids_with_env
@@ -141,3 +147,30 @@ def test_exec_still_starts_bridges_the_old_way(fake_model: FakeAnthropic) -> Non
             assert "Hello from a started bridge." in str(turn(c, session["id"], "hello exec").events)
     finally:
         server.cleanup()
+
+
+async def test_limits_without_cgroups_start_the_bridge_the_exec_way(tmp_path: Path) -> None:
+    """rlimit limits apply at exec: the forking launcher hands such a sandbox to bubblewrap's own start."""
+    started: list[LaunchSpec] = []
+
+    class Recording(ForkingBwrapLauncher):
+        async def start_bwrap(self, spec: LaunchSpec, output: int | None = None) -> asyncio.subprocess.Process:
+            started.append(spec)
+            raise SandboxError("recorded")
+
+    template = BridgeTemplate(tmp_path / "never.sock", None)  # never started: a fork would fail to reach it
+    launcher = Recording(template)
+    confinement = RlimitBackend(os.getuid()).confine("sbx-r", Limits(512, 50, 64, 100))
+    spec = LaunchSpec(
+        sandbox_id="sbx-r",
+        argv=["/usr/bin/true"],
+        env={},
+        workspace=tmp_path,
+        home=tmp_path,
+        sandbox_dir=tmp_path,
+        confinement=confinement,
+    )
+    with pytest.raises(SandboxError, match="recorded"):
+        await launcher.launch(spec)
+    assert [s.argv for s in started] == [["/usr/bin/true"]]  # the bridge's own argv, not the stub
+    assert launcher.bridge_start == "fork"  # no fork was tried, so none failed

@@ -148,6 +148,10 @@ def test_rlimit_backend_is_a_prlimit_prefix() -> None:
     # RLIMIT_NPROC counts per user: a sandbox may add its limit to what its user already runs.
     busy = RlimitBackend(os.getuid()).confine("sbx-2", LIMITS)
     assert busy.nproc > 64
+    # No cgroup to join: a forked bridge could be put under none of it (forking.py starts these the exec way).
+    assert confinement.procs_files == []
+    with pytest.raises(OSError):
+        confinement.join(os.getpid())
     assert limits["Max address space"] == str(512 * MIB)
 
 

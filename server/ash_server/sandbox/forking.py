@@ -29,6 +29,7 @@ from .bwrap import HOST_ONLY_ENV, BwrapLauncher
 from .environment import DEFAULT_PATH
 from .launcher import LaunchSpec, SandboxProcess, drop_privileges
 from .limits import Confinement
+from .sandbox import kill_group
 
 # The sandbox's stub, which blocks until it is killed: in /usr, which every sandbox has read-only; the template
 # recognises it by this argv[0]. (Not `sleep infinity`: an agent's own sleeps would be hard to tell from it.)
@@ -138,15 +139,13 @@ class BridgeTemplate:
             # user), its bridge with it; where it could not (v2: a move needs the common ancestor), the server does.
             if not answer.get("joined"):
                 try:
-                    joinable = spec.confinement.join(pid)
+                    spec.confinement.join(pid)
                 except OSError as exc:
                     raise SandboxError(
                         f"the forked bridge cannot join the sandbox's cgroups: {exc} (and the template's child: "
                         f"{answer.get('why_not') or 'not tried'})",
                         sandbox_id=spec.sandbox_id,
                     ) from exc
-                if not joinable:
-                    raise SandboxError("these limits cannot take a forked bridge", sandbox_id=spec.sandbox_id)
             writer.write(b"go\n")
             await writer.drain()
         except BaseException as exc:
@@ -197,8 +196,7 @@ class ForkedSandbox:
     async def wait(self) -> int:
         if self._code is None:
             code = await self._bridge.wait()
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self._bwrap.pid, 9)
+            kill_group(self._bwrap.pid)
             await self._bwrap.wait()
             self._code = code
         return self._code
@@ -216,8 +214,8 @@ class ForkingBwrapLauncher(BwrapLauncher):
         self._failures = 0
 
     async def launch(self, spec: LaunchSpec) -> SandboxProcess:
-        if spec.confinement is None or self.bridge_start != "fork":
-            return await super().launch(spec)
+        if spec.confinement is None or not spec.confinement.procs_files or self.bridge_start != "fork":
+            return await super().launch(spec)  # no cgroups to join (rlimits apply at exec): a started bridge
         try:
             process = await self._launch_forked(spec, spec.confinement)
         except SandboxError as exc:
@@ -253,8 +251,7 @@ class ForkingBwrapLauncher(BwrapLauncher):
             try:
                 bridge = await self.template.spawn(spec, bwrap.pid, write_end, source=self._source)
             except BaseException:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(bwrap.pid, 9)
+                kill_group(bwrap.pid)
                 await bwrap.wait()
                 raise
         except BaseException:

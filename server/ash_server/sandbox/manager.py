@@ -30,7 +30,7 @@ from .environment import sandbox_environment
 from .guard import SandboxGuard
 from .isolation import runtime_paths
 from .launcher import Launcher, LaunchSpec
-from .limits import MIB, LimitsBackend, agent_limits, server_limits
+from .limits import LimitsBackend, agent_limits, server_limits
 from .limits.rlimit import RlimitBackend
 from .sandbox import Sandbox, kill_group
 
@@ -177,9 +177,8 @@ class SandboxManager:
                 extra_ro_paths=runtime_paths(),
                 network=link.network.mode,
                 limits_argv=guard.confinement.argv,
-                # A forked bridge (ASH_BRIDGE_START=fork) joins the sandbox's cgroups; rlimits need an exec.
-                confinement=guard.confinement if self._limits.name != "rlimit" else None,
-                file_size_bytes=guard.limits.disk_mb * MIB,
+                confinement=guard.confinement,
+                file_size_bytes=guard.limits.file_size_bytes,
             )
             process = await self._launcher.launch(spec)
         except (OSError, SandboxError) as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, NamedTuple, TypeVar, Unpack, cast
+from typing import Any, NamedTuple, Unpack, cast
 
 from sqlalchemy import Table, func, insert, select
 
@@ -47,13 +47,12 @@ class TimelineQueries(StoreBase):
         start in the stream."""
         async with self._write_lock(session.id), self.db() as db, db.begin():
             last, _ = await self._reserve(db, session.id, messages=len(items))
-            rows = _messages(session, items, after=last)
+            rows = _numbered(session, items, columns=MESSAGE_COLUMNS, after=last, at=utcnow())
             if rows:
-                columns = ("id", "session_id", "tenant_id", "role", "content", "sequence", "created_at")
-                await db.execute(INSERT_MESSAGES, [{c: getattr(r, c) for c in columns} for r in rows])
+                await db.execute(INSERT_MESSAGES, rows)
             if frames:
                 await db.execute(INSERT_FRAMES, list(frames))
-        return rows
+        return [Message(**row) for row in rows]
 
     async def write_turn(
         self,
@@ -66,9 +65,7 @@ class TimelineQueries(StoreBase):
         messages and their timeline events (numbered by the one reservation that also sets `changes`, the end
         of a turn's SDK session id and last activity), and its stream frames."""
         if not messages and not changes:
-            if frames:
-                async with self.db() as db, db.begin():
-                    await db.execute(INSERT_FRAMES, list(frames))
+            await self.append_stream_events(frames)
             return
         events = [event for message in messages for event in message.events]
         messages = [m for m in messages if m.role is not None]
@@ -77,22 +74,14 @@ class TimelineQueries(StoreBase):
                 db, session.id, messages=len(messages), events=len(events), **changes
             )
             now = utcnow()
-            base = {"session_id": session.id, "tenant_id": session.tenant_id, "created_at": now}
             if messages:
+                pairs = [(m.role, m.content) for m in messages]
                 await db.execute(
-                    INSERT_MESSAGES,
-                    [
-                        {**base, "id": uuid.uuid4(), "role": m.role, "content": m.content, "sequence": last_message + i}
-                        for i, m in enumerate(messages, start=1)
-                    ],
+                    INSERT_MESSAGES, _numbered(session, pairs, columns=MESSAGE_COLUMNS, after=last_message, at=now)
                 )
             if events:
                 await db.execute(
-                    INSERT_EVENTS,
-                    [
-                        {**base, "id": uuid.uuid4(), "type": kind, "data": data, "sequence": last_event + i}
-                        for i, (kind, data) in enumerate(events, start=1)
-                    ],
+                    INSERT_EVENTS, _numbered(session, events, columns=EVENT_COLUMNS, after=last_event, at=now)
                 )
             if frames:
                 await db.execute(INSERT_FRAMES, list(frames))
@@ -101,11 +90,7 @@ class TimelineQueries(StoreBase):
         self, session: SessionRow, role: str, content: str, events: Sequence[tuple[str, str | None]]
     ) -> None:
         """One SDK message and the timeline events derived from it, in one transaction."""
-        async with self._write_lock(session.id), self.db() as db, db.begin():
-            last_message, last_event = await self._reserve(db, session.id, messages=1, events=len(events))
-            now = utcnow()
-            db.add_all(_messages(session, [(role, content)], after=last_message, at=now))
-            db.add_all(_events(session, events, after=last_event, at=now))
+        await self.write_turn(session, [TurnMessage(role, content, events)], [])
 
     async def list_messages(
         self, tenant_id: str, session_id: uuid.UUID, *, after: int = 0, limit: int = 100
@@ -124,7 +109,7 @@ class TimelineQueries(StoreBase):
             return
         async with self._write_lock(session.id), self.db() as db, db.begin():
             _, last = await self._reserve(db, session.id, events=len(items))
-            db.add_all(_events(session, items, after=last))
+            await db.execute(INSERT_EVENTS, _numbered(session, items, columns=EVENT_COLUMNS, after=last, at=utcnow()))
 
     async def list_events(
         self,
@@ -198,41 +183,28 @@ class TimelineQueries(StoreBase):
             return int(first) if first is not None else None
 
 
-Row = TypeVar("Row", Message, SessionEvent)
-
-
 def _numbered(
-    row: type[Row],
     session: SessionRow,
-    items: Sequence[tuple[str, str | None]],
+    items: Sequence[tuple[str | None, str | None]],
     *,
     columns: tuple[str, str],
     after: int,
-    at: datetime | None = None,
-) -> list[Row]:
-    """Rows of `row` for the pairs in `items` (their values for `columns`), numbered on from the session's last
-    sequence `after` (reserved by the caller)."""
-    created = at or utcnow()
+    at: datetime,
+) -> list[dict[str, Any]]:
+    """The Core insert parameters of a messages or session_events row for each pair in `items` (its values for
+    `columns`), numbered on from the session's last sequence `after` (reserved by the caller)."""
     return [
-        row(
-            id=uuid.uuid4(),
-            session_id=session.id,
-            tenant_id=session.tenant_id,
-            sequence=after + i,
-            created_at=created,
+        {
+            "id": uuid.uuid4(),
+            "session_id": session.id,
+            "tenant_id": session.tenant_id,
+            "sequence": after + i,
+            "created_at": at,
             **dict(zip(columns, item, strict=True)),
-        )
+        }
         for i, item in enumerate(items, start=1)
     ]
 
 
-def _messages(
-    session: SessionRow, items: Sequence[tuple[str, str]], *, after: int, at: datetime | None = None
-) -> list[Message]:
-    return _numbered(Message, session, items, columns=("role", "content"), after=after, at=at)
-
-
-def _events(
-    session: SessionRow, items: Sequence[tuple[str, str | None]], *, after: int, at: datetime | None = None
-) -> list[SessionEvent]:
-    return _numbered(SessionEvent, session, items, columns=("type", "data"), after=after, at=at)
+MESSAGE_COLUMNS = ("role", "content")
+EVENT_COLUMNS = ("type", "data")

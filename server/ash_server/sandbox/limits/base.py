@@ -23,6 +23,11 @@ class Limits:
     # let 200,000 of them through (and every fork and snapshot then walked them all).
     disk_inodes: int = 100_000
 
+    @property
+    def file_size_bytes(self) -> int:
+        """RLIMIT_FSIZE: the disk quota, which no single file may outgrow."""
+        return self.disk_mb * MIB
+
     def out_of_memory(self) -> str:
         return f"sandbox ran out of memory (limit {self.memory_mb} MiB)"
 
@@ -46,14 +51,15 @@ class Confinement(Protocol):
         """Kill every process under these limits."""
         ...
 
-    def join(self, pid: int) -> bool:
-        """Put a running process under these limits (a bridge forked from the template, which the argv prefix
-        never ran for). False when the backend cannot: the sandbox is then started the exec way."""
+    def join(self, pid: int) -> None:
+        """Put a running process in these limits' cgroups (a bridge forked from the template, which the argv
+        prefix never ran for); only for a confinement with `procs_files`."""
         ...
 
     @property
     def procs_files(self) -> list[Path]:
-        """The cgroup.procs files a process writes its pid to to join these limits ([] without cgroups)."""
+        """The cgroup.procs files a process writes its pid to to join these limits ([] without cgroups: such
+        sandboxes start their bridge the exec way, under the argv prefix)."""
         ...
 
     def prioritise(self, *, background: bool) -> None:
@@ -72,4 +78,4 @@ def file_size_argv(limits: Limits) -> list[str]:
     The quota itself covers the whole session folder and is watched (sandbox/disk.py); this makes the most common
     runaway, one huge file, fail at the write instead of a moment later.
     """
-    return ["prlimit", f"--fsize={limits.disk_mb * MIB}", "--"]
+    return ["prlimit", f"--fsize={limits.file_size_bytes}", "--"]

@@ -44,10 +44,9 @@ class CgroupV1Confinement:
     def kill(self) -> None:
         cgroupfs.kill_members(self._distinct())
 
-    def join(self, pid: int) -> bool:
+    def join(self, pid: int) -> None:
         for procs in self.procs_files:
             cgroupfs.write(procs, str(pid))
-        return True
 
     @property
     def procs_files(self) -> list[Path]:

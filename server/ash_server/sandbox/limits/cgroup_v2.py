@@ -47,9 +47,9 @@ class CgroupV2Confinement:
         except OSError:
             cgroupfs.kill_members([self.group])
 
-    def join(self, pid: int) -> bool:
-        cgroupfs.write(self.group / "cgroup.procs", str(pid))
-        return True
+    def join(self, pid: int) -> None:
+        for procs in self.procs_files:
+            cgroupfs.write(procs, str(pid))
 
     @property
     def procs_files(self) -> list[Path]:

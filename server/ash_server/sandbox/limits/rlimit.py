@@ -10,6 +10,7 @@ tells why a sandbox died.
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ class RlimitConfinement:
             "prlimit",
             f"--as={limits.memory_mb * MIB}",
             f"--nproc={self.nproc}",
-            f"--fsize={limits.disk_mb * MIB}",
+            f"--fsize={limits.file_size_bytes}",
             "--",
         ]
 
@@ -39,8 +40,9 @@ class RlimitConfinement:
     def kill(self) -> None:
         return None
 
-    def join(self, pid: int) -> bool:
-        return False  # prlimit applies at exec; the process count is per uid: exec-started sandboxes only
+    def join(self, pid: int) -> None:
+        # prlimit applies at exec, and the process count is per uid: nothing a running process can be put under.
+        raise OSError(errno.EOPNOTSUPP, "rlimit limits have no cgroup to join")
 
     @property
     def procs_files(self) -> list[Path]:
