@@ -161,6 +161,7 @@ def encode_args(args: Sequence[str]) -> bytes:
 
 class BwrapLauncher:
     name = "bwrap"
+    bridge_start = "exec"
 
     def __init__(self, bwrap: str | None = None) -> None:
         self.bwrap = bwrap or shutil.which("bwrap") or "bwrap"

@@ -51,6 +51,8 @@ class SandboxProcess(Protocol):
 
 class Launcher(Protocol):
     name: str
+    # How bridges start: "exec" (a new interpreter), or "fork" from the bridge template (forking.py).
+    bridge_start: str
 
     async def launch(self, spec: LaunchSpec) -> SandboxProcess: ...
 
@@ -64,6 +66,7 @@ class ProcessLauncher:
     """No namespaces: the sandbox is a process tree of its own under its own (non-root) uid."""
 
     name = "none"
+    bridge_start = "exec"
 
     async def launch(self, spec: LaunchSpec) -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(

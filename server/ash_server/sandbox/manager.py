@@ -85,7 +85,7 @@ class SandboxManager:
     @property
     def bridge_start(self) -> str:
         """fork (from the bridge template, forking.py) or exec."""
-        return getattr(self._launcher, "bridge_start", "exec")
+        return self._launcher.bridge_start
 
     @property
     def limits_mechanism(self) -> str:

@@ -90,9 +90,10 @@ class RecentAgents:
         left = self.budget
         chosen: list[tuple[Agent, int]] = []
         for agent, size in own + recent:
-            if min(size, left) > 0:
-                chosen.append((agent, min(size, left)))
-                left -= min(size, left)
+            take = min(size, left)
+            if take > 0:
+                chosen.append((agent, take))
+                left -= take
         return chosen
 
 
