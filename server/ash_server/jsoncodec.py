@@ -16,18 +16,14 @@ import orjson
 OPTIONS = orjson.OPT_NON_STR_KEYS
 
 
-def dumps_bytes(value: Any) -> bytes:
+def dumps(value: Any) -> str:
     try:
         encoded = orjson.dumps(value, option=OPTIONS)
     except TypeError:  # orjson.JSONEncodeError: an integer beyond 64 bits, or a type orjson does not know
-        return _slow(value).encode()
+        return _slow(value)
     if b"null" in encoded and _has_non_finite(value):
-        return _slow(value).encode()
-    return encoded
-
-
-def dumps(value: Any) -> str:
-    return dumps_bytes(value).decode()
+        return _slow(value)
+    return encoded.decode()
 
 
 def loads(data: bytes | str) -> Any:
