@@ -15,7 +15,7 @@ from typing import Any
 from ash_bridge.protocol import Command
 
 from .. import __version__
-from ..errors import AshError, Invalid, out_of_space
+from ..errors import AshError, Invalid, NotFound, out_of_space
 from ..observability import logs
 from ..observability.tracing import current_traceparent, traced
 from ..sandbox.sandbox import Sandbox
@@ -50,12 +50,22 @@ class TurnRunner(SessionPart):
 
     @traced("session.message")
     async def send(
-        self, tenant_id: str, session_id: uuid.UUID, content: str | list[dict[str, Any]], options: TurnOptions
+        self,
+        tenant_id: str,
+        session_id: uuid.UUID,
+        content: str | list[dict[str, Any]],
+        options: TurnOptions,
+        *,
+        auto_resume: bool = True,
     ) -> Turn:
+        """`auto_resume`: a paused, stopped or failed session is resumed by its message (as `resume` would), so a
+        conversation continues after a restart or an idle stop; False keeps the old answer, 400 until resumed."""
         received = time.perf_counter()
         sandbox_start_ms = 0.0
         async with self._core.locked(tenant_id, session_id, allow_ended=True) as (session, live):
-            if session.status != SessionStatus.ACTIVE:
+            if session.status.resumable and auto_resume:
+                await self._resume_implicitly(session, live)
+            elif session.status != SessionStatus.ACTIVE:
                 raise Invalid(
                     f"Session is {session.status}: {session_id}"
                     + ("; resume it first" if session.status.resumable else ""),
@@ -99,6 +109,18 @@ class TurnRunner(SessionPart):
             turn.task = asyncio.create_task(self._run_turn(session, live, sandbox, turn, content, options))
             self._pool.mark(sandbox.id, SandboxState.RUNNING)  # never evicted while the turn runs
         return turn
+
+    async def _resume_implicitly(self, session: SessionRow, live: LiveSession) -> None:
+        """What `resume` does, under the lock `send` holds: the sandbox itself is started (or kept) below."""
+        if await self._store.get_agent(session.tenant_id, session.agent_name) is None:
+            raise NotFound(f"Agent not found: {session.agent_name!r}, the agent of this session, was deleted")
+        warm = live.sandbox is not None and live.sandbox.alive
+        if warm:
+            self._pool.resume_warm_hits += 1
+        await self._core.set(session, status=SessionStatus.ACTIVE, last_active_at=utcnow())
+        await self._core.event(
+            session, "lifecycle", {"action": "resumed", "path": "warm" if warm else "cold", "implicit": True}
+        )
 
     @traced("bridge.query")
     async def _run_turn(

@@ -153,7 +153,7 @@ async def send_message(
         output_format=body.output_format,
     )
     sessions = services.sessions
-    turn = await sessions.send(principal.tenant_id, session_id, content, options)
+    turn = await sessions.send(principal.tenant_id, session_id, content, options, auto_resume=body.auto_resume)
     subscription = await sessions.subscribe(
         principal.tenant_id,
         session_id,

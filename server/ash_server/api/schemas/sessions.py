@@ -121,6 +121,11 @@ class MessageCreate(Schema):
     on_disconnect: Literal["continue", "interrupt"] = Field(
         "continue", description="What a client disconnect does to the turn (also `?onDisconnect=`)."
     )
+    auto_resume: bool = Field(
+        True,
+        description="A paused, stopped or failed session is resumed by this message (a `lifecycle` event "
+        "`resumed` with `implicit: true`); false answers 400 until the client resumes it.",
+    )
 
 
 class InterruptResponse(Schema):
