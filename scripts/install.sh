@@ -1,19 +1,41 @@
 #!/usr/bin/env bash
 # Install Ash from this checkout on Debian/Ubuntu: system packages, then a virtualenv with pinned dependencies.
 #   scripts/install.sh          the server and CLI
-#   scripts/install.sh --dev    plus the test and lint tools
+#   scripts/install.sh --dev    plus the test and lint tools (and every sandbox runtime: the tests run both)
+#   scripts/install.sh --runtime gvisor   plus gVisor's runsc, for ASH_SANDBOX_RUNTIME=gvisor (docs/security.md)
 # The virtualenv is built on the system Python (/usr/bin/python3) on purpose: sandboxes run as an unprivileged
 # user that must be able to execute the interpreter, and a Python under /root (pyenv, say) is out of its reach.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dev=0
-[[ "${1:-}" == "--dev" ]] && dev=1
+runtime=bwrap
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --dev) dev=1 ;;
+    --runtime)
+      runtime="${2:-}"
+      shift
+      ;;
+    --runtime=*) runtime="${1#--runtime=}" ;;
+    *)
+      echo "usage: scripts/install.sh [--dev] [--runtime bwrap|gvisor]" >&2
+      exit 2
+      ;;
+  esac
+  shift
+done
+if [[ "$runtime" != bwrap && "$runtime" != gvisor ]]; then
+  echo "scripts/install.sh: --runtime is bwrap or gvisor, not '$runtime'" >&2
+  exit 2
+fi
 
 sudo_cmd=()
 [[ "$(id -u)" -ne 0 ]] && sudo_cmd=(sudo)
 
 packages=(python3 python3-venv python3-dev bubblewrap util-linux ca-certificates)
+# gVisor's runsc (Debian's package; its ptrace platform needs no KVM). bubblewrap stays: it is the other runtime.
+[[ "$runtime" == gvisor || $dev -eq 1 ]] && packages+=(runsc)
 # nftables and systemd: tests/infra checks the firewall rules (nft --check) and the units (systemd-analyze);
 # chromium: tests/dashboard drives the dashboard in headless Chromium. podman (with runc, its CNI plugins and DNS for
 # containers) and debootstrap: tests/distribution boots Debian hosts with systemd, builds and runs the image.
