@@ -22,11 +22,13 @@ __all__ = [
     "PID_FILE",
     "follow",
     "is_alive",
+    "kill",
     "looks_like_ash",
     "read_pid",
     "remove_pid",
     "server_environment",
     "server_url",
+    "signal_stop",
     "spawn",
     "tail",
     "terminate",
@@ -34,7 +36,7 @@ __all__ = [
 
 LOG_FILE = "server.log"
 PID_FILE = "server.pid"
-STOP_TIMEOUT = 30.0
+STOP_TIMEOUT = 45.0  # as systemd/ash-server.service: TimeoutStopSec=45s
 
 
 def server_url(env: Mapping[str, str]) -> str:
@@ -125,23 +127,35 @@ def looks_like_ash(pid: int) -> bool:
     return any(b"ash_cli" in a or b"ash_server" in a or a.rsplit(b"/", 1)[-1] == b"ash" for a in args)
 
 
+def signal_stop(pid: int) -> bool:
+    """SIGTERM: the server's graceful shutdown. False if the process is already gone."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def kill(pid: int) -> None:
+    """SIGKILL the server's process group (it leads one: spawned with start_new_session), then wait 5 s for it."""
+    try:
+        os.killpg(pid, signal.SIGKILL) if os.getpgid(pid) == pid else os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    if not _wait_gone(pid, 5.0):
+        raise CliError(f"the server (pid {pid}) did not exit even after SIGKILL")
+
+
 def terminate(pid: int, timeout: float = STOP_TIMEOUT) -> bool:
     """SIGTERM, wait up to `timeout` s for a graceful shutdown (sandboxes stopped, state saved), then SIGKILL.
 
     Returns True if the process had to be killed.
     """
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
+    if not signal_stop(pid):
         return False
     if _wait_gone(pid, timeout):
         return False
-    try:
-        os.killpg(pid, signal.SIGKILL) if os.getpgid(pid) == pid else os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return False
-    if not _wait_gone(pid, 5.0):
-        raise CliError(f"the server (pid {pid}) did not exit even after SIGKILL")
+    kill(pid)
     return True
 
 
@@ -150,7 +164,7 @@ def _wait_gone(pid: int, timeout: float) -> bool:
     while is_alive(pid):
         if time.monotonic() >= deadline:
             return False
-        time.sleep(0.1)
+        time.sleep(0.05)
     return True
 
 

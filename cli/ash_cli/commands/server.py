@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -18,13 +16,12 @@ from ..client import AshClient
 from ..config import DEFAULT_HOST, StoredConfig, config_path, default_port, load_stored, read_key_file, save_stored
 from ..context import JsonOption, state, wants_json
 from ..errors import AshClientError, CliError
+from ..lifecycle import STOP_TIMEOUT, LogWatch, Progress, stop_server, wait_ready
+from ..logfmt import human_line
 from ..models import Health
 from ..output import err, health_details, out, print_json
 
 __all__ = ["register"]
-
-HEALTH_TIMEOUT = 60.0
-LOG_LINES_ON_FAILURE = 20
 
 
 def serve() -> None:
@@ -78,10 +75,12 @@ def start(
     if _health(url, timeout=1.0) is not None:
         raise CliError(f"an Ash server is already answering at {url}; stop it first or set ASH_PORT")
 
-    log = data_dir / daemon.LOG_FILE
-    log_offset = log.stat().st_size if log.exists() else 0  # on failure, show this start's lines only
+    progress = Progress(err)
+    watch = LogWatch(data_dir / daemon.LOG_FILE)  # on failure, show this start's lines only
     process = daemon.spawn(env_)
-    health = _wait_healthy(process, url, data_dir, log_offset)
+    progress.step(f"started the server process (pid {process.pid}), data dir {data_dir}, log {watch.path}")
+    health = wait_ready(process, url, data_dir, watch, progress)
+    ready_in = progress.elapsed
 
     key = os.environ.get("ASH_API_KEY") or read_key_file(data_dir)
     path = config_path()
@@ -90,9 +89,12 @@ def start(
     if state(ctx).json:
         print_json({"serverUrl": url, "dataDir": str(data_dir), "pid": process.pid, "configFile": str(path)})
         return
-    out.print(f"[green]●[/] Ash {escape(health['version'])} is running at [bold]{url}[/] (pid {process.pid})")
+    out.print(
+        f"[green]●[/] Ash {escape(health['version'])} is running at [bold]{url}[/] (pid {process.pid}), "
+        f"ready in {ready_in:.1f} s"
+    )
     out.print(f"  data dir  {escape(str(data_dir))}")
-    out.print(f"  log       {escape(str(data_dir / daemon.LOG_FILE))}")
+    out.print(f"  log       {escape(str(watch.path))}")
     if key:
         out.print(f"  API key   stored in {escape(str(path))}")
     else:
@@ -150,37 +152,6 @@ def _health(url: str, *, timeout: float) -> Health | None:
             return None
 
 
-def _wait_healthy(process: subprocess.Popen[bytes], url: str, data_dir: Path, log_offset: int) -> Health:
-    log = data_dir / daemon.LOG_FILE
-    deadline = time.monotonic() + HEALTH_TIMEOUT
-    while time.monotonic() < deadline:
-        code = process.poll()
-        if code is not None:
-            daemon.remove_pid(data_dir, process.pid)
-            _print_log_tail(log, log_offset)
-            raise CliError(f"the server exited with code {code} before it was ready (log: {log})")
-        health = _health(url, timeout=1.0)
-        if health is not None:
-            return health
-        time.sleep(0.1)
-    daemon.terminate(process.pid, timeout=10)
-    daemon.remove_pid(data_dir, process.pid)
-    _print_log_tail(log, log_offset)
-    raise CliError(f"the server did not answer at {url} within {HEALTH_TIMEOUT:.0f} s (log: {log})")
-
-
-def _print_log_tail(log: Path, offset: int) -> None:
-    try:
-        with log.open("rb") as handle:
-            handle.seek(offset)
-            lines = handle.read().decode(errors="replace").splitlines()[-LOG_LINES_ON_FAILURE:]
-    except OSError:
-        return
-    err.print(Text(f"--- last lines of {log} ---", style="dim"))
-    for line in lines:
-        err.print(Text(line))
-
-
 def _running_pid(ctx: typer.Context) -> int | None:
     """The pid of the background server: <data dir>/server.pid first, then the pid in ~/.ash/config.json."""
     config = state(ctx).config
@@ -191,7 +162,7 @@ def _running_pid(ctx: typer.Context) -> int | None:
 
 
 def stop(ctx: typer.Context) -> None:
-    """Stop the background server (SIGTERM, then SIGKILL after 30 s), or its container."""
+    """Stop the background server (SIGTERM, then SIGKILL after 45 s), or its container."""
     config = state(ctx).config
     stored = load_stored(config.config_file)
     if stored.container:
@@ -206,13 +177,16 @@ def stop(ctx: typer.Context) -> None:
     if pid is None:
         out.print(f"Ash server is not running (no live server pid in {config.data_dir / daemon.PID_FILE}).")
         return
-    killed = daemon.terminate(pid)
+    progress = Progress(err)
+    killed = stop_server(pid, LogWatch(config.data_dir / daemon.LOG_FILE), progress)
     daemon.remove_pid(config.data_dir, pid)
     stored = load_stored(config.config_file)
     if stored.pid == pid:
         save_stored(config.config_file, StoredConfig(stored.server_url, stored.api_key, stored.data_dir, None))
-    how = "killed after it ignored SIGTERM for 30 s" if killed else "stopped"
-    out.print(f"Ash server {how} (pid {pid}).")
+    if killed:
+        out.print(f"Ash server killed (pid {pid}): it did not exit within {STOP_TIMEOUT:.0f} s of SIGTERM.")
+    else:
+        out.print(f"Ash server stopped (pid {pid}) in {progress.elapsed:.1f} s.")
 
 
 def _container_state(config_file: Path) -> dict[str, str] | None:
@@ -267,8 +241,9 @@ def logs(
     ctx: typer.Context,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines (Ctrl-C to stop).")] = False,
     lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="How many of the last lines to print.")] = 50,
+    json_output: Annotated[bool, typer.Option("--json", help="The raw JSON lines, as the server wrote them.")] = False,
 ) -> None:
-    """Print the background server's log (<data dir>/server.log), or its container's."""
+    """Print the background server's log (<data dir>/server.log): time, level, message; or its container's."""
     if load_stored(state(ctx).config.config_file).container:
         code = docker.logs(os.environ, lines, follow)
         if code not in (0, 130):  # 130: Ctrl-C while following
@@ -277,14 +252,22 @@ def logs(
     path = state(ctx).config.data_dir / daemon.LOG_FILE
     if not path.is_file():
         raise CliError(f"no server log at {path} (the log is written by a server started with `ash start`)")
+    raw = wants_json(ctx, json_output)
+
+    def write(line: str) -> None:
+        if raw:
+            sys.stdout.write(line if line.endswith("\n") else line + "\n")
+            sys.stdout.flush()
+        else:
+            out.print(human_line(line))  # Rich: styled on a terminal, plain text into a pipe or file
+
     if not follow:
         for line in daemon.tail(path, lines):
-            sys.stdout.write(line + "\n")
+            write(line)
         return
     try:
         for line in daemon.follow(path, lines):
-            sys.stdout.write(line)
-            sys.stdout.flush()
+            write(line)
     except KeyboardInterrupt:
         pass
 
