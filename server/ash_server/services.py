@@ -30,11 +30,12 @@ from .observability.metrics import Metrics
 from .paths import DataDir
 from .ratelimit import RateLimiter, RateLimits
 from .sandbox.admission import StartAdmission
-from .sandbox.isolation import IsolationUnavailable, runtime_paths, select_launcher
+from .sandbox.isolation import IsolationUnavailable, runtime_paths, select_runtimes
 from .sandbox.launcher import ProcessLauncher
 from .sandbox.limits import detect_backend
 from .sandbox.manager import SandboxManager, sandbox_runtime_readable
 from .sandbox.pool import SandboxPool
+from .sandbox.runtimes import Runtimes
 from .sandbox.warm import RecentAgents, WarmPool, warm_budget
 from .sessions.core import SessionCore
 from .sessions.prompt import LocalSessions, PromptSessions
@@ -147,14 +148,18 @@ async def build_services(
         await auth.bootstrap(settings)
     credential_service = CredentialService.from_settings(store, settings)
     gateway = Gateway(settings, store, credential_service, metrics=metrics)
+    limits = detect_backend(settings.data_dir, (settings.sandbox_ids or (os.getuid(), os.getgid()))[0])
     try:
         # A coordinator starts no sandbox: it needs no isolation (its runners check theirs).
-        launcher = ProcessLauncher() if settings.mode == "coordinator" else await select_launcher(settings)
+        runtimes = (
+            Runtimes(ProcessLauncher())
+            if settings.mode == "coordinator"
+            else await select_runtimes(settings, limits.name)
+        )
     except IsolationUnavailable as exc:
         raise StartupError(exc.message) from exc
-    limits = detect_backend(settings.data_dir, (settings.sandbox_ids or (os.getuid(), os.getgid()))[0])
-    log.info("sandboxes: isolation %s, limits by %s", launcher.name, limits.name)
-    sandboxes = SandboxManager(settings, data, launcher, gateway=gateway, limits=limits)
+    log.info("sandboxes: isolation %s, limits by %s", runtimes.default.name, limits.name)
+    sandboxes = SandboxManager(settings, data, runtimes, gateway=gateway, limits=limits)
     # A runner is known by its runner id (the `runnerId` of its sessions); other servers by their data dir's id.
     server_id = settings.effective_runner_id if settings.mode == "runner" else data.server_id()
     sandbox_pool = SandboxPool(

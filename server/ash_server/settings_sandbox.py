@@ -7,10 +7,11 @@ import functools
 import os
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings
 
 from . import capabilities
+from .sandbox.runtime_names import parse_tenant_runtimes
 
 
 class SandboxSettings(BaseSettings):
@@ -92,6 +93,27 @@ class SandboxSettings(BaseSettings):
         "the server refuses to start if bwrap cannot run here.",
     )
 
+    sandbox_runtime: Literal["bwrap", "gvisor"] = Field(
+        "bwrap",
+        description="The runtime of a sandbox whose agent and tenant do not choose one: bwrap (bubblewrap "
+        "namespaces on the host kernel) or gvisor (runsc: gVisor's user-space kernel serves every system call; "
+        "docs/security.md compares them). The server refuses to start if it cannot run this one; /health says "
+        "which runtimes work here. Ignored with ASH_SANDBOX_ISOLATION=none.",
+    )
+
+    tenant_runtimes: str = Field(
+        "",
+        description="The runtime each tenant's sandboxes must use: `tenant=runtime` pairs, comma-separated, `*` "
+        "for every tenant not named (e.g. `default=bwrap,*=gvisor`). A tenant named here runs its agents under "
+        "that runtime only: an agent config `runtime` that differs is refused. Unnamed tenants' agents may choose.",
+    )
+
+    gvisor_platform: Literal["ptrace", "kvm"] = Field(
+        "ptrace",
+        description="How gVisor's kernel intercepts the sandbox's system calls: ptrace (works everywhere) or kvm "
+        "(faster, needs /dev/kvm).",
+    )
+
     sandbox_memory_mb: int = Field(2048, ge=64, description="Memory limit of each sandbox (MiB); agents may lower.")
 
     sandbox_cpu_percent: int = Field(
@@ -113,6 +135,17 @@ class SandboxSettings(BaseSettings):
     exec_max_timeout_ms: int = Field(
         600_000, ge=1000, description="Longest timeout a POST /api/sessions/{id}/exec may ask for."
     )
+
+    @field_validator("tenant_runtimes")
+    @classmethod
+    def _tenant_runtimes(cls, value: str) -> str:
+        parse_tenant_runtimes(value)  # ValueError with the reason
+        return value
+
+    @functools.cached_property
+    def tenant_runtime_map(self) -> dict[str, str]:
+        """ASH_TENANT_RUNTIMES as tenant -> runtime; `*` is every tenant not named."""
+        return parse_tenant_runtimes(self.tenant_runtimes)
 
     @functools.cached_property
     def sandbox_ids(self) -> tuple[int, int] | None:

@@ -74,6 +74,7 @@ class Reply:
     status: int = 200
     error_type: str = ""
     error_message: str = ""
+    should_retry: str | None = "false"
 
     @property
     def is_text(self) -> bool:
@@ -94,11 +95,12 @@ def tool_use(name: str, input: JSONDict, id: str | None = None, preamble: str | 
     return Reply(kind="tool_use", tool_name=name, tool_input=dict(input), tool_id=id, preamble=preamble)
 
 
-def api_error(status: int, type: str, message: str) -> Reply:
-    """An HTTP error answered with the Anthropic error body ``{"type": "error", "error": {...}}``."""
+def api_error(status: int, type: str, message: str, *, should_retry: str | None = "false") -> Reply:
+    """An HTTP error answered with the Anthropic error body ``{"type": "error", "error": {...}}``.
+    ``should_retry``: its ``x-should-retry`` header, None for none (as the real API answers a wrong key)."""
     if status < 400:
         raise ValueError("api_error status must be >= 400")
-    return Reply(kind="error", status=status, error_type=type, error_message=message)
+    return Reply(kind="error", status=status, error_type=type, error_message=message, should_retry=should_retry)
 
 
 def echo(chunks: int = 1) -> Reply:
@@ -185,9 +187,11 @@ def _sse(event: str, data: JSONDict) -> bytes:
 class FakeAnthropic:
     """A fake ``POST /v1/messages`` endpoint served on 127.0.0.1 from a background thread."""
 
-    def __init__(self, default: Reply | None = None, *, host: str = "127.0.0.1") -> None:
-        """`host`: the address to serve on (multi-machine tests use a bridge address other namespaces reach)."""
+    def __init__(self, default: Reply | None = None, *, host: str = "127.0.0.1", api_key: str | None = None) -> None:
+        """`host`: the address to serve on (multi-machine tests use a bridge address other namespaces reach).
+        `api_key`: when set, a request with another `x-api-key` gets the real API's 401 (no `x-should-retry`)."""
         self.host = host
+        self.api_key = api_key
         self._lock = threading.Lock()
         self._rules: list[_Rule] = []
         self._default: Reply = default if default is not None else text("ok")
@@ -442,6 +446,12 @@ class FakeAnthropic:
         with self._lock:
             self._log.append(entry)
 
+        if self.api_key is not None and entry["headers"].get("x-api-key") != self.api_key:
+            return self._error_response(entry, 401, "authentication_error", "invalid x-api-key", should_retry=None)
+        if request.method == "POST" and path.endswith("/v1/messages/count_tokens") and isinstance(body, dict):
+            entry["status"] = 200
+            entry["completed"] = True
+            return JSONResponse({"input_tokens": len(_messages(body)) * 10})
         if not is_messages:
             return self._error_response(entry, 404, "not_found_error", f"Not found: {request.method} {path}")
         if not isinstance(body, dict):
@@ -449,7 +459,9 @@ class FakeAnthropic:
 
         reply = self.reply_for(body)
         if reply.kind == "error":
-            return self._error_response(entry, reply.status, reply.error_type, reply.error_message)
+            return self._error_response(
+                entry, reply.status, reply.error_type, reply.error_message, should_retry=reply.should_retry
+            )
 
         blocks = self._render(reply, body)
         model = str(body.get("model", "claude-fake"))
@@ -591,13 +603,16 @@ class FakeAnthropic:
         }
 
     @staticmethod
-    def _error_response(entry: JSONDict, status: int, error_type: str, message: str) -> JSONResponse:
+    def _error_response(
+        entry: JSONDict, status: int, error_type: str, message: str, *, should_retry: str | None = "false"
+    ) -> JSONResponse:
         entry["status"] = status
         entry["completed"] = True
+        headers = {"request-id": f"req_fake_{uuid.uuid4().hex[:24]}"}
+        if should_retry is not None:
+            headers["x-should-retry"] = should_retry
         response = JSONResponse(
-            {"type": "error", "error": {"type": error_type, "message": message}},
-            status_code=status,
-            headers={"request-id": f"req_fake_{uuid.uuid4().hex[:24]}", "x-should-retry": "false"},
+            {"type": "error", "error": {"type": error_type, "message": message}}, status_code=status, headers=headers
         )
         entry["response_body"] = bytes(response.body)
         return response

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ash_server.sessions.events import message_role, sse_events, timeline_events
 
 ASSISTANT_TOOL = {
@@ -51,7 +53,25 @@ def test_api_errors_become_error_events() -> None:
         "error": "server_error",
         "message": {"content": [{"type": "text", "text": "API Error: 500 upstream exploded"}]},
     }
-    assert ("error", {"error": "server_error: API Error: 500 upstream exploded"}, False) in sse_events(failed)
+    said = {"error": "model server error: API Error: 500 upstream exploded", "code": "server_error"}
+    assert ("error", said, False) in sse_events(failed)
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "said"),
+    [
+        ("authentication_failed", "Invalid API key", "model authentication failed: Invalid API key"),
+        ("invalid_request", "API Error: 400 bad", "model rejected the request: API Error: 400 bad"),
+        ("unknown", "API Error: 400 bad", "model rejected the request: API Error: 400 bad"),
+        ("unknown", "API Error: 502 gateway", "model error (unknown): API Error: 502 gateway"),
+        ("rate_limit", "", "model rate limit reached"),
+    ],
+)
+def test_model_errors_are_said_in_words(kind: str, text: str, said: str) -> None:
+    content = [{"type": "text", "text": text}] if text else []
+    failed = {"type": "assistant", "error": kind, "message": {"content": content}}
+    assert ("error", {"error": said, "code": kind}, False) in sse_events(failed)
+    assert ("error", {"error": said}) in timeline_events(failed)
 
 
 def test_timeline() -> None:

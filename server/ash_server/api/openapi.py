@@ -44,6 +44,7 @@ SECURITY_SCHEME = "apiKey"
 # What each operation's handler raises (the 400, 413 and 507 above come on top).
 RAISES: dict[tuple[str, str], tuple[int, ...]] = {
     ("GET", "/health"): (),
+    ("GET", "/api/model/check"): (401, 429),
     ("POST", "/api/agents"): (400, 401, 403, 404, 409, 429),
     ("GET", "/api/agents"): (401, 429),
     ("GET", "/api/agents/{name}"): (401, 404, 429),

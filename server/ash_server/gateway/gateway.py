@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,13 +17,16 @@ from pathlib import Path
 from ..credentials import CredentialService, server_auth
 from ..errors import Invalid, NotFound
 from ..observability.metrics import Metrics
-from ..settings import Settings
+from ..settings import DEFAULT_ANTHROPIC_BASE_URL, Settings
 from ..store.repository import Store
 from .budgets import BudgetLimits, ModelBudgets
 from .egress import EgressProxy
 from .model import PLACEHOLDER_KEY, ModelGateway, ModelRoute
 from .network import NetworkCeilings, NetworkPolicy, parse_network
+from .probe import ModelCheck, probe_model
 from .usage import CallUsage
+
+log = logging.getLogger(__name__)
 
 MODEL_SOCKET = "model.sock"
 EGRESS_SOCKET = "egress.sock"
@@ -43,6 +47,9 @@ class Gateway:
         self._store = store
         self._credentials = credentials
         self._server_auth = server_auth(settings)
+        self._upstream_url = settings.anthropic_base_url
+        if self._server_auth is None and settings.mode != "coordinator":  # a coordinator's runners call the model
+            _warn_no_model_key(settings)
         self.metrics = metrics or Metrics()
         self.model = ModelGateway(
             settings.anthropic_base_url,
@@ -118,6 +125,14 @@ class Gateway:
             env["ASH_EGRESS_SOCKET"] = str(egress_socket)
         return SandboxLink(env=env, network=network)
 
+    @property
+    def key_configured(self) -> bool:
+        """The server has a model key of its own (tenants may still bring theirs: POST /api/credentials)."""
+        return self._server_auth is not None
+
+    async def check_model(self) -> ModelCheck:
+        return await probe_model(self._upstream_url, self._server_auth)
+
     def assign(self, sandbox_id: str, session_id: str) -> None:
         """A warm sandbox was claimed: its model traffic belongs to `session_id` from now on."""
         self.model.assign(sandbox_id, session_id)
@@ -173,4 +188,14 @@ def budget_limits(settings: Settings) -> BudgetLimits:
         session_tokens=settings.gateway_session_tokens,
         tenant_tokens_per_day=settings.gateway_tenant_tokens_per_day,
         models=tuple(p.strip() for p in settings.gateway_models.split(",") if p.strip()),
+    )
+
+
+def _warn_no_model_key(settings: Settings) -> None:
+    """Said at start, so a missing key is not first seen as a failed chat."""
+    custom = settings.anthropic_base_url.rstrip("/") != DEFAULT_ANTHROPIC_BASE_URL
+    log.warning(
+        "no model key: ANTHROPIC_API_KEY and ANTHROPIC_AUTH_TOKEN are unset, so messages fail with 'model "
+        "authentication failed' unless their session uses a stored credential (POST /api/credentials)%s",
+        f" or {settings.anthropic_base_url} adds a key itself" if custom else "",
     )

@@ -53,6 +53,9 @@ HOP_BY_HOP = frozenset(
     }
 )
 DROPPED_REQUEST_HEADERS = HOP_BY_HOP | {b"host", b"content-length", b"x-api-key", b"authorization", b"accept-encoding"}
+# Upstream answers no retry can change. The CLI retries a 401 ten times with back-off (over three minutes for a
+# wrong key) unless the answer says `x-should-retry: false`, which the Messages API does not send for a bad key.
+FINAL_STATUSES = frozenset({400, 401, 403, 404, 413, 422})
 UPSTREAM_TIMEOUT = httpx.Timeout(connect=10.0, read=600.0, write=60.0, pool=30.0)
 
 
@@ -212,6 +215,12 @@ class ModelGateway:
             unreachable = Refusal(502, "api_error", f"model gateway: upstream unreachable ({exc!r})")
             await _send_error(conn, writer, unreachable)
             return True
+        if response.status_code in (401, 403):
+            log.warning(
+                "model gateway: the model refused the credential of session %s (HTTP %d): check the model key",
+                route.session_id,
+                response.status_code,
+            )
         meter: UsageMeter | None = None
         if path == MESSAGES and response.status_code == 200:
             streaming = response.headers.get("content-type", "").startswith("text/event-stream")
@@ -250,6 +259,9 @@ class ModelGateway:
         self, conn: h11.Connection, writer: asyncio.StreamWriter, response: httpx.Response, meter: UsageMeter | None
     ) -> bool:
         headers = [(k, v) for k, v in response.headers.raw if k.lower() not in HOP_BY_HOP]
+        if response.status_code in FINAL_STATUSES:
+            headers = [(k, v) for k, v in headers if k.lower() != b"x-should-retry"]
+            headers.append((b"x-should-retry", b"false"))
         writer.write(
             conn.send(h11.Response(status_code=response.status_code, headers=headers, reason=response.reason_phrase))
         )

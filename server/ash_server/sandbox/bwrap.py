@@ -207,6 +207,12 @@ class BwrapLauncher:
         helper = [sys.executable, "-I", "-S", "-c", source, str(sandbox_pid), str(spec.workspace)]
         return [*spec.limits_argv, *drop_privileges(spec.ids), *helper, *command]
 
+    async def release(self, spec: LaunchSpec) -> None:
+        return None  # the sandbox's folder (its /etc files) is the manager's to remove
+
+    async def sweep(self) -> int:
+        return 0  # bwrap keeps nothing outside the sandbox folders
+
     async def probe(self, ids: tuple[int, int] | None, runtime: Sequence[Path]) -> str | None:
         """Start one real sandbox that runs the bridge's interpreter; why it failed, or None."""
         with tempfile.TemporaryDirectory(prefix="ash-probe-") as tmp:

@@ -1,4 +1,5 @@
-"""Which launcher runs sandboxes (ASH_SANDBOX_ISOLATION), decided once at start by really starting one."""
+"""Which launchers run sandboxes (ASH_SANDBOX_ISOLATION, ASH_SANDBOX_RUNTIME), decided at start by really starting
+one of each."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ from ..errors import AshError
 from ..settings import Settings
 from .bwrap import BwrapLauncher
 from .forking import BridgeTemplate, ForkingBwrapLauncher, forkable_entry
+from .gvisor import GvisorLauncher
 from .launcher import Launcher, ProcessLauncher
+from .runtime_names import NAMES, Runtime
+from .runtimes import Runtimes
 
 
 class IsolationUnavailable(AshError):
@@ -45,22 +49,65 @@ def check_user_switch(settings: Settings) -> None:
         )
 
 
-async def select_launcher(settings: Settings) -> Launcher:
+async def select_runtimes(settings: Settings, limits: str) -> Runtimes:
+    """The default runtime, probed now (IsolationUnavailable if it cannot run), and the other one probed in the
+    background. `limits` is the limits backend's name: gVisor needs a cgroup to hold its sentry."""
     check_user_switch(settings)
     if settings.sandbox_isolation == "none":
-        return ProcessLauncher()
-    launcher = BwrapLauncher()
-    problem = await launcher.probe(settings.sandbox_ids, runtime_paths())
-    entry = forkable_entry(settings.bridge_entry)
-    if problem is None and settings.bridge_start == "fork" and entry is not None:
-        template = BridgeTemplate(settings.data_dir / "run" / "template.sock", settings.sandbox_ids)
-        await template.start()
-        return ForkingBwrapLauncher(template, source=entry or None)
-    if problem is not None:
+        runtimes = Runtimes(ProcessLauncher())
+        for name in NAMES:
+            runtimes.refuse(name, "the server runs sandboxes without isolation (ASH_SANDBOX_ISOLATION=none)")
+        return runtimes
+    if settings.sandbox_runtime == Runtime.GVISOR.value:
+        launcher: Launcher | str = await gvisor_launcher(settings, limits)
+        if isinstance(launcher, str):
+            raise IsolationUnavailable(
+                f"gVisor cannot start sandboxes here ({launcher.strip()[:500]}). Install runsc "
+                "(scripts/install.sh --runtime gvisor), or set ASH_SANDBOX_RUNTIME=bwrap"
+            )
+        runtimes = Runtimes(launcher)
+        bwrap = BwrapLauncher()
+        runtimes.probe_later(bwrap, lambda: bwrap.probe(settings.sandbox_ids, runtime_paths()))
+        return runtimes
+    launcher = await bwrap_launcher(settings, fork=settings.bridge_start == "fork")
+    if isinstance(launcher, str):
         raise IsolationUnavailable(
-            f"bubblewrap cannot start sandboxes here ({problem.strip()[:500]}). Install bubblewrap 0.8+ and "
+            f"bubblewrap cannot start sandboxes here ({launcher.strip()[:500]}). Install bubblewrap 0.8+ and "
             "allow unprivileged user namespaces (kernel.unprivileged_userns_clone=1, "
             "user.max_user_namespaces > 0), or set ASH_SANDBOX_ISOLATION=none to run sandboxes without "
             "namespaces (see docs/security.md for what that gives up)"
         )
+    runtimes = Runtimes(launcher)
+    gvisor = GvisorLauncher(settings.data_dir / "run" / "gvisor", platform=settings.gvisor_platform)
+    runtimes.probe_later(gvisor, lambda: gvisor_problem(gvisor, settings, limits))
+    return runtimes
+
+
+async def bwrap_launcher(settings: Settings, *, fork: bool) -> Launcher | str:
+    """bubblewrap's launcher (forking bridges when `fork` and the entry allows), or why it cannot run."""
+    launcher = BwrapLauncher()
+    problem = await launcher.probe(settings.sandbox_ids, runtime_paths())
+    if problem is not None:
+        return problem
+    entry = forkable_entry(settings.bridge_entry)
+    if fork and entry is not None:
+        template = BridgeTemplate(settings.data_dir / "run" / "template.sock", settings.sandbox_ids)
+        await template.start()
+        return ForkingBwrapLauncher(template, source=entry or None)
     return launcher
+
+
+async def gvisor_launcher(settings: Settings, limits: str) -> Launcher | str:
+    """gVisor's launcher, or why it cannot run."""
+    launcher = GvisorLauncher(settings.data_dir / "run" / "gvisor", platform=settings.gvisor_platform)
+    problem = await gvisor_problem(launcher, settings, limits)
+    return launcher if problem is None else problem
+
+
+async def gvisor_problem(launcher: GvisorLauncher, settings: Settings, limits: str) -> str | None:
+    if limits == "rlimit":
+        return (
+            "gVisor sandboxes need a cgroup limits backend (the host gives this server none, so limits fall back to "
+            "rlimits, which cannot hold runsc's processes)"
+        )
+    return await launcher.probe(settings.sandbox_ids, runtime_paths())

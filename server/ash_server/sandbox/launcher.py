@@ -2,8 +2,8 @@
 
 `ProcessLauncher` (isolation "none") is the baseline: allowlisted environment, its own process group, no
 capabilities, and a uid of its own when the server can switch users (capabilities.py). `BwrapLauncher` (bwrap.py)
-wraps the same `LaunchSpec` in namespaces. Both put the process under its limits first (`LaunchSpec.limits_argv`,
-see limits/).
+wraps the same `LaunchSpec` in namespaces, `GvisorLauncher` (gvisor.py) in a gVisor container. Each puts the
+process under its limits first (`LaunchSpec.limits_argv`, see limits/).
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ class LaunchSpec:
     # The same limits for a bridge forked from the template (forking.py), which no argv prefix runs for.
     confinement: Confinement | None = None
     file_size_bytes: int | None = None
+    # The launcher's name (bwrap, gvisor, none): the one that runs commands in it and cleans up after it.
+    runtime: str = ""
 
 
 class SandboxProcess(Protocol):
@@ -61,6 +63,14 @@ class Launcher(Protocol):
         `sandbox_pid`), under the same user, limits and isolation."""
         ...
 
+    async def release(self, spec: LaunchSpec) -> None:
+        """After the sandbox's processes ended: remove what the launcher keeps for it besides its folder."""
+        ...
+
+    async def sweep(self) -> int:
+        """At start: remove what a previous server of this data dir left behind; how many sandboxes."""
+        ...
+
 
 class ProcessLauncher:
     """No namespaces: the sandbox is a process tree of its own under its own (non-root) uid."""
@@ -85,6 +95,12 @@ class ProcessLauncher:
 
     def exec_argv(self, spec: LaunchSpec, sandbox_pid: int, command: list[str]) -> list[str]:
         return [*spec.limits_argv, *drop_privileges(spec.ids), *command]
+
+    async def release(self, spec: LaunchSpec) -> None:
+        return None
+
+    async def sweep(self) -> int:
+        return 0
 
 
 def drop_privileges(ids: tuple[int, int] | None) -> list[str]:

@@ -32,6 +32,8 @@ from .isolation import runtime_paths
 from .launcher import Launcher, LaunchSpec
 from .limits import LimitsBackend, agent_limits, server_limits
 from .limits.rlimit import RlimitBackend
+from .runtime_names import RuntimeChoiceError, choose
+from .runtimes import Runtimes, RuntimeUnavailable
 from .sandbox import Sandbox, kill_group
 
 log = logging.getLogger(__name__)
@@ -65,14 +67,14 @@ class SandboxManager:
         self,
         settings: Settings,
         data: DataDir,
-        launcher: Launcher,
+        runtimes: Runtimes,
         *,
         gateway: Gateway,
         limits: LimitsBackend | None = None,
     ) -> None:
         self._settings = settings
         self._data = data
-        self._launcher = launcher
+        self._runtimes = runtimes
         self._gateway = gateway
         self._limits: LimitsBackend = limits or RlimitBackend((settings.sandbox_ids or (os.getuid(), 0))[0])
         self._live: dict[str, Sandbox] = {}
@@ -80,12 +82,17 @@ class SandboxManager:
 
     @property
     def isolation(self) -> str:
-        return self._launcher.name
+        """The default runtime's launcher: bwrap, gvisor or none."""
+        return self._runtimes.default.name
+
+    @property
+    def runtimes(self) -> Runtimes:
+        return self._runtimes
 
     @property
     def bridge_start(self) -> str:
-        """fork (from the bridge template, forking.py) or exec."""
-        return self._launcher.bridge_start
+        """fork (from the bridge template, forking.py) or exec, for the default runtime's sandboxes."""
+        return self._runtimes.default.bridge_start
 
     @property
     def limits_mechanism(self) -> str:
@@ -95,7 +102,7 @@ class SandboxManager:
     @property
     def default_network(self) -> str:
         """The network of a sandbox whose agent does not ask for more: none, unless nothing can take it away."""
-        return "none" if self._launcher.name == "bwrap" else "full"
+        return "full" if self._runtimes.default.name == "none" else "none"
 
     @property
     def owner(self) -> tuple[int, int] | None:
@@ -110,6 +117,15 @@ class SandboxManager:
     def live(self) -> dict[str, Sandbox]:
         return self._live
 
+    async def launcher_for(self, tenant_id: str, agent_config: dict[str, Any]) -> Launcher:
+        """The launcher of the runtime a sandbox of this agent gets: its config's `runtime`, else its tenant's
+        (ASH_TENANT_RUNTIMES), else the server's; RuntimeUnavailable (400) if this server cannot run it."""
+        try:
+            name = choose(agent_config, tenant_id, self._settings.tenant_runtime_map)
+        except RuntimeChoiceError as exc:
+            raise RuntimeUnavailable(str(exc), runtime=agent_config.get("runtime")) from exc
+        return await self._runtimes.launcher(name)
+
     def bridge_argv(self) -> list[str]:
         if self._settings.bridge_entry:
             return shlex.split(self._settings.bridge_entry)
@@ -123,6 +139,7 @@ class SandboxManager:
         `on_exited` runs if the sandbox ends on its own (crash, OOM, killed), after it was cleaned up. Capacity is
         the pool's business."""
         ids = self._settings.sandbox_ids
+        launcher = await self.launcher_for(request.tenant_id, request.agent_config)
         sandbox_id = "sbx-" + uuid.uuid4().hex[:16]
         # In a thread: the chown walks the whole workspace (20,000 files take 0.5-0.9 s).
         directory = await asyncio.to_thread(self._prepare, request, sandbox_id, ids)
@@ -179,8 +196,9 @@ class SandboxManager:
                 limits_argv=guard.confinement.argv,
                 confinement=guard.confinement,
                 file_size_bytes=guard.limits.file_size_bytes,
+                runtime=launcher.name,
             )
-            process = await self._launcher.launch(spec)
+            process = await launcher.launch(spec)
         except (OSError, SandboxError) as exc:
             await sandbox.close()
             await self._gateway.detach(sandbox_id)
@@ -236,7 +254,7 @@ class SandboxManager:
             raise Invalid("the session has no running sandbox; send a message or resume it first")
         spec = sandbox.spec
         try:
-            argv = self._launcher.exec_argv(spec, sandbox.pid, shell_argv(command))
+            argv = self._launcher_of(spec).exec_argv(spec, sandbox.pid, shell_argv(command))
         except SandboxError as exc:
             raise Invalid(f"the sandbox cannot run commands now: {exc.message}") from exc
         env = {k: v for k, v in spec.env.items() if k != "ASH_SERVER_PID"}  # the bridge's business, not a command's
@@ -245,6 +263,21 @@ class SandboxManager:
             raise Invalid(f"the sandbox cannot run commands now: {protocol.EXEC_NOT_RUNNING_MESSAGE}")
         return result
 
+    def _launcher_of(self, spec: LaunchSpec) -> Launcher:
+        for launcher in self._runtimes.launchers():
+            if launcher.name == spec.runtime:
+                return launcher
+        return self._runtimes.default
+
+    async def _release(self, sandbox: Sandbox) -> None:
+        """What is left of a sandbox whose processes are gone: its gateway link, cgroups, launcher state, folder."""
+        await self._gateway.detach(sandbox.id)
+        if sandbox.guard is not None:
+            await sandbox.guard.release()
+        if sandbox.spec is not None:
+            await self._launcher_of(sandbox.spec).release(sandbox.spec)
+        await remove_tree(sandbox.directory)
+
     async def _forget_when_exited(self, sandbox: Sandbox, on_exited: Exited | None) -> None:
         """A sandbox that died on its own (crash, OOM, killed) stops counting against capacity at once."""
         await sandbox.wait_exited()
@@ -252,10 +285,7 @@ class SandboxManager:
             log.warning("sandbox %s of session %s ended: %s", sandbox.id, sandbox.session_id, sandbox.exit_reason)
             sandbox.kill()
             await sandbox.close()
-            await self._gateway.detach(sandbox.id)
-            if sandbox.guard is not None:
-                await sandbox.guard.release()
-            await remove_tree(sandbox.directory)
+            await self._release(sandbox)
             if on_exited is not None:
                 try:
                     await on_exited(sandbox)
@@ -268,16 +298,14 @@ class SandboxManager:
     async def stop(self, sandbox: Sandbox) -> None:
         self._live.pop(sandbox.id, None)  # first, so the exit is not reported as a crash
         await sandbox.stop()
-        await self._gateway.detach(sandbox.id)
-        if sandbox.guard is not None:
-            await sandbox.guard.release()
-        await remove_tree(sandbox.directory)
+        await self._release(sandbox)
 
     async def stop_all(self) -> None:
         await asyncio.gather(*(self.stop(s) for s in list(self._live.values())), return_exceptions=True)
         for task in list(self._reapers):
             task.cancel()
         self._limits.close()
+        await self._runtimes.close()
 
     async def reap_orphans(self, processes: Sequence[tuple[str, int | None]]) -> int:
         """Kill the process groups of the `(sandbox id, pid)` a previous (crashed) server of this data dir left
@@ -287,6 +315,9 @@ class SandboxManager:
             if pid and _is_our_sandbox(pid, sandbox_id):
                 kill_group(pid)
                 killed += 1
+        for launcher in self._runtimes.made():
+            if await launcher.sweep():
+                log.warning("removed the %s containers of sandboxes left over from a previous run", launcher.name)
         sandboxes = self._data.root / "sandboxes"
         for leftover in sandboxes.iterdir() if sandboxes.is_dir() else []:
             await remove_tree(leftover)

@@ -39,7 +39,7 @@ def sse_events(message: dict[str, Any]) -> list[SseEvent]:
                 data = {"id": block.get("id"), "name": block.get("name"), "input": block.get("input")}
                 out.append(("tool_use", data, False))
         if message.get("error"):
-            out.append(("error", {"error": _assistant_error_text(message)}, False))
+            out.append(("error", {"error": _assistant_error_text(message), "code": message.get("error")}, False))
     elif kind == "user":
         for block in _blocks(message):
             if block.get("type") == "tool_result":
@@ -58,10 +58,26 @@ def _tool_result(block: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# The SDK's kinds of failed model call (AssistantMessage.error), in words a person reads.
+MODEL_ERROR_WORDS = {
+    "authentication_failed": "model authentication failed",
+    "billing_error": "model billing error",
+    "rate_limit": "model rate limit reached",
+    "invalid_request": "model rejected the request",
+    "server_error": "model server error",
+}
+
+
 def _assistant_error_text(message: dict[str, Any]) -> str:
     texts = [b.get("text", "") for b in _blocks(message) if b.get("type") == "text"]
     detail = " ".join(t for t in texts if t)
-    return f"{message.get('error')}: {detail}" if detail else str(message.get("error"))
+    kind = str(message.get("error"))
+    words = MODEL_ERROR_WORDS.get(kind)
+    if words is None:
+        # `unknown` covers every other HTTP error; a 4xx is still the model refusing this request.
+        rejected = detail.startswith("API Error: 4")
+        words = "model rejected the request" if rejected else f"model error ({kind})"
+    return f"{words}: {detail}" if detail else words
 
 
 def timeline_events(message: dict[str, Any]) -> list[TimelineEvent]:

@@ -10,8 +10,9 @@ from fastapi import APIRouter
 
 from ... import __version__
 from ...states import SessionStatus
-from ..deps import Services, ServicesDep
-from ..schemas import HealthResponse, PoolStats
+from ..deps import PrincipalDep, Services, ServicesDep
+from ..schemas import HealthResponse, ModelCheckResponse, PoolStats
+from ..schemas.system import RuntimeHealth
 from .internal import runner_public
 
 router = APIRouter(tags=["health"])
@@ -31,6 +32,10 @@ async def health(services: ServicesDep) -> HealthResponse:
         network=sandboxes.default_network,
         limits=sandboxes.limits_mechanism,
         bridge_start=sandboxes.bridge_start,
+        runtimes={
+            name: RuntimeHealth(available=status.available, reason=status.reason)
+            for name, status in sandboxes.runtimes.status().items()
+        },
     )
 
 
@@ -66,5 +71,13 @@ async def _health(services: Services, pool: dict[str, int], **specific: Any) -> 
         snapshots=services.snapshots.url,
         pool=PoolStats.model_validate(pool),
         mode=services.settings.mode,
+        model_key=services.gateway.key_configured,
         **specific,
     )
+
+
+@router.get("/api/model/check", response_model=ModelCheckResponse)
+async def check_model(principal: PrincipalDep, services: ServicesDep) -> ModelCheckResponse:
+    """Whether the server's model key works: one free `count_tokens` call upstream (`ash health --model`)."""
+    check = await services.gateway.check_model()
+    return ModelCheckResponse(key_configured=check.key_configured, ok=check.ok, status=check.status, error=check.error)

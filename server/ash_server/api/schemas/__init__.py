@@ -66,6 +66,7 @@ from .sessions import (
 )
 from .system import (
     HealthResponse,
+    ModelCheckResponse,
     PoolStats,
     RunnerHeartbeat,
     RunnerPublic,
@@ -111,6 +112,7 @@ __all__ = [
     "MessageCreate",
     "MessagePublic",
     "MessagesResponse",
+    "ModelCheckResponse",
     "OkResponse",
     "PoolStats",
     "Public",

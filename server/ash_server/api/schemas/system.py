@@ -31,6 +31,13 @@ class PoolStats(Schema):
     starts_limit: int = Field(0, description="Sandbox starts run at once (ASH_MAX_CONCURRENT_STARTS, or the cores).")
 
 
+class RuntimeHealth(Schema):
+    """One sandbox runtime on this server (sandbox/runtimes.py)."""
+
+    available: bool | None = Field(description="It starts sandboxes here; null while its probe still runs.")
+    reason: str | None = Field(None, description="Why it cannot (or `being probed`).")
+
+
 class HealthResponse(Schema):
     status: Literal["ok"]
     version: str
@@ -39,7 +46,15 @@ class HealthResponse(Schema):
     active_sandboxes: int
     remote_runners: int
     uptime: int = Field(description="Whole seconds since the server started (an integer, as the reference has it).")
-    isolation: str = Field(description="How sandboxes are isolated: bwrap (namespaces) or none.")
+    isolation: str = Field(
+        description="How sandboxes are isolated by default (ASH_SANDBOX_RUNTIME): bwrap (namespaces), gvisor "
+        "(runsc) or none."
+    )
+    runtimes: dict[str, RuntimeHealth] | None = Field(
+        None,
+        description="Every sandbox runtime (bwrap, gvisor) and whether it works on this server; an agent config "
+        "`runtime` may name one that does. Null on a coordinator.",
+    )
     network: str = Field(description="Network of a sandbox whose agent does not ask for more: none, or full.")
     limits: str = Field(description="What enforces sandbox limits: cgroup-v2, cgroup-v1 or rlimit.")
     bridge_start: str = Field(
@@ -53,6 +68,16 @@ class HealthResponse(Schema):
     runners: list[RunnerPublic] | None = Field(
         None, description="Coordinator mode: every runner with its health and pool (`pool` sums the live ones)."
     )
+    model_key: bool = Field(
+        True, description="The server has a model key of its own (ANTHROPIC_API_KEY or ANTHROPIC_AUTH_TOKEN)."
+    )
+
+
+class ModelCheckResponse(Schema):
+    key_configured: bool
+    ok: bool = Field(description="The model accepted the server's key.")
+    status: int | None = Field(description="The model's HTTP status for the probe; null when it was not reached.")
+    error: str | None
 
 
 # -- Runners (coordinator mode) -------------------------------------------------------------------------------
