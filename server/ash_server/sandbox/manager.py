@@ -126,6 +126,19 @@ class SandboxManager:
             raise RuntimeUnavailable(str(exc), runtime=agent_config.get("runtime")) from exc
         return await self._runtimes.launcher(name)
 
+    async def check_runtime(self, tenant_id: str, agent_config: dict[str, Any]) -> None:
+        """Refuse (400) an agent config whose `runtime` its tenant may not use or this server cannot run, before it
+        is stored. A coordinator checks only the name and the tenant: its runners run the sandboxes."""
+        if "runtime" not in agent_config or agent_config["runtime"] is None:
+            return
+        if self._settings.mode == "coordinator":
+            try:
+                choose(agent_config, tenant_id, self._settings.tenant_runtime_map)
+            except RuntimeChoiceError as exc:
+                raise RuntimeUnavailable(str(exc), runtime=agent_config.get("runtime")) from exc
+            return
+        await self.launcher_for(tenant_id, agent_config)
+
     def bridge_argv(self) -> list[str]:
         if self._settings.bridge_entry:
             return shlex.split(self._settings.bridge_entry)

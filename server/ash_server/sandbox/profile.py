@@ -1,11 +1,12 @@
 """What a sandbox was made for, as one opaque key: a warm sandbox goes only to a session whose key is the same.
 
 Everything that shapes a sandbox goes in: the tenant, the agent and its exact version (id, version, last update),
-the agent's environment and config (limits, network), and the session's whole configuration (SDK options such as
-model, system prompt, permission mode, tools and MCP servers; `extraEnv`; `credentialId`). Keys are compared for
-equality only, so anything that differs, even in a way that would not matter, means a fresh sandbox. They are
-HMACs under a key that lives and dies with the process: they hold agent environment values, so they are never
-stored nor shown.
+the agent's environment and config (limits, network, runtime: a gVisor sandbox never serves a bubblewrap agent),
+and the session's whole configuration (SDK options such as model, system prompt, permission mode, tools and MCP
+servers; `extraEnv`; `credentialId`). The runtime a tenant is held to (ASH_TENANT_RUNTIMES) and the server's
+default are settings of the process, the same for every key it makes. Keys are compared for equality only, so
+anything that differs, even in a way that would not matter, means a fresh sandbox. They are HMACs under a key that
+lives and dies with the process: they hold agent environment values, so they are never stored nor shown.
 """
 
 from __future__ import annotations

@@ -65,6 +65,7 @@ async def get_agent(name: str, principal: PrincipalDep, services: ServicesDep) -
 async def update_agent(name: str, body: AgentUpdate, principal: PrincipalDep, services: ServicesDep) -> AgentResponse:
     if body.config is not None:
         _check_limits(body.config, services)
+        await services.sandboxes.check_runtime(principal.tenant_id, body.config)
     agent = await services.agents.update(
         principal.tenant_id, name, env=body.env, config=body.config, description=body.description
     )
@@ -89,6 +90,7 @@ async def update_agent_config(
     name: str, body: dict[str, object], principal: PrincipalDep, services: ServicesDep
 ) -> ConfigResponse:
     _check_limits(body, services)
+    await services.sandboxes.check_runtime(principal.tenant_id, body)
     agent = await services.agents.update(principal.tenant_id, name, env=None, config=dict(body))
     services.warm.agents_changed()
     return ConfigResponse(config=agent.config)
