@@ -1,6 +1,6 @@
-"""What the stacks' tests (infra/aws/tests, infra/gcp/tests) share: where their modules are imported from (each
-stack's package, the stacks' shared package infra/common/ash_infra, the mocks beside each cloud's tests and the
-support in infra/common/tests), the provider SDKs' warnings, and each stack run under its mocks."""
+"""What the stacks' tests (infra/aws/tests, infra/gcp/tests, infra/hetzner/tests) share: where their modules are
+imported from (each stack's package, the stacks' shared package infra/common/ash_infra, the mocks beside each cloud's
+tests and the support in infra/common/tests), the provider SDKs' warnings, and each stack run under its mocks."""
 
 import importlib
 import sys
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 INFRA = Path(__file__).resolve().parent
-CLOUDS = ("aws", "gcp")
+CLOUDS = ("aws", "gcp", "hetzner")
 
 sys.path[:0] = [
     *(str(INFRA / cloud / "tests") for cloud in CLOUDS),
@@ -22,8 +22,8 @@ sys.path[:0] = [
 
 def pytest_configure(config: pytest.Config) -> None:
     # The provider SDKs warn about their own deprecated resources on import; the project's warnings stay errors.
-    for cloud in CLOUDS:
-        config.addinivalue_line("filterwarnings", f"ignore::DeprecationWarning:pulumi_{cloud}")
+    for provider in ("aws", "gcp", "hcloud", "command"):
+        config.addinivalue_line("filterwarnings", f"ignore::DeprecationWarning:pulumi_{provider}")
 
 
 def stack_fixture(cloud: str, *, runners: bool) -> Any:
@@ -41,3 +41,5 @@ aws = stack_fixture("aws", runners=False)
 aws_runners = stack_fixture("aws", runners=True)
 gcp = stack_fixture("gcp", runners=False)
 gcp_runners = stack_fixture("gcp", runners=True)
+hetzner = stack_fixture("hetzner", runners=False)
+hetzner_runners = stack_fixture("hetzner", runners=True)

@@ -19,7 +19,7 @@ fi
 # The distribution (Docker files, systemd units, Ansible, the Pulumi programs) in a pytest process of its own:
 # Pulumi's mocks break once pytest-asyncio tests have run in the same process (../shared/notes/toolchain.md).
 if [[ $# -eq 0 ]]; then
-  "$py" -m pytest --import-mode=importlib tests/infra infra/aws/tests infra/gcp/tests
+  "$py" -m pytest --import-mode=importlib tests/infra infra/aws/tests infra/gcp/tests infra/hetzner/tests
   if [[ $distribution -eq 1 ]]; then
     echo "==> distribution stage (tests/distribution)"
     started=$(date +%s)

@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """Write /etc/ash/ash.env at boot: the stack's settings and the secrets read from the cloud's secret store.
 
-The boot scripts of infra/aws and infra/gcp run it as root with the system python3 (standard library only: it runs
-before Ash and its virtualenv are installed).
+The boot scripts of infra/aws, infra/gcp and infra/hetzner run it as root with the system python3 (standard library
+only: it runs before Ash and its virtualenv are installed).
 
     write-env.py OUTPUT ssm --region R --prefix /ash/STACK [--endpoint-url URL] [--setting K=V]... [--secret V=NAME]...
     write-env.py OUTPUT gcp --project P --prefix STACK [--metadata-url URL] [--secret-manager-url URL] [...]
+    write-env.py OUTPUT file --path /etc/ash/secrets.json [...]
 
 `--secret ASH_API_KEY=api-key` reads the SSM parameter /ash/STACK/api-key (a SecureString, with the AWS CLI and the
-instance role) or the Secret Manager secret STACK-api-key (its latest version, with the metadata server's token).
+instance role) or the Secret Manager secret STACK-api-key (its latest version, with the metadata server's token), or
+the key `api-key` of a JSON object in a root-only file (infra/hetzner, which has no secret store: `pulumi up` writes
+that file over SSH).
 Every secret is read before anything is written: if one read fails or gives an empty value, the script names each
 secret that failed and where it looked, exits 1 and leaves OUTPUT as it was (absent on a first boot). Otherwise it
 writes a temporary file beside OUTPUT (mode 0600) and renames it into place. Secret values are never printed and
@@ -136,6 +139,35 @@ class SecretManager:
         return self._token
 
 
+class SecretsFile:
+    """A JSON object of secret names to values in a file only root reads, put there over SSH by the stack (Hetzner
+    Cloud has no secret store and no instance identity to read one with)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._values: dict[str, object] | None = None
+
+    def where(self, name: str) -> str:
+        return f"key {name} of {self.path}"
+
+    def read(self, name: str) -> str:
+        where = self.where(name)
+        if self._values is None:
+            try:
+                values = json.loads(self.path.read_text())
+            except (OSError, ValueError) as exc:
+                raise ReadError(name, where, f"cannot read the file as JSON: {type(exc).__name__}") from None
+            if not isinstance(values, dict):
+                raise ReadError(name, where, "the file is not a JSON object")
+            self._values = values
+        value = self._values.get(name)
+        if value is None:
+            raise ReadError(name, where, "no such key")
+        if not isinstance(value, str):
+            raise ReadError(name, where, "the value is not text")
+        return value
+
+
 class HttpError(Exception):
     pass
 
@@ -226,21 +258,24 @@ def write_atomically(output: Path, text: str) -> None:
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--prefix", required=True, help="SSM: the parameter path; GCP: the secret id prefix")
     common.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE", help="a plain setting")
     common.add_argument("--secret", action="append", default=[], metavar="VARIABLE=SECRET", help="a secret to read")
     parser = argparse.ArgumentParser(prog="write-env.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("output", type=Path)
     backends = parser.add_subparsers(dest="backend", required=True)
     ssm = backends.add_parser("ssm", parents=[common], help="AWS SSM Parameter Store")
+    ssm.add_argument("--prefix", required=True, help="the parameter path")
     ssm.add_argument("--region", required=True)
     ssm.add_argument("--endpoint-url", default=None, help="tests only; default: the region's SSM endpoint")
     gcp = backends.add_parser("gcp", parents=[common], help="Google Cloud Secret Manager")
     gcp.add_argument("--project", required=True)
+    gcp.add_argument("--prefix", required=True, help="the secret id prefix")
     gcp.add_argument("--metadata-url", default=METADATA_URL, help=f"tests only; default {METADATA_URL}")
     gcp.add_argument(
         "--secret-manager-url", default=SECRET_MANAGER_URL, help=f"tests only; default {SECRET_MANAGER_URL}"
     )
+    file = backends.add_parser("file", parents=[common], help="a root-only JSON file (infra/hetzner)")
+    file.add_argument("--path", type=Path, required=True)
     return parser.parse_args(argv)
 
 
@@ -251,6 +286,8 @@ def main(argv: Sequence[str]) -> int:
     store: SecretStore
     if args.backend == "ssm":
         store = ParameterStore(args.region, args.prefix, args.endpoint_url)
+    elif args.backend == "file":
+        store = SecretsFile(args.path)
     else:
         store = SecretManager(args.project, args.prefix, args.metadata_url, args.secret_manager_url)
     values, errors = read_all(store, secrets)

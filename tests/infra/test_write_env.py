@@ -84,3 +84,25 @@ def test_without_the_metadata_servers_token_nothing_is_read(google: FakeGoogleCl
     assert result.returncode == 1
     assert "cannot read secret api-key" in result.stderr and "no access token from the metadata server" in result.stderr
     assert not output.exists()
+
+
+def test_the_file_backend_reads_a_json_object_and_names_what_is_missing(tmp_path: Path) -> None:
+    secrets, output = tmp_path / "secrets.json", tmp_path / "ash.env"
+    secrets.write_text('{"api-key": "ash_key-0123456789abcdef", "database-url": "postgresql://u:p@10.44.1.20/ash"}')
+    argv = [sys.executable, "-I", str(WRITE_ENV), str(output), "file", "--path", str(secrets)]
+    argv += ["--setting", "ASH_HOST=0.0.0.0", "--secret", "ASH_API_KEY=api-key"]
+    result = subprocess.run([*argv, "--secret", "ASH_DATABASE_URL=database-url"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert output.read_text().splitlines()[1:] == [
+        'ASH_HOST="0.0.0.0"',
+        'ASH_API_KEY="ash_key-0123456789abcdef"',
+        'ASH_DATABASE_URL="postgresql://u:p@10.44.1.20/ash"',
+    ]
+    assert "ash_key-0123456789abcdef" not in result.stdout + result.stderr
+    output.unlink()
+    missing = subprocess.run([*argv, "--secret", "ASH_INTERNAL_SECRET=internal-secret"], capture_output=True, text=True)
+    assert missing.returncode == 1 and not output.exists()
+    assert f"cannot read secret internal-secret (key internal-secret of {secrets}): no such key" in missing.stderr
+    secrets.unlink()
+    absent = subprocess.run(argv, capture_output=True, text=True)
+    assert absent.returncode == 1 and "cannot read the file as JSON" in absent.stderr

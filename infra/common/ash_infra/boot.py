@@ -174,15 +174,17 @@ chmod 0711 /var/lib/ash
 """
 
 
-def data_disk(find_device: str, *, wait_s: int) -> str:
+def data_disk(find_device: str, *, wait_s: int, mount_source: str = "LABEL=ash-data") -> str:
     """Mount the server's data disk at the data dir, formatting it on first use. `find_device` sets `device` (shell);
-    the disk may take up to `wait_s` seconds to appear after the instance boots."""
+    the disk may take up to `wait_s` seconds to appear after the instance boots. `mount_source` names the disk in
+    /etc/fstab (`nofail`: a missing disk must not stop the machine from booting to where it can be repaired); a
+    cloud whose device path carries the volume's id passes that path."""
     return f"""
 {find_device.strip()}
 for _ in $(seq {max(1, wait_s // 2)}); do [[ -e "$device" ]] && break; sleep 2; done
 blkid "$device" >/dev/null || mkfs.ext4 -q -L ash-data "$device"
 mkdir -p /var/lib/ash
-grep -q '^LABEL=ash-data ' /etc/fstab || echo 'LABEL=ash-data /var/lib/ash ext4 defaults,nofail 0 2' >>/etc/fstab
+grep -q '^{mount_source} ' /etc/fstab || echo '{mount_source} /var/lib/ash ext4 defaults,nofail 0 2' >>/etc/fstab
 mountpoint -q /var/lib/ash || mount /var/lib/ash
 chmod 0711 /var/lib/ash
 """

@@ -47,8 +47,8 @@ class CommonConfig:
         return {f.name: getattr(self, f.name) for f in fields(CommonConfig)}
 
 
-def load_common(config: pulumi.Config, *, providers: tuple[str, str]) -> CommonConfig:
-    """`providers`: the model providers this cloud offers, `anthropic` first (the default) and its own second."""
+def load_common(config: pulumi.Config, *, providers: tuple[str, ...]) -> CommonConfig:
+    """`providers`: the model providers this cloud offers, `anthropic` first (the default), then its own if any."""
     runner_count = config.get_int("runnerCount") or 0
     if not 0 <= runner_count <= MAX_RUNNERS:
         raise ConfigError(f"ash:runnerCount must be between 0 (one machine, the default) and {MAX_RUNNERS}")
@@ -61,7 +61,7 @@ def load_common(config: pulumi.Config, *, providers: tuple[str, str]) -> CommonC
         raise ConfigError("ash:snapshots cannot be false with runners: sessions move between runners as snapshots")
     provider = config.get("modelProvider") or providers[0]
     if provider not in providers:
-        raise ConfigError(f"ash:modelProvider must be {providers[0]} or {providers[1]}")
+        raise ConfigError(f"ash:modelProvider must be {' or '.join(providers)}")
     anthropic_key = config.get_secret("anthropicApiKey")
     if provider == "anthropic" and anthropic_key is None:
         raise ConfigError("set the model key: pulumi config set --secret ash:anthropicApiKey sk-ant-...")

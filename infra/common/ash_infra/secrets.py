@@ -1,5 +1,6 @@
 """The secrets an instance reads at boot (from SSM Parameter Store or Secret Manager, by these names under the
-stack's prefix) and the variable each becomes in /etc/ash/ash.env (infra/boot/write-env.py writes it)."""
+stack's prefix, or from the root-only file infra/hetzner writes over SSH) and the variable each becomes in
+/etc/ash/ash.env (infra/boot/write-env.py writes it)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ SECRET_VARIABLES = {
     "credential-key": "ASH_CREDENTIAL_KEY",
     "database-url": "ASH_DATABASE_URL",
     "internal-secret": "ASH_INTERNAL_SECRET",
+    # Hetzner Object Storage (infra/hetzner): an S3 key pair, where AWS and GCP give the instance an identity instead.
+    "s3-access-key": "AWS_ACCESS_KEY_ID",
+    "s3-secret-key": "AWS_SECRET_ACCESS_KEY",
 }
 
 
