@@ -162,6 +162,39 @@ class AshClient:
     def end_session(self, session_id: str) -> Session:
         return self._session("DELETE", f"/api/sessions/{_seg(session_id)}")
 
+    def fork_session(self, session_id: str) -> Session:
+        """A paused copy of the session (workspace, transcript, history); resume it to continue from there."""
+        return self._session("POST", f"/api/sessions/{_seg(session_id)}/fork")
+
+    def interrupt(self, session_id: str) -> bool:
+        """End the running turn (it ends with `error` and `done`); False when no turn was running."""
+        return bool(self._field(self._request("POST", f"/api/sessions/{_seg(session_id)}/interrupt"), "interrupted"))
+
+    def list_files(self, session_id: str, *, include_hidden: bool = True) -> dict[str, Any]:
+        """`{files: [{path, size, modifiedAt}], source: sandbox|snapshot}`."""
+        params = {"includeHidden": "true" if include_hidden else "false"}
+        return self._request("GET", f"/api/sessions/{_seg(session_id)}/files", params=params)
+
+    def read_file(self, session_id: str, path: str) -> bytes:
+        """A workspace file's bytes, as they are."""
+        url = f"/api/sessions/{_seg(session_id)}/files/{quote(path.lstrip('/'), safe='/')}"
+        try:
+            response = self._http.get(url, params={"format": "raw"}, headers={"Accept": "application/octet-stream"})
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from exc
+        if not response.is_success:
+            raise status_error(response.status_code, _error_message(response))
+        return response.content
+
+    def exec(self, session_id: str, command: str, *, timeout_ms: int | None = None) -> dict[str, Any]:
+        """Run `bash -c command` in the session's live sandbox: `{exitCode, stdout, stderr, timedOut, truncated}`."""
+        body: dict[str, Any] = {"command": command}
+        wait = None
+        if timeout_ms is not None:
+            body["timeout"] = timeout_ms
+            wait = max(self._timeout.read or 0.0, timeout_ms / 1000 + 30)  # the command's time, and the answer's
+        return self._request("POST", f"/api/sessions/{_seg(session_id)}/exec", json=body, timeout=wait)
+
     def follow_session(
         self, session_id: str, *, last_event_id: str | None = None, include_partial: bool = True
     ) -> Iterator[tuple[str, Any, str | None]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +21,17 @@ from .errors import (
 )
 from .output import print_json
 
-__all__ = ["NO_KEY", "JsonOption", "State", "explain", "session_id", "state", "wants_json"]
+__all__ = [
+    "NO_KEY",
+    "JsonOption",
+    "State",
+    "cli_version",
+    "explain",
+    "print_version",
+    "session_id",
+    "state",
+    "wants_json",
+]
 
 NO_KEY = "no API key found (set ASH_API_KEY or run `ash start`)"
 
@@ -73,6 +84,21 @@ def session_id(raw: str) -> str:
         return str(uuid.UUID(raw))
     except ValueError:
         raise CliError(f"{raw!r} is not a session id (expected a UUID, see `ash session list`)") from None
+
+
+def cli_version() -> str:
+    """The installed `ash` distribution's version (the server's `__version__` is the same number)."""
+    try:
+        return importlib.metadata.version("ash")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout without an install
+        return "unknown"
+
+
+def print_version(value: bool) -> None:
+    """`ash --version`: eager, so it answers before any command (or configuration) is looked at."""
+    if value:
+        print(f"ash {cli_version()}")
+        raise typer.Exit()
 
 
 def explain(exc: Exception) -> str:

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from .commands import admin, agents, queue, runners, server, sessions
-from .context import State, explain
+from .commands import admin, agents, queue, runners, server, sessions, workspace
+from .context import State, explain, print_version
 from .errors import AshClientError, CliError
 from .output import error
 
@@ -43,6 +43,9 @@ def main(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print JSON instead of tables (list/get commands).")
     ] = False,
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", callback=print_version, is_eager=True)
+    ] = False,
 ) -> None:
     ctx.obj = State(json=json_output)
 
@@ -50,6 +53,7 @@ def main(
 server.register(app)
 agents.register(app)
 sessions.register(app)
+workspace.register(app)
 admin.register(app)
 runners.register(app)
 queue.register(app)

@@ -1,4 +1,5 @@
-"""Sessions: `chat` (one shot), and `session create | send | list | get | pause | resume | stop | end | messages`."""
+"""Sessions: `chat` (one message, or interactive), and `session create | send | list | get | pause | resume | stop |
+end | tail | messages` (fork, files and exec are in workspace.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import typer
 from rich.markup import escape
 
 from ..client import AshClient
+from ..config import config_path
 from ..context import JsonOption, session_id, show, state, wants_json
 from ..errors import CliError, ConnectionFailed
+from ..interactive import HELP, HISTORY_FILE, Conversation
 from ..models import Session
 from ..output import err, out, print_json, session_details, session_table
 from ..render import TurnPrinter, print_history_message
@@ -52,7 +55,10 @@ def _stream(client: AshClient, session_id: str, message: str) -> None:
 def chat(
     ctx: typer.Context,
     agent: AgentArg,
-    message: MessageArg,
+    message: Annotated[
+        str | None,
+        typer.Argument(help="The message; `-` reads it from stdin; none opens an interactive chat.", metavar="MESSAGE"),
+    ] = None,
     model: Annotated[str | None, typer.Option("--model", help="Model for this session.")] = None,
     continue_session: Annotated[
         str | None,
@@ -62,7 +68,12 @@ def chat(
     ] = None,
     end: Annotated[bool, typer.Option("--end", help="End the session after the answer.")] = False,
 ) -> None:
-    """Start a session with an agent (or continue one with -s), send one message and stream the answer."""
+    """Chat with an agent: one message and its streamed answer, or (no message) an interactive conversation.
+
+    A new session each time, or continue one with -s."""
+    if message is None:
+        _interactive(ctx, agent, model, continue_session)
+        return
     text = _message(message)
     with state(ctx).client() as client:
         if continue_session is not None:
@@ -78,6 +89,26 @@ def chat(
         finally:
             if end:
                 client.end_session(session["id"])
+
+
+def _interactive(ctx: typer.Context, agent: str, model: str | None, continue_session: str | None) -> None:
+    st = state(ctx)
+    with st.client() as client:
+        if continue_session is not None:
+            sid = session_id(continue_session)
+            client.get_session(sid)  # a wrong id fails now, not at the first message
+        elif err.is_terminal:
+            with err.status(f"Starting a session with {escape(agent)}…"):
+                sid = client.create_session(agent, model=model)["id"]
+        else:
+            sid = client.create_session(agent, model=model)["id"]
+        err.print(f"[bold]{escape(agent)}[/] · session {sid}")
+        err.print(f"[dim]{escape(HELP)}[/]")
+        conversation = Conversation(client, st.client, sid, out, err)
+        try:
+            conversation.run(config_path().parent / HISTORY_FILE)
+        finally:
+            err.print(f"[dim]session {sid} · resume with: ash chat {escape(agent)} -s {sid}[/]")
 
 
 @session_app.command("create")
