@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
-from ash_infra.boot import API_PORT
+from ash_infra.boot import API_PORT, RUNNER_PORT
 
 DEBIAN_OWNER = "136693071363"  # Debian's official AMIs
 
@@ -212,20 +212,68 @@ class Server(pulumi.ComponentResource):
 
 @dataclass
 class RunnerGroupArgs:
-    count: int
+    count: int  # the desired capacity
     instance_type: str
+    vpc_id: pulumi.Input[str]
     subnet_ids: list[pulumi.Input[str]]
     security_group_id: pulumi.Input[str]
+    health_security_group_id: pulumi.Input[str]  # the health check's load balancer
     kms_key_arn: pulumi.Input[str]
     policy: pulumi.Input[str]
     user_data: pulumi.Input[str]
+    min_size: int | None = None  # default: count
+    max_size: int | None = None
     disk_gb: int = 100  # the root volume: the system, Ash and the sessions this runner holds
 
 
+def runner_health_check(name: str, args: RunnerGroupArgs, opts: pulumi.ResourceOptions) -> aws.lb.TargetGroup:
+    """A target group whose health check is a runner's /health on the runner port. A target group checks its targets
+    only behind a load balancer: an internal NLB in the private subnets whose security group admits nobody, so its
+    listener carries no traffic; it exists for the check, which the Auto Scaling group heeds."""
+    target_group = aws.lb.TargetGroup(
+        name,
+        port=RUNNER_PORT,
+        protocol="TCP",
+        target_type="instance",
+        vpc_id=args.vpc_id,
+        deregistration_delay=30,
+        health_check=aws.lb.TargetGroupHealthCheckArgs(
+            protocol="HTTP",
+            path="/health",
+            port=str(RUNNER_PORT),
+            matcher="200",
+            interval=15,
+            healthy_threshold=2,
+            unhealthy_threshold=4,  # a minute of failures: a busy runner is not a dead one
+        ),
+        opts=opts,
+    )
+    nlb = aws.lb.LoadBalancer(
+        f"{name}-health",
+        load_balancer_type="network",
+        internal=True,
+        subnets=args.subnet_ids,
+        security_groups=[args.health_security_group_id],
+        opts=opts,
+    )
+    aws.lb.Listener(
+        f"{name}-health",
+        load_balancer_arn=nlb.arn,
+        port=RUNNER_PORT,
+        protocol="TCP",
+        default_actions=[aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=target_group.arn)],
+        opts=opts,
+    )
+    return target_group
+
+
 class RunnerGroup(pulumi.ComponentResource):
-    """Runners for multi-machine mode (`ash runner`): a fixed number of instances in the private subnets, with their
-    own role. A new launch template version (a new release, new settings) replaces them one at a time: each drains
-    at SIGTERM (its sessions are snapshotted and resume on another runner)."""
+    """Runners for multi-machine mode (`ash runner`): an Auto Scaling group in the private subnets, with their own
+    role, that heals itself: a runner whose /health on the runner port fails (the target group's check) is replaced,
+    and the new instance registers with the coordinator by itself (its id and address from the instance metadata);
+    the coordinator moves the dead one's sessions. A new launch template version (a new release, new settings)
+    replaces them one at a time (an instance refresh): each drains at SIGTERM (its sessions are snapshotted and
+    resume on another runner)."""
 
     def __init__(self, name: str, args: RunnerGroupArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("ash:aws:RunnerGroup", name, None, opts)
@@ -242,10 +290,11 @@ class RunnerGroup(pulumi.ComponentResource):
             root_volume_gb=args.disk_gb,
         )
         self.launch_template = template
+        self.target_group = runner_health_check(name, args, child)
         self.group = aws.autoscaling.Group(
             name,
-            min_size=args.count,
-            max_size=args.count,
+            min_size=args.count if args.min_size is None else args.min_size,
+            max_size=args.count if args.max_size is None else args.max_size,
             desired_capacity=args.count,
             vpc_zone_identifiers=args.subnet_ids,
             # The version itself (not "$Latest"), so that a new one changes the group and starts the refresh below.
@@ -256,7 +305,9 @@ class RunnerGroup(pulumi.ComponentResource):
                 strategy="Rolling",
                 preferences=aws.autoscaling.GroupInstanceRefreshPreferencesArgs(min_healthy_percentage=50),
             ),
-            health_check_type="EC2",
+            target_group_arns=[self.target_group.arn],
+            health_check_type="ELB",
+            health_check_grace_period=600,  # the boot installs Ash first
             tags=[aws.autoscaling.GroupTagArgs(key="Name", value=name, propagate_at_launch=True)],
             opts=child,
         )

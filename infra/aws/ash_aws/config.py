@@ -26,6 +26,9 @@ class StackConfig(CommonConfig):
     db_multi_az: bool = False
     model_provider: ModelProvider = "anthropic"
     allowed_cidrs: list[str] = field(default_factory=lambda: ["0.0.0.0/0"])
+    # The runners' Auto Scaling group: ash:runnerCount is its desired size, these its bounds (both default to it).
+    runner_min: int = 0
+    runner_max: int = 0
 
 
 def too_small(instance_type: str) -> bool:
@@ -39,8 +42,20 @@ def load_config(config: pulumi.Config | None = None) -> StackConfig:
     runner_instance_type = machine_type(
         config, "runnerInstanceType", "c5.xlarge", too_small=too_small, smallest="t3.large"
     )
+    runner_min = config.get_int("runnerMin")
+    runner_max = config.get_int("runnerMax")
+    count = common.runner_count
+    runner_min = count if runner_min is None else runner_min
+    runner_max = count if runner_max is None else runner_max
+    if count and not 1 <= runner_min <= count <= runner_max:
+        raise ConfigError(
+            f"ash:runnerMin ({runner_min}) <= ash:runnerCount ({count}) <= ash:runnerMax ({runner_max}) must hold, "
+            "with at least one runner"
+        )
     return StackConfig(
         **common.as_arguments(),
+        runner_min=runner_min,
+        runner_max=runner_max,
         hosted_zone_id=config.get("hostedZoneId"),
         instance_type=instance_type,
         data_volume_gb=config.get_int("dataVolumeGb") or 100,

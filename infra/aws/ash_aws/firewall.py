@@ -56,8 +56,12 @@ class Firewall(pulumi.ComponentResource):
         self._allow(f"{name}-server-to-db", self.server, self.database, POSTGRES_PORT, child)
         self._allow(f"{name}-runner-to-db", self.runner, self.database, POSTGRES_PORT, child)
         self._allow(f"{name}-server-to-runner", self.server, self.runner, RUNNER_PORT, child)
+        self.runner_health: aws.ec2.SecurityGroup | None = None
         if args.runners:
             self._allow(f"{name}-runner-to-server", self.runner, self.server, API_PORT, child)
+            # The runners' health check (an internal NLB, compute.py): it reaches the runner port; nothing reaches it.
+            self.runner_health = group("runner-health", "Ash runners' health check: to the runner port, from nobody")
+            self._allow(f"{name}-health-to-runner", self.runner_health, self.runner, RUNNER_PORT, child)
         # Instances reach the model API, PyPI, Debian and AWS APIs (through the NAT gateway): HTTPS and HTTP out.
         for role, sg in (("server", self.server), ("runner", self.runner)):
             for port in (443, 80):

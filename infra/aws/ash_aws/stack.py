@@ -204,6 +204,9 @@ def build_runners(
         name, CoordinatorNameArgs(vpc_id=network.vpc.id, private_ip=server.instance.private_ip)
     )
     runner_secrets = [key for key in secret_names if key in RUNNER_SECRETS]
+    health_group = firewall.runner_health
+    if health_group is None:
+        raise ValueError("the firewall has no runner health group: FirewallArgs(runners=True)")
     # A runner always has the snapshot store: it restores what the coordinator's sessions saved.
     runner_data = boot_data(
         config,
@@ -219,9 +222,13 @@ def build_runners(
         f"{name}-runners",
         RunnerGroupArgs(
             count=config.runner_count,
+            min_size=config.runner_min,
+            max_size=config.runner_max,
             instance_type=config.runner_instance_type,
+            vpc_id=network.vpc.id,
             subnet_ids=[s.id for s in network.private_subnets],
             security_group_id=firewall.runner.id,
+            health_security_group_id=health_group.id,
             kms_key_arn=secrets.key.arn,
             policy=role_policy(runner_secrets),
             user_data=runner_data,

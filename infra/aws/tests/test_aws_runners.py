@@ -98,12 +98,16 @@ def test_the_internal_secret_is_a_secure_parameter_and_never_in_user_data(aws_ru
     assert aws_runners.holding(ALL_SECRETS.values(), stores=SECRET_STORES) == []
 
 
+RUNNERS_TARGET_GROUP = "arn:aws:lb:eu-west-1:123456789012:ash-test-runners"  # what the mock gives it
+
+
 def test_runners_are_private_and_only_the_server_reaches_them(aws_runners: AwsMocks) -> None:
     asg = aws_runners.one("aws:autoscaling/group:Group").inputs
     private = [r.id for r in aws_runners.of("aws:ec2/subnet:Subnet") if "private" in r.name]
     assert sorted(asg["vpcZoneIdentifiers"]) == sorted(private)  # registration order is not fixed
     assert asg["desiredCapacity"] == asg["minSize"] == asg["maxSize"] == 2
-    assert not asg.get("targetGroupArns") and not asg.get("loadBalancers")  # no load balancer in front
+    # The only target group is the health check's (the public ALB's targets the server alone).
+    assert asg["targetGroupArns"] == [RUNNERS_TARGET_GROUP]
     template = aws_runners.one("aws:ec2/launchTemplate:LaunchTemplate", "ash-test-runners")
     assert asg["launchTemplate"] == {"id": template.id, "version": "1"}  # a new version rolls the runners
     assert asg["instanceRefresh"]["strategy"] == "Rolling"
@@ -121,7 +125,9 @@ def test_runners_are_private_and_only_the_server_reaches_them(aws_runners: AwsMo
     for rule in ingress:
         source = rule.inputs.get("referencedSecurityGroupId") or rule.inputs.get("cidrIpv4")
         by_target.setdefault(rule.inputs["securityGroupId"], set()).add((source, rule.inputs["fromPort"]))
-    assert by_target[runner] == {(server, 4200)}  # the runner port from the server only
+    health = sg_id(aws_runners, "runner-health")
+    assert by_target[runner] == {(server, 4200), (health, 4200)}  # the runner port from the server and the check
+    assert health not in by_target  # nothing reaches the health check's load balancer
     assert by_target[server] == {(lb, 4100), (runner, 4100)}  # runners register and heartbeat on 4100
     assert by_target[db] == {(server, 5432), (runner, 5432)}
     egress = aws_runners.of("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")
@@ -159,3 +165,38 @@ def test_the_runner_role_has_least_privilege(aws_runners: AwsMocks) -> None:
         r.name: r.inputs["iamInstanceProfile"]["arn"] for r in aws_runners.of("aws:ec2/launchTemplate:LaunchTemplate")
     }
     assert profiles["ash-test"] != profiles["ash-test-runners"]
+
+
+def test_the_runner_fleet_replaces_a_runner_whose_health_fails(aws_runners: AwsMocks) -> None:
+    asg = aws_runners.one("aws:autoscaling/group:Group").inputs
+    assert asg["healthCheckType"] == "ELB" and asg["healthCheckGracePeriod"] == 600
+    target_group = aws_runners.one("aws:lb/targetGroup:TargetGroup", "ash-test-runners").inputs
+    assert target_group["port"] == 4200 and target_group["protocol"] == "TCP"
+    check = target_group["healthCheck"]
+    assert check == {**check, "protocol": "HTTP", "path": "/health", "port": "4200", "matcher": "200"}
+    # A target group checks its targets only behind a load balancer: an internal NLB nobody can reach.
+    nlb = aws_runners.one("aws:lb/loadBalancer:LoadBalancer", "ash-test-runners-health").inputs
+    assert nlb["loadBalancerType"] == "network" and nlb["internal"] is True
+    assert nlb["securityGroups"] == [sg_id(aws_runners, "runner-health")]
+    private = {r.id for r in aws_runners.of("aws:ec2/subnet:Subnet") if "private" in r.name}
+    assert set(nlb["subnets"]) == private
+    listener = aws_runners.one("aws:lb/listener:Listener", "ash-test-runners-health").inputs
+    assert listener["defaultActions"][0]["targetGroupArn"] == RUNNERS_TARGET_GROUP
+    # A replaced instance registers by itself: its id and address come from the instance metadata.
+    settings, _ = env_args(user_data_of(aws_runners, "ash-test-runners"))
+    assert settings["ASH_RUNNER_ID"] == "$instance_id" and settings["ASH_RUNNER_ADVERTISE_HOST"] == "$private_ip"
+
+
+def test_the_fleets_bounds_come_from_config() -> None:
+    from ash_aws.config import load_config
+    from aws_mocks import build_stack, run_program
+
+    mocks = run_program({**RUNNER_CONFIG, "ash:runnerMin": "1", "ash:runnerMax": "5"}, build_stack)
+    asg = mocks.one("aws:autoscaling/group:Group").inputs
+    assert (asg["minSize"], asg["desiredCapacity"], asg["maxSize"]) == (1, 2, 5)
+    refused = [
+        ({**RUNNER_CONFIG, "ash:runnerMin": "3"}, "ash:runnerMin \\(3\\) <= ash:runnerCount \\(2\\)"),
+        ({**RUNNER_CONFIG, "ash:runnerMax": "1"}, "<= ash:runnerMax \\(1\\) must hold"),
+        ({**RUNNER_CONFIG, "ash:runnerMin": "0"}, "at least one runner"),
+    ]
+    assert_refused(load_config, CONFIG, refused)

@@ -1,7 +1,7 @@
 """The instances: a service account with least privilege, an instance template (Debian 12, Shielded VM, no external
 address, OS Login) and a managed instance group of one server whose data disk survives re-creation (stateful disk),
 healed when /health fails, snapshotted daily; and the runner group for multi-machine mode (ash:runnerCount > 0),
-with a service account of its own."""
+regional and autohealed, with a service account of its own."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_gcp as gcp
-from ash_infra.boot import API_PORT
+from ash_infra.boot import API_PORT, RUNNER_PORT
 
 from .network import RUNNER_TAG, SERVER_TAG
 
@@ -186,10 +186,12 @@ class RunnerGroupArgs(TemplateArgs):
 
 
 class RunnerGroup(pulumi.ComponentResource):
-    """Runners for multi-machine mode (`ash runner`): a fixed number of VMs without external address. A new template
-    (a new release, new settings) replaces them one at a time: each drains at shutdown (its sessions are snapshotted
-    and resume on another runner). No autohealing: a health check would need Google's checkers on the runner port,
-    which only the server may reach; the coordinator declares a silent runner dead and moves its sessions."""
+    """Runners for multi-machine mode (`ash runner`): a regional managed instance group of VMs without external
+    address, spread over the region's zones, that heals itself: a runner whose /health on the runner port fails
+    (Google's health checkers are let in on that port only, network.py) is re-created, and the new VM registers with
+    the coordinator by itself (its id and address from the metadata server); the coordinator moves the dead one's
+    sessions. A new template (a new release, new settings) replaces them one at a time, a new VM before the old one
+    goes: each drains at shutdown (its sessions are snapshotted and resume on another runner)."""
 
     def __init__(self, name: str, args: RunnerGroupArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("ash:gcp:RunnerGroup", name, None, opts)
@@ -203,14 +205,28 @@ class RunnerGroup(pulumi.ComponentResource):
             boot_disk_gb=args.disk_gb,
         )
         self.template = template
-        self.group = gcp.compute.InstanceGroupManager(
+        self.health_check = gcp.compute.HealthCheck(
+            name,
+            check_interval_sec=15,
+            timeout_sec=5,
+            healthy_threshold=2,
+            unhealthy_threshold=4,  # a minute of failures: a busy runner is not a dead one
+            http_health_check=gcp.compute.HealthCheckHttpHealthCheckArgs(port=RUNNER_PORT, request_path="/health"),
+            opts=child,
+        )
+        self.group = gcp.compute.RegionInstanceGroupManager(
             name,
             base_instance_name=name,
-            zone=args.zone,
+            region=args.zone.rsplit("-", 1)[0],
             target_size=args.count,
-            versions=[gcp.compute.InstanceGroupManagerVersionArgs(instance_template=template.self_link_unique)],
-            update_policy=gcp.compute.InstanceGroupManagerUpdatePolicyArgs(
-                type="PROACTIVE", minimal_action="REPLACE", max_surge_fixed=1, max_unavailable_fixed=0
+            versions=[gcp.compute.RegionInstanceGroupManagerVersionArgs(instance_template=template.self_link_unique)],
+            auto_healing_policies=gcp.compute.RegionInstanceGroupManagerAutoHealingPoliciesArgs(
+                health_check=self.health_check.id,
+                initial_delay_sec=600,  # the boot installs Ash first
+            ),
+            # A regional group surges by whole zones: up to three new VMs before old ones go, none unavailable.
+            update_policy=gcp.compute.RegionInstanceGroupManagerUpdatePolicyArgs(
+                type="PROACTIVE", minimal_action="REPLACE", max_surge_fixed=3, max_unavailable_fixed=0
             ),
             opts=child,
         )

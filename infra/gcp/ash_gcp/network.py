@@ -91,6 +91,8 @@ class Network(pulumi.ComponentResource):
         if args.runners:
             allow("runner-to-server", [str(API_PORT)], None, SERVER_TAG, tags=[RUNNER_TAG])
             allow("iap-ssh-runner", ["22"], [IAP_RANGE], RUNNER_TAG)
+            # The runners' autohealing: Google's health checkers probe /health on the runner port (compute.py).
+            allow("health-check-to-runner", [str(RUNNER_PORT)], GOOGLE_LB_RANGES, RUNNER_TAG)
             self.coordinator_address = gcp.compute.Address(
                 f"{name}-coordinator",
                 address_type="INTERNAL",

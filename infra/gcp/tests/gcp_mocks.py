@@ -51,7 +51,10 @@ class GcpMocks(RecordingMocks):
             outputs["address"] = COORDINATOR_IP
         elif typ == "gcp:compute/instanceTemplate:InstanceTemplate":
             outputs["selfLinkUnique"] = f"https://compute/{args.name}?uniqueId=1"
-        elif typ == "gcp:compute/instanceGroupManager:InstanceGroupManager":
+        elif typ in (
+            "gcp:compute/instanceGroupManager:InstanceGroupManager",
+            "gcp:compute/regionInstanceGroupManager:RegionInstanceGroupManager",
+        ):
             outputs["instanceGroup"] = f"https://compute/groups/{args.name}"
         elif typ == "gcp:monitoring/notificationChannel:NotificationChannel":
             outputs["name"] = f"projects/my-project/notificationChannels/{args.name}"

@@ -90,8 +90,30 @@ def test_runners_run_ash_runner_and_register_with_the_coordinators_internal_ip(g
     assert template["serviceAccount"]["email"] == "ash-test-runner@my-project.iam.gserviceaccount.com"
     assert [d["diskSizeGb"] for d in template["disks"]] == [100]  # a boot disk, no data disk
     assert template["shieldedInstanceConfig"]["enableSecureBoot"] is True
-    group = gcp_runners.one("gcp:compute/instanceGroupManager:InstanceGroupManager", "ash-test-runners").inputs
+    group = gcp_runners.one("gcp:compute/regionInstanceGroupManager:RegionInstanceGroupManager").inputs
     assert group["targetSize"] == 2 and group["updatePolicy"]["type"] == "PROACTIVE"
+    assert group["region"] == "europe-west1"  # spread over the region's zones
+
+
+def test_the_runner_fleet_heals_itself_on_the_runner_ports_health(gcp_runners: GcpMocks) -> None:
+    group = gcp_runners.one("gcp:compute/regionInstanceGroupManager:RegionInstanceGroupManager", "ash-test-runners")
+    check = gcp_runners.one("gcp:compute/healthCheck:HealthCheck", "ash-test-runners")
+    assert group.inputs["autoHealingPolicies"] == {"healthCheck": check.id, "initialDelaySec": 600}
+    assert check.inputs["httpHealthCheck"] == {"port": 4200, "requestPath": "/health"}
+    # New VMs before old ones go (a regional group surges by zone), none taken down first.
+    assert (
+        group.inputs["updatePolicy"]["maxUnavailableFixed"] == 0 and group.inputs["updatePolicy"]["maxSurgeFixed"] == 3
+    )
+    template = gcp_runners.one("gcp:compute/instanceTemplate:InstanceTemplate", "ash-test-runners")
+    assert group.inputs["versions"] == [{"instanceTemplate": "https://compute/ash-test-runners?uniqueId=1"}]
+    assert template.inputs["tags"] == ["ash-runner"]
+    # Google's checkers reach the runner port, and nothing else of the runners.
+    rule = gcp_runners.one("gcp:compute/firewall:Firewall", "ash-test-health-check-to-runner").inputs
+    assert rule["sourceRanges"] == ["130.211.0.0/22", "35.191.0.0/16"] and rule["targetTags"] == ["ash-runner"]
+    assert rule["allows"] == [{"protocol": "tcp", "ports": ["4200"]}]
+    # A replaced VM registers by itself: its id and address come from the metadata server, not from the stack.
+    settings, _ = env_args(startup_script(gcp_runners, "ash-test-runners"))
+    assert settings["ASH_RUNNER_ID"] == "$instance_name" and settings["ASH_RUNNER_ADVERTISE_HOST"] == "$private_ip"
 
 
 def test_the_internal_secret_is_in_secret_manager_and_never_in_metadata(gcp_runners: GcpMocks) -> None:
@@ -117,10 +139,15 @@ def test_only_the_server_reaches_the_runners_and_runners_reach_the_server_and_da
         "ash-test-server-to-runner",
         "ash-test-runner-to-server",
         "ash-test-iap-ssh-runner",
+        "ash-test-health-check-to-runner",
     }
     assert all(rule["direction"] == "INGRESS" for rule in rules.values())  # no egress rule: nothing outbound denied
     to_runners = {name: rule for name, rule in rules.items() if rule["targetTags"] == ["ash-runner"]}
-    assert set(to_runners) == {"ash-test-server-to-runner", "ash-test-iap-ssh-runner"}
+    assert set(to_runners) == {
+        "ash-test-server-to-runner",
+        "ash-test-iap-ssh-runner",
+        "ash-test-health-check-to-runner",
+    }
     runner_port = to_runners["ash-test-server-to-runner"]
     assert runner_port["allows"] == [{"protocol": "tcp", "ports": ["4200"]}]
     assert runner_port["sourceTags"] == ["ash-server"] and not runner_port.get("sourceRanges")
