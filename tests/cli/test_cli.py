@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -167,6 +168,13 @@ def test_start_serves_and_stores_a_private_config(server: Cli) -> None:
     assert daemon.read_pid(server.data_dir) == config["pid"]
     assert server.url in server.started.stdout
     assert str(server.data_dir) in server.started.stdout
+    assert re.search(r"is running at .* \(pid \d+\), ready in \d+\.\d s", server.started.stdout)
+    # A line per step on stderr, the server's own among them (from its log), so a slow start is never silent.
+    progress = server.started.stderr
+    assert f"started the server process (pid {config['pid']})" in progress
+    assert f"waiting for {server.url}/health" in progress
+    assert "server: database schema migrated to" in progress
+    assert "server: Application startup complete." in progress
     assert key not in server.started.stdout + server.started.stderr
 
     health = server.run("health")
@@ -355,6 +363,17 @@ def test_logs_prints_the_server_log(server: Cli) -> None:
     result = server.run("logs", "-n", "5")
     assert result.returncode == 0, result.stderr
     assert 0 < len(result.stdout.splitlines()) <= 5
+    # For people: time, level, message; piped, so no escape codes (uvicorn's lines carry colour codes in JSON).
+    assert "\x1b" not in result.stdout
+    for line in result.stdout.splitlines():
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR) +\S.*", line), line
+    started = server.run("logs", "-n", "1000").stdout
+    assert re.search(r"INFO +Started server process \[\d+\]", started), started
+    raw = server.run("logs", "-n", "5", "--json")
+    assert raw.returncode == 0, raw.stderr
+    records = [json.loads(line) for line in raw.stdout.splitlines()]
+    assert len(records) == 5 and all({"ts", "level", "logger", "message"} <= set(r) for r in records)
+    assert server.run("--json", "logs", "-n", "5").stdout == raw.stdout
 
 
 def test_stop_stops_the_server(server: Cli) -> None:
@@ -363,7 +382,9 @@ def test_stop_stops_the_server(server: Cli) -> None:
     assert isinstance(pid, int) and daemon.is_alive(pid)
     result = server.run("stop", timeout=60)
     assert result.returncode == 0, result.stderr
-    assert f"pid {pid}" in result.stdout
+    assert re.fullmatch(rf"Ash server stopped \(pid {pid}\) in \d+\.\d s\.\n", result.stdout), result.stdout
+    assert f"sent SIGTERM to the server (pid {pid})" in result.stderr
+    assert "server: Application shutdown complete." in result.stderr
     assert wait_gone(pid)
     assert not (server.data_dir / daemon.PID_FILE).exists()
     assert "pid" not in server.config()
