@@ -42,16 +42,21 @@ async def _forward(socket_path: str, reader: asyncio.StreamReader, writer: async
             await writer.wait_closed()
 
 
-async def start_forwarder(socket_path: str) -> asyncio.Server:
-    """Listen on an ephemeral loopback port and point the proxy variables at it (inherited by the CLI)."""
+async def start_forwarder(socket_path: str, port: int = 0) -> asyncio.Server:
+    """Listen on loopback and point the proxy variables at it (inherited by the CLI). `port`: the one the server
+    named in the sandbox's environment (ASH_EGRESS_PORT), so commands run through exec find the proxy too; the
+    sandbox has a network namespace of its own, so it is free unless the agent took it first (then any port)."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _forward(socket_path, reader, writer)
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    try:
+        server = await asyncio.start_server(handle, "127.0.0.1", port)
+    except OSError:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    bound = server.sockets[0].getsockname()[1]
     for name in PROXY_VARIABLES:
-        os.environ[name] = f"http://127.0.0.1:{port}"
+        os.environ[name] = f"http://127.0.0.1:{bound}"
     # Loopback stays direct: the proxy could not reach the sandbox's own loopback anyway.
     for name in ("NO_PROXY", "no_proxy"):
         os.environ[name] = "localhost,127.0.0.1,::1"

@@ -119,7 +119,8 @@ async def run() -> int:
     reader, writer = await asyncio.open_unix_connection(socket_path, limit=protocol.MAX_FRAME_BYTES)
     egress_socket = os.environ.get("ASH_EGRESS_SOCKET")
     # Before the CLI starts, so it (and everything the agent runs) inherits the proxy variables.
-    forwarder = await start_forwarder(egress_socket) if egress_socket else None
+    egress_port = int(os.environ.get("ASH_EGRESS_PORT") or 0)
+    forwarder = await start_forwarder(egress_socket, egress_port) if egress_socket else None
     driver = SdkDriver(config)
     bridge = Bridge(driver, reader, writer)
     try:

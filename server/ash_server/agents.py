@@ -30,6 +30,7 @@ from .agent_folders import SYSTEM_PROMPT_FILE, FolderRules, check_folder, copy_f
 from .errors import Invalid, NotFound, PayloadTooLarge
 from .gateway.network import NetworkCeilings, parse_network
 from .paths import NAME_RE, DataDir, relative_path, remove_tree
+from .sandbox.dependencies import Bundle, DependencyBuilder
 from .store.agent_versions import AgentVersionStore, NewVersion
 from .store.models import DEFAULT_TENANT, Agent, utcnow
 from .store.repository import Store
@@ -114,8 +115,11 @@ class AgentService:
         max_files: int = 10_000,
         path_tenants: frozenset[str] | None = frozenset({DEFAULT_TENANT}),
         network_ceilings: NetworkCeilings | None = None,
+        dependencies: DependencyBuilder | None = None,
     ) -> None:
+        """`dependencies`: installs what agents' MCP servers need (requirements.txt, package.json); None: never."""
         self._store = store
+        self._dependencies = dependencies
         self.versions = versions
         self._network_ceilings = network_ceilings or NetworkCeilings({})
         self._data = data
@@ -212,7 +216,9 @@ class AgentService:
         system_prompt: str | None,
         env: dict[str, Any] | None,
         created_by: str | None = None,
-    ) -> Agent:
+    ) -> tuple[Agent, Bundle | None]:
+        """The new version, and its installed dependencies (built before anything is stored: a failed build
+        refuses the deploy)."""
         if not NAME_RE.match(name):
             raise Invalid("agent name must match ^[a-zA-Z0-9_-]{1,255}$", name=name)
         clean_env = validate_env(env or {})
@@ -226,6 +232,7 @@ class AgentService:
         source = self._folders.resolve(path, tenant_id) if path is not None else None
         try:
             new = await asyncio.to_thread(self._stage, staging, name, source, uploads, system_prompt)
+            bundle = await self._dependencies.ensure(staging) if self._dependencies is not None else None
             now = utcnow()
             stored_path = str(source) if source is not None else str(target)
 
@@ -253,7 +260,13 @@ class AgentService:
             await asyncio.to_thread(self.install_staged, saved, staging)
         finally:
             await asyncio.to_thread(shutil.rmtree, staging, True)
-        return saved
+        return saved, bundle
+
+    async def bundle(self, agent: Agent) -> Bundle | None:
+        """The installed dependencies of this server's folder of the agent (materialized), built if missing here."""
+        if self._dependencies is None:
+            return None
+        return await self._dependencies.ensure(self.folder(agent))
 
     def install_staged(self, agent: Agent, staging: Path) -> None:
         """Make the staged files of the version just activated this server's folder of the agent. In a thread."""

@@ -30,6 +30,8 @@ from .observability.metrics import Metrics
 from .paths import DataDir
 from .ratelimit import RateLimiter, RateLimits
 from .sandbox.admission import StartAdmission
+from .sandbox.builds import ManagedBuilds
+from .sandbox.dependencies import DependencyBuilder
 from .sandbox.isolation import IsolationUnavailable, runtime_paths, select_runtimes
 from .sandbox.launcher import ProcessLauncher
 from .sandbox.limits import detect_backend
@@ -196,6 +198,15 @@ async def build_services(
         max_files=settings.max_agent_files,
         path_tenants=settings.path_deploy_tenant_ids,
         network_ceilings=gateway.network_ceilings,
+        # A coordinator starts no sandbox: its runners build what their sessions' agents need.
+        dependencies=None
+        if settings.mode == "coordinator"
+        else DependencyBuilder(
+            ManagedBuilds(sandboxes),
+            data.root / "dependencies",
+            registries=[r.strip() for r in settings.dependency_registries.split(",") if r.strip()],
+            timeout_s=settings.dependency_build_timeout_s,
+        ),
     )
     # A runner reports the creates it received as load (cluster/load.py).
     creates = CreateLoad() if settings.mode == "runner" else None

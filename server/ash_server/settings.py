@@ -95,6 +95,14 @@ class Settings(SandboxSettings, ClusterSettings):
     log_format: Literal["json", "text"] = Field(
         "json", description="`json`: one object per line with request, session and sandbox ids; `text` for people."
     )
+    dependency_registries: str = Field(
+        "pypi.org,files.pythonhosted.org,registry.npmjs.org",
+        description="What an agent's dependency build (requirements.txt, package.json) may reach: the package "
+        "registries, comma-separated (egress allowlist entries; docs/mcp.md).",
+    )
+    dependency_build_timeout_s: float = Field(
+        600, gt=0, le=3600, description="How long one dependency install (pip or npm) may take before it fails."
+    )
     agent_roots: str = Field(
         "",
         description="Folders on the server from which agents may be deployed by `path` (os.pathsep- or "

@@ -449,9 +449,9 @@ class FakeAnthropic:
         if self.api_key is not None and entry["headers"].get("x-api-key") != self.api_key:
             return self._error_response(entry, 401, "authentication_error", "invalid x-api-key", should_retry=None)
         if request.method == "POST" and path.endswith("/v1/messages/count_tokens") and isinstance(body, dict):
-            entry["status"] = 200
-            entry["completed"] = True
-            return JSONResponse({"input_tokens": len(_messages(body)) * 10})
+            counted = JSONResponse({"input_tokens": len(_messages(body)) * 10})
+            entry.update(status=200, completed=True, response_body=bytes(counted.body))
+            return counted
         if not is_messages:
             return self._error_response(entry, 404, "not_found_error", f"Not found: {request.method} {path}")
         if not isinstance(body, dict):

@@ -23,7 +23,7 @@ from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .network import AllowEntry, NetworkPolicy, is_public, normalize_host
+from .network import AllowEntry, NetworkPolicy, may_reach, normalize_host
 from .sockets import SandboxSockets
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ class EgressProxy:
         allowed: list[str] = []
         for _family, _type, _proto, _name, sockaddr in infos:
             address = str(sockaddr[0])
-            if (entry.literal or is_public(ipaddress.ip_address(address))) and address not in allowed:
+            if may_reach(entry, ipaddress.ip_address(address)) and address not in allowed:
                 allowed.append(address)
         if not allowed:
             raise Refused(403, f"{host} resolves to a non-public address; allowlist it as an IP literal to reach it")

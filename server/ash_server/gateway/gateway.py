@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 MODEL_SOCKET = "model.sock"
 EGRESS_SOCKET = "egress.sock"
+EGRESS_PORT = 3128  # the proxy's usual port, inside the sandbox's network namespace
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +93,10 @@ class Gateway:
         owner: tuple[int, int] | None,
         assigned: bool = True,
     ) -> SandboxLink:
-        """`attach` with everything given: what the sandbox pool uses. A sandbox started ahead of its session
+        """`attach` with everything given: what the sandbox pool uses. `network_config`: an agent's `network`, or a
+        policy already made (the operator's, for dependency builds). A sandbox started ahead of its session
         (the warm pool) is linked with `assigned=False`: its model socket refuses requests until `assign`."""
-        network = parse_network(network_config)
+        network = network_config if isinstance(network_config, NetworkPolicy) else parse_network(network_config)
         # Again at every start: a ceiling lowered after the agent was configured applies to it too.
         self.network_ceilings.check(tenant_id, network)
         auth = self._server_auth
@@ -123,6 +125,12 @@ class Gateway:
                 await self.model.close(sandbox_id)
                 raise
             env["ASH_EGRESS_SOCKET"] = str(egress_socket)
+            # The bridge listens here, in the sandbox's own network namespace; named up front so that commands
+            # run through exec (not only the CLI the bridge starts) get the proxy too.
+            env["ASH_EGRESS_PORT"] = str(EGRESS_PORT)
+            proxy = f"http://127.0.0.1:{EGRESS_PORT}"
+            env.update({name: proxy for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")})
+            env.update({name: "localhost,127.0.0.1,::1" for name in ("NO_PROXY", "no_proxy")})
         return SandboxLink(env=env, network=network)
 
     @property

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import Forbidden, Invalid
@@ -45,6 +45,9 @@ class AllowEntry:
     wildcard: bool
     port: int | None
     literal: bool  # an IP literal or localhost: may resolve to a non-public address
+    # Named by the operator, not an agent (a dependency build's registries): may resolve to a private address (a
+    # company mirror), never to loopback, link-local (the cloud metadata endpoint) or multicast.
+    trusted: bool = False
 
     def matches(self, host: str, port: int) -> bool:
         if self.port is None:
@@ -111,6 +114,21 @@ def normalize_host(raw: str) -> str | None:
 
 def is_public(address: IPAddress) -> bool:
     return address.is_global and not address.is_multicast
+
+
+def may_reach(entry: AllowEntry, address: IPAddress) -> bool:
+    """Whether the proxy may connect to `address`, resolved from the name of `entry`."""
+    if entry.literal or is_public(address):
+        return True
+    return entry.trusted and not (
+        address.is_loopback or address.is_link_local or address.is_multicast or address.is_unspecified
+    )
+
+
+def operator_policy(hosts: list[str]) -> NetworkPolicy:
+    """An allowlist the operator wrote (ASH_DEPENDENCY_REGISTRIES): its names are trusted (`AllowEntry.trusted`)."""
+    entries = tuple(replace(parse_entry(h), trusted=True) for h in hosts)
+    return NetworkPolicy(NetworkMode.ALLOWLIST, entries) if entries else NO_NETWORK
 
 
 def _split_port(raw: str) -> tuple[str, int | None]:

@@ -22,9 +22,11 @@ from ash_bridge import protocol
 
 from ..errors import Invalid, SandboxError
 from ..gateway import Gateway
+from ..gateway.network import NetworkPolicy
 from ..paths import DataDir, chown_tree, remove_tree
 from ..settings import Settings
 from .commands import CommandResult, run_command, shell_argv
+from .dependencies import Bundle
 from .disk import DiskQuota
 from .environment import sandbox_environment
 from .guard import SandboxGuard
@@ -56,6 +58,10 @@ class SandboxRequest:
     credential_id: str | None = None
     # False for a sandbox started ahead of its session (the warm pool): no model traffic until it is claimed.
     assigned: bool = True
+    # The agent's installed MCP dependencies (dependencies.py), bound read-only with PYTHONPATH/NODE_PATH set.
+    dependencies: Bundle | None = None
+    # A network policy made by the server itself (a dependency build's), instead of the agent config's.
+    network: NetworkPolicy | None = None
 
 
 Launched = Callable[[Sandbox], Awaitable[None]]
@@ -168,7 +174,7 @@ class SandboxManager:
                 session_id=request.session_id,
                 tenant_id=request.tenant_id,
                 agent_name=request.agent_name,
-                network_config=request.agent_config.get("network"),
+                network_config=request.network or request.agent_config.get("network"),
                 credential_id=request.credential_id,
                 owner=ids,
                 assigned=request.assigned,
@@ -189,6 +195,7 @@ class SandboxManager:
                 "ASH_SESSION_ID": request.session_id,
                 "ASH_DEBUG_TIMING": "1" if self._settings.debug_timing else "0",
                 "ASH_SERVER_PID": str(os.getpid()),
+                **(request.dependencies.env() if request.dependencies is not None else {}),
                 **link.env,
             },
             user=request.user_env,
@@ -204,7 +211,10 @@ class SandboxManager:
                 home=request.home,
                 sandbox_dir=directory,
                 ids=ids,
-                extra_ro_paths=runtime_paths(),
+                extra_ro_paths=[
+                    *runtime_paths(),
+                    *([request.dependencies.path] if request.dependencies is not None else []),
+                ],
                 network=link.network.mode,
                 limits_argv=guard.confinement.argv,
                 confinement=guard.confinement,

@@ -28,6 +28,7 @@ from ..observability.metrics import Metrics
 from ..observability.tracing import traced
 from ..paths import DataDir
 from ..sandbox.admission import Admission
+from ..sandbox.dependencies import Bundle
 from ..sandbox.manager import SandboxManager, SandboxRequest
 from ..sandbox.pool import PoolEntry, SandboxPool, Slot
 from ..sandbox.sandbox import Sandbox
@@ -110,7 +111,14 @@ class SessionCore:
         await asyncio.to_thread(shutil.copytree, folder, workspace, symlinks=True)
 
     def request(
-        self, agent: Agent, session_id: str, config: dict[str, Any], *, resume: str | None, assigned: bool = True
+        self,
+        agent: Agent,
+        session_id: str,
+        config: dict[str, Any],
+        *,
+        resume: str | None,
+        assigned: bool = True,
+        dependencies: Bundle | None = None,
     ) -> SandboxRequest:
         """What a sandbox of this session looks like: the warm pool's profile key covers every input here."""
         workspace = self.data.workspace(agent.tenant_id, session_id)
@@ -130,6 +138,7 @@ class SessionCore:
             agent_config=dict(agent.config),
             credential_id=str(credential) if credential else None,
             assigned=assigned,
+            dependencies=dependencies,
         )
 
     @traced("sandbox.start")
@@ -144,9 +153,12 @@ class SessionCore:
             raise NotFound(f"Agent not found: {session.agent_name!r}, the agent of this session, no longer exists")
         await self.ensure_files(session)  # SnapshotError leaves the session as it was
         await self.agents.materialize(agent)  # the sandbox mounts the agent's folder
+        dependencies = await self.agents.bundle(agent)
         if session.runner_id != self.server_id:
             await self.set(session, runner_id=self.server_id)
-        request = self.request(agent, str(session.id), session.config, resume=session.sdk_session_id)
+        request = self.request(
+            agent, str(session.id), session.config, resume=session.sdk_session_id, dependencies=dependencies
+        )
         own_slot = slot is None
         if slot is None:
             slot = await self.pool.reserve(self.evict)

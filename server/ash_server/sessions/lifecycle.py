@@ -167,7 +167,10 @@ class Lifecycle(SessionPart):
         session_id = str(uuid.uuid4())
         self._data.make_session(agent.tenant_id, session_id, self._sandboxes.owner)
         await self._core.copy_agent(agent, self._data.workspace(agent.tenant_id, session_id))
-        return session_id, self._core.request(agent, session_id, {}, resume=None, assigned=False)
+        dependencies = await self._agents.bundle(agent)
+        return session_id, self._core.request(
+            agent, session_id, {}, resume=None, assigned=False, dependencies=dependencies
+        )
 
     async def pause(self, tenant_id: str, session_id: uuid.UUID) -> SessionRow:
         async with self._core.locked(tenant_id, session_id) as (session, live):

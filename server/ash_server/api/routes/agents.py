@@ -39,7 +39,7 @@ MAX_READ_BYTES = 100 * 1024 * 1024
 
 @router.post("", status_code=201, response_model=AgentResponse)
 async def deploy_agent(body: AgentCreate, principal: PrincipalDep, services: ServicesDep) -> AgentResponse:
-    agent = await services.agents.deploy(
+    agent, dependencies = await services.agents.deploy(
         principal.tenant_id,
         body.name,
         path=body.path,
@@ -48,7 +48,9 @@ async def deploy_agent(body: AgentCreate, principal: PrincipalDep, services: Ser
         env=body.env,
     )
     services.warm.agents_changed()  # warm sandboxes of the old version go, new ones start
-    return AgentResponse(agent=AgentPublic.of(agent))
+    return AgentResponse(
+        agent=AgentPublic.of(agent), dependencies=dependencies.public() if dependencies is not None else None
+    )
 
 
 @router.get("", response_model=AgentsResponse)

@@ -52,6 +52,11 @@ class AgentPublic(Public):
 
 class AgentResponse(Schema):
     agent: AgentPublic
+    dependencies: dict[str, Any] | None = Field(
+        None,
+        description="Deploy only: the agent's MCP dependencies as installed (`fingerprint`, `kinds`: python/node, "
+        "`cached`: built before, `seconds`); null when it declares none (docs/mcp.md).",
+    )
 
 
 class AgentsResponse(Schema):
