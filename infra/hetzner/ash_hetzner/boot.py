@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from ash_infra.boot import InstanceArgs, data_disk, render, runner_machine
 
+from .hardening import hardening
+
 METADATA_URL = "http://169.254.169.254/hetzner/v1/metadata"
 SECRETS_FILE = "/etc/ash/secrets.json"
 BOOT_COPY = "/opt/ash/boot.sh"  # where the script keeps itself, for delivery.py to run again
@@ -39,6 +41,7 @@ secrets=@SECRETS@  # written over SSH by `pulumi up`, last (delivery.py)
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 apt-get install -y -q --no-install-recommends curl unzip python3
+@HARDENING@
 @MACHINE@
 # The release and the secrets arrive over SSH once this machine answers; the secrets file comes last.
 for _ in $(seq @WAIT_STEPS@); do [[ -s "$secrets" && -s "$release" ]] && break; sleep 2; done
@@ -100,6 +103,7 @@ def user_data(args: BootArgs) -> str:
         "@RELEASE@": shlex.quote(args.release_path),
         "@SECRETS@": SECRETS_FILE,
         "@BOOT_COPY@": BOOT_COPY,
+        "@HARDENING@": hardening(),
         "@WAIT_STEPS@": str(WAIT_S // 2),
     }
     return render(

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from ash_infra.boot import PREAMBLE
 
 from .boot import volume_device
+from .hardening import hardening
 
 BACKUP_ENV = "/etc/ash/backup.env"  # the bucket's keys, root-only, written over SSH
 
@@ -33,6 +34,7 @@ mountpoint -q /var/lib/postgresql || mount /var/lib/postgresql
 
 apt-get update -q
 apt-get install -y -q --no-install-recommends postgresql awscli ca-certificates
+@HARDENING@
 version=$(find /etc/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -n | tail -n 1)
 conf=/etc/postgresql/$version/main
 # Every address: the private one may come up after PostgreSQL. The cloud firewall admits nothing on the public
@@ -110,6 +112,7 @@ class DatabaseBootArgs:
 def database_user_data(args: DatabaseBootArgs) -> str:
     values = {
         "@PREAMBLE@": PREAMBLE.strip(),
+        "@HARDENING@": hardening(),
         "@DEVICE@": shlex.quote(volume_device(args.volume_id)),
         "@SUBNET@": shlex.quote(args.subnet),
         "@BACKUP_ENV@": BACKUP_ENV,

@@ -187,3 +187,17 @@ def test_the_database_is_postgresql_on_the_private_network_with_nightly_dumps(he
     keys = hetzner.one("command:remote:Command", "ash-test-db-backup-keys").inputs
     assert keys["create"].endswith("mv /etc/ash/backup.env.partial /etc/ash/backup.env")
     assert "AWS_SECRET_ACCESS_KEY=s3-secret-key-0123456789abcdef" in keys["stdin"]["value"]
+
+
+def test_every_machine_gets_fail2ban_and_security_upgrades_from_the_ansible_roles_files(hetzner: HetznerMocks) -> None:
+    from ash_infra.source import REPO
+
+    files = REPO / "ansible/roles/ash_hardening/files"
+    jail = (files / "jail.local").read_text()
+    upgrades = (files / "20auto-upgrades").read_text()
+    assert "backend = systemd" in jail and 'Unattended-Upgrade "1"' in upgrades
+    for server in hetzner.of(SERVER):
+        script = server.inputs["userData"]
+        assert f"cat >/etc/fail2ban/jail.d/ash.local <<'CONF'\n{jail}CONF\n" in script, server.name
+        assert f"cat >/etc/apt/apt.conf.d/20auto-upgrades <<'CONF'\n{upgrades}CONF\n" in script, server.name
+        assert "systemctl restart fail2ban" in script
