@@ -33,7 +33,8 @@ fi
 sudo_cmd=()
 [[ "$(id -u)" -ne 0 ]] && sudo_cmd=(sudo)
 
-packages=(python3 python3-venv python3-dev bubblewrap util-linux ca-certificates)
+# curl: the README's Quickstart talks to the API with it.
+packages=(python3 python3-venv python3-dev bubblewrap util-linux ca-certificates curl)
 # gVisor's runsc (Debian's package; its ptrace platform needs no KVM). bubblewrap stays: it is the other runtime.
 [[ "$runtime" == gvisor || $dev -eq 1 ]] && packages+=(runsc)
 # nftables and systemd: tests/infra checks the firewall rules (nft --check) and the units (systemd-analyze);
