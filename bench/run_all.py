@@ -28,6 +28,7 @@ BENCHMARKS = (
     "concurrency",
     "runner_hop",
     "burst",
+    "start_stop",
 )
 
 
