@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shlex
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
@@ -18,7 +19,7 @@ from typing import Any
 
 from claude_agent_sdk import AgentDefinition, ClaudeAgentOptions, ClaudeSDKClient
 
-from .protocol import CONNECTION_OPTIONS, MAX_FRAME_BYTES, BridgeConfig
+from .protocol import CONNECTION_OPTIONS, MAX_FRAME_BYTES, MCP_LOG_DIR, BridgeConfig, mcp_log_name
 from .routing import Destination, Query, Router
 
 
@@ -50,7 +51,22 @@ def _mcp_servers(cwd: Path, extra: dict[str, Any] | None) -> dict[str, Any]:
             if isinstance(loaded, dict) and isinstance(loaded.get("mcpServers"), dict):
                 servers.update(loaded["mcpServers"])
     servers.update(extra or {})
-    return servers
+    return {name: _logging_stderr(name, spec) for name, spec in servers.items()}
+
+
+def _logging_stderr(name: str, spec: Any) -> Any:
+    """A stdio server's command, run through sh so its stderr is kept in MCP_LOG_DIR: the CLI drops it, so a server
+    that fails to start would leave no trace but `status: failed` (the server reads the tail: mcp_failures.py)."""
+    if not isinstance(spec, dict) or spec.get("type", "stdio") != "stdio" or not isinstance(spec.get("command"), str):
+        return spec
+    args = spec.get("args") or []
+    if not isinstance(args, list):
+        return spec
+    log_dir = Path(os.environ.get("HOME") or Path.home()) / MCP_LOG_DIR
+    with contextlib.suppress(OSError):
+        log_dir.mkdir(parents=True, exist_ok=True)
+    wrapper = 'exec "$0" "$@" 2>>' + shlex.quote(str(log_dir / f"{mcp_log_name(name)}.log"))
+    return {**spec, "command": "/bin/sh", "args": ["-c", wrapper, spec["command"], *args]}
 
 
 def _system_prompt(cwd: Path, configured: object) -> str | None:

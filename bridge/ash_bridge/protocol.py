@@ -217,3 +217,13 @@ SDK_OPTIONS: tuple[str, ...] = tuple(dict.fromkeys(SESSION_OPTIONS + TURN_OPTION
 # Fixed when the CLI starts: changing one reconnects the SDK client (resuming the same conversation). The model is
 # not among them: it changes with a control request on the live client.
 CONNECTION_OPTIONS: tuple[str, ...] = tuple(k for k in SDK_OPTIONS if k != "model")
+
+
+# Where a stdio MCP server's stderr is kept, under the sandbox's HOME (the bridge writes, the server reads the tail
+# when the CLI reports the server failed).
+MCP_LOG_DIR = ".ash/mcp"
+
+
+def mcp_log_name(name: str) -> str:
+    """The file name (without `.log`) of an MCP server's stderr: its name with anything but [A-Za-z0-9._-] as _."""
+    return "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in name)[:100].lstrip(".") or "_"

@@ -15,7 +15,7 @@ from ash_server.api.schemas import MessageCreate, SessionOptions
 from ash_server.sessions.options import TurnOptions, effective_sdk_options
 
 # Fields of a message body that are not SDK options.
-MESSAGE_ONLY = {"content", "attachments", "includePartialMessages", "onDisconnect"}
+MESSAGE_ONLY = {"content", "attachments", "includePartialMessages", "onDisconnect", "autoResume"}
 
 # One value for every option, and where the SDK client built from it shows that value.
 VALUES: dict[str, Any] = {
@@ -34,6 +34,14 @@ VALUES: dict[str, Any] = {
     "thinking": {"type": "disabled"},
     "outputFormat": {"type": "json_schema", "schema": {"type": "object"}},
 }
+
+
+def unwrapped(spec: dict[str, Any]) -> dict[str, Any]:
+    """A stdio server as the agent gave it, without the wrapper that keeps its stderr (driver._logging_stderr)."""
+    assert spec["command"] == "/bin/sh" and spec["args"][0] == "-c"
+    assert spec["args"][1].startswith('exec "$0" "$@" 2>>') and spec["args"][1].endswith("/.ash/mcp/extra.log")
+    command, *args = spec["args"][2:]
+    return {"type": spec["type"], "command": command, **({"args": args} if args else {})}
 
 
 def wire_names(model: type[Any]) -> set[str]:
@@ -65,7 +73,7 @@ def test_the_bridge_builds_its_client_from_every_option(tmp_path: Path) -> None:
         "permissionMode": options.permission_mode,
         "allowedTools": options.allowed_tools,
         "disallowedTools": options.disallowed_tools,
-        "mcpServers": {k: v for k, v in dict(options.mcp_servers).items() if k == "extra"},  # type: ignore[arg-type]
+        "mcpServers": {k: unwrapped(v) for k, v in dict(options.mcp_servers).items() if k == "extra"},  # type: ignore[arg-type]
         "betas": options.betas,
         "subagents": {k: {"description": a.description, "prompt": a.prompt} for k, a in (options.agents or {}).items()},
         "initialAgent": options.extra_args.get("agent"),

@@ -78,3 +78,30 @@ def test_a_build_that_fails_refuses_the_deploy(model: FakeAnthropic, tmp_path: P
             assert client.get("/api/agents/broken").status_code == 404  # nothing was stored
     finally:
         server.cleanup()
+
+
+def test_an_mcp_server_that_fails_to_start_says_why(model: FakeAnthropic) -> None:
+    failing = {"command": "python3", "args": ["-c", "import nope_not_installed"]}
+    files = {"CLAUDE.md": "hello", ".mcp.json": json.dumps({"mcpServers": {"broken tool": failing}})}
+    upload = [{"path": k, "content": base64.b64encode(v.encode()).decode()} for k, v in files.items()]
+    server = AshServer(model.url).start()
+    try:
+        with server.client() as client:
+            assert client.post("/api/agents", json={"name": "broken", "files": upload}).status_code == 201
+            sid = client.post("/api/sessions", json={"agent": "broken"}).json()["session"]["id"]
+            for _ in range(2):  # said once per sandbox, not at every turn
+                with client.stream("POST", f"/api/sessions/{sid}/messages", json={"content": "hi"}) as r:
+                    lines = list(r.iter_lines())
+                    errors = [json.loads(lines[i + 1][6:]) for i, x in enumerate(lines) if x == "event: error"]
+                if _ == 0:
+                    assert [e["code"] for e in errors] == ["mcp_server_failed"], errors
+                    said = errors[0]["error"]
+                    assert said.startswith("MCP server 'broken tool' failed to start: ")
+                    assert "ModuleNotFoundError: No module named 'nope_not_installed'" in said
+                else:
+                    assert errors == []
+            timeline = client.get(f"/api/sessions/{sid}/events").json()["events"]
+            assert [json.loads(e["data"])["error"] for e in timeline if e["type"] == "error"] == [said]
+        assert "MCP server 'broken tool' failed to start" in server.log_path.read_text()
+    finally:
+        server.cleanup()

@@ -25,6 +25,8 @@ from ..store.timeline import TurnMessage
 from .core import SessionCore, SessionPart
 from .events import dumps, message_role, sse_events, timeline_events
 from .live import LiveSession
+from .mcp_failures import CODE as MCP_CODE
+from .mcp_failures import McpFailures, failed_servers
 from .options import TurnOptions, effective_sdk_options
 from .turn import Frame, Subscription, Turn, TurnTimings
 
@@ -47,6 +49,7 @@ class TurnRunner(SessionPart):
         super().__init__(core)
         self._debug_timing = debug_timing
         self._follower_reads = asyncio.Semaphore(FOLLOWER_READS)
+        self._mcp = McpFailures(core.sandboxes)
 
     @traced("session.message")
     async def send(
@@ -152,6 +155,11 @@ class TurnRunner(SessionPart):
                     message = event.message
                     if first_token_ms is None and message.get("type") in ("stream_event", "assistant"):
                         first_token_ms = (time.perf_counter() - started) * 1000
+                    for said in await self._mcp.explain(sandbox, failed_servers(message)):
+                        log.warning("session %s: %s", session.id, said)
+                        failure = {"error": said, "code": MCP_CODE}
+                        turn.unwritten.append(TurnMessage.event("error", dumps(failure)))
+                        turn.publish("error", failure)
                     role = message_role(message)
                     if role is not None:
                         # Stored with the frames, at the next flush or the turn's end: one transaction for both.
