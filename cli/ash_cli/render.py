@@ -28,6 +28,8 @@ _MAIN_ARGUMENT = {
     "Skill": "skill",
 }
 MAX_WIDTH = 100
+# `error` events that do not end the turn (server/ash_server/sessions/mcp_failures.py).
+WARNING_CODES = frozenset({"mcp_server_failed"})
 
 
 def _one_line(text: str, width: int = MAX_WIDTH) -> str:
@@ -86,6 +88,10 @@ class TurnPrinter:
             self._text_since_message = True
         elif event in ("tool_use", "tool_result"):
             self._line(tool_line(event, payload))
+        elif event == "error" and payload.get("code") in WARNING_CODES:
+            # The turn goes on without that server's tools: said loudly, but not the turn's failure.
+            self._break_line()
+            self._err.print(Text("Warning: ", style="bold yellow") + Text(str(payload.get("error")), style="yellow"))
         elif event == "error":
             self._break_line()
             self._err.print(Text("Error: ", style="bold red") + Text(str(payload.get("error", data)), style="red"))
