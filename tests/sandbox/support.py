@@ -3,16 +3,44 @@
 from __future__ import annotations
 
 import base64
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from tests.fakes.anthropic_api import FakeAnthropic, text, tool_use
+from tests.support.processes import pids_with_env
 from tests.support.server import AshServer
 from tests.support.sse import events_of, turn_text
+
+# The sandbox runtimes the hostile-agent suites run under (ASH_SANDBOX_RUNTIME): each module's server is started
+# once per runtime.
+RUNTIMES = ("bwrap", "gvisor")
+
+
+def inside_commands(server: AshServer, sandbox_id: str) -> list[str]:
+    """The command (name or line) of every process running inside a sandbox. bubblewrap's are host processes; gVisor's
+    live in its own kernel, so runsc lists them (the host sees only runsc's own processes)."""
+    if server.env.get("ASH_SANDBOX_RUNTIME") == "gvisor":
+        state = server.data_dir / "run" / "gvisor" / "state"
+        listed = subprocess.run(
+            ["runsc", f"--root={state}", "ps", sandbox_id], capture_output=True, text=True, timeout=30
+        )
+        if listed.returncode != 0:
+            return []  # no such container (any more)
+        # UID PID PPID C TTY STIME TIME CMD: the command's name is the last column.
+        return [line.split()[-1] for line in listed.stdout.splitlines()[1:] if line.strip()]
+    found = []
+    for pid in pids_with_env("ASH_SANDBOX_ID", sandbox_id):
+        try:
+            found.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:
+            continue
+    return found
 
 
 @dataclass

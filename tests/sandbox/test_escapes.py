@@ -1,5 +1,6 @@
 """Agent code cannot read the host's secrets, other sessions or the server's data, nor reach the network, and
-nothing it starts outlives its sandbox. Real bubblewrap, real cgroups, the real CLI through the fake model."""
+nothing it starts outlives its sandbox. Under both runtimes (bubblewrap, gVisor): real sandboxes, real cgroups, the
+real CLI through the fake model."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import httpx
 import pytest
 
 from tests.fakes.anthropic_api import FakeAnthropic
-from tests.sandbox.support import bash, client_with_agents, healthy, running_server, turn
+from tests.sandbox.support import RUNTIMES, bash, client_with_agents, healthy, inside_commands, running_server, turn
 from tests.support.processes import pids_with_env
 from tests.support.server import AshServer
 from tests.support.sse import new_session
@@ -21,9 +22,15 @@ pytestmark = pytest.mark.slow
 HOST_SECRET = "host-secret-4f1d9c7e2b"
 
 
+@pytest.fixture(scope="module", params=RUNTIMES)
+def runtime(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def server(fake_model: FakeAnthropic) -> Iterator[AshServer]:
-    with running_server(fake_model.url, {"ASH_TEST_HOST_SECRET": HOST_SECRET}) as server:
+def server(fake_model: FakeAnthropic, runtime: str) -> Iterator[AshServer]:
+    env = {"ASH_TEST_HOST_SECRET": HOST_SECRET, "ASH_SANDBOX_RUNTIME": runtime}
+    with running_server(fake_model.url, env) as server:
         yield server
 
 
@@ -45,19 +52,24 @@ def prober(client: httpx.Client, bystander: dict[str, str]) -> dict[str, str]:
     return new_session(client, "prober")
 
 
+def listed_missing(out: str, path: str) -> bool:
+    """`ls PATH` said there is no such file: coreutils' words (bubblewrap) or busybox's (gVisor, oci.COMPAT_BIN)."""
+    return f"ls: cannot access '{path}': No such file or directory" in out or f"ls: {path}: No such file" in out
+
+
 def workspace(server: AshServer, session: dict[str, str]) -> Path:
     return server.data_dir / "sessions" / "default" / session["id"] / "workspace"
 
 
-def test_health_reports_the_isolation_in_force(server: AshServer) -> None:
+def test_health_reports_the_isolation_in_force(server: AshServer, runtime: str) -> None:
     health = healthy(server)
-    assert health["isolation"] == "bwrap"
+    assert health["isolation"] == runtime
     assert health["network"] == "none"
     assert health["limits"] == "cgroup-v1"  # what these machines have: v1 controllers, v2 without any
 
 
 def test_host_environment_and_process_table_are_out_of_sight(
-    model: FakeAnthropic, client: httpx.Client, prober: dict[str, str]
+    model: FakeAnthropic, client: httpx.Client, prober: dict[str, str], runtime: str
 ) -> None:
     out = bash(
         model,
@@ -71,14 +83,23 @@ def test_host_environment_and_process_table_are_out_of_sight(
     assert HOST_SECRET not in out
     assert "ASH_TEST_HOST_SECRET" not in out
     assert "ASH_DATA_DIR" not in out and "ASH_PORT" not in out
-    # /proc/1 is the sandbox's own init (bwrap), whose environment holds nothing but the sandbox id.
     environ_of_pid_1 = out.split("==")[1].split()
-    assert sorted(v.split("=")[0] for v in environ_of_pid_1) == ["ASH_SANDBOX_ID", "PATH", "PWD"]
+    if runtime == "bwrap":
+        # /proc/1 is the sandbox's own init (bwrap), whose environment holds nothing but the sandbox id.
+        assert sorted(v.split("=")[0] for v in environ_of_pid_1) == ["ASH_SANDBOX_ID", "PATH", "PWD"]
+    else:
+        # /proc/1 is the bridge itself, the first process of gVisor's kernel: the sandbox's own environment.
+        assert f"ASH_SANDBOX_ID={prober['sandboxId']}" in environ_of_pid_1
     assert int(out.split("==")[-1].strip()) < 20  # its own PID namespace: a handful of processes, not the host's
 
 
 def test_root_the_data_dir_and_other_sessions_are_invisible(
-    model: FakeAnthropic, server: AshServer, client: httpx.Client, prober: dict[str, str], bystander: dict[str, str]
+    model: FakeAnthropic,
+    server: AshServer,
+    client: httpx.Client,
+    prober: dict[str, str],
+    bystander: dict[str, str],
+    runtime: str,
 ) -> None:
     data, other = server.data_dir, workspace(server, bystander)
     assert (other / "CLAUDE.md").is_file()
@@ -92,14 +113,16 @@ def test_root_the_data_dir_and_other_sessions_are_invisible(
         f" ls {data}/sandboxes; echo END",
     ).tool_output
     assert out.rstrip().endswith("END")
-    assert "ls: cannot access '/root': No such file or directory" in out
+    assert listed_missing(out, "/root")
     for name in ("ash.db", "api-key", "secret-key"):
         assert f"{data}/{name}: No such file or directory" in out, name
-    assert f"cannot access '{data}/agents'" in out
-    assert f"cannot access '{other}'" in out and bystander["id"] not in out.replace(str(other), "")
+    assert listed_missing(out, f"{data}/agents")
+    assert listed_missing(out, str(other)) and bystander["id"] not in out.replace(str(other), "")
     assert "You are a test agent" not in out  # the other session's CLAUDE.md
     assert "/etc/shadow: No such file or directory" in out
-    assert "cannot access '/sys'" in out
+    if runtime == "bwrap":
+        assert listed_missing(out, "/sys")
+    # gVisor always gives a sandbox a /sys: its own kernel's, made up, nothing of the host's.
     api_key = (data / "api-key").read_text().strip()
     assert api_key not in out
 
@@ -154,7 +177,7 @@ def test_files_api_does_not_follow_symlinks_out_of_the_workspace(
 
 
 def test_background_processes_die_with_the_sandbox(
-    model: FakeAnthropic, client: httpx.Client, bystander: dict[str, str]
+    model: FakeAnthropic, server: AshServer, client: httpx.Client, bystander: dict[str, str]
 ) -> None:
     session = new_session(client, "prober")
     sid, sandbox_id = session["id"], session["sandboxId"]
@@ -167,8 +190,8 @@ def test_background_processes_die_with_the_sandbox(
     ).tool_output
     assert "started" in out
 
-    def sleepers() -> list[int]:
-        return [p for p in pids_with_env("ASH_SANDBOX_ID", sandbox_id) if b"sleep" in _cmdline(p)]
+    def sleepers() -> list[str]:
+        return [c for c in inside_commands(server, sandbox_id) if "sleep" in c]
 
     assert len(sleepers()) == 2  # the turn is over and they still run: in the sandbox
     assert client.post(f"/api/sessions/{sid}/stop").status_code == 200
@@ -176,6 +199,7 @@ def test_background_processes_die_with_the_sandbox(
     while pids_with_env("ASH_SANDBOX_ID", sandbox_id) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert pids_with_env("ASH_SANDBOX_ID", sandbox_id) == []
+    assert sleepers() == []
     assert client.get(f"/api/sessions/{bystander['id']}").json()["session"]["status"] == "active"
 
 
@@ -186,10 +210,3 @@ def test_the_server_and_other_sessions_are_unaffected(
     assert (workspace(server, bystander) / "CLAUDE.md").read_text() == "You are a test agent."
     assert "still fine" in bash(model, client, bystander["id"], "are you fine", "echo still fine").tool_output
     assert turn(client, bystander["id"], "one more").errors == []
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""

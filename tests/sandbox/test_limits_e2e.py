@@ -1,5 +1,6 @@
 """A sandbox that breaks a limit (memory, processes, disk) ends its turn with an error that names the cause; the
-session continues on a new sandbox and the server stays healthy. Real cgroups, the real CLI."""
+session continues on a new sandbox and the server stays healthy. Under both runtimes (bubblewrap, gVisor): real
+cgroups, the real CLI."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import httpx
 import pytest
 
 from tests.fakes.anthropic_api import FakeAnthropic
-from tests.sandbox.support import bash, client_with_agents, healthy, running_server
+from tests.sandbox.support import RUNTIMES, bash, client_with_agents, healthy, running_server
 from tests.support.metrics import samples, total
 from tests.support.processes import pids_with_env
 from tests.support.server import AshServer
@@ -27,9 +28,9 @@ SERVER_LIMITS = {
 }
 
 
-@pytest.fixture(scope="module")
-def server(fake_model: FakeAnthropic) -> Iterator[AshServer]:
-    with running_server(fake_model.url, SERVER_LIMITS) as server:
+@pytest.fixture(scope="module", params=RUNTIMES)
+def server(fake_model: FakeAnthropic, request: pytest.FixtureRequest) -> Iterator[AshServer]:
+    with running_server(fake_model.url, {**SERVER_LIMITS, "ASH_SANDBOX_RUNTIME": request.param}) as server:
         yield server
 
 

@@ -1,7 +1,7 @@
 """gVisor: each sandbox an OCI container under `runsc`, whose user-space kernel serves every system call the agent
 makes, so a host kernel bug reachable through bubblewrap's namespaces is not reachable from the sandbox.
 
-The process chain (docs/decisions/0013-gvisor-runtime.md):
+The process chain (docs/decisions/0014-gvisor-runtime.md):
 
     <cgroup join>               as the server: join the sandbox's cgroups (runsc runs with --ignore-cgroups, so
                                 it and everything it starts, the sentry and the gofer, stay in them)
@@ -30,13 +30,29 @@ from pathlib import Path
 
 from ..errors import SandboxError
 from ..paths import chown_tree, remove_tree
-from .bwrap import HOST_ONLY_ENV, identity_files, sandbox_ids
+from .bwrap import identity_files, sandbox_ids
 from .environment import DEFAULT_PATH
 from .launcher import LaunchSpec, SandboxProcess
 from .limits import cgroupfs
-from .oci import rlimits, write_bundle
+from .oci import environment, make_dirs, rlimits, write_bundle
 
 PROBE_S = 60.0
+# gVisor's kernel of 2022 (Debian's runsc) refuses the AT_NO_AUTOMOUNT flag, which coreutils' ls and stat pass to
+# every stat call ("Invalid argument"); busybox's ls and stat do not, so they come first in a gVisor sandbox's PATH.
+# (Every other common tool was tried: cp, mv, du, find, tar, git, ... work as they are.)
+COMPAT_COMMANDS = ("ls", "stat")
+# Host tasks of a gVisor sandbox on the ptrace platform (measured with the CLI, a Bash tool and `sleep`s): ~200
+# while idle (the CLI's and the bridge's threads each have a tracing thread and a stub thread, plus the sentry's and
+# the gofer's own), ~12 more for each process the agent starts.
+HOST_TASKS_IDLE = 256
+HOST_TASKS_PER_PROCESS = 12
+
+
+def host_pids(max_pids: int) -> int:
+    """The cgroup pids.max of a gVisor sandbox whose agent may run `max_pids` processes and threads. The limit is on
+    what the host sees, so it is approximate in the agent's terms; reaching it kills the sandbox (the sentry cannot
+    make a thread), which the guard names as the process limit, as under bubblewrap."""
+    return HOST_TASKS_IDLE + HOST_TASKS_PER_PROCESS * max_pids
 
 
 class GvisorLauncher:
@@ -51,6 +67,22 @@ class GvisorLauncher:
     @property
     def state_root(self) -> Path:
         return self.base / "state"
+
+    @property
+    def compat_bin(self) -> Path:
+        return self.base / "compat-bin"
+
+    def make_compat_bin(self) -> None:
+        """COMPAT_COMMANDS as links to busybox, in a folder the sandboxes get read-only (oci.COMPAT_BIN)."""
+        busybox = shutil.which("busybox")
+        if busybox is None:
+            raise SandboxError("busybox is not installed (scripts/install.sh --runtime gvisor installs it)")
+        folder = self.compat_bin
+        make_dirs(folder)
+        for name in COMPAT_COMMANDS:
+            link = folder / name
+            if not link.is_symlink():
+                link.symlink_to(busybox)
 
     def bundle(self, sandbox_id: str) -> Path:
         return self.base / "bundles" / sandbox_id
@@ -102,7 +134,9 @@ class GvisorLauncher:
             (identity_dir / name).write_text(text)
             (identity_dir / name).chmod(0o644)
         self.state_root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        write_bundle(self.bundle(spec.sandbox_id), spec, identity_dir)
+        if not self.compat_bin.is_dir():
+            self.make_compat_bin()
+        write_bundle(self.bundle(spec.sandbox_id), spec, identity_dir, self.compat_bin)
         return await asyncio.create_subprocess_exec(
             *self.outer_argv(spec),
             # What identifies the sandbox to the crash sweep (manager._is_our_sandbox) and nothing else.
@@ -123,7 +157,7 @@ class GvisorLauncher:
             "terminal": False,
             "user": {"uid": uid, "gid": gid, "additionalGids": []},
             "args": command,
-            "env": [f"{k}={v}" for k, v in spec.env.items() if k not in HOST_ONLY_ENV],
+            "env": environment(spec, self.compat_bin),
             "cwd": str(spec.workspace),
             "capabilities": {"bounding": [], "effective": [], "inheritable": [], "permitted": [], "ambient": []},
             "rlimits": rlimits(spec),

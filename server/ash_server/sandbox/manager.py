@@ -14,7 +14,7 @@ import shlex
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from .dependencies import Bundle
 from .disk import DiskQuota
 from .environment import sandbox_environment
 from .guard import SandboxGuard
+from .gvisor import GvisorLauncher, host_pids
 from .isolation import runtime_paths
 from .launcher import Launcher, LaunchSpec
 from .limits import LimitsBackend, agent_limits, server_limits
@@ -202,7 +203,7 @@ class SandboxManager:
         )
         guard: SandboxGuard | None = None
         try:
-            guard = await self._guard(sandbox_id, request)
+            guard = await self._guard(sandbox_id, request, launcher)
             spec = LaunchSpec(
                 sandbox_id=sandbox_id,
                 argv=self.bridge_argv(),
@@ -254,9 +255,11 @@ class SandboxManager:
         chown_tree(request.workspace, ids)
         return directory
 
-    async def _guard(self, sandbox_id: str, request: SandboxRequest) -> SandboxGuard:
+    async def _guard(self, sandbox_id: str, request: SandboxRequest, launcher: Launcher) -> SandboxGuard:
         """The limits of this session's agent, set up (cgroup created, disk measured) before the sandbox starts."""
         limits = agent_limits(request.agent_config, server_limits(self._settings))
+        if isinstance(launcher, GvisorLauncher):
+            limits = replace(limits, host_pids=host_pids(limits.max_pids))
         try:
             confinement = self._limits.confine(sandbox_id, limits)
         except OSError as exc:

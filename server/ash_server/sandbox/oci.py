@@ -19,6 +19,9 @@ from typing import Any
 from .bwrap import ETC, ETC_FULL_NETWORK, HOST_ONLY_ENV, HOSTNAME, ROOT_LINKS, runtime_mounts, sandbox_ids
 from .launcher import LaunchSpec
 
+# Where the sandbox finds the commands that stand in for coreutils' under gVisor (gvisor.py, COMPAT_COMMANDS),
+# first in its PATH.
+COMPAT_BIN = "/opt/ash/gvisor-bin"
 RO = ["rbind", "ro", "nosuid", "nodev"]
 RW = ["rbind", "rw", "nosuid", "nodev"]
 
@@ -27,7 +30,17 @@ def bind(source: Path, destination: Path | str, options: list[str]) -> dict[str,
     return {"destination": str(destination), "type": "bind", "source": str(source), "options": options}
 
 
-def mounts(spec: LaunchSpec, identity_dir: Path, *, root: Path = Path("/")) -> list[dict[str, Any]]:
+def environment(spec: LaunchSpec, compat_bin: Path | None) -> list[str]:
+    """The sandbox's environment as OCI has it, with COMPAT_BIN first in PATH when there is one."""
+    env = {name: value for name, value in spec.env.items() if name not in HOST_ONLY_ENV}
+    if compat_bin is not None:
+        env["PATH"] = f"{COMPAT_BIN}:{env.get('PATH', '')}".rstrip(":")
+    return [f"{name}={value}" for name, value in env.items()]
+
+
+def mounts(
+    spec: LaunchSpec, identity_dir: Path, compat_bin: Path | None = None, *, root: Path = Path("/")
+) -> list[dict[str, Any]]:
     """The sandbox's mounts, in the order they are made (parents before what is bound inside them)."""
     tmpfs_options = ["nosuid", "nodev", "mode=1777"]
     found: list[dict[str, Any]] = [
@@ -50,6 +63,8 @@ def mounts(spec: LaunchSpec, identity_dir: Path, *, root: Path = Path("/")) -> l
         found.append(bind(identity_dir / name, f"/etc/{name}", RO))
     for path in runtime_mounts(spec.extra_ro_paths):
         found.append(bind(path, path, RO))
+    if compat_bin is not None:
+        found.append(bind(compat_bin, COMPAT_BIN, RO))
     found.append(bind(spec.sandbox_dir, spec.sandbox_dir, RO))
     found.append(bind(spec.workspace, spec.workspace, RW))
     found.append(bind(spec.home, spec.home, RW))
@@ -96,10 +111,11 @@ def rlimits(spec: LaunchSpec) -> list[dict[str, Any]]:
     return found
 
 
-def config(spec: LaunchSpec, identity_dir: Path, *, root: Path = Path("/")) -> dict[str, Any]:
+def config(
+    spec: LaunchSpec, identity_dir: Path, compat_bin: Path | None = None, *, root: Path = Path("/")
+) -> dict[str, Any]:
     """config.json: the bridge as the sandbox user, in its workspace, with nothing but its own environment."""
     uid, gid = sandbox_ids(spec)
-    env = [f"{name}={value}" for name, value in spec.env.items() if name not in HOST_ONLY_ENV]
     namespaces = [{"type": kind} for kind in ("pid", "ipc", "uts", "mount")]
     if spec.network != "full":
         namespaces.append({"type": "network"})
@@ -109,7 +125,7 @@ def config(spec: LaunchSpec, identity_dir: Path, *, root: Path = Path("/")) -> d
             "terminal": False,
             "user": {"uid": uid, "gid": gid, "additionalGids": []},
             "args": spec.argv,
-            "env": env,
+            "env": environment(spec, compat_bin),
             "cwd": str(spec.workspace),
             # None of the five sets: the bridge, and everything the agent runs, starts with no capability at all.
             "capabilities": {"bounding": [], "effective": [], "inheritable": [], "permitted": [], "ambient": []},
@@ -118,14 +134,16 @@ def config(spec: LaunchSpec, identity_dir: Path, *, root: Path = Path("/")) -> d
         },
         "root": {"path": "rootfs", "readonly": True},
         "hostname": HOSTNAME,
-        "mounts": mounts(spec, identity_dir, root=root),
+        "mounts": mounts(spec, identity_dir, compat_bin, root=root),
         "linux": {"namespaces": namespaces},
     }
 
 
-def write_bundle(bundle: Path, spec: LaunchSpec, identity_dir: Path, *, root: Path = Path("/")) -> None:
+def write_bundle(
+    bundle: Path, spec: LaunchSpec, identity_dir: Path, compat_bin: Path | None = None, *, root: Path = Path("/")
+) -> None:
     """The bundle folder: config.json (private: it holds the sandbox's environment) and its rootfs."""
-    document = config(spec, identity_dir, root=root)
+    document = config(spec, identity_dir, compat_bin, root=root)
     bundle.mkdir(mode=0o700, parents=True, exist_ok=True)
     build_rootfs(bundle / "rootfs", [(m["source"], m["destination"]) for m in document["mounts"]], root=root)
     path = bundle / "config.json"

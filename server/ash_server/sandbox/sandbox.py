@@ -186,6 +186,12 @@ class Sandbox:
                     self._record("error", f"bridge: {event.error}")
         except ConnectionError:
             pass
+        if self.exit_reason is None and self.guard is not None:
+            # The kernel may have killed the whole sandbox for a limit (gVisor's sentry is one process to the OOM
+            # killer): its turn hears the limit, not a lost connection.
+            found = self.guard.killed()
+            if found is not None:
+                self.breach(found)
         await self._fail_waiters(self.exit_reason or "the bridge closed its connection")
 
     async def _fail_waiters(self, reason: str) -> None:

@@ -22,6 +22,13 @@ class Limits:
     # Files, folders and links the session folder may hold: empty files take no blocks, so the byte quota alone
     # let 200,000 of them through (and every fork and snapshot then walked them all).
     disk_inodes: int = 100_000
+    # What the cgroup's pids.max says when it is not max_pids: a gVisor sandbox's own host tasks (its kernel's
+    # threads, ptrace's stub processes) count there too, many per process of the agent's (gvisor.host_pids).
+    host_pids: int | None = None
+
+    @property
+    def cgroup_pids(self) -> int:
+        return self.max_pids if self.host_pids is None else self.host_pids
 
     @property
     def file_size_bytes(self) -> int:

@@ -115,7 +115,7 @@ class CgroupV1Backend:
         if (memory / "memory.memsw.limit_in_bytes").exists():
             with contextlib.suppress(OSError):
                 cgroupfs.write(memory / "memory.memsw.limit_in_bytes", str(limits.memory_mb * MIB))
-        cgroupfs.write(groups["pids"] / "pids.max", str(limits.max_pids))
+        cgroupfs.write(groups["pids"] / "pids.max", str(limits.cgroup_pids))
         if "cpu" in groups:
             cgroupfs.write(groups["cpu"] / "cpu.cfs_period_us", str(CFS_PERIOD_US))
             cgroupfs.write(groups["cpu"] / "cpu.cfs_quota_us", str(CFS_PERIOD_US * limits.cpu_percent // 100))

@@ -110,7 +110,7 @@ class CgroupV2Backend:
         # An OOM kill takes the whole sandbox down, not one process of it: the outcome is clear and the session
         # continues on a fresh sandbox.
         cgroupfs.write(group / "memory.oom.group", "1")
-        cgroupfs.write(group / "pids.max", str(limits.max_pids))
+        cgroupfs.write(group / "pids.max", str(limits.cgroup_pids))
         if "cpu" in self.controllers:
             cgroupfs.write(group / "cpu.max", f"{CPU_PERIOD_US * limits.cpu_percent // 100} {CPU_PERIOD_US}")
         return CgroupV2Confinement(limits, group, cpu="cpu" in self.controllers)
