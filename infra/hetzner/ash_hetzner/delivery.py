@@ -95,6 +95,12 @@ class AshDelivery(pulumi.ComponentResource):
         self.register_outputs({})
 
 
+def sql_password(password: str) -> str:
+    """The statement that sets the `ash` role's password. standard_conforming_strings (PostgreSQL's default): only a
+    quote needs doubling."""
+    return "ALTER ROLE ash PASSWORD '" + password.replace("'", "''") + "';\n"
+
+
 @dataclass
 class DatabaseDeliveryArgs:
     target: Target
@@ -112,10 +118,8 @@ class DatabaseDelivery(pulumi.ComponentResource):
         super().__init__("ash:hetzner:DatabaseDelivery", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         connection = args.target.connection()
-        # SQL on stdin, never on a command line; standard_conforming_strings: only a quote needs doubling.
-        sql = pulumi.Output.secret(args.password).apply(
-            lambda p: "ALTER ROLE ash PASSWORD '" + p.replace("'", "''") + "';\n"
-        )
+        # SQL on stdin, never on a command line.
+        sql = pulumi.Output.secret(args.password).apply(sql_password)
         self.password = command.remote.Command(
             f"{name}-password",
             connection=connection,
