@@ -35,6 +35,8 @@ __all__ = [
 HEALTH_TIMEOUT = 60.0
 STOP_TIMEOUT = daemon.STOP_TIMEOUT
 POLL = 0.05
+GRACEFUL_S = 30  # ash_server/server.py: uvicorn's timeout_graceful_shutdown
+WAITING_FOR_CONNECTIONS = "Waiting for connections to close"  # uvicorn's line when some are open
 STILL_EVERY = 5.0  # a silent wait says it is still waiting this often
 LOG_LINES_ON_FAILURE = 20
 # The server's log lines shown while it starts or stops: its own, uvicorn's lifecycle ones, every warning. The
@@ -76,7 +78,7 @@ def _newsworthy(line: str) -> str | None:
     record = log_record(line)
     if record is None:  # a traceback before logging was set up: printed whole if the start fails
         return None
-    message = strip_ansi(str(record["message"]))
+    message = strip_ansi(str(record["message"])).strip()
     logger, level = str(record.get("logger", "")), str(record.get("level", ""))
     if level in ("WARNING", "ERROR", "CRITICAL"):
         return f"{level.lower()}: {message}"
@@ -101,11 +103,15 @@ class Progress:
         self._said = time.monotonic()
         self.console.print(Text(f"{self.elapsed:5.1f}s ", style="dim") + Text("· " + message))
 
-    def log(self, watch: LogWatch) -> None:
+    def log(self, watch: LogWatch) -> list[str]:
+        """Print the news of the lines added to the log since the last call; return it."""
+        said = []
         for line in watch.new_lines():
             news = _newsworthy(line)
             if news:
                 self.step(f"server: {news}")
+                said.append(news)
+        return said
 
     def still(self, what: str) -> None:
         if time.monotonic() - self._said >= STILL_EVERY:
@@ -154,7 +160,11 @@ def stop_server(pid: int, watch: LogWatch, progress: Progress, timeout: float = 
         return False
     deadline = time.monotonic() + timeout
     while daemon.is_alive(pid):
-        progress.log(watch)
+        if any(news.startswith(WAITING_FOR_CONNECTIONS) for news in progress.log(watch)):
+            progress.step(
+                "open connections (an `ash session tail`, a dashboard page following a session) keep it up to "
+                f"{GRACEFUL_S} s; ending them lets it stop now"
+            )
         if time.monotonic() >= deadline:
             progress.step(f"the server did not exit within {timeout:.0f} s of SIGTERM: SIGKILL")
             daemon.kill(pid)

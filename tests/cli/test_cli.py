@@ -377,14 +377,37 @@ def test_logs_prints_the_server_log(server: Cli) -> None:
 
 
 def test_stop_stops_the_server(server: Cli) -> None:
-    """Last of the module: the fixture's own `ash stop` then finds nothing to stop."""
+    """Last of the module: the fixture's own `ash stop` then finds nothing to stop.
+
+    A client follows a session meanwhile: the server's graceful shutdown waits for it (up to 30 s), and `ash stop`
+    waits that out instead of killing the server before it has stopped its sandboxes and saved their state.
+    """
     pid = server.config()["pid"]
     assert isinstance(pid, int) and daemon.is_alive(pid)
-    result = server.run("stop", timeout=60)
+    assert server.run("deploy", str(HELLO_AGENT), "--name", "followed").returncode == 0
+    followed = server.run("session", "create", "followed").stdout.strip()
+    tail = subprocess.Popen(
+        [sys.executable, "-m", "ash_cli", "session", "tail", followed],
+        env=server.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while httpx.get(server.url + "/health").json()["openStreams"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        result = server.run("stop", timeout=120)
+    finally:
+        tail.terminate()
+        tail.wait(timeout=30)
     assert result.returncode == 0, result.stderr
     assert re.fullmatch(rf"Ash server stopped \(pid {pid}\) in \d+\.\d s\.\n", result.stdout), result.stdout
     assert f"sent SIGTERM to the server (pid {pid})" in result.stderr
+    # The server says it waits for the open stream, and `ash stop` says what holds it up (once the server ends
+    # its streams at shutdown, it may not wait at all; then there is nothing to explain).
+    assert ("Waiting for connections to close" in result.stderr) == ("keep it up to 30 s" in result.stderr)
     assert "server: Application shutdown complete." in result.stderr
+    assert "SIGKILL" not in result.stderr
     assert wait_gone(pid)
     assert not (server.data_dir / daemon.PID_FILE).exists()
     assert "pid" not in server.config()
