@@ -108,12 +108,6 @@ class SandboxSettings(BaseSettings):
         "that runtime only: an agent config `runtime` that differs is refused. Unnamed tenants' agents may choose.",
     )
 
-    gvisor_platform: Literal["ptrace", "kvm"] = Field(
-        "ptrace",
-        description="How gVisor's kernel intercepts the sandbox's system calls: ptrace (works everywhere) or kvm "
-        "(faster, needs /dev/kvm).",
-    )
-
     sandbox_memory_mb: int = Field(2048, ge=64, description="Memory limit of each sandbox (MiB); agents may lower.")
 
     sandbox_cpu_percent: int = Field(

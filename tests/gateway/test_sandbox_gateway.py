@@ -13,6 +13,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +35,15 @@ SESSION_KEY = "sk-ant-api03-per-session-credential-" + "q" * 24 + "9XyZ"
 PLACEHOLDER = "sk-ash-gateway-placeholder"
 
 
-@pytest.fixture(scope="module")
-def server(fake_model: FakeAnthropic) -> Iterator[AshServer]:
+@contextmanager
+def gateway_server(model_url: str, runtime: str) -> Iterator[AshServer]:
     # `private`: the egress test allowlists services on the host's loopback, which only that ceiling admits.
-    env = {"ASH_CREDENTIAL_KEY": CREDENTIAL_KEY, "ASH_NETWORK_CEILINGS": "default=private"}
-    server = AshServer(fake_model.url, env=env).start()
+    env = {
+        "ASH_CREDENTIAL_KEY": CREDENTIAL_KEY,
+        "ASH_NETWORK_CEILINGS": "default=private",
+        "ASH_SANDBOX_RUNTIME": runtime,
+    }
+    server = AshServer(model_url, env=env).start()
     with server.client() as client:
         path = str(REPO / "examples" / "hello-agent")
         for name in ("gw-agent", "egress-agent"):
@@ -47,6 +52,19 @@ def server(fake_model: FakeAnthropic) -> Iterator[AshServer]:
         yield server
     finally:
         server.cleanup()
+
+
+@pytest.fixture(scope="module")
+def server(fake_model: FakeAnthropic) -> Iterator[AshServer]:
+    with gateway_server(fake_model.url, "bwrap") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def gvisor_server(fake_model: FakeAnthropic) -> Iterator[AshServer]:
+    """The same under gVisor, for what the runtime changes: where the key could leak, how egress gets out."""
+    with gateway_server(fake_model.url, "gvisor") as server:
+        yield server
 
 
 @pytest.fixture
@@ -150,6 +168,16 @@ def test_the_model_socket_relays_byte_for_byte_and_meters_usage(
 
 
 def test_the_sandbox_never_holds_a_real_key(server: AshServer, client: httpx.Client, model: FakeAnthropic) -> None:
+    check_no_real_key(server, client, model)
+
+
+def test_a_gvisor_sandbox_never_holds_a_real_key(gvisor_server: AshServer, model: FakeAnthropic) -> None:
+    with gvisor_server.client() as client:
+        check_no_real_key(gvisor_server, client, model)
+
+
+def check_no_real_key(server: AshServer, client: httpx.Client, model: FakeAnthropic) -> None:
+    gvisor = server.env["ASH_SANDBOX_RUNTIME"] == "gvisor"
     snoop = (
         "env; echo; tr '\\0' ' ' < /proc/self/cmdline; echo; "
         "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; "
@@ -170,16 +198,23 @@ def test_the_sandbox_never_holds_a_real_key(server: AshServer, client: httpx.Cli
     assert model.request_log[-1]["headers"]["x-api-key"] == SERVER_KEY
 
     # From the host: every process of the sandbox (environment and arguments), and every file it can write.
+    # Under gVisor the host sees runsc's processes only (the bridge and the CLI live in gVisor's kernel), and the
+    # sandbox's environment is in its OCI bundle.
     pids = pids_with_env("ASH_SANDBOX_ID", sandbox_id)
-    assert len(pids) >= 2  # the bridge and the CLI
+    assert len(pids) >= (1 if gvisor else 2)  # runsc; or the bridge and the CLI
     placeholders = 0
     for pid in pids:
         for name in ("environ", "cmdline"):
             data = Path(f"/proc/{pid}/{name}").read_bytes()
             assert SERVER_KEY.encode() not in data and CREDENTIAL_KEY.encode() not in data, (pid, name)
         placeholders += f"ANTHROPIC_API_KEY={PLACEHOLDER}".encode() in Path(f"/proc/{pid}/environ").read_bytes()
-    assert placeholders >= 2  # the bridge and the CLI hold the placeholder, nothing else
     folders = [server.data_dir / "sessions" / "default" / sid, server.data_dir / "sandboxes" / "default" / sandbox_id]
+    if gvisor:
+        bundle = server.data_dir / "run" / "gvisor" / "bundles" / sandbox_id
+        assert f"ANTHROPIC_API_KEY={PLACEHOLDER}" in (bundle / "config.json").read_text()
+        folders.append(bundle)
+    else:
+        assert placeholders >= 2  # the bridge and the CLI hold the placeholder, nothing else
     scanned = 0
     for folder in folders:
         for path in folder.rglob("*"):
@@ -244,6 +279,17 @@ def test_a_per_session_credential(server: AshServer, client: httpx.Client, model
 def test_an_allowlist_lets_one_destination_through(
     server: AshServer, client: httpx.Client, model: FakeAnthropic, targets: tuple[int, int]
 ) -> None:
+    check_allowlist(server, client, model, targets)
+
+
+def test_an_allowlist_lets_one_destination_out_of_gvisor(
+    gvisor_server: AshServer, model: FakeAnthropic, targets: tuple[int, int]
+) -> None:
+    with gvisor_server.client() as client:
+        check_allowlist(gvisor_server, client, model, targets)
+
+
+def check_allowlist(server: AshServer, client: httpx.Client, model: FakeAnthropic, targets: tuple[int, int]) -> None:
     allowed, refused = targets
     bad = client.patch("/api/agents/egress-agent/config", json={"network": {"allow": ["not a host"]}})
     assert bad.status_code == 400

@@ -59,10 +59,9 @@ class GvisorLauncher:
     name = "gvisor"
     bridge_start = "exec"  # no bridge template: the template's fork joins host namespaces, gVisor has none to join
 
-    def __init__(self, base: Path, *, runsc: str | None = None, platform: str = "ptrace") -> None:
+    def __init__(self, base: Path, *, runsc: str | None = None) -> None:
         self.runsc = runsc or shutil.which("runsc") or "runsc"
         self.base = base
-        self.platform = platform
 
     @property
     def state_root(self) -> Path:
@@ -90,7 +89,8 @@ class GvisorLauncher:
     def global_flags(self, network: str = "none") -> list[str]:
         return [
             f"--root={self.state_root}",
-            f"--platform={self.platform}",
+            # ptrace: works on any host. (KVM's platform, faster where /dev/kvm exists, hung starting here.)
+            "--platform=ptrace",
             # host: the agent's network is the host's, through gVisor's own network stack (what "full" means).
             f"--network={'host' if network == 'full' else 'none'}",
             "--host-uds=open",

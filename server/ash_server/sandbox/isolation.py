@@ -78,7 +78,7 @@ async def select_runtimes(settings: Settings, limits: str) -> Runtimes:
             "namespaces (see docs/security.md for what that gives up)"
         )
     runtimes = Runtimes(launcher)
-    gvisor = GvisorLauncher(settings.data_dir / "run" / "gvisor", platform=settings.gvisor_platform)
+    gvisor = GvisorLauncher(settings.data_dir / "run" / "gvisor")
     runtimes.probe_later(gvisor, lambda: gvisor_problem(gvisor, settings, limits))
     return runtimes
 
@@ -99,7 +99,7 @@ async def bwrap_launcher(settings: Settings, *, fork: bool) -> Launcher | str:
 
 async def gvisor_launcher(settings: Settings, limits: str) -> Launcher | str:
     """gVisor's launcher, or why it cannot run."""
-    launcher = GvisorLauncher(settings.data_dir / "run" / "gvisor", platform=settings.gvisor_platform)
+    launcher = GvisorLauncher(settings.data_dir / "run" / "gvisor")
     problem = await gvisor_problem(launcher, settings, limits)
     return launcher if problem is None else problem
 
