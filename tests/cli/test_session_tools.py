@@ -32,10 +32,16 @@ def server() -> Iterator[AshServer]:
         yield running
 
 
-def ash(server: AshServer, *args: str) -> subprocess.CompletedProcess[str]:
+def ash(server: AshServer, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HOME": str(short_tempdir()), "ASH_SERVER_URL": server.url, "ASH_API_KEY": server.api_key}
     return subprocess.run(
-        [sys.executable, "-m", "ash_cli", *args], env=env, capture_output=True, text=True, timeout=120, cwd=REPO
+        [sys.executable, "-m", "ash_cli", *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
     )
 
 
@@ -99,6 +105,16 @@ def test_fork_copies_the_session_into_a_paused_one(server: AshServer) -> None:
     assert (details["parentSessionId"], details["status"]) == (sid, "paused")
     copied = ash(server, "session", "files", fork_id, "mark.txt")
     assert copied.returncode == 0 and copied.stdout == "parent\n", copied
+
+
+def test_chat_without_a_message_reads_a_pipe_as_the_message(server: AshServer) -> None:
+    """Not a terminal, so not the interactive chat (tests/cli/test_interactive.py): stdin is the one message."""
+    piped = ash(server, "chat", "hello-agent", stdin="a message from a pipe\n")
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout == "ok\n"
+    assert "> " not in piped.stdout + piped.stderr  # no prompt
+    nothing = ash(server, "chat", "hello-agent", stdin="")
+    assert nothing.returncode == 1 and "the message is empty" in nothing.stderr
 
 
 def test_version_is_the_packages() -> None:

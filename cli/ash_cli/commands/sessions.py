@@ -71,10 +71,11 @@ def chat(
     """Chat with an agent: one message and its streamed answer, or (no message) an interactive conversation.
 
     A new session each time, or continue one with -s."""
-    if message is None:
+    if message is None and sys.stdin.isatty():
         _interactive(ctx, agent, model, continue_session)
         return
-    text = _message(message)
+    # Piped into, with no message: what comes in is the one message (`git diff | ash chat reviewer`).
+    text = _message("-" if message is None else message)
     with state(ctx).client() as client:
         if continue_session is not None:
             _stream(client, session_id(continue_session), text)
