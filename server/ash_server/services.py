@@ -42,6 +42,7 @@ from .sandbox.warm import RecentAgents, WarmPool, warm_budget
 from .sessions.core import SessionCore
 from .sessions.prompt import LocalSessions, PromptSessions
 from .sessions.service import SessionService
+from .sessions.turn_usage import TurnUsage
 from .settings import Settings
 from .snapshots import SnapshotStore, open_store
 from .snapshots.local import LocalSnapshotStore
@@ -149,7 +150,8 @@ async def build_services(
     if settings.mode != "runner":  # runners take no API keys: coordinators authenticate
         await auth.bootstrap(settings)
     credential_service = CredentialService.from_settings(store, settings)
-    gateway = Gateway(settings, store, credential_service, metrics=metrics)
+    turn_usage = TurnUsage(store)
+    gateway = Gateway(settings, store, credential_service, metrics=metrics, usage=turn_usage)
     limits = detect_backend(settings.data_dir, (settings.sandbox_ids or (os.getuid(), os.getgid()))[0])
     try:
         # A coordinator starts no sandbox: it needs no isolation (its runners check theirs).
@@ -220,6 +222,7 @@ async def build_services(
         metrics=metrics,
         tracer=tracer,
         exclusive=settings.mode == "runner",
+        usage=turn_usage,
     )
     session_service = SessionService(
         session_core,

@@ -13,6 +13,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from ..credentials import CredentialService, server_auth
 from ..errors import Invalid, NotFound
@@ -41,11 +42,36 @@ class SandboxLink:
     network: NetworkPolicy
 
 
+class UsageBook(Protocol):
+    """Where a model call's usage is written (sessions/turn_usage.py writes it with its turn)."""
+
+    async def record(self, route: ModelRoute, usage: CallUsage, timeline_json: str) -> None: ...
+
+
+class StoredUsage:
+    """Every call's usage in a transaction of its own."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def record(self, route: ModelRoute, usage: CallUsage, timeline_json: str) -> None:
+        await self._store.record_usage(
+            route.tenant_id, uuid.UUID(route.session_id), route.agent_name, usage.model, usage.metrics(), timeline_json
+        )
+
+
 class Gateway:
     def __init__(
-        self, settings: Settings, store: Store, credentials: CredentialService, *, metrics: Metrics | None = None
+        self,
+        settings: Settings,
+        store: Store,
+        credentials: CredentialService,
+        *,
+        metrics: Metrics | None = None,
+        usage: UsageBook | None = None,
     ) -> None:
         self._store = store
+        self._usage = usage or StoredUsage(store)
         self._credentials = credentials
         self._server_auth = server_auth(settings)
         self._upstream_url = settings.anthropic_base_url
@@ -177,16 +203,8 @@ class Gateway:
         ):
             if count:
                 self.metrics.tokens.labels(kind, model).inc(count)
-        await self._store.record_usage(
-            route.tenant_id,
-            uuid.UUID(route.session_id),
-            route.agent_name,
-            usage.model,
-            usage.metrics(),
-            json.dumps(
-                {"action": "model_usage", **usage.timeline(), "sandboxId": route.sandbox_id}, separators=(",", ":")
-            ),
-        )
+        timeline = {"action": "model_usage", **usage.timeline(), "sandboxId": route.sandbox_id}
+        await self._usage.record(route, usage, json.dumps(timeline, separators=(",", ":")))
 
 
 def budget_limits(settings: Settings) -> BudgetLimits:

@@ -41,6 +41,7 @@ from .background import record_background
 from .events import dumps
 from .live import LiveSession, LiveSessions
 from .options import TurnOptions, effective_sdk_options
+from .turn_usage import TurnUsage
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class SessionCore:
         metrics: Metrics,
         tracer: Tracer | None = None,
         exclusive: bool = False,
+        usage: TurnUsage | None = None,
     ) -> None:
         """`exclusive` (runner mode): serve only the sessions assigned to this server (`runnerId`); coordinators
         move sessions between runners, a runner never takes one over by itself."""
@@ -70,6 +72,8 @@ class SessionCore:
         self.metrics = metrics
         self.tracer: Tracer = tracer or trace.NoOpTracer()
         self.exclusive = exclusive
+        # The gateway's usage book (the same object): a running turn's model usage is written with the turn.
+        self.usage = usage or TurnUsage(store)
         self.server_id = pool.server_id
         self.live = LiveSessions()
         # Tasks that outlive the request that started them (interrupt watchdogs, the sandboxes' listeners): kept so

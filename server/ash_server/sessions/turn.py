@@ -30,8 +30,10 @@ SENDER_LAG = 512
 BATCH = 64
 # How long a follower (a subscriber that is not the turn's sender) lets frames gather after it is woken.
 FOLLOWER_BATCH_S = 0.05
+# A running turn's frames are stored every 64, or a second after the last write: a turn of a few seconds costs
+# its start and its end, and a long one a write a second at most (followers past the live window read these).
 FLUSH_EVERY = 64
-FLUSH_AFTER_S = 0.1
+FLUSH_AFTER_S = 1.0
 
 
 @dataclass(slots=True)

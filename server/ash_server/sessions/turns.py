@@ -97,6 +97,7 @@ class TurnRunner(SessionPart):
                 self._rows(session, turn, turn.take_unflushed()),
             )
             live.turn = turn
+            self._core.usage.follow(turn)
             live.turn_started.set()
             live.turn_started = asyncio.Event()
             # The turn's task inherits these: its log lines carry the session and sandbox they belong to.
@@ -237,6 +238,7 @@ class TurnRunner(SessionPart):
         """The turn's end in one transaction: its last messages and frames, the SDK session id (the session's
         memory on its next cold resume) and its last activity. Should that keep failing, the SDK session id is
         tried alone: the frames can be lost (the turn's stream was delivered), the memory must not be."""
+        self._core.usage.forget(turn)  # with nothing awaited before the take: no usage falls in between
         messages, rows = turn.take_unwritten(), self._rows(session, turn, turn.take_unflushed())
         now = utcnow()
         try:

@@ -15,6 +15,7 @@ from .models import (
     SessionEvent,
     SessionRow,
     StreamEvent,
+    UsageEvent,
     utcnow,
 )
 from .sessions import SessionChanges
@@ -23,6 +24,7 @@ from .sessions import SessionChanges
 INSERT_MESSAGES = insert(cast(Table, Message.__table__))
 INSERT_EVENTS = insert(cast(Table, SessionEvent.__table__))
 INSERT_FRAMES = insert(cast(Table, StreamEvent.__table__))
+INSERT_USAGE = insert(cast(Table, UsageEvent.__table__))
 
 
 class TurnMessage(NamedTuple):
@@ -32,10 +34,35 @@ class TurnMessage(NamedTuple):
     role: str | None
     content: str
     events: Sequence[tuple[str, str | None]] = ()
+    # A model call's usage rows (usage_rows), written with the turn rather than in a transaction of their own.
+    usage: Sequence[dict[str, Any]] = ()
 
     @classmethod
     def event(cls, kind: str, data_json: str) -> TurnMessage:
         return cls(None, "", [(kind, data_json)])
+
+    @classmethod
+    def model_usage(cls, rows: Sequence[dict[str, Any]], timeline_json: str) -> TurnMessage:
+        """A model call of the turn: its usage rows and its `lifecycle` (model_usage) timeline event."""
+        return cls(None, "", [("lifecycle", timeline_json)], rows)
+
+
+def usage_rows(
+    tenant_id: str,
+    session_id: uuid.UUID,
+    agent_name: str,
+    model: str,
+    metrics: Sequence[tuple[str, float]],
+    at: datetime,
+) -> list[dict[str, Any]]:
+    call = {
+        "tenant_id": tenant_id,
+        "session_id": session_id,
+        "created_at": at,
+        "agent_name": agent_name,
+        "model": model,
+    }
+    return [{**call, "id": uuid.uuid4(), "event_type": kind, "value": value} for kind, value in metrics]
 
 
 class TimelineQueries(StoreBase):
@@ -61,13 +88,14 @@ class TimelineQueries(StoreBase):
         frames: Sequence[dict[str, Any]],
         **changes: Unpack[SessionChanges],
     ) -> None:
-        """What a turn produced since its last write, in one transaction of at most four statements: its SDK
+        """What a turn produced since its last write, in one transaction of at most five statements: its SDK
         messages and their timeline events (numbered by the one reservation that also sets `changes`, the end
-        of a turn's SDK session id and last activity), and its stream frames."""
+        of a turn's SDK session id and last activity), its model calls' usage rows, and its stream frames."""
         if not messages and not changes:
             await self.append_stream_events(frames)
             return
         events = [event for message in messages for event in message.events]
+        usage = [row for message in messages for row in message.usage]
         messages = [m for m in messages if m.role is not None]
         async with self._write_lock(session.id), self.db() as db, db.begin():
             last_message, last_event = await self._reserve(
@@ -83,6 +111,8 @@ class TimelineQueries(StoreBase):
                 await db.execute(
                     INSERT_EVENTS, _numbered(session, events, columns=EVENT_COLUMNS, after=last_event, at=now)
                 )
+            if usage:
+                await db.execute(INSERT_USAGE, usage)
             if frames:
                 await db.execute(INSERT_FRAMES, list(frames))
 

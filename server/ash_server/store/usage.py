@@ -6,18 +6,16 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
-from sqlalchemy import Select, Table, func, insert, select
+from sqlalchemy import Select, func, select
 
 from .base import StoreBase
 from .models import (
     UsageEvent,
     utcnow,
 )
-from .timeline import INSERT_EVENTS
-
-INSERT_USAGE = insert(cast(Table, UsageEvent.__table__))
+from .timeline import INSERT_EVENTS, INSERT_USAGE, usage_rows
 
 
 class UsageQueries(StoreBase):
@@ -37,9 +35,7 @@ class UsageQueries(StoreBase):
         async with self._write_lock(session_id), self.db() as db, db.begin():
             _, last = await self._reserve(db, session_id, events=1)
             if metrics:
-                call = {**owner, "agent_name": agent_name, "model": model}
-                rows = [{**call, "id": uuid.uuid4(), "event_type": kind, "value": value} for kind, value in metrics]
-                await db.execute(INSERT_USAGE, rows)
+                await db.execute(INSERT_USAGE, usage_rows(tenant_id, session_id, agent_name, model, metrics, now))
             event = {**owner, "id": uuid.uuid4(), "type": "lifecycle", "data": timeline, "sequence": last + 1}
             await db.execute(INSERT_EVENTS, [event])
 
