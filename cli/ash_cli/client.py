@@ -73,6 +73,10 @@ class AshClient:
     def health(self, *, timeout: float | None = None) -> Health:
         return cast(Health, self._request("GET", "/health", timeout=timeout))
 
+    def check_model(self) -> dict[str, Any]:
+        """`{keyConfigured, ok, status, error}`: one free `count_tokens` call with the server's model key."""
+        return self._request("GET", "/api/model/check")
+
     # -- runners (coordinator mode) -----------------------------------------------------------------------------
 
     def list_runners(self) -> list[dict[str, Any]]:

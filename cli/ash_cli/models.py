@@ -77,4 +77,5 @@ class Health(TypedDict):
     remoteRunners: int
     uptime: float
     isolation: NotRequired[str]
+    modelKey: NotRequired[bool]
     pool: PoolStats

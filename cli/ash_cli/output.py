@@ -165,9 +165,18 @@ def health_details(health: Health, url: str) -> None:
             ("sessions", f"{health.get('activeSessions', 0)} active"),
             ("sandboxes", f"{health.get('activeSandboxes', 0)} running, capacity {pool.get('maxCapacity', '-')}"),
             ("isolation", health.get("isolation")),
+            ("model key", _model_key(health.get("modelKey"))),
             ("coordinator", health.get("coordinatorId")),
         ]
     )
+
+
+def _model_key(configured: object) -> str | None:
+    if configured is None:  # a server from before the field
+        return None
+    if configured:
+        return "configured (`ash health --model` checks that it works)"
+    return "none: set ANTHROPIC_API_KEY (or ANTHROPIC_BASE_URL for a proxy) for the server, or use stored credentials"
 
 
 def _duration(seconds: object) -> str:

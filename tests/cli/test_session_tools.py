@@ -117,6 +117,23 @@ def test_chat_without_a_message_reads_a_pipe_as_the_message(server: AshServer) -
     assert nothing.returncode == 1 and "the message is empty" in nothing.stderr
 
 
+def test_health_model_says_whether_the_model_takes_the_key(server: AshServer) -> None:
+    plain = ash(server, "health")
+    assert plain.returncode == 0, plain.stderr
+    assert "model key" in plain.stdout and "configured" in plain.stdout
+    good = ash(server, "health", "--model")
+    assert good.returncode == 0, good.stderr
+    assert "the model accepts the server's key" in good.stdout
+    assert json.loads(ash(server, "health", "--model", "--json").stdout)["modelCheck"]["ok"] is True
+
+    with FakeAnthropic(api_key="sk-ant-the-right-one") as strict:
+        wrong = AshServer(strict.url, env={"ANTHROPIC_API_KEY": "sk-ant-a-wrong-one"})
+        with wrong:
+            refused = ash(wrong, "health", "--model")
+    assert refused.returncode == 1, refused
+    assert "the model refused the server's key (401): model authentication failed" in refused.stdout
+
+
 def test_version_is_the_packages() -> None:
     result = subprocess.run([sys.executable, "-m", "ash_cli", "--version"], capture_output=True, text=True)
     version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]

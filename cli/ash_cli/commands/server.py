@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -272,15 +272,40 @@ def logs(
         pass
 
 
-def health(ctx: typer.Context, json_output: JsonOption = False) -> None:
-    """Check that the server answers: GET /health (no API key needed)."""
+def health(
+    ctx: typer.Context,
+    model: Annotated[
+        bool, typer.Option("--model", help="Also check that the model accepts the server's key (needs an API key).")
+    ] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Check that the server answers: GET /health (no API key needed); --model: GET /api/model/check too."""
     st = state(ctx)
     with st.client(auth=False) as client:
         result = client.health(timeout=10.0)
+    check = None
+    if model:
+        with st.client() as client:
+            check = client.check_model()
     if wants_json(ctx, json_output):
-        print_json(result)
+        print_json(result if check is None else {**result, "modelCheck": check})
     else:
         health_details(result, st.config.server_url)
+        if check is not None:
+            out.print(_model_verdict(check))
+    if check is not None and not check.get("ok"):
+        raise typer.Exit(1)
+
+
+def _model_verdict(check: dict[str, Any]) -> str:
+    if check.get("ok"):
+        return "[green]●[/] the model accepts the server's key"
+    if not check.get("keyConfigured"):
+        return "[red]●[/] the server has no model key (set ANTHROPIC_API_KEY for it)"
+    reason = escape(str(check.get("error") or "no reason given"))
+    if check.get("status") is None:  # never reached: the URL, the network, a proxy
+        return f"[red]●[/] the model could not be reached: {reason}"
+    return f"[red]●[/] the model refused the server's key ({check['status']}): {reason}"
 
 
 def register(app: typer.Typer) -> None:
