@@ -225,6 +225,9 @@ class GvisorLauncher:
             for name in ("workspace", "home", "sandbox"):
                 (base / name).mkdir()
             chown_tree(base, ids)
+            # A state dir and bundles of its own: the crash sweep, which may run meanwhile, deletes every container
+            # and bundle in the server's.
+            launcher = GvisorLauncher(base / "gvisor", runsc=self.runsc)
             spec = LaunchSpec(
                 sandbox_id=f"probe-{uuid.uuid4().hex[:12]}",
                 argv=[sys.executable, "-I", "-S", "-c", "pass"],
@@ -236,7 +239,7 @@ class GvisorLauncher:
                 extra_ro_paths=list(runtime),
             )
             try:
-                process = await self.start_runsc(spec)
+                process = await launcher.start_runsc(spec)
             except (OSError, SandboxError) as exc:
                 return str(exc) or type(exc).__name__
             try:
@@ -248,7 +251,7 @@ class GvisorLauncher:
                 await process.wait()
                 return f"runsc did not finish within {PROBE_S:.0f} s"
             finally:
-                await self.release(spec)
+                await launcher.release(spec)
             if process.returncode != 0:
                 text = output.decode(errors="replace").strip()
                 return text[-500:] or f"runsc exited with status {process.returncode}"
