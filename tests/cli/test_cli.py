@@ -175,6 +175,7 @@ def test_start_serves_and_stores_a_private_config(server: Cli) -> None:
     assert f"waiting for {server.url}/health" in progress
     assert "server: database schema migrated to" in progress
     assert "server: Application startup complete." in progress
+    assert "No model key" not in progress  # the fixture's server has one (test_start_without_a_model_key_says_so)
     assert key not in server.started.stdout + server.started.stderr
 
     health = server.run("health")
@@ -418,6 +419,20 @@ def test_stop_stops_the_server(server: Cli) -> None:
     again = server.run("stop")
     assert again.returncode == 0
     assert "not running" in again.stdout
+
+
+def test_start_without_a_model_key_says_so(fake: FakeAnthropic) -> None:
+    cli = make_cli(fake.url)
+    del cli.env["ANTHROPIC_API_KEY"]
+    cli.env.pop("ANTHROPIC_AUTH_TOKEN", None)
+    try:
+        started = cli.run("start")
+        assert started.returncode == 0, started.stderr
+        assert "server: warning: no model key" in started.stderr  # the server's own warning, as it logged it
+        assert "No model key: messages will fail until the server has one" in started.stderr
+    finally:
+        cli.run("stop", timeout=60)
+        shutil.rmtree(cli.root, ignore_errors=True)
 
 
 # -- errors without a server ---------------------------------------------------------------------------------

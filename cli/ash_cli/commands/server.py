@@ -99,6 +99,11 @@ def start(
         out.print(f"  API key   stored in {escape(str(path))}")
     else:
         err.print("[yellow]No API key found[/] (the data dir already had keys): set ASH_API_KEY to use this server.")
+    if health.get("modelKey") is False:
+        err.print(
+            "[yellow]No model key:[/] messages will fail until the server has one. Set ANTHROPIC_API_KEY (or "
+            "ANTHROPIC_BASE_URL for a proxy), then `ash stop` and `ash start` again."
+        )
 
 
 def _start_docker(
