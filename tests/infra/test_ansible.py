@@ -167,6 +167,25 @@ def test_site_yml_installs_into_the_staged_root_and_a_second_run_changes_nothing
         assert secret not in first.stdout + first.stderr + second.stdout + second.stderr
 
 
+def test_every_host_gets_the_ssh_jail_and_daily_security_upgrades(staged: Staged) -> None:
+    # What ash_hardening writes (on a real host it also installs and starts fail2ban, and checks the jail answers:
+    # tests/distribution's bare-metal host runs it).
+    files = ANSIBLE / "roles/ash_hardening/files"
+    written = {
+        "etc/fail2ban/jail.d/ash.local": "jail.local",
+        "etc/apt/apt.conf.d/20auto-upgrades": "20auto-upgrades",
+        "etc/apt/apt.conf.d/52ash-unattended-upgrades": "52ash-unattended-upgrades",
+    }
+    for path, source in written.items():
+        assert (staged.stage / path).read_text() == (files / source).read_text(), path
+    jail = (staged.stage / "etc/fail2ban/jail.d/ash.local").read_text()
+    assert "backend = systemd" in jail and "[sshd]\nenabled = true" in jail  # Debian 12 logs to the journal only
+    upgrades = (staged.stage / "etc/apt/apt.conf.d/52ash-unattended-upgrades").read_text()
+    assert "label=Debian-Security" in upgrades and 'Automatic-Reboot "false"' in upgrades
+    first, _ = staged.runs
+    assert "PLAY [Harden every Ash host" in first.stdout
+
+
 def account(staged: Staged, name: str) -> list[str]:
     passwd = (staged.stage / "etc/passwd").read_text().splitlines()
     return next(line for line in passwd if line.startswith(name + ":")).split(":")
