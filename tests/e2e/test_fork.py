@@ -34,7 +34,12 @@ def test_parent_and_fork_diverge(model: FakeAnthropic) -> None:
             child_messages = client.get(f"/api/sessions/{child['id']}/messages").json()["messages"]
             assert [m["content"] for m in child_messages] == [m["content"] for m in parent_messages]
             assert client.get(f"/api/sessions/{child['id']}/files/plan.txt").text == "v1\n"
-            assert client.post(f"/api/sessions/{child['id']}/messages", json={"content": "x"}).status_code == 400
+            assert (
+                client.post(
+                    f"/api/sessions/{child['id']}/messages", json={"content": "x", "autoResume": False}
+                ).status_code
+                == 400
+            )
 
             # The fork continues the conversation from the moment it was made, in its own files.
             assert client.post(f"/api/sessions/{child['id']}/resume").json()["session"]["status"] == "active"

@@ -37,6 +37,7 @@ from ..states import SessionStatus, check_transition
 from ..store.models import Agent, SessionRow, utcnow
 from ..store.repository import Store
 from ..store.sessions import SessionChanges
+from ..store.timeline import TurnMessage
 from .background import record_background
 from .events import dumps
 from .live import LiveSession, LiveSessions
@@ -240,12 +241,23 @@ class SessionCore:
             await self.pool.release(live.sandbox, cold=cold)
             live.sandbox = None
 
-    async def set(self, session: SessionRow, **values: Unpack[SessionChanges]) -> None:
+    async def set(
+        self,
+        session: SessionRow,
+        *,
+        event: tuple[str, dict[str, Any]] | None = None,
+        **values: Unpack[SessionChanges],
+    ) -> None:
+        """Change the session's row; `event`, a timeline event (kind, data) of the change, in the same
+        transaction."""
         if "status" in values:
             check_transition(session.status, values["status"])
         for key, value in values.items():
             setattr(session, key, value)
-        await self.store.update_session(session.id, **values)
+        if event is None:
+            await self.store.update_session(session.id, **values)
+        else:
+            await self.store.write_turn(session, [TurnMessage.event(event[0], dumps(event[1]))], [], **values)
 
     async def event(self, session: SessionRow, kind: str, data: dict[str, Any]) -> None:
         await self.store.append_events(session, [(kind, dumps(data))])

@@ -24,6 +24,7 @@ from ..sandbox.profile import profile_key
 from ..states import SessionStatus
 from ..store.models import Agent, SessionRow, utcnow
 from .core import SessionCore, SessionPart
+from .events import dumps
 from .options import validated_config
 from .turns import TurnRunner
 
@@ -84,7 +85,7 @@ class Lifecycle(SessionPart):
             entry = self._pool.claim(profile_key(agent, config)) if warm else None
             if entry is not None:
                 arrival.settle()
-                session = await self._create_on_warm(agent, config, entry)
+                session = await self._create_on_warm(agent, config, entry, created_event(agent, "warm"))
                 path = "warm"
             else:
                 session = await self._create_cold(agent, config, arrival)
@@ -93,9 +94,10 @@ class Lifecycle(SessionPart):
             arrival.settle()
         trace.get_current_span().set_attribute("ash.session_id", str(session.id))
         self._core.metrics.session_create_seconds.labels(path).observe(time.perf_counter() - started)
-        await self._core.event(session, "lifecycle", {"action": "created", "agentVersion": agent.version, "path": path})
         if path == "warm":
-            self._pool.refill()
+            self._pool.refill()  # its `created` event went in with the session row
+        else:
+            await self._core.event(session, *created_event(agent, path))
         return session
 
     async def _create_cold(self, agent: Agent, config: dict[str, Any], arrival: _Arrival) -> SessionRow:
@@ -131,8 +133,10 @@ class Lifecycle(SessionPart):
             slot.release()
         return session
 
-    async def _create_on_warm(self, agent: Agent, config: dict[str, Any], entry: PoolEntry) -> SessionRow:
-        """The session takes the id, folder and sandbox the warm pool reserved for it."""
+    async def _create_on_warm(
+        self, agent: Agent, config: dict[str, Any], entry: PoolEntry, event: tuple[str, dict[str, Any]]
+    ) -> SessionRow:
+        """The session takes the id, folder and sandbox the warm pool reserved for it; `event` is stored with it."""
         try:
             session = await self._store.add_session_on_sandbox(
                 SessionRow(
@@ -148,6 +152,7 @@ class Lifecycle(SessionPart):
                     last_active_at=utcnow(),
                 ),
                 entry.id,
+                [(event[0], dumps(event[1]))],
             )
         except BaseException:
             await self._pool.retire(entry)
@@ -182,8 +187,7 @@ class Lifecycle(SessionPart):
             # Warm pause: the sandbox stays up so resume is immediate; eviction may still reclaim it. The snapshot
             # is taken first, so another server can resume the session from here.
             await self._core.persist(session)
-            await self._core.set(session, status=SessionStatus.PAUSED)
-        await self._core.event(session, "lifecycle", {"action": "paused"})
+            await self._core.set(session, status=SessionStatus.PAUSED, event=("lifecycle", {"action": "paused"}))
         return session
 
     @traced("session.resume")
@@ -199,7 +203,8 @@ class Lifecycle(SessionPart):
             if live.sandbox is not None and live.sandbox.alive:
                 self._pool.resume_warm_hits += 1
                 self._pool.touch(live.sandbox.id)
-                await self._core.set(session, status=SessionStatus.ACTIVE, last_active_at=utcnow())
+                resumed = ("lifecycle", {"action": "resumed", "path": "warm"})
+                await self._core.set(session, status=SessionStatus.ACTIVE, last_active_at=utcnow(), event=resumed)
                 path = "warm"
             else:
                 await self._core.drop_sandbox(live, cold=False)
@@ -207,7 +212,8 @@ class Lifecycle(SessionPart):
                 self._pool.resume_cold_hits += 1
                 path = "cold"
         self._core.metrics.resume_seconds.labels(path).observe(time.perf_counter() - started)
-        await self._core.event(session, "lifecycle", {"action": "resumed", "path": path})
+        if path == "cold":
+            await self._core.event(session, "lifecycle", {"action": "resumed", "path": path})
         return session
 
     async def stop(self, tenant_id: str, session_id: uuid.UUID) -> SessionRow:
@@ -322,3 +328,7 @@ class Lifecycle(SessionPart):
             )
         self._snapshots.schedule(session)
         return result
+
+
+def created_event(agent: Agent, path: str) -> tuple[str, dict[str, Any]]:
+    return "lifecycle", {"action": "created", "agentVersion": agent.version, "path": path}

@@ -121,9 +121,9 @@ class TurnRunner(SessionPart):
         warm = live.sandbox is not None and live.sandbox.alive
         if warm:
             self._pool.resume_warm_hits += 1
-        await self._core.set(session, status=SessionStatus.ACTIVE, last_active_at=utcnow())
-        await self._core.event(
-            session, "lifecycle", {"action": "resumed", "path": "warm" if warm else "cold", "implicit": True}
+        resumed = {"action": "resumed", "path": "warm" if warm else "cold", "implicit": True}
+        await self._core.set(
+            session, status=SessionStatus.ACTIVE, last_active_at=utcnow(), event=("lifecycle", resumed)
         )
 
     @traced("bridge.query")

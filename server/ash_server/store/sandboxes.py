@@ -18,6 +18,7 @@ from .models import (
     Snapshot,
     utcnow,
 )
+from .timeline import EVENT_COLUMNS, INSERT_EVENTS, _numbered
 
 
 class SandboxChanges(TypedDict, total=False):
@@ -46,10 +47,18 @@ class SandboxQueries(StoreBase):
         async with self.db() as db:
             return (await db.scalars(query)).all()
 
-    async def add_session_on_sandbox(self, session: SessionRow, sandbox_id: str) -> SessionRow:
-        """Insert a session that claims a warm sandbox, and mark that sandbox `waiting` for it: one transaction."""
+    async def add_session_on_sandbox(
+        self, session: SessionRow, sandbox_id: str, events: Sequence[tuple[str, str | None]] = ()
+    ) -> SessionRow:
+        """Insert a session that claims a warm sandbox, with its first timeline `events`, and mark that sandbox
+        `waiting` for it: one transaction."""
+        session.last_event_seq = len(events)
         async with self.db() as db, db.begin():
             db.add(session)
+            if events:
+                await db.flush()  # the session row first: the events refer to it
+                rows = _numbered(session, events, columns=EVENT_COLUMNS, after=0, at=utcnow())
+                await db.execute(INSERT_EVENTS, rows)
             await db.execute(
                 update(SandboxRow)
                 .where(SandboxRow.id == sandbox_id)
