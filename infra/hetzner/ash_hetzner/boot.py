@@ -56,20 +56,20 @@ unzip -q "$release" -d /opt/ash/src
 
 # A runner: no volume (its sessions move between runners through the bucket); its id and the address the
 # coordinator reaches it at come from the metadata service (the private network's address).
-RUNNER_MACHINE = runner_machine(
-    r"""
+RUNNER_IDENTITY = r"""
 # This runner's id and private address, from the metadata service.
 metadata_url=@METADATA_URL@
 instance_id=$(curl -fsS "$metadata_url/instance-id")
 private_ip=
 for _ in $(seq 30); do
-  private_ip=$(curl -fsS "$metadata_url/private-networks" | sed -n 's/^- ip: *//p' | head -n 1)
+  # Retried: the private interface can come up after cloud-init starts.
+  private_ip=$(curl -fsS "$metadata_url/private-networks" | sed -n 's/^- ip: *//p' | head -n 1) || private_ip=
   [[ -n "$private_ip" ]] && break
   sleep 2
 done
 [[ -n "$private_ip" ]] || { echo "ash boot: no private network address"; exit 1; }
 """
-)
+RUNNER_MACHINE = runner_machine(RUNNER_IDENTITY)
 
 
 @dataclass(kw_only=True)
