@@ -45,7 +45,7 @@ apt-get install -y -q --no-install-recommends curl unzip python3
 @MACHINE@
 # The release and the secrets arrive over SSH once this machine answers; the secrets file comes last.
 for _ in $(seq @WAIT_STEPS@); do [[ -s "$secrets" && -s "$release" ]] && break; sleep 2; done
-[[ -s "$secrets" ]] || { echo "ash boot: no $secrets yet: run pulumi up again (docs/self-hosting/hetzner.md)"; exit 1; }
+[[ -s "$secrets" ]] || { echo "ash boot: no $secrets: pulumi up delivers it, then runs this again"; exit 1; }
 rm -rf /opt/ash/src && mkdir -p /opt/ash/src
 unzip -q "$release" -d /opt/ash/src
 

@@ -82,8 +82,10 @@ class AshDelivery(pulumi.ComponentResource):
             remote_path=args.release_path,
             opts=child,
         )
-        # A first boot waits for this file; later, a changed secret runs the boot again (new ash.env, restart).
-        rerun = f"if [ -e /etc/ash/ash.env ]; then bash {shlex.quote(args.boot_copy)} >/dev/null; fi"
+        # While cloud-init runs, the first boot is waiting for this file. After it (a changed secret, or a first boot
+        # that gave up waiting), the boot runs again: a new ash.env, Ash (re)started.
+        boot = shlex.quote(args.boot_copy)
+        rerun = f'case "$(cloud-init status 2>/dev/null)" in *running*) ;; *) bash {boot} >/dev/null ;; esac'
         self.secrets = command.remote.Command(
             f"{name}-secrets",
             connection=connection,
