@@ -35,8 +35,8 @@ BODY = r"""
 release=@RELEASE@  # copied over SSH by `pulumi up` (delivery.py)
 secrets=@SECRETS@  # written over SSH by `pulumi up`, last (delivery.py)
 
-# Kept, so that `pulumi up` can run it again when the secrets change (delivery.py).
-[[ "$0" -ef @BOOT_COPY@ ]] || install -D -m 0700 "$0" @BOOT_COPY@
+# Kept, so that `pulumi up` can run it again when the secrets change (delivery.py). It holds no secret.
+[[ "$0" -ef @BOOT_COPY@ ]] || install -D -m 0755 "$0" @BOOT_COPY@
 
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
@@ -96,7 +96,7 @@ def s3_settings(endpoint: str, region: str) -> dict[str, str]:
 
 def user_data(args: BootArgs) -> str:
     runner = args.role == "runner"
-    if not runner and args.data_volume_id is None:
+    if not runner and args.cloud_machine and args.data_volume_id is None:
         raise ValueError("the server needs its data volume")
     device = volume_device(args.data_volume_id or "")
     values = {
