@@ -85,7 +85,8 @@ class AshDelivery(pulumi.ComponentResource):
         # While cloud-init runs, the first boot is waiting for this file. After it (a changed secret, or a first boot
         # that gave up waiting), the boot runs again: a new ash.env, Ash (re)started.
         boot = shlex.quote(args.boot_copy)
-        rerun = f"if [ -e {boot} ] && ! cloud-init status 2>/dev/null | grep -q running; then bash {boot} >/dev/null; fi"
+        waiting = "cloud-init status 2>/dev/null | grep -q running"
+        rerun = f"if [ -e {boot} ] && ! {waiting}; then bash {boot} >/dev/null; fi"
         self.secrets = command.remote.Command(
             f"{name}-secrets",
             connection=connection,
