@@ -50,11 +50,44 @@ def serve(settings: Settings | None = None) -> None:
     }
     if settings.mode == "runner":
         # Coordinators are its only clients: mutual TLS on its one port when configured.
-        uvicorn.run(app, host=settings.host, port=settings.runner_port, **common, **tls.server_options(settings))
+        config = uvicorn.Config(
+            app, host=settings.host, port=settings.runner_port, **common, **tls.server_options(settings)
+        )
+        _Server(config, app).run_until_stopped()
     elif settings.mode == "coordinator" and settings.tls_enabled:
         _serve_two(app, settings, common)
     else:
-        uvicorn.run(app, host=settings.host, port=settings.port, **common)
+        _Server(uvicorn.Config(app, host=settings.host, port=settings.port, **common), app).run_until_stopped()
+
+
+def _end_idle_streams(app: Any) -> None:
+    """At the stop signal, before uvicorn's graceful wait: streams idle between turns end (api/sse.py)."""
+    services = getattr(app.state, "services", None)
+    if services is not None:
+        services.streams.end_idle()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, which also ends idle SSE streams when told to stop: otherwise one `ash session tail`
+    keeps the server in its graceful wait for the full 30 s."""
+
+    def __init__(self, config: uvicorn.Config, app: Any) -> None:
+        super().__init__(config)
+        self._app = app
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def run_until_stopped(self) -> None:
+        with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: a second Ctrl-C ends it quietly
+            self.run()
+
+    async def serve(self, sockets: list[Any] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        super().handle_exit(sig, frame)
+        if self._loop is not None:  # a signal handler: the loop does the work, between its callbacks
+            self._loop.call_soon_threadsafe(_end_idle_streams, self._app)
 
 
 class _Listener(uvicorn.Server):
@@ -107,3 +140,4 @@ async def _after_startup(public: uvicorn.Server, internal: uvicorn.Server) -> No
 def _stop(*servers: uvicorn.Server) -> None:
     for server in servers:
         server.should_exit = True
+    _end_idle_streams(servers[0].config.app)

@@ -25,10 +25,23 @@ SSE_HEADERS = [
 
 
 class StreamCounter:
-    """How many SSE streams are open right now (reported in /health)."""
+    """The SSE streams open right now (their number is in /health), so a shutdown can end the idle ones."""
 
     def __init__(self) -> None:
-        self.open = 0
+        self.streams: set[EventStream] = set()
+        self.closing = False
+
+    @property
+    def open(self) -> int:
+        return len(self.streams)
+
+    def end_idle(self) -> None:
+        """The server is stopping: streams waiting between turns end now, the others after their turn. Without
+        this one follower (`ash session tail`, a dashboard page) holds the shutdown for its whole grace period;
+        SSE clients reconnect (with Last-Event-ID) to the server that comes back."""
+        self.closing = True
+        for stream in list(self.streams):
+            stream.end_if_idle()
 
 
 class EventStream(Response):
@@ -51,11 +64,16 @@ class EventStream(Response):
         self.write_timeout_s = write_timeout_s
         self.retry_ms = retry_ms
         self.on_disconnect = on_disconnect
+        self._waiting: anyio.CancelScope | None = None  # the wait between turns, which a shutdown may cut short
+
+    def end_if_idle(self) -> None:
+        if self._waiting is not None:
+            self._waiting.cancel()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         completed = False
         if self.counter is not None:
-            self.counter.open += 1
+            self.counter.streams.add(self)
 
         async def write(body: bytes, more: bool = True) -> None:
             with anyio.fail_after(self.write_timeout_s):
@@ -67,7 +85,17 @@ class EventStream(Response):
                 await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
                 await write(f"retry: {self.retry_ms}\n\n".encode())
                 while True:
-                    frames = await self.subscription.next_frames(self.keepalive_s)
+                    if not self.subscription.between_turns:
+                        frames = await self.subscription.next_frames(self.keepalive_s)
+                    elif self.counter is not None and self.counter.closing:
+                        break
+                    else:
+                        with anyio.CancelScope() as waiting:
+                            self._waiting = waiting
+                            frames = await self.subscription.next_frames(self.keepalive_s)
+                        self._waiting = None
+                        if waiting.cancelled_caught:
+                            break  # the server is stopping (StreamCounter.end_idle)
                     if frames:
                         await write(b"".join(f.wire() for f in frames))
                     elif self.subscription.done:
@@ -94,7 +122,7 @@ class EventStream(Response):
                 group.start_soon(watch_disconnect, group.cancel_scope)
         finally:
             if self.counter is not None:
-                self.counter.open -= 1
+                self.counter.streams.discard(self)
             self.subscription.close()
             if not completed and self.on_disconnect is not None:
                 with anyio.CancelScope(shield=True):

@@ -237,6 +237,12 @@ class Subscription:
         start = max(0, self.position + 1 - window[0].seq) if window else 0
         return [window[i] for i in range(start, min(start + BATCH, len(window)))]
 
+    @property
+    def between_turns(self) -> bool:
+        """Nothing left to deliver now: no turn, or the turn's end delivered (a follower waits for the next)."""
+        turn = self._turn
+        return turn is None or (turn.finished and self.position >= turn.last_seq)
+
     def close(self) -> None:
         if self._sender and self._turn is not None:
             self._turn.detach_sender()
