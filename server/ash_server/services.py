@@ -143,7 +143,7 @@ async def build_services(
     )
     store = Store(create_engine(url, pool))
     metrics = metrics or Metrics()
-    count_statements(store.engine, metrics.db_statements.inc, metrics.db_commits.inc)
+    count_statements(store.sync_engines(), metrics.db_statements.inc, metrics.db_commits.inc)
     auth = Authenticator(
         store, load_secret(settings), failures=RateLimiter(settings.rate_limit_auth_failures_per_minute)
     )

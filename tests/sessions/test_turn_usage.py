@@ -25,12 +25,12 @@ async def test_usage_goes_with_the_running_turn_and_alone_after_it() -> None:
 
         turn = Turn(session_id=str(sid), first_seq=1)
         book.follow(turn)
-        with counted(services.store.engine) as seen:
+        with counted(services.store) as seen:
             await book.record(route, call, timeline)
         assert seen.sql == [] and seen.commits == 0  # held by the turn
         [held] = turn.take_unwritten()
         assert [row["event_type"] for row in held.usage] == ["message", "input_tokens", "output_tokens"]
-        with counted(services.store.engine) as seen:
+        with counted(services.store) as seen:
             await services.store.write_turn(session, [held], [])
         assert seen.commits == 1
         stored = await services.store.list_usage("default")
@@ -43,7 +43,7 @@ async def test_usage_goes_with_the_running_turn_and_alone_after_it() -> None:
         assert [e.data for e in events if e.type == "lifecycle" and "model_usage" in (e.data or "")] == [timeline]
 
         book.forget(turn)
-        with counted(services.store.engine) as seen:
+        with counted(services.store) as seen:
             await book.record(route, call, timeline)
         assert seen.commits == 1 and turn.take_unwritten() == []  # the turn's rows are taken: written alone
         assert len(await services.store.list_usage("default")) == 6

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ash_server.store.repository import Store
 from tests.support.core import core_services, deploy, new_session, turn
 
 
@@ -26,7 +26,8 @@ class Statements:
 
 
 @contextmanager
-def counted(engine: AsyncEngine) -> Iterator[Statements]:
+def counted(store: Store) -> Iterator[Statements]:
+    """What the store sends, on every engine it has (on SQLite, the hot path's own: store/one_hop.py)."""
     seen = Statements()
 
     def statement(_conn: Any, _cursor: Any, sql: str, *_: Any) -> None:
@@ -35,13 +36,16 @@ def counted(engine: AsyncEngine) -> Iterator[Statements]:
     def commit(_conn: Any) -> None:
         seen.commits += 1
 
-    event.listen(engine.sync_engine, "before_cursor_execute", statement)
-    event.listen(engine.sync_engine, "commit", commit)
+    engines = store.sync_engines()
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", statement)
+        event.listen(engine, "commit", commit)
     try:
         yield seen
     finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", statement)
-        event.remove(engine.sync_engine, "commit", commit)
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", statement)
+            event.remove(engine, "commit", commit)
 
 
 async def test_a_turn_of_a_live_session_takes_two_transactions_of_seven_writes_and_one_read() -> None:
@@ -50,7 +54,7 @@ async def test_a_turn_of_a_live_session_takes_two_transactions_of_seven_writes_a
         sid = await new_session(services)
         await turn(services, sid, "first")  # the session's sandbox is up and its live state known
         remembered = (await services.sessions.get("default", sid)).sdk_session_id
-        with counted(services.store.engine) as seen:
+        with counted(services.store) as seen:
             outcome = await turn(services, sid, "second")
         assert outcome.answer == "echo: second"
         assert seen.commits == 2, seen.sql

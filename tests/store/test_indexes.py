@@ -93,11 +93,13 @@ async def test_the_hot_path_uses_indexes(store: Store) -> None:
         if statement.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE")):
             statements.append((statement, parameters))
 
-    event.listen(store.engine.sync_engine, "before_cursor_execute", capture)
+    for engine in store.sync_engines():  # on SQLite the hot path's own engine too (store/one_hop.py)
+        event.listen(engine, "before_cursor_execute", capture)
     try:
         await hot_path(store)
     finally:
-        event.remove(store.engine.sync_engine, "before_cursor_execute", capture)
+        for engine in store.sync_engines():
+            event.remove(engine, "before_cursor_execute", capture)
 
     dialect = store.engine.dialect.name
     explain = "EXPLAIN QUERY PLAN " if dialect == "sqlite" else "EXPLAIN (FORMAT JSON) "

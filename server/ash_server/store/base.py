@@ -8,18 +8,22 @@ import uuid
 import weakref
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import Engine, Row, Update, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from ..errors import NotFound
 from .database import session_factory
 from .models import SessionRow
+from .one_hop import OneHop
 
 
 class StoreBase:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._sessions: async_sessionmaker[AsyncSession] = session_factory(engine)
+        # SQLite files: the hot path's transactions in one thread hop each (one_hop.py); None on PostgreSQL.
+        self.hop = OneHop.beside(engine)
         # Writers of one session's messages and events (its turn, the model gateway's usage records) take turns in
         # this process before they take the session row's lock in the database: correctness comes from the row
         # lock (see _reserve), this only keeps them from queueing inside the database.
@@ -34,7 +38,13 @@ class StoreBase:
             lock = self._write_locks[session_id] = asyncio.Lock()
         return lock
 
+    def sync_engines(self) -> list[Engine]:
+        """Every engine that sends SQL (what statement counters listen to)."""
+        return [self.engine.sync_engine, *([self.hop.engine] if self.hop is not None else [])]
+
     async def close(self) -> None:
+        if self.hop is not None:
+            await self.hop.close()
         await self.engine.dispose()
 
     # Sequences are per session, 1, 2, 3... without gaps. A writer reserves its numbers by incrementing the
@@ -48,18 +58,34 @@ class StoreBase:
     ) -> tuple[int, int]:
         """Reserve `messages` message and `events` event sequences; returns the last sequences before them.
         `changes`: other columns of the session row set by the same statement (a turn's end)."""
-        statement = (
-            update(SessionRow)
-            .where(SessionRow.id == session_id)
-            .values(
-                last_message_seq=SessionRow.last_message_seq + messages,
-                last_event_seq=SessionRow.last_event_seq + events,
-                **changes,
-            )
-            .returning(SessionRow.last_message_seq, SessionRow.last_event_seq)
-            .execution_options(synchronize_session=False)
+        row = (await db.execute(_reservation(session_id, messages, events, changes))).one_or_none()
+        return _reserved(row, session_id, messages, events)
+
+    @staticmethod
+    def _reserve_now(
+        db: Session, session_id: uuid.UUID, *, messages: int = 0, events: int = 0, **changes: Any
+    ) -> tuple[int, int]:
+        """`_reserve` in a synchronous transaction (one_hop.py)."""
+        row = db.execute(_reservation(session_id, messages, events, changes)).one_or_none()
+        return _reserved(row, session_id, messages, events)
+
+
+def _reservation(session_id: uuid.UUID, messages: int, events: int, changes: dict[str, Any]) -> Update:
+    return (
+        update(SessionRow)
+        .where(SessionRow.id == session_id)
+        .values(
+            last_message_seq=SessionRow.last_message_seq + messages,
+            last_event_seq=SessionRow.last_event_seq + events,
+            **changes,
         )
-        row = (await db.execute(statement)).one_or_none()
-        if row is None:
-            raise NotFound(f"Session not found: {session_id}", session_id=str(session_id))
-        return int(row[0]) - messages, int(row[1]) - events
+        .returning(SessionRow.last_message_seq, SessionRow.last_event_seq)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _reserved(row: Row[Any] | None, session_id: uuid.UUID, messages: int, events: int) -> tuple[int, int]:
+    if row is None:
+        raise NotFound(f"Session not found: {session_id}", session_id=str(session_id))
+    counters = row._mapping  # a documented name despite its underscore
+    return int(counters["last_message_seq"]) - messages, int(counters["last_event_seq"]) - events

@@ -8,14 +8,14 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event, make_url, text
+from sqlalchemy import Engine, event, make_url, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
@@ -55,7 +55,7 @@ def redacted(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     # WAL: readers never block the writer. NORMAL: survives a process kill (not a power cut) at a fraction of
     # FULL's fsync cost. foreign_keys: SQLite leaves cascades off per connection unless asked.
@@ -69,7 +69,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def create_engine(url: str, pool: PoolOptions | None = None) -> AsyncEngine:
     if is_sqlite(url):
         engine = create_async_engine(url)
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect", sqlite_pragmas)
         return engine
     pool = pool or PoolOptions()
     return create_async_engine(
@@ -175,8 +175,9 @@ async def migrate(url: str) -> list[str]:
     return await asyncio.to_thread(upgrade, url)
 
 
-def count_statements(engine: AsyncEngine, statement: Callable[[], None], commit: Callable[[], None]) -> None:
-    """Call `statement` for every SQL statement the engine sends and `commit` for every commit (/metrics counts
-    them: what a turn costs the database, measured where it runs)."""
-    event.listen(engine.sync_engine, "before_cursor_execute", lambda *_: statement())
-    event.listen(engine.sync_engine, "commit", lambda *_: commit())
+def count_statements(engines: Sequence[Engine], statement: Callable[[], None], commit: Callable[[], None]) -> None:
+    """Call `statement` for every SQL statement the engines send and `commit` for every commit (/metrics counts
+    them: what a turn costs the database, measured where it runs). `Store.sync_engines()` lists them."""
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", lambda *_: statement())
+        event.listen(engine, "commit", lambda *_: commit())

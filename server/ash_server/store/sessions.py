@@ -35,10 +35,11 @@ class SessionQueries(StoreBase):
         return session
 
     async def get_session(self, tenant_id: str, session_id: uuid.UUID) -> SessionRow | None:
+        query = select(SessionRow).where(SessionRow.tenant_id == tenant_id, SessionRow.id == session_id)
+        if self.hop is not None:  # every request about a session reads it: one hop on SQLite (one_hop.py)
+            return await self.hop.run(lambda db: db.scalar(query))
         async with self.db() as db:
-            session: SessionRow | None = await db.scalar(
-                select(SessionRow).where(SessionRow.tenant_id == tenant_id, SessionRow.id == session_id)
-            )
+            session: SessionRow | None = await db.scalar(query)
             return session
 
     async def list_sessions(

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any, NamedTuple, Unpack, cast
 
 from sqlalchemy import Table, func, insert, select
+from sqlalchemy.orm import Session
 
 from .base import StoreBase
 from .models import (
@@ -72,13 +73,23 @@ class TimelineQueries(StoreBase):
         """Append (role, JSON content) rows, returning them with their sequences; `frames` (a turn's first stream
         frames, rows of `stream_rows`) in the same transaction, so a turn whose message is stored always has a
         start in the stream."""
-        async with self._write_lock(session.id), self.db() as db, db.begin():
-            last, _ = await self._reserve(db, session.id, messages=len(items))
-            rows = _numbered(session, items, columns=MESSAGE_COLUMNS, after=last, at=utcnow())
-            if rows:
-                await db.execute(INSERT_MESSAGES, rows)
-            if frames:
-                await db.execute(INSERT_FRAMES, list(frames))
+
+        def write(db: Session) -> list[dict[str, Any]]:
+            with db.begin():
+                last, _ = self._reserve_now(db, session.id, messages=len(items))
+                rows = _numbered(session, items, columns=MESSAGE_COLUMNS, after=last, at=utcnow())
+                if rows:
+                    db.execute(INSERT_MESSAGES, rows)
+                if frames:
+                    db.execute(INSERT_FRAMES, list(frames))
+            return rows
+
+        async with self._write_lock(session.id):
+            if self.hop is not None:
+                rows = await self.hop.run(write)
+            else:
+                async with self.db() as db:
+                    rows = await db.run_sync(write)
         return [Message(**row) for row in rows]
 
     async def write_turn(
@@ -96,25 +107,34 @@ class TimelineQueries(StoreBase):
             return
         events = [event for message in messages for event in message.events]
         usage = [row for message in messages for row in message.usage]
-        messages = [m for m in messages if m.role is not None]
-        async with self._write_lock(session.id), self.db() as db, db.begin():
-            last_message, last_event = await self._reserve(
-                db, session.id, messages=len(messages), events=len(events), **changes
-            )
-            now = utcnow()
-            if messages:
-                pairs = [(m.role, m.content) for m in messages]
-                await db.execute(
-                    INSERT_MESSAGES, _numbered(session, pairs, columns=MESSAGE_COLUMNS, after=last_message, at=now)
+        stored = [m for m in messages if m.role is not None]
+
+        def write(db: Session) -> None:
+            with db.begin():
+                last_message, last_event = self._reserve_now(
+                    db, session.id, messages=len(stored), events=len(events), **changes
                 )
-            if events:
-                await db.execute(
-                    INSERT_EVENTS, _numbered(session, events, columns=EVENT_COLUMNS, after=last_event, at=now)
-                )
-            if usage:
-                await db.execute(INSERT_USAGE, usage)
-            if frames:
-                await db.execute(INSERT_FRAMES, list(frames))
+                now = utcnow()
+                if stored:
+                    pairs = [(m.role, m.content) for m in stored]
+                    db.execute(
+                        INSERT_MESSAGES, _numbered(session, pairs, columns=MESSAGE_COLUMNS, after=last_message, at=now)
+                    )
+                if events:
+                    db.execute(
+                        INSERT_EVENTS, _numbered(session, events, columns=EVENT_COLUMNS, after=last_event, at=now)
+                    )
+                if usage:
+                    db.execute(INSERT_USAGE, usage)
+                if frames:
+                    db.execute(INSERT_FRAMES, list(frames))
+
+        async with self._write_lock(session.id):
+            if self.hop is not None:
+                await self.hop.run(write)
+            else:
+                async with self.db() as db:
+                    await db.run_sync(write)
 
     async def record_message(
         self, session: SessionRow, role: str, content: str, events: Sequence[tuple[str, str | None]]
