@@ -4,6 +4,7 @@ real CLI through the fake model."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -146,6 +147,22 @@ def test_no_network_but_its_own_loopback(
         assert f"{name}=closed" in out, out
     assert "lo:" in out and "eth0" not in out
     assert "dns=none" in out
+
+
+def test_setuid_programs_give_no_privilege(model: FakeAnthropic, client: httpx.Client, prober: dict[str, str]) -> None:
+    out = bash(
+        model,
+        client,
+        prober["id"],
+        "try the setuid programs",
+        # `command`: GNU find (the CLI's own `find`, bfs, cannot stat under gVisor: docs/security.md).
+        "command find /usr/bin/mount /usr/bin/passwd -perm -4000; mkdir -p /tmp/m; mount -t tmpfs none /tmp/m 2>&1;"
+        " echo mount=$?; su root -c id </dev/null 2>&1; echo su=$?; grep '^Uid' /proc/self/status",
+    ).tool_output
+    assert "/usr/bin/mount" in out and "/usr/bin/passwd" in out  # the setuid bit is there, and buys nothing
+    assert "mount=" in out and "mount=0" not in out
+    assert "su=" in out and "su=0" not in out
+    assert re.search(r"Uid:\s+65534\s+65534\s+65534\s+65534", out), out
 
 
 def test_files_api_does_not_follow_symlinks_out_of_the_workspace(

@@ -39,7 +39,8 @@ from .oci import environment, make_dirs, rlimits, write_bundle
 PROBE_S = 60.0
 # gVisor's kernel of 2022 (Debian's runsc) refuses the AT_NO_AUTOMOUNT flag, which coreutils' ls and stat pass to
 # every stat call ("Invalid argument"); busybox's ls and stat do not, so they come first in a gVisor sandbox's PATH.
-# (Every other common tool was tried: cp, mv, du, find, tar, git, ... work as they are.)
+# (cp, mv, du, GNU find, tar, git, ... were tried and work as they are. The CLI's Bash tool runs its own bfs for
+# `find`, which fails the same way and cannot be redirected: docs/security.md.)
 COMPAT_COMMANDS = ("ls", "stat")
 # Host tasks of a gVisor sandbox on the ptrace platform (measured with the CLI, a Bash tool and `sleep`s): ~200
 # while idle (the CLI's and the bridge's threads each have a tracing thread and a stub thread, plus the sentry's and
