@@ -42,17 +42,19 @@ async def second_store(database_url: str) -> AsyncIterator[Store]:
 
 @contextmanager
 def statements(store: Store) -> Iterator[list[str]]:
-    """The SQL statements the store's engine sends while the block runs."""
+    """The SQL statements the store's engines send while the block runs (store/one_hop.py's too, on SQLite)."""
     sent: list[str] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         sent.append(statement)
 
-    event.listen(store.engine.sync_engine, "before_cursor_execute", record)
+    for engine in store.sync_engines():
+        event.listen(engine, "before_cursor_execute", record)
     try:
         yield sent
     finally:
-        event.remove(store.engine.sync_engine, "before_cursor_execute", record)
+        for engine in store.sync_engines():
+            event.remove(engine, "before_cursor_execute", record)
 
 
 def authenticator(store: Store, clock: Clock) -> Authenticator:

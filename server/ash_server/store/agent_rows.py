@@ -14,9 +14,8 @@ from .models import (
 
 class AgentQueries(StoreBase):
     async def get_agent(self, tenant_id: str, name: str) -> Agent | None:
-        async with self.db() as db:
-            agent: Agent | None = await db.scalar(select(Agent).where(Agent.tenant_id == tenant_id, Agent.name == name))
-            return agent
+        query = select(Agent).where(Agent.tenant_id == tenant_id, Agent.name == name)
+        return await self._run(lambda db: db.scalar(query))  # every create and resume reads its agent
 
     async def list_agents(self, tenant_id: str) -> Sequence[Agent]:
         async with self.db() as db:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 import weakref
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, Row, Update, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -16,6 +17,8 @@ from ..errors import NotFound
 from .database import session_factory
 from .models import SessionRow
 from .one_hop import OneHop
+
+T = TypeVar("T")
 
 
 class StoreBase:
@@ -37,6 +40,14 @@ class StoreBase:
         if lock is None:
             lock = self._write_locks[session_id] = asyncio.Lock()
         return lock
+
+    async def _run(self, work: Callable[[Session], T]) -> T:
+        """`work` on a synchronous session: in one thread hop on SQLite (one_hop.py), else on the async engine's
+        (greenlet-adapted, as every async statement is). For the few calls every request or turn makes."""
+        if self.hop is not None:
+            return await self.hop.run(work)
+        async with self.db() as db:
+            return await db.run_sync(work)
 
     def sync_engines(self) -> list[Engine]:
         """Every engine that sends SQL (what statement counters listen to)."""

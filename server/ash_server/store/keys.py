@@ -89,8 +89,9 @@ class KeyQueries(StoreBase):
 
     async def key_revision(self) -> int:
         """How many revocations there have been: a changed number tells a server to drop its cached keys."""
-        async with self.db() as db:
-            return int(await db.scalar(select(KeyRevision.version).where(KeyRevision.id == KEY_REVISION_ROW)) or 0)
+        query = select(KeyRevision.version).where(KeyRevision.id == KEY_REVISION_ROW)
+        version: int | None = await self._run(lambda db: db.scalar(query))
+        return int(version or 0)
 
     # -- Tenants --------------------------------------------------------------------------------------------
 

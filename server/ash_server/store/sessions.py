@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any, TypedDict, Unpack
 
 from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy.orm import Session
 
 from ..states import SessionStatus
 from .base import StoreBase
@@ -36,11 +37,7 @@ class SessionQueries(StoreBase):
 
     async def get_session(self, tenant_id: str, session_id: uuid.UUID) -> SessionRow | None:
         query = select(SessionRow).where(SessionRow.tenant_id == tenant_id, SessionRow.id == session_id)
-        if self.hop is not None:  # every request about a session reads it: one hop on SQLite (one_hop.py)
-            return await self.hop.run(lambda db: db.scalar(query))
-        async with self.db() as db:
-            session: SessionRow | None = await db.scalar(query)
-            return session
+        return await self._run(lambda db: db.scalar(query))  # every request about a session reads it
 
     async def list_sessions(
         self,
@@ -97,8 +94,13 @@ class SessionQueries(StoreBase):
             return [(str(agent), str(status), int(n)) for agent, status, n in (await db.execute(query)).all()]
 
     async def update_session(self, session_id: uuid.UUID, **values: Unpack[SessionChanges]) -> None:
-        async with self.db() as db, db.begin():
-            await db.execute(update(SessionRow).where(SessionRow.id == session_id).values(**values))
+        statement = update(SessionRow).where(SessionRow.id == session_id).values(**values)
+
+        def write(db: Session) -> None:
+            with db.begin():
+                db.execute(statement)
+
+        await self._run(write)
 
 
 def _session_filter(tenant_id: str, agent: str | None, status: str | None) -> list[ColumnElement[bool]]:

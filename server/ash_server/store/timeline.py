@@ -85,11 +85,7 @@ class TimelineQueries(StoreBase):
             return rows
 
         async with self._write_lock(session.id):
-            if self.hop is not None:
-                rows = await self.hop.run(write)
-            else:
-                async with self.db() as db:
-                    rows = await db.run_sync(write)
+            rows = await self._run(write)
         return [Message(**row) for row in rows]
 
     async def write_turn(
@@ -130,11 +126,7 @@ class TimelineQueries(StoreBase):
                     db.execute(INSERT_FRAMES, list(frames))
 
         async with self._write_lock(session.id):
-            if self.hop is not None:
-                await self.hop.run(write)
-            else:
-                async with self.db() as db:
-                    await db.run_sync(write)
+            await self._run(write)
 
     async def record_message(
         self, session: SessionRow, role: str, content: str, events: Sequence[tuple[str, str | None]]
@@ -157,9 +149,14 @@ class TimelineQueries(StoreBase):
     async def append_events(self, session: SessionRow, items: Sequence[tuple[str, str | None]]) -> None:
         if not items:
             return
-        async with self._write_lock(session.id), self.db() as db, db.begin():
-            _, last = await self._reserve(db, session.id, events=len(items))
-            await db.execute(INSERT_EVENTS, _numbered(session, items, columns=EVENT_COLUMNS, after=last, at=utcnow()))
+
+        def write(db: Session) -> None:
+            with db.begin():
+                _, last = self._reserve_now(db, session.id, events=len(items))
+                db.execute(INSERT_EVENTS, _numbered(session, items, columns=EVENT_COLUMNS, after=last, at=utcnow()))
+
+        async with self._write_lock(session.id):
+            await self._run(write)
 
     async def list_events(
         self,
