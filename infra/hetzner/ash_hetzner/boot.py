@@ -74,7 +74,7 @@ RUNNER_MACHINE = runner_machine(RUNNER_IDENTITY)
 
 @dataclass(kw_only=True)
 class BootArgs(InstanceArgs):
-    release_path: str  # /opt/ash/release-<digest>.zip: a new release is new user data, so a new machine
+    release_path: str  # /opt/ash-release-<digest>.zip: a new release is new user data, so a new machine
     secret_names: list[str]  # which of SECRET_VARIABLES this instance reads
     data_volume_id: str | None  # the server's; None on a runner
     s3_endpoint: str

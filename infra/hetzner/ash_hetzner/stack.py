@@ -108,7 +108,9 @@ def build(config: StackConfig) -> Stack:
     values = stack_secrets(config, database_url=database_url, runners=runners)
     values |= {"s3-access-key": config.s3_access_key, "s3-secret-key": config.s3_secret_key}
     release, digest = release_zip()
-    release_path = f"/opt/ash/release-{digest}.zip"
+    # In a folder every Debian image has: CopyToRemote makes no parent folder, and it can run (SSH answers) before
+    # cloud-init has started the boot script, which makes /opt/ash.
+    release_path = f"/opt/ash-release-{digest}.zip"
     snapshot_url = f"s3://{config.bucket}/snapshots"
 
     def boot(

@@ -99,7 +99,7 @@ def test_the_scripts_pass_shellcheck(tmp_path: Path) -> None:
     from ash_hetzner.dbboot import DatabaseBootArgs, database_user_data
 
     common: dict[str, Any] = {
-        "release_path": "/opt/ash/release-0.zip",
+        "release_path": "/opt/ash-release-0.zip",
         "s3_endpoint": "https://fsn1.your-objectstorage.com",
         "s3_region": "fsn1",
         "snapshot_url": "s3://b/snapshots",
