@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import TypedDict, Unpack
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
 
 from ..states import SandboxState, SessionStatus
 from .base import StoreBase
@@ -53,17 +54,22 @@ class SandboxQueries(StoreBase):
         """Insert a session that claims a warm sandbox, with its first timeline `events`, and mark that sandbox
         `waiting` for it: one transaction."""
         session.last_event_seq = len(events)
-        async with self.db() as db, db.begin():
-            db.add(session)
-            if events:
-                await db.flush()  # the session row first: the events refer to it
-                rows = _numbered(session, events, columns=EVENT_COLUMNS, after=0, at=utcnow())
-                await db.execute(INSERT_EVENTS, rows)
-            await db.execute(
-                update(SandboxRow)
-                .where(SandboxRow.id == sandbox_id)
-                .values(state=SandboxState.WAITING, session_id=session.id, last_used_at=utcnow())
-            )
+
+        def write(db: Session) -> None:
+            with db.begin():
+                db.add(session)
+                if events:
+                    db.flush()  # the session row first: the events refer to it
+                    rows = _numbered(session, events, columns=EVENT_COLUMNS, after=0, at=utcnow())
+                    db.execute(INSERT_EVENTS, rows)
+                db.execute(
+                    update(SandboxRow)
+                    .where(SandboxRow.id == sandbox_id)
+                    .values(state=SandboxState.WAITING, session_id=session.id, last_used_at=utcnow())
+                )
+            db.expunge(session)  # handed back detached, as an async session's objects are after it closes
+
+        await self._run(write)
         return session
 
     async def update_sandbox(self, sandbox_id: str, **values: Unpack[SandboxChanges]) -> None:
