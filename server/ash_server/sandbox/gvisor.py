@@ -219,7 +219,9 @@ class GvisorLauncher:
         if shutil.which(self.runsc) is None:
             return "runsc is not installed (scripts/install.sh --runtime gvisor installs it)"
         if os.geteuid() != 0:
-            return "runsc needs a root server (its rootless mode cannot run a sandbox as another uid)"
+            # runsc --rootless does run as an unprivileged user here, but maps only root inside gVisor onto that
+            # user: not wired up (ADR 0014).
+            return "Ash runs runsc as root: the server must be root (runsc's rootless mode is not supported)"
         with tempfile.TemporaryDirectory(prefix="ash-probe-") as tmp:
             base = Path(tmp)
             os.chmod(base, 0o755)
