@@ -1,5 +1,6 @@
 """An agent deployed with `"runtime": "gvisor"` lives like any other: it chats, pauses, stops, resumes, survives the
-server's kill -9 (which leaves no runsc container behind once the server is back) and forks."""
+server's kill -9 (which leaves no runsc container behind once the server is back) and forks; a tenant held to gVisor
+(ASH_TENANT_RUNTIMES) gets it for every agent and may not ask for bubblewrap."""
 
 from __future__ import annotations
 
@@ -42,13 +43,21 @@ def test_a_gvisor_agent_pauses_resumes_across_a_kill_9_and_forks(model: FakeAnth
     model.on("write the plan", [tool_use("Bash", {"command": f"echo v1 > plan.txt; {KERNEL}"}), text("Written.")])
     model.on("which kernel", [tool_use("Bash", {"command": f"cat plan.txt; {KERNEL}"}), text("This one.")])
     model.on("recall", echo())
-    server = AshServer(model.url).start()  # bubblewrap by default: the agent asks for gVisor
+    # bubblewrap by default; the agent asks for gVisor, and its tenant is held to it.
+    server = AshServer(model.url, env={"ASH_TENANT_RUNTIMES": "default=gvisor"}).start()
     try:
         with server.client() as client:
             path = str(REPO / "examples" / "hello-agent")
             assert client.post("/api/agents", json={"name": "walled", "path": path}).status_code == 201
             config = client.patch("/api/agents/walled/config", json={"runtime": "gvisor"})
             assert config.status_code == 200, config.text
+            refused = client.patch("/api/agents/walled/config", json={"runtime": "bwrap"})
+            assert refused.status_code == 400 and "under gvisor only" in refused.json()["error"]
+            # An agent that asks for nothing gets its tenant's runtime.
+            assert client.post("/api/agents", json={"name": "plain", "path": path}).status_code == 201
+            plain = client.post("/api/sessions", json={"agent": "plain"}).json()["session"]
+            assert plain["sandboxId"] in containers(server)
+            client.delete(f"/api/sessions/{plain['id']}")
             session = client.post("/api/sessions", json={"agent": "walled"}).json()["session"]
             sid = session["id"]
             assert session["sandboxId"] in containers(server)
