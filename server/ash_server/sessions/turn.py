@@ -102,7 +102,11 @@ class Turn:
         return self.next_seq - 1
 
     def publish(self, event: str, data: dict[str, Any], *, partial: bool = False) -> Frame:
-        frame = Frame(self.next_seq, event, jsoncodec.dumps(data), partial)
+        return self.publish_json(event, jsoncodec.dumps(data), partial=partial)
+
+    def publish_json(self, event: str, data_json: str, *, partial: bool = False) -> Frame:
+        """`publish` of data already serialised (an SDK message, encoded once for the store and the stream)."""
+        frame = Frame(self.next_seq, event, data_json, partial)
         self.next_seq += 1
         self.had_error = self.had_error or event == "error"
         self.window.append(frame)

@@ -162,12 +162,16 @@ class TurnRunner(SessionPart):
                         turn.unwritten.append(TurnMessage.event("error", dumps(failure)))
                         turn.publish("error", failure)
                     role = message_role(message)
+                    message_json = dumps(message)  # once, for the store and every subscriber
                     if role is not None:
                         # Stored with the frames, at the next flush or the turn's end: one transaction for both.
                         events = [(k, dumps(v)) for k, v in timeline_events(message)]
-                        turn.unwritten.append(TurnMessage(role, dumps(message), events))
+                        turn.unwritten.append(TurnMessage(role, message_json, events))
                     for name, data, partial in sse_events(message):
-                        turn.publish(name, data, partial=partial)
+                        if data is message:
+                            turn.publish_json(name, message_json, partial=partial)
+                        else:
+                            turn.publish(name, data, partial=partial)
                     if isinstance(message.get("session_id"), str) and message["session_id"]:
                         sdk_session_id = message["session_id"]
                 elif event.event == "error":
