@@ -10,19 +10,14 @@ import pytest
 
 from tests.fakes.anthropic_api import FakeAnthropic, echo, text
 from tests.support.server import REPO, AshServer
+from tests.support.sse import turn_text
 
 pytestmark = pytest.mark.slow
 
 
 def _turn(server: AshServer, session_id: str, prompt: str) -> str:
-    with (
-        server.client() as client,
-        client.stream("POST", f"/api/sessions/{session_id}/messages", json={"content": prompt}) as response,
-    ):
-        assert response.status_code == 200, response.read()
-        body = "".join(response.iter_text())
-    assert body.rstrip().splitlines()[-2] == "event: done", body
-    return body
+    with server.client() as client:
+        return turn_text(client, session_id, prompt)
 
 
 def _implicit_resumes(server: AshServer, session_id: str) -> list[dict[str, object]]:
