@@ -147,14 +147,18 @@ class Sandbox:
         """Send a command and yield its events up to and including `done`."""
         queue: asyncio.Queue[Event] = asyncio.Queue(EVENT_QUEUE_SIZE)
         self._queues[command.id] = queue
+        used_tools = False
         try:
             await self.send(command)
             while True:
                 event = await queue.get()
+                used_tools = used_tools or _uses_tools(event)
                 if event.event == "done" and self.guard is not None and self.exit_reason is None:
                     # What the turn did may have broken a limit a moment ago (an OOM-killed tool, a big file):
-                    # say so in this turn rather than in nobody's.
-                    found = await self.guard.breach(eager=True)
+                    # say so in this turn rather than in nobody's. Only a turn that ran tools measures the disk
+                    # now (a walk of the workspace before `done`); without tools it grew by its transcript only,
+                    # which the disk's own schedule measures.
+                    found = await self.guard.breach(eager=used_tools)
                     if found is not None:
                         self.breach(found)
                         yield Event(event="error", id=command.id, error=found.reason, code="limit_exceeded")
@@ -290,3 +294,12 @@ class Sandbox:
 def kill_group(pgid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
+
+
+def _uses_tools(event: Event) -> bool:
+    """An assistant message of the SDK that calls a tool."""
+    message = event.message
+    if message is None or message.get("type") != "assistant":
+        return False
+    content = (message.get("message") or {}).get("content")
+    return isinstance(content, list) and any(isinstance(b, dict) and b.get("type") == "tool_use" for b in content)
