@@ -35,9 +35,10 @@ sudo_cmd=()
 
 # curl: the README's Quickstart talks to the API with it.
 packages=(python3 python3-venv python3-dev bubblewrap util-linux ca-certificates curl)
-# gVisor's runsc (Debian's package; its ptrace platform needs no KVM), and busybox, whose ls and stat stand in for
-# coreutils' in gVisor sandboxes (sandbox/gvisor.py says why). bubblewrap stays: it is the other runtime.
-[[ "$runtime" == gvisor || $dev -eq 1 ]] && packages+=(runsc busybox)
+# gVisor's runsc (Debian's package; its ptrace platform needs no KVM); busybox, whose ls and stat stand in for
+# coreutils' in gVisor sandboxes (sandbox/gvisor.py says why); tini, their PID 1 (sandbox/oci.py). bubblewrap stays:
+# it is the other runtime.
+[[ "$runtime" == gvisor || $dev -eq 1 ]] && packages+=(runsc busybox tini)
 # nftables and systemd: tests/infra checks the firewall rules (nft --check) and the units (systemd-analyze);
 # chromium: tests/dashboard drives the dashboard in headless Chromium. podman (with runc, its CNI plugins and DNS for
 # containers) and debootstrap: tests/distribution boots Debian hosts with systemd, builds and runs the image.

@@ -89,7 +89,7 @@ def test_host_environment_and_process_table_are_out_of_sight(
         # /proc/1 is the sandbox's own init (bwrap), whose environment holds nothing but the sandbox id.
         assert sorted(v.split("=")[0] for v in environ_of_pid_1) == ["ASH_SANDBOX_ID", "PATH", "PWD"]
     else:
-        # /proc/1 is the bridge itself, the first process of gVisor's kernel: the sandbox's own environment.
+        # /proc/1 is the sandbox's init (tini, then the bridge), with the sandbox's own environment.
         assert f"ASH_SANDBOX_ID={prober['sandboxId']}" in environ_of_pid_1
     assert int(out.split("==")[-1].strip()) < 20  # its own PID namespace: a handful of processes, not the host's
 

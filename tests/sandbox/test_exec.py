@@ -10,10 +10,11 @@ import httpx
 import pytest
 
 from tests.fakes.anthropic_api import FakeAnthropic
-from tests.sandbox.support import RUNTIMES, bash, client_with_agents, healthy, running_server
+from tests.sandbox.support import RUNTIMES, bash, client_with_agents, healthy, inside_commands, running_server
 from tests.support.bytecode import IMPORTS_IN_SANDBOX, check_bridge_bytecode
 from tests.support.server import AshServer
 from tests.support.sse import new_session
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -68,8 +69,11 @@ def test_runs_in_the_agents_sandbox(
 
 
 def test_timeout_and_output_cap(server: AshServer, client: httpx.Client, session: dict[str, str]) -> None:
-    slow = run(client, session["id"], "echo started; sleep 60", timeout=1000)
+    slow = run(client, session["id"], "echo started; sleep 61 & sleep 60", timeout=1000)
     assert slow["exitCode"] == 124 and slow["timedOut"] is True and slow["stdout"] == "started\n"
+    # Nothing it started is left running in the sandbox (under gVisor, killing `runsc exec` alone would leave it).
+    sandbox_id = client.get(f"/api/sessions/{session['id']}").json()["session"]["sandboxId"]
+    wait_for(lambda: not [c for c in inside_commands(server, sandbox_id) if "sleep" in c], "the sleeps to die", 10)
     big = run(client, session["id"], "head -c 3000000 /dev/zero | tr '\\0' x")
     assert big["truncated"] is True and len(str(big["stdout"])) == 1024 * 1024
     healthy(server)

@@ -37,6 +37,7 @@ def test_the_bridge_runs_as_the_sandbox_user_with_nothing_more(tmp_path: Path) -
     assert process["user"] == {"uid": 65534, "gid": 65534, "additionalGids": []}
     assert all(value == [] for value in process["capabilities"].values()) and len(process["capabilities"]) == 5
     assert process["noNewPrivileges"] is True
+    assert process["args"] == ["/usr/bin/tini", "--", "/usr/bin/python3", "-I", "-m", "ash_bridge"]  # PID 1 reaps
     assert process["cwd"] == str(tmp_path / "workspace")
     assert {"type": "RLIMIT_FSIZE", "hard": 64 << 20, "soft": 64 << 20} in process["rlimits"]
     env = dict(entry.split("=", 1) for entry in process["env"])

@@ -34,9 +34,16 @@ from .bwrap import identity_files, sandbox_ids
 from .environment import DEFAULT_PATH
 from .launcher import LaunchSpec, SandboxProcess
 from .limits import cgroupfs
-from .oci import environment, make_dirs, rlimits, write_bundle
+from .oci import INIT, environment, make_dirs, rlimits, write_bundle
 
 PROBE_S = 60.0
+EXEC_RECORD = "/tmp/.ash-exec-"  # noqa: S108 (the sandbox's own private /tmp)
+# SIGKILL every process whose session (the 4th field after "comm) " in /proc/<pid>/stat) is the one in "$1".
+KILL_MARKED = (
+    'record=$1; sid=$(cat "$record" 2>/dev/null) && [ -n "$sid" ] && for p in /proc/[0-9]*; do '
+    's=$(cat "$p/stat" 2>/dev/null) || continue; s=${s##*) }; set -- $s; [ "$4" = "$sid" ] && kill -9 "${p#/proc/}"; '
+    'done; rm -f "$record"; exit 0'
+)
 # gVisor's kernel of 2022 (Debian's runsc) refuses the AT_NO_AUTOMOUNT flag, which coreutils' ls and stat pass to
 # every stat call ("Invalid argument"); busybox's ls and stat do not, so they come first in a gVisor sandbox's PATH.
 # (cp, mv, du, GNU find, tar, git, ... were tried and work as they are. The CLI's Bash tool runs its own bfs for
@@ -75,8 +82,9 @@ class GvisorLauncher:
     def make_compat_bin(self) -> None:
         """COMPAT_COMMANDS as links to busybox, in a folder the sandboxes get read-only (oci.COMPAT_BIN)."""
         busybox = shutil.which("busybox")
-        if busybox is None:
-            raise SandboxError("busybox is not installed (scripts/install.sh --runtime gvisor installs it)")
+        if busybox is None or not Path(INIT).is_file():
+            missing = "busybox" if busybox is None else "tini"
+            raise SandboxError(f"{missing} is not installed (scripts/install.sh --runtime gvisor installs it)")
         folder = self.compat_bin
         make_dirs(folder)
         for name in COMPAT_COMMANDS:
@@ -172,6 +180,29 @@ class GvisorLauncher:
         with os.fdopen(fd, "w") as out:
             json.dump(process, out)
         return [self.runsc, f"--root={self.state_root}", "exec", f"--process={path}", spec.sandbox_id]
+
+    @staticmethod
+    def marked(command: list[str]) -> tuple[list[str], str]:
+        """`command` in a session of its own inside the sandbox, whose id it writes to /tmp/.ash-exec-<marker>: killing
+        `runsc exec` on the host (what an exec's timeout does) leaves what it started running in gVisor's kernel, so
+        the timeout then kills that session (kill_marked). (gVisor shows no other exec's environment or command line
+        in /proc, only its stat.) The record goes when the command ends."""
+        marker = uuid.uuid4().hex
+        record = 'echo $$ > "$0" || exit 125; "$@"; status=$?; rm -f "$0"; exit $status'
+        return ["setsid", "--wait", "/bin/sh", "-c", record, f"{EXEC_RECORD}{marker}", *command], marker
+
+    async def kill_marked(self, spec: LaunchSpec, marker: str) -> None:
+        """SIGKILL every process of a timed-out exec's session, and remove its record."""
+        argv = self.exec_argv(spec, 0, ["/bin/sh", "-c", KILL_MARKED, "ash-kill", f"{EXEC_RECORD}{marker}"])
+        quiet = asyncio.subprocess.DEVNULL
+        process = await asyncio.create_subprocess_exec(*argv, stdin=quiet, stdout=quiet, stderr=quiet)
+        try:
+            async with asyncio.timeout(PROBE_S):
+                await process.wait()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
 
     async def release(self, spec: LaunchSpec) -> None:
         """After the sandbox's processes ended: its container's state and its bundle."""

@@ -278,13 +278,18 @@ class SandboxManager:
         """Run `command` with bash inside the sandbox: same user, namespaces, cgroup and environment as its agent."""
         if not sandbox.alive or sandbox.spec is None or sandbox.pid is None:
             raise Invalid("the session has no running sandbox; send a message or resume it first")
-        spec = sandbox.spec
+        spec, launcher = sandbox.spec, self._launcher_of(sandbox.spec)
+        inner, marker = shell_argv(command), None
+        if isinstance(launcher, GvisorLauncher):
+            inner, marker = launcher.marked(inner)
         try:
-            argv = self._launcher_of(spec).exec_argv(spec, sandbox.pid, shell_argv(command))
+            argv = launcher.exec_argv(spec, sandbox.pid, inner)
         except SandboxError as exc:
             raise Invalid(f"the sandbox cannot run commands now: {exc.message}") from exc
         env = {k: v for k, v in spec.env.items() if k != "ASH_SERVER_PID"}  # the bridge's business, not a command's
         result = await run_command(argv, env=env, cwd=spec.workspace, timeout_s=timeout_s)
+        if result.timed_out and marker is not None and isinstance(launcher, GvisorLauncher):
+            await launcher.kill_marked(spec, marker)
         if result.exit_code == protocol.EXEC_NOT_RUNNING and result.stderr == protocol.EXEC_NOT_RUNNING_MESSAGE + "\n":
             raise Invalid(f"the sandbox cannot run commands now: {protocol.EXEC_NOT_RUNNING_MESSAGE}")
         return result

@@ -22,6 +22,9 @@ from .launcher import LaunchSpec
 # Where the sandbox finds the commands that stand in for coreutils' under gVisor (gvisor.py, COMPAT_COMMANDS),
 # first in its PATH.
 COMPAT_BIN = "/opt/ash/gvisor-bin"
+# PID 1 of the sandbox, which reaps the orphans the agent leaves (the bridge would let them pile up as zombies:
+# under bubblewrap, bwrap is that init).
+INIT = "/usr/bin/tini"
 RO = ["rbind", "ro", "nosuid", "nodev"]
 RW = ["rbind", "rw", "nosuid", "nodev"]
 
@@ -124,7 +127,7 @@ def config(
         "process": {
             "terminal": False,
             "user": {"uid": uid, "gid": gid, "additionalGids": []},
-            "args": spec.argv,
+            "args": [INIT, "--", *spec.argv],
             "env": environment(spec, compat_bin),
             "cwd": str(spec.workspace),
             # None of the five sets: the bridge, and everything the agent runs, starts with no capability at all.
