@@ -46,12 +46,15 @@ from bench.common import (
 
 
 def warm(client: RawClient, sid: str, runs: int) -> dict[str, list[float]]:
-    results: dict[str, list[float]] = {"resume_ms": [], "next_message_first_event_ms": []}
+    results: dict[str, list[float]] = {"resume_ms": [], "api_floor_ms": [], "next_message_first_event_ms": []}
     for _ in range(runs):
         client.ok("POST", f"/api/sessions/{sid}/pause")
         quiesce(0.1)
         response = client.ok("POST", f"/api/sessions/{sid}/resume")
         results["resume_ms"].append(response.elapsed_ms)
+        # The floor of any request about a session, in the same moment: the HTTP stack, the key check and one
+        # read of the session (what a resume costs beyond it is the resume's own).
+        results["api_floor_ms"].append(client.ok("GET", f"/api/sessions/{sid}").elapsed_ms)
         message = client.message(sid, "after resume")
         first = message.first("message")
         assert first is not None

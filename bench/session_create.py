@@ -63,6 +63,7 @@ def run(quick: bool, runs: int | None = None) -> dict[str, Any]:
     cold_runs = max(2, runs // 2)
     names = [
         "create_warm_pool_ms",
+        "api_floor_ms",
         "create_cold_ms",
         *(
             f"{path}_{what}"
@@ -94,6 +95,9 @@ def run(quick: bool, runs: int | None = None) -> dict[str, Any]:
                     raise RuntimeError("a warm create was not served from the warm pool")
                 results["create_warm_pool_ms"].append(response.elapsed_ms)
                 sid = response.json()["session"]["id"]
+                # The floor of an authenticated request about a session, at the same moment: HTTP, the key
+                # check, one read (what a warm create costs beyond it is its own).
+                results["api_floor_ms"].append(client.ok("GET", f"/api/sessions/{sid}").elapsed_ms)
                 # The replacement warm sandbox starts now; the first message waits, as a real client would not,
                 # so that it is measured alone.
                 wait_pool_settled(client, 1)
