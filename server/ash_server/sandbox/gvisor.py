@@ -279,10 +279,13 @@ class GvisorLauncher:
             try:
                 async with asyncio.timeout(PROBE_S):
                     output, _ = await process.communicate()
-            except TimeoutError:
+            except (TimeoutError, asyncio.CancelledError) as exc:
+                # Timed out, or the server stops while probing in the background: runsc goes too.
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
                 await process.wait()
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
                 return f"runsc did not finish within {PROBE_S:.0f} s"
             finally:
                 await launcher.release(spec)
