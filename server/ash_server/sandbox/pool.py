@@ -38,6 +38,8 @@ from .pool_rows import PoolRowWriter
 from .sandbox import Sandbox
 
 log = logging.getLogger(__name__)
+# How long after a warm claim its replacement starts (pool.refill).
+REFILL_DELAY_S = 0.05
 
 
 @dataclass(eq=False)
@@ -279,9 +281,10 @@ class SandboxPool:
                 log.warning("sandbox %s keeps its background CPU share: %s", entry.id, exc)
 
     def refill(self) -> None:
-        """Start replacements for claimed warm sandboxes (after the claiming request's database writes, which
-        would otherwise contend with the new sandbox's row on SQLite)."""
-        self.changed.set()
+        """Start replacements for claimed warm sandboxes, a moment after the claiming request: after its
+        database writes (which would contend with the new sandbox's row on SQLite) and its answer, which the
+        replacement's start would otherwise hold up."""
+        asyncio.get_running_loop().call_later(REFILL_DELAY_S, self.changed.set)
 
     def mark(self, sandbox_id: str, state: SandboxState) -> None:
         """`running` when a turn starts, `waiting` when it ends. Memory only: the row follows in the background."""
