@@ -28,9 +28,8 @@ from pathlib import Path
 from ash_bridge import protocol
 
 from ..errors import SandboxError
-from ..paths import chown_tree
 from .environment import DEFAULT_PATH
-from .launcher import LaunchSpec, SandboxProcess, drop_privileges
+from .launcher import LaunchSpec, SandboxProcess, drop_privileges, probe_spec
 
 HOSTNAME = "sandbox"
 # The helper that runs a command inside a live sandbox: read as source, run by the sandbox's own user.
@@ -216,21 +215,7 @@ class BwrapLauncher:
     async def probe(self, ids: tuple[int, int] | None, runtime: Sequence[Path]) -> str | None:
         """Start one real sandbox that runs the bridge's interpreter; why it failed, or None."""
         with tempfile.TemporaryDirectory(prefix="ash-probe-") as tmp:
-            base = Path(tmp)
-            os.chmod(base, 0o755)
-            for name in ("workspace", "home", "sandbox"):
-                (base / name).mkdir()
-            chown_tree(base, ids)
-            spec = LaunchSpec(
-                sandbox_id="probe",
-                argv=[sys.executable, "-I", "-S", "-c", "pass"],
-                env={"PATH": DEFAULT_PATH},
-                workspace=base / "workspace",
-                home=base / "home",
-                sandbox_dir=base / "sandbox",
-                ids=ids,
-                extra_ro_paths=list(runtime),
-            )
+            spec = probe_spec(Path(tmp), ids, runtime, "probe")
             try:
                 process = await self.start_bwrap(spec)
             except (OSError, SandboxError) as exc:

@@ -23,16 +23,15 @@ import contextlib
 import json
 import os
 import shutil
-import sys
 import tempfile
 import uuid
 from pathlib import Path
 
 from ..errors import SandboxError
-from ..paths import chown_tree, remove_tree
+from ..paths import remove_tree
 from .bwrap import identity_files, sandbox_ids
 from .environment import DEFAULT_PATH
-from .launcher import LaunchSpec, SandboxProcess
+from .launcher import LaunchSpec, SandboxProcess, probe_spec
 from .limits import cgroupfs
 from .oci import INIT, environment, make_dirs, rlimits, write_bundle
 
@@ -255,23 +254,10 @@ class GvisorLauncher:
             return "Ash runs runsc as root: the server must be root (runsc's rootless mode is not supported)"
         with tempfile.TemporaryDirectory(prefix="ash-probe-") as tmp:
             base = Path(tmp)
-            os.chmod(base, 0o755)
-            for name in ("workspace", "home", "sandbox"):
-                (base / name).mkdir()
-            chown_tree(base, ids)
+            spec = probe_spec(base, ids, runtime, f"probe-{uuid.uuid4().hex[:12]}")
             # A state dir and bundles of its own: the crash sweep, which may run meanwhile, deletes every container
             # and bundle in the server's.
             launcher = GvisorLauncher(base / "gvisor", runsc=self.runsc)
-            spec = LaunchSpec(
-                sandbox_id=f"probe-{uuid.uuid4().hex[:12]}",
-                argv=[sys.executable, "-I", "-S", "-c", "pass"],
-                env={"PATH": DEFAULT_PATH},
-                workspace=base / "workspace",
-                home=base / "home",
-                sandbox_dir=base / "sandbox",
-                ids=ids,
-                extra_ro_paths=list(runtime),
-            )
             try:
                 process = await launcher.start_runsc(spec)
             except (OSError, SandboxError) as exc:

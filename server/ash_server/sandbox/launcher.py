@@ -9,11 +9,16 @@ process under its limits first (`LaunchSpec.limits_argv`, see limits/).
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from .. import capabilities
+from ..paths import chown_tree
+from .environment import DEFAULT_PATH
 from .limits import Confinement
 
 
@@ -122,3 +127,22 @@ def drop_privileges(ids: tuple[int, int] | None) -> list[str]:
         return ["setpriv", *clear_caps, "--no-new-privs", "--"]
     uid, gid = ids
     return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", *clear_caps, "--no-new-privs", "--"]
+
+
+def probe_spec(base: Path, ids: tuple[int, int] | None, runtime: Sequence[Path], sandbox_id: str) -> LaunchSpec:
+    """A throwaway sandbox under `base` (a temporary folder) that runs the bridge's interpreter and exits: what a
+    runtime's probe starts to see that it works here. Makes its folders, owned by the sandbox user."""
+    os.chmod(base, 0o755)
+    for name in ("workspace", "home", "sandbox"):
+        (base / name).mkdir()
+    chown_tree(base, ids)
+    return LaunchSpec(
+        sandbox_id=sandbox_id,
+        argv=[sys.executable, "-I", "-S", "-c", "pass"],
+        env={"PATH": DEFAULT_PATH},
+        workspace=base / "workspace",
+        home=base / "home",
+        sandbox_dir=base / "sandbox",
+        ids=ids,
+        extra_ro_paths=list(runtime),
+    )
