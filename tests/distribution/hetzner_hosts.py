@@ -40,7 +40,9 @@ class HetznerHost:
         self.host.sh(f"mkdir -p {Path(USER_DATA).parent}")
         self.host.put(USER_DATA, user_data, mode="0700")
         if detach:
-            # A service, as cloud-final.service is (a detached `podman exec` was seen to lose its process mid-boot).
+            # A service, as cloud-final.service is. Its commands are traced to a file of their own (not through the
+            # boot's `tee`): twice (a detached `podman exec`, then a plain service) a first boot ended without its
+            # last log line and nothing said why; the trace and the unit's exit status say it if it happens again.
             trace = f"exec 9>/var/log/ash-user-data.trace; BASH_XTRACEFD=9 exec bash -x {USER_DATA}"
             self.host.sh(f"systemd-run --quiet --unit=ash-user-data --remain-after-exit bash -c {shlex.quote(trace)}")
         else:

@@ -17,12 +17,13 @@ private address from the metadata service, registers with it.
 
 Not exercised, because a container is not a Hetzner machine: the volume's attachment (Hetzner's API) and a real block
 device (a loop device stands in; the by-id name, the format-once check, fstab and mount are the script's own);
-cloud-init itself (a stand-in `cloud-init status` answers what the deliveries ask, and the script runs as its
-scripts-user would); SSH and pulumi-command (the same remote commands run through `podman exec`); the load balancer,
-the floating IP and the firewalls (Hetzner's network); unattended-upgrades' nightly run. The coordinator is the same
-container booted again with the coordinator's user data, not a second new machine, to keep the stage's time down;
-the runner's install reuses the server's uv download cache (a host folder both mount), which a real runner does not
-have, for the same reason.
+cloud-init itself (a stand-in `cloud-init status` answers what the deliveries ask, and the script runs as a
+transient systemd service, as cloud-final.service runs it); SSH and pulumi-command (the same remote commands run
+through `podman exec`; the release is copied before the boot starts, the earliest SSH can bring it); the load
+balancer, the floating IP and the firewalls (Hetzner's network); unattended-upgrades' nightly run. The coordinator
+is the same container booted again with the coordinator's user data, not a second new machine, to keep the stage's
+time down; the runner's install reuses the server's uv download cache (a host folder both mount), which a real
+runner does not have, for the same reason.
 """
 
 from __future__ import annotations
