@@ -2,17 +2,28 @@
 # Install Ash from an unpacked source archive and start systemd/ash.service. The boot scripts of infra/aws and
 # infra/gcp run it as root after they have written /etc/ash/ash.env from the cloud's secret store; it is the cloud
 # counterpart of the Ansible roles (same packages, virtualenv, server and sandbox users and unit).
-#   install-ash.sh SOURCE_DIR EXTRAS [UNIT]   e.g. install-ash.sh /opt/ash/src postgres,s3
-# UNIT is ash (the default: a standalone server or a coordinator) or ash-runner (a runner, `ash runner`).
+#   install-ash.sh SOURCE_DIR EXTRAS [UNIT [RUNTIME]]   e.g. install-ash.sh /opt/ash/src postgres,s3 ash gvisor
+# UNIT is ash (the default: a standalone server or a coordinator) or ash-runner (a runner, `ash runner`). RUNTIME is
+# the sandboxes' (ASH_SANDBOX_RUNTIME, which the boot script writes to ash.env): bwrap (the default) or gvisor, which
+# also installs runsc, busybox and tini and the unit's drop-in systemd/ash-gvisor.conf.
 set -euo pipefail
 
 src="$1"
 extras="$2"
 unit="${3:-ash}"
+runtime="${4:-bwrap}"
 case "$unit" in
   ash | ash-runner) ;;
   *)
     echo "install-ash.sh: UNIT must be ash or ash-runner, not $unit" >&2
+    exit 2
+    ;;
+esac
+case "$runtime" in
+  bwrap) runtime_packages=() ;;
+  gvisor) runtime_packages=(runsc busybox tini) ;;
+  *)
+    echo "install-ash.sh: RUNTIME must be bwrap or gvisor, not $runtime" >&2
     exit 2
     ;;
 esac
@@ -21,7 +32,8 @@ uv_version=0.13.9
 
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
-apt-get install -y -q --no-install-recommends python3 python3-venv bubblewrap util-linux ca-certificates nftables
+apt-get install -y -q --no-install-recommends python3 python3-venv bubblewrap util-linux ca-certificates nftables \
+  "${runtime_packages[@]}"
 
 # The virtualenv is built on the system interpreter: sandboxes run it as the sandbox user.
 [[ -x "$venv/bin/python" ]] || python3 -m venv "$venv"
@@ -67,11 +79,17 @@ grep -q '^include "/etc/nftables.d/\*.nft"' /etc/nftables.conf ||
 nft -f /etc/nftables.d/ash-metadata.nft
 systemctl enable nftables
 
-# The unit, unchanged (systemd/ash.service, or systemd/ash-runner.service on a runner).
+# The unit, unchanged (systemd/ash.service, or systemd/ash-runner.service on a runner), and under gVisor its drop-in
+# (systemd/ash-gvisor.conf: the server as root, which runsc needs).
 if [[ "$unit" == ash-runner ]]; then
   install -m 0644 "$src/systemd/ash-runner.service" /etc/systemd/system/ash-runner.service
 else
   install -m 0644 "$src/systemd/ash.service" /etc/systemd/system/ash.service
+fi
+if [[ "$runtime" == gvisor ]]; then
+  install -D -m 0644 "$src/systemd/ash-gvisor.conf" "/etc/systemd/system/$unit.service.d/gvisor.conf"
+else
+  rm -f "/etc/systemd/system/$unit.service.d/gvisor.conf"
 fi
 systemctl daemon-reload
 systemctl enable "$unit"

@@ -79,6 +79,13 @@ class Deployed:
         """The install compiled the bridge's and the SDK's bytecode: the session's sandbox compiles nothing."""
         check_bridge_bytecode(self.exec(session_id, IMPORTS_IN_SANDBOX))
 
+    def check_runs_under_gvisor(self, session_id: str) -> None:
+        """The session's sandbox runs under gVisor: its kernel's boot log is gVisor's, its user is not root."""
+        result = self.exec(session_id, "dmesg 2>&1 | head -3; id -u")
+        out = str(result.get("stdout", ""))
+        assert "gVisor" in out, result
+        assert out.split()[-1] != "0", result
+
     def deploy_hello(self, name: str = "hello") -> None:
         self.ash("deploy", str(HELLO_AGENT), "--name", name)
 

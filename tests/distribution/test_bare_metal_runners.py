@@ -1,8 +1,8 @@
 """Multi-machine bare metal, for real: site.yml installs a coordinator (the ash_server role, ASH_MODE=coordinator) and
-two runners (the ash_runner role) on three systemd Debian 12 hosts, sharing a PostgreSQL and an S3 bucket (moto) on
-the network's gateway, as a managed database and bucket would be. A session lives on one runner; when that machine
-dies the next message runs it on the other, its conversation restored from the bucket; the dead machine boots again
-and its runner rejoins."""
+two runners (the ash_runner role, with gVisor sandboxes: ash_sandbox_runtime gvisor) on three systemd Debian 12
+hosts, sharing a PostgreSQL and an S3 bucket (moto) on the network's gateway, as a managed database and bucket would
+be. A session lives on one runner; when that machine dies the next message runs it on the other, its conversation
+restored from the bucket; the dead machine boots again and its runner rejoins."""
 
 from __future__ import annotations
 
@@ -74,6 +74,8 @@ class Cluster:
                             "ash_runner_coordinator_addresses": [coordinator],
                             "ash_runner_snapshot_url": f"s3://{self.bucket}/snapshots",
                             "ash_runner_settings": settings,
+                            # The runners' sandboxes run under gVisor (the coordinator runs none).
+                            "ash_sandbox_runtime": "gvisor",
                         },
                     },
                 },
@@ -146,6 +148,9 @@ def test_site_yml_installs_a_coordinator_and_two_runners(cluster: Cluster, insta
         host = cluster.hosts[runner]
         assert host.unit_state("ash-runner") == "active", host.journal("ash-runner", 30)
         cluster.wait_runner(runner, "live")
+        # ash_sandbox_runtime gvisor: runsc is installed and the unit's drop-in runs the runner as root.
+        assert host.sh("ps -o user= -C ash | sort -u").stdout.split() == ["root"]
+        assert host.sh("runsc --version").returncode == 0
 
 
 def test_a_session_moves_to_the_other_runner_when_its_machine_dies(cluster: Cluster, installed: str) -> None:
@@ -154,6 +159,7 @@ def test_a_session_moves_to_the_other_runner_when_its_machine_dies(cluster: Clus
     server.deploy_hello()
     session_id = server.new_session()
     assert "remember the number 4242" in server.send(session_id, "remember the number 4242")
+    server.check_runs_under_gvisor(session_id)
     session = server.get(f"/api/sessions/{session_id}")
     assert isinstance(session, dict)
     home = session["session"]["runnerId"]
@@ -169,6 +175,7 @@ def test_a_session_moves_to_the_other_runner_when_its_machine_dies(cluster: Clus
     assert "what was the number" in reply and "remember the number 4242" in reply, reply
     moved = server.get(f"/api/sessions/{session_id}")
     assert isinstance(moved, dict) and moved["session"]["runnerId"] == survivor, moved
+    server.check_runs_under_gvisor(session_id)
 
     # The dead machine boots again: systemd starts its runner, which registers with the coordinator.
     podman("start", home)

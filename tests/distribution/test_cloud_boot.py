@@ -131,7 +131,7 @@ def assert_failed_before_the_install(cloud: CloudHost, boot: Boot, where: str) -
     assert not any(value in boot.log or value in boot.output for value in SECRETS.values())
 
 
-def assert_serves(cloud: CloudHost, boot: Boot) -> None:
+def assert_serves(cloud: CloudHost, boot: Boot, *, server_user: str = "ash") -> None:
     assert boot.returncode == 0, f"{boot.output[-6000:]}\n{cloud.diagnose()}"
     assert "ash boot: done" in boot.log
     assert not any(value in boot.log or value in boot.output for value in SECRETS.values())
@@ -143,11 +143,12 @@ def assert_serves(cloud: CloudHost, boot: Boot) -> None:
     assert '"status"' in inside.stdout
     assert host.unit_state("ash") == "active", cloud.diagnose()
     assert cloud.server.wait_healthy()["status"] == "ok"  # from the test process, at the host's address
-    # The settings file: root's, 0600, every secret intact (quoted for systemd), and the server runs as `ash`.
+    # The settings file: root's, 0600, every secret intact (quoted for systemd), and the server runs as `ash`
+    # (as root under gVisor: runsc needs real root, see systemd/ash-gvisor.conf).
     owner = host.sh(
         "stat -c %U /proc/$(systemctl show -p MainPID --value ash); stat -c '%U %a' /etc/ash/ash.env"
     ).stdout.split()
-    assert owner == ["ash", "root", "600"], owner
+    assert owner == [server_user, "root", "600"], owner
     environment = host.sh("tr '\\0' '\\n' </proc/$(systemctl show -p MainPID --value ash)/environ").stdout
     assert f"ASH_CREDENTIAL_KEY={SECRETS['credential-key']}\n" in environment
     assert f"ASH_API_KEY={API_KEY}\n" in environment
@@ -188,6 +189,7 @@ def aws_host(debian_image: str, network: Network, model: FakeAnthropic, moto: S3
             settings={"ANTHROPIC_BASE_URL": model.url},
             endpoint_url=moto.endpoint,
             cloud_machine=False,
+            runtime="gvisor",  # ash:runtime gvisor (the GCP host keeps bubblewrap, the default)
         )
     )
     work = Path(tempfile.mkdtemp(prefix="ash-boot-aws-"))
@@ -211,13 +213,15 @@ def test_aws_a_missing_parameter_fails_the_boot_with_its_name_and_no_env_file(
 def test_aws_user_data_installs_a_server_that_serves_a_turn(aws_host: CloudHost, moto: S3Server) -> None:
     moto.client("ssm").put_parameter(Name=f"/ash/{STACK}/{MISSING}", Value=SECRETS[MISSING], Type="SecureString")
     boot = aws_host.run_boot()
-    assert_serves(aws_host, boot)
+    assert_serves(aws_host, boot, server_user="root")  # runtime gvisor
     server = aws_host.server
     server.deploy_hello()
     session_id = server.new_session()
     reply = server.send(session_id, "hello from the aws boot")
     assert "hello from the aws boot" in reply, reply
     server.check_bridge_bytecode(session_id)  # infra/boot/install-ash.sh's install
+    # runtime gvisor: install-ash.sh installed runsc and the unit's drop-in, and the session runs under gVisor.
+    server.check_runs_under_gvisor(session_id)
 
 
 # ---------------------------------------------------------------------------------------------------------- GCP

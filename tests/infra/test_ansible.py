@@ -213,6 +213,9 @@ def test_the_server_and_sandbox_users_and_the_settings_file(staged: Staged) -> N
     assert settings["ANTHROPIC_API_KEY"] == f'"{SECRETS["ash_server_anthropic_api_key"]}"'
     assert settings["ASH_HOST"] == '"0.0.0.0"' and settings["ASH_MAX_SANDBOXES"] == '"50"'
     assert settings["ASH_DATABASE_URL"].startswith('"postgresql://ash:pg-password-')
+    # bubblewrap, the default: no gVisor drop-in, the server stays the `ash` user.
+    assert settings["ASH_SANDBOX_RUNTIME"] == '"bwrap"'
+    assert not (staged.stage / "etc/systemd/system/ash.service.d/gvisor.conf").exists()
     data = (staged.stage / "var/lib/ash").stat()
     assert stat.S_IMODE(data.st_mode) == 0o711
     # The server's, before systemd first starts the unit (StateDirectory= would chown a foreign one recursively).
@@ -305,6 +308,7 @@ def test_the_runner_role_installs_a_runner_and_refuses_without_the_internal_secr
         "ash_runner_coordinator_addresses": ["10.0.1.10", "fd00::10"],
         "ash_runner_snapshot_url": "s3://ash-snapshots/sessions",
         "ash_runner_max_sandboxes": 20,
+        "ash_sandbox_runtime": "gvisor",
     }
     (inventory / "group_vars/all/main.yml").write_text(json.dumps(settings))
     runner = Staged(stage, inventory, staged.home, [])
@@ -324,6 +328,9 @@ def test_the_runner_role_installs_a_runner_and_refuses_without_the_internal_secr
         assert secret not in first.stdout + first.stderr + second.stdout + second.stderr
 
     assert unit.read_bytes() == (REPO / "systemd/ash-runner.service").read_bytes()
+    # gVisor sandboxes: the unit's drop-in as shipped (the server as root), and the setting.
+    dropin = stage / "etc/systemd/system/ash-runner.service.d/gvisor.conf"
+    assert dropin.read_bytes() == (REPO / "systemd/ash-gvisor.conf").read_bytes()
     env_file = stage / "etc/ash/ash.env"
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
     settings = env_settings(env_file)
@@ -334,6 +341,7 @@ def test_the_runner_role_installs_a_runner_and_refuses_without_the_internal_secr
     assert (settings["ASH_HOST"], settings["ASH_RUNNER_PORT"]) == ('"0.0.0.0"', '"4200"')
     assert (settings["ASH_RUNNER_ID"], settings["ASH_RUNNER_ADVERTISE_HOST"]) == ('"localhost"', '"10.0.2.15"')
     assert settings["ASH_RUNNER_MAX_SANDBOXES"] == '"20"'
+    assert settings["ASH_SANDBOX_RUNTIME"] == '"gvisor"'
     assert settings["ANTHROPIC_API_KEY"] == f'"{SECRETS["ash_server_anthropic_api_key"]}"'
     assert settings["ASH_CREDENTIAL_KEY"] == f'"{SECRETS["ash_server_credential_key"]}"'
     assert "ASH_API_KEY" not in settings and "ASH_MODE" not in settings

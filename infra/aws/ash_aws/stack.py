@@ -270,6 +270,7 @@ def boot_data(
                 arch=architecture(instance_type),
                 snapshot_url=f"s3://{a[1]}/snapshots" if snapshots else None,
                 settings=config.settings,
+                runtime=config.runtime,
                 role=role,
                 coordinator=coordinator,
                 server_url=server_url,

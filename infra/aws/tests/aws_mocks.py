@@ -20,7 +20,8 @@ CONFIG = {
     **SECRETS,
 }
 # Multi-machine mode: the server becomes the coordinator of two runners.
-RUNNER_CONFIG = {**CONFIG, "ash:runnerCount": "2", "ash:internalSecret": INTERNAL_SECRET}
+# The stacks with runners run gVisor sandboxes (ash:runtime), the single-server stacks bubblewrap, the default.
+RUNNER_CONFIG = {**CONFIG, "ash:runnerCount": "2", "ash:internalSecret": INTERNAL_SECRET, "ash:runtime": "gvisor"}
 SERVER_IP = "10.42.32.10"  # what the mock gives the server instance
 
 # Where the secrets are meant to be: every other resource's inputs must hold none of them.

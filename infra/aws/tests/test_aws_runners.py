@@ -43,7 +43,7 @@ def test_with_runners_the_server_is_the_coordinator(aws_runners: AwsMocks) -> No
     settings, secrets = env_args(server)
     assert settings["ASH_MODE"] == "coordinator" and settings["ASH_PORT"] == "4100"
     assert secrets["ASH_INTERNAL_SECRET"] == "internal-secret"
-    assert "install-ash.sh /opt/ash/src postgres,s3 ash\n" in server  # systemd/ash.service
+    assert "install-ash.sh /opt/ash/src postgres,s3 ash gvisor\n" in server  # systemd/ash.service
     assert "nvme-Amazon_Elastic_Block_Store" in server  # it keeps its data volume
     # Still the only target of the load balancer.
     (attachment,) = aws_runners.of("aws:lb/targetGroupAttachment:TargetGroupAttachment")
@@ -55,12 +55,13 @@ def test_runners_run_ash_runner_and_register_with_the_servers_private_address(aw
     settings, secret_names = env_args(runner)
     assert settings["ASH_MODE"] == "runner" and settings["ASH_RUNNER_PORT"] == "4200"
     assert settings["ASH_SERVER_URL"] == "http://coordinator.ash-test.internal:4100"
+    assert settings["ASH_SANDBOX_RUNTIME"] == "gvisor"  # ash:runtime, on every runner
     assert settings["ASH_SNAPSHOT_URL"] == "s3://ash-test-bucket/snapshots"
     # Its id and address come from the instance metadata at boot (IMDSv2: a token first).
     assert settings["ASH_RUNNER_ID"] == "$instance_id" and settings["ASH_RUNNER_ADVERTISE_HOST"] == "$private_ip"
     assert "-X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 300' http://169.254.169.254/latest/api/token" in runner
     assert "instance_id=$(imds instance-id)" in runner and "private_ip=$(imds local-ipv4)" in runner
-    assert "install-ash.sh /opt/ash/src postgres,s3 ash-runner\n" in runner  # systemd/ash-runner.service
+    assert "install-ash.sh /opt/ash/src postgres,s3 ash-runner gvisor\n" in runner  # systemd/ash-runner.service
     assert "nvme-Amazon_Elastic_Block_Store" not in runner  # no data volume: sessions move through the bucket
     assert '"log_stream_name": "{instance_id}/runner"' in runner
     secrets = set(secret_names.values())

@@ -292,4 +292,4 @@ def test_the_single_machine_default_has_no_runners(aws: AwsMocks) -> None:
     assert [r.name for r in aws.of("aws:ec2/launchTemplate:LaunchTemplate")] == ["ash-test"]
     settings, secrets = env_args(user_data_of(aws))
     assert "ASH_MODE" not in settings and "ASH_INTERNAL_SECRET" not in secrets
-    assert "bash /opt/ash/src/infra/boot/install-ash.sh /opt/ash/src postgres,s3 ash\n" in user_data_of(aws)
+    assert "bash /opt/ash/src/infra/boot/install-ash.sh /opt/ash/src postgres,s3 ash bwrap\n" in user_data_of(aws)

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .config import Runtime
 from .secrets import SECRET_VARIABLES
 
 API_PORT = 4100  # the server's (and the coordinator's) API, behind the load balancer
@@ -27,7 +28,7 @@ echo "ash boot: $(date -Is)"
 """
 
 INSTALL = r"""
-bash /opt/ash/src/infra/boot/install-ash.sh /opt/ash/src @EXTRAS@ @UNIT@
+bash /opt/ash/src/infra/boot/install-ash.sh /opt/ash/src @EXTRAS@ @UNIT@ @RUNTIME@
 echo "ash boot: done $(date -Is)"
 """
 
@@ -47,6 +48,7 @@ class InstanceArgs:
     role: Role = "server"
     coordinator: bool = False
     server_url: str | None = None
+    runtime: Runtime = "bwrap"
     # False outside the cloud (tests/distribution/test_cloud_boot.py boots the script in a container): what only the
     # cloud's own machine has (the data disk, the log agent) is left out.
     cloud_machine: bool = True
@@ -66,6 +68,7 @@ def instance_settings(
     server_url: str | None,
     cloud: Mapping[str, str],
     extra: Mapping[str, str],
+    runtime: Runtime = "bwrap",
 ) -> dict[str, str]:
     """The plain settings of an instance's ash.env: its mode and ports, the data dir, the snapshot bucket, the
     coordinator's URL (a runner's), then `cloud`'s (the cloud's own, e.g. AWS_REGION) and `extra` (ash:settings)."""
@@ -78,6 +81,7 @@ def instance_settings(
         "ASH_HOST": "0.0.0.0",  # noqa: S104
         **({"ASH_RUNNER_PORT": str(RUNNER_PORT)} if runner else {"ASH_PORT": str(API_PORT)}),
         "ASH_DATA_DIR": "/var/lib/ash",
+        "ASH_SANDBOX_RUNTIME": runtime,
         **cloud,
         **({"ASH_SNAPSHOT_URL": snapshot_url} if snapshot_url else {}),
         **({"ASH_SERVER_URL": server_url} if runner and server_url else {}),
@@ -106,13 +110,14 @@ def write_env_command(
     return " \\\n".join(lines)
 
 
-def fill(template: str, *, role: Role, extras: str, values: Mapping[str, str]) -> str:
+def fill(template: str, *, role: Role, extras: str, values: Mapping[str, str], runtime: Runtime = "bwrap") -> str:
     """`template` with its @TOKEN@s replaced: `values`' (already quoted where they are shell words), and the install
-    step's extras and unit."""
+    step's extras, unit and runtime."""
     replacements = {
         **values,
         "@EXTRAS@": shlex.quote(extras),
         "@UNIT@": "ash-runner" if role == "runner" else "ash",
+        "@RUNTIME@": runtime,
     }
     for token, value in replacements.items():
         template = template.replace(token, value)
@@ -145,6 +150,7 @@ def render(
         server_url=args.server_url,
         cloud=cloud,
         extra=args.settings,
+        runtime=args.runtime,
     )
     write_env = write_env_command(
         backend, settings, runner_identity=runner_identity if runner else None, secret_names=secret_names
@@ -161,7 +167,7 @@ def render(
         "@MACHINE@": machine,
         "@WRITE_ENV@": write_env,
     }
-    return fill(script(header, body), role=args.role, extras=args.extras, values=filled)
+    return fill(script(header, body), role=args.role, extras=args.extras, values=filled, runtime=args.runtime)
 
 
 def runner_machine(identity: str) -> str:

@@ -7,10 +7,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Literal
 
 import pulumi
 
+# ASH_SANDBOX_RUNTIME of the server and the runners (docs/decisions/0014-gvisor-runtime.md); for gvisor the boot's
+# install-ash.sh also installs runsc and the unit's drop-in (systemd/ash-gvisor.conf).
+Runtime = Literal["bwrap", "gvisor"]
+RUNTIMES: tuple[Runtime, ...] = ("bwrap", "gvisor")
 # Runners (multi-machine mode): more than this is a typo, not a deployment (raise it here if you really need more).
 MAX_RUNNERS = 100
 # Settings the stack writes itself: not overridable through ash:settings (which is plain text in the boot script).
@@ -40,6 +44,7 @@ class CommonConfig:
     model_provider: str = "anthropic"
     alarm_email: str | None = None  # the alarms by e-mail (an SNS subscription; a GCP notification channel)
     settings: dict[str, str] = field(default_factory=dict)
+    runtime: Runtime = "bwrap"  # ASH_SANDBOX_RUNTIME on the server and every runner
     name: str = "ash"
 
     def as_arguments(self) -> dict[str, Any]:
@@ -68,6 +73,11 @@ def load_common(config: pulumi.Config, *, providers: tuple[str, ...]) -> CommonC
     settings = config.get_object("settings") or {}
     if not isinstance(settings, dict) or any(not str(k).startswith(("ASH_", "ANTHROPIC_")) for k in settings):
         raise ConfigError("ash:settings must map ASH_* names to values (docs/configuration.md)")
+    runtime = config.get("runtime") or "bwrap"
+    if runtime not in RUNTIMES:
+        raise ConfigError("ash:runtime must be bwrap (the default) or gvisor (docs/security.md)")
+    if "ASH_SANDBOX_RUNTIME" in settings:
+        raise ConfigError("ash:settings cannot set ASH_SANDBOX_RUNTIME: set ash:runtime (it installs runsc too)")
     managed = sorted(set(map(str, settings)) & set(STACK_SETTINGS))
     if managed:
         raise ConfigError(f"ash:settings cannot set {', '.join(managed)}: the stack sets it (ash:runnerCount)")
@@ -87,6 +97,7 @@ def load_common(config: pulumi.Config, *, providers: tuple[str, ...]) -> CommonC
         model_provider=provider,
         alarm_email=config.get("alarmEmail"),
         settings={str(k): str(v) for k, v in settings.items()},
+        runtime="gvisor" if runtime == "gvisor" else "bwrap",
         name=f"ash-{pulumi.get_stack()}",
     )
 

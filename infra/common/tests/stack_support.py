@@ -46,6 +46,8 @@ def common_refusals(runner_config: Mapping[str, str]) -> list[tuple[dict[str, st
         ({"ash:settings": json.dumps({"ASH_MODE": "runner"})}, "ASH_MODE"),
         ({"ash:settings": json.dumps({"ASH_INTERNAL_SECRET": INTERNAL_SECRET})}, "ASH_INTERNAL_SECRET"),
         ({"ash:settings": json.dumps({"ASH_SERVER_URL": "http://x:4100"})}, "ASH_SERVER_URL"),
+        ({"ash:runtime": "docker"}, "ash:runtime must be bwrap"),
+        ({"ash:settings": json.dumps({"ASH_SANDBOX_RUNTIME": "gvisor"})}, "set ash:runtime"),
     ]
 
 

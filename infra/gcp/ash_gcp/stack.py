@@ -184,6 +184,7 @@ def boot_script(
                 secret_names=secret_names,
                 snapshot_url=f"gs://{a[0]}/snapshots" if snapshots else None,
                 settings=config.settings,
+                runtime=config.runtime,
                 role=role,
                 coordinator=coordinator,
                 server_url=a[2],

@@ -26,6 +26,7 @@ RUNNER_CONFIG = {
     "ash:runnerCount": "2",
     "ash:internalSecret": INTERNAL_SECRET,
     "ash:diskSnapshotRetentionDays": "30",
+    "ash:runtime": "gvisor",  # the single-server stack keeps bubblewrap, the default
 }
 COORDINATOR_IP = "10.43.0.10"  # what the mock reserves for the coordinator
 SERVER_SA = "serviceAccount:ash-test-server@my-project.iam.gserviceaccount.com"

@@ -47,7 +47,8 @@ def test_the_single_machine_default_has_no_runners(gcp: GcpMocks) -> None:
     assert "networkIp" not in template["networkInterfaces"][0]  # an ephemeral internal address, as before
     settings, secrets = env_args(startup_script(gcp))
     assert "ASH_MODE" not in settings and "ASH_INTERNAL_SECRET" not in secrets
-    assert "install-ash.sh /opt/ash/src postgres,gcs ash\n" in startup_script(gcp)
+    assert settings["ASH_SANDBOX_RUNTIME"] == "bwrap"  # ash:runtime's default
+    assert "install-ash.sh /opt/ash/src postgres,gcs ash bwrap\n" in startup_script(gcp)
 
 
 def test_with_runners_the_server_is_the_coordinator_on_a_reserved_address(gcp_runners: GcpMocks) -> None:
@@ -55,7 +56,7 @@ def test_with_runners_the_server_is_the_coordinator_on_a_reserved_address(gcp_ru
     settings, secrets = env_args(script)
     assert settings["ASH_MODE"] == "coordinator" and settings["ASH_PORT"] == "4100"
     assert secrets["ASH_INTERNAL_SECRET"] == "internal-secret"
-    assert "install-ash.sh /opt/ash/src postgres,gcs ash\n" in script and "google-ash-data" in script
+    assert "install-ash.sh /opt/ash/src postgres,gcs ash gvisor\n" in script and "google-ash-data" in script
     address = gcp_runners.one("gcp:compute/address:Address").inputs
     assert address["addressType"] == "INTERNAL" and address["subnetwork"] == "ash-test-id"
     server = gcp_runners.one("gcp:compute/instanceTemplate:InstanceTemplate", "ash-test").inputs
@@ -75,13 +76,14 @@ def test_runners_run_ash_runner_and_register_with_the_coordinators_internal_ip(g
     settings, secret_names = env_args(script)
     assert settings["ASH_MODE"] == "runner" and settings["ASH_RUNNER_PORT"] == "4200"
     assert settings["ASH_SERVER_URL"] == f"http://{COORDINATOR_IP}:4100"
+    assert settings["ASH_SANDBOX_RUNTIME"] == "gvisor"  # ash:runtime, on every runner
     assert settings["ASH_SNAPSHOT_URL"] == "gs://ash-test/snapshots"
     # Its id and address come from the metadata server at boot.
     assert settings["ASH_RUNNER_ID"] == "$instance_name" and settings["ASH_RUNNER_ADVERTISE_HOST"] == "$private_ip"
     assert "metadata_url=http://metadata.google.internal/computeMetadata/v1" in script
     assert '"$metadata_url/instance/$1"' in script
     assert "instance_name=$(meta name)" in script and "private_ip=$(meta network-interfaces/0/ip)" in script
-    assert "install-ash.sh /opt/ash/src postgres,gcs ash-runner\n" in script  # systemd/ash-runner.service
+    assert "install-ash.sh /opt/ash/src postgres,gcs ash-runner gvisor\n" in script  # systemd/ash-runner.service
     assert "google-ash-data" not in script  # no data disk: sessions move through the bucket
     secrets = set(secret_names.values())
     assert secrets == {"anthropic-api-key", "credential-key", "database-url", "internal-secret"}  # no API key

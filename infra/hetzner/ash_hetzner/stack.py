@@ -132,6 +132,7 @@ def build(config: StackConfig) -> Stack:
                     s3_region=config.object_storage_location,
                     snapshot_url=snapshot_url if config.snapshots or role == "runner" else None,
                     settings=config.settings,
+                    runtime=config.runtime,
                     role=role,
                     coordinator=coordinator,
                     server_url=server_url,

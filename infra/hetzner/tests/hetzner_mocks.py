@@ -30,7 +30,14 @@ CONFIG = {
     **HETZNER_SECRETS,
 }
 # Multi-machine mode: the server becomes the coordinator of two runners; and a floating IP.
-RUNNER_CONFIG = {**CONFIG, "ash:runnerCount": "2", "ash:internalSecret": INTERNAL_SECRET, "ash:floatingIp": "true"}
+# With runners: gVisor sandboxes (ash:runtime); the single-server stack keeps bubblewrap, the default.
+RUNNER_CONFIG = {
+    **CONFIG,
+    "ash:runnerCount": "2",
+    "ash:internalSecret": INTERNAL_SECRET,
+    "ash:floatingIp": "true",
+    "ash:runtime": "gvisor",
+}
 SERVER_IPV4 = "198.51.100.10"  # what the mock gives every server
 
 # Where the secrets are meant to be: what pulumi-command sends over SSH (its stdin, its connection's key).

@@ -72,7 +72,7 @@ def test_runners_register_with_the_coordinator_and_admit_nothing_publicly(hetzne
     assert settings["ASH_RUNNER_ID"] == "$instance_id" and settings["ASH_RUNNER_ADVERTISE_HOST"] == "$private_ip"
     assert 'instance_id=$(curl -fsS "$metadata_url/instance-id")' in script
     assert "metadata_url=http://169.254.169.254/hetzner/v1/metadata" in script
-    assert "install-ash.sh /opt/ash/src postgres,s3 ash-runner\n" in script and "scsi-0HC_Volume" not in script
+    assert "install-ash.sh /opt/ash/src postgres,s3 ash-runner gvisor\n" in script and "scsi-0HC_Volume" not in script
     assert "ASH_API_KEY" not in secrets and secrets["ASH_INTERNAL_SECRET"] == "internal-secret"
     coordinator, _ = env_args(user_data(hetzner_runners))
     assert coordinator["ASH_MODE"] == "coordinator"

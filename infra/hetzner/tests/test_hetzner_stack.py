@@ -164,7 +164,7 @@ def test_the_boot_script_is_the_shared_one_and_reads_the_secrets_file(hetzner: H
 
     script = user_data(hetzner)
     assert script.startswith("#!/bin/bash\n# Ash on Hetzner Cloud, first boot") and PREAMBLE in script
-    assert "bash /opt/ash/src/infra/boot/install-ash.sh /opt/ash/src postgres,s3 ash\n" in script
+    assert "bash /opt/ash/src/infra/boot/install-ash.sh /opt/ash/src postgres,s3 ash bwrap\n" in script
     assert '/etc/ash/ash.env file \\\n  --path "$secrets"' in script
     settings, secrets = env_args(script)
     assert secrets == {**SERVER_SECRETS, "AWS_ACCESS_KEY_ID": "s3-access-key", "AWS_SECRET_ACCESS_KEY": "s3-secret-key"}
