@@ -62,7 +62,8 @@ from bench.common import (
 )
 
 PROMPT = "overhead"
-TIMING = re.compile(r"timing session=\S+ turn=(\S+) first_bridge_event_ms=([-\d.]+) total_ms=([\d.]+)")
+# The server's ASH_DEBUG_TIMING line of a turn (sessions/turns.py): `timing session=... turn=... key=ms ...`.
+TIMING = re.compile(r"timing session=\S+ turn=(\S+)((?: \w+=[-\d.]+)+)")
 PAUSE_S = 0.05
 
 
@@ -235,8 +236,13 @@ def analyse(
     sdk_in_sandbox: list[float] = []
     per_event: list[float] = []
     unpaired = 0
-    server_turn = {m.group(1): float(m.group(3)) for m in TIMING.finditer(server_log)}
-    server_share = []
+    timings = {
+        m.group(1): {k: float(v) for k, v in (pair.split("=") for pair in m.group(2).split())}
+        for m in TIMING.finditer(server_log)
+    }
+    server_share: list[float] = []
+    server_lookup: list[float] = []
+    server_http: list[float] = []
     for response, note in zip(responses, notes, strict=True):
         sent = response.sent_ns
         done = response.first("done")
@@ -251,8 +257,11 @@ def analyse(
         sdk = ms(bridge[-1] - note["query"])
         sdk_in_sandbox.append(sdk)
         per_turn.append(ms(done - sent) - sdk)
-        if note["id"] in server_turn:
-            server_share.append(server_turn[note["id"]] - sdk)
+        if note["id"] in timings:
+            # total_ms runs from the request's arrival in the turn runner to the turn's end transaction.
+            server_share.append(timings[note["id"]]["total_ms"] - sdk)
+            server_lookup.append(timings[note["id"]]["server_lookup_ms"])
+            server_http.append(timings[note["id"]]["http_ms"])
         if len(arrivals) != len(bridge):
             unpaired += 1
             continue
@@ -276,6 +285,10 @@ def analyse(
         "outbound_to_done_ms": summary(tail),
         "overhead_per_event_ms": summary(per_event),
         "server_share_per_turn_ms": summary(server_share),
+        # In the turn runner before the query goes to the bridge: the session read, the lock, the start transaction.
+        "server_before_query_ms": summary(server_lookup),
+        # Before that: from the request reaching the app to the turn runner (routing, auth, the body's checks).
+        "server_http_before_runner_ms": summary(server_http),
         "turns_without_event_pairing": unpaired,
     }
     return report
@@ -295,6 +308,8 @@ def main() -> None:
             "outbound_to_done_ms",
             "overhead_per_event_ms",
             "server_share_per_turn_ms",
+            "server_before_query_ms",
+            "server_http_before_runner_ms",
         )
     ]
     if result["gateway"]:

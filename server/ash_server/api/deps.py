@@ -61,6 +61,11 @@ def get_services(request: Request) -> Services:
     return services
 
 
+async def services_dependency(request: Request) -> Services:
+    # async on purpose: FastAPI runs a plain `def` dependency in its thread pool, a thread hop on every request.
+    return get_services(request)
+
+
 async def get_principal(request: Request) -> Principal:
     services = get_services(request)
     if services.settings.mode == "runner":
@@ -83,7 +88,7 @@ async def limit_messages(principal: Annotated[Principal, Depends(get_principal)]
     get_services(request).rate_limits.messages.check(principal.key_id, "messages")
 
 
-ServicesDep = Annotated[Services, Depends(get_services)]
+ServicesDep = Annotated[Services, Depends(services_dependency)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 # Per-key abuse limits (429 with Retry-After), as route dependencies: `dependencies=[SESSION_RATE_LIMIT]`.
 SESSION_RATE_LIMIT = Depends(limit_session_creation)

@@ -17,6 +17,8 @@ from pythonjsonlogger.json import JsonFormatter
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 session_id: ContextVar[str | None] = ContextVar("session_id", default=None)
 sandbox_id: ContextVar[str | None] = ContextVar("sandbox_id", default=None)
+# time.perf_counter() when the request reached the app (set with request_id): ASH_DEBUG_TIMING's HTTP share.
+request_arrived: ContextVar[float | None] = ContextVar("request_arrived", default=None)
 
 SECRET_PATTERNS = re.compile(r"(ash_[A-Za-z0-9_-]{16,}|sk-ant-[A-Za-z0-9_-]{8,}|sk-[A-Za-z0-9]{20,})")
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")

@@ -41,6 +41,7 @@ class TurnTimings:
     """The server's part of a turn before the bridge has the query (logged with ASH_DEBUG_TIMING)."""
 
     received: float  # time.perf_counter() when the message arrived
+    http_ms: float = -1.0  # from the request reaching the app to `received` (routing, auth, the body's checks)
     server_lookup_ms: float = -1.0  # lookups, locks, storing the message (a sandbox start counted apart)
     sandbox_start_ms: float = 0.0
 

@@ -105,8 +105,10 @@ class TurnRunner(SessionPart):
             logs.sandbox_id.set(sandbox.id)
             # ASH_DEBUG_TIMING: the server's part before the bridge gets the query (lookups, locks, storing the
             # message; a sandbox start, if one was needed, is counted apart).
+            arrived = logs.request_arrived.get()
             turn.timings = TurnTimings(
                 received=received,
+                http_ms=(received - arrived) * 1000 if arrived is not None else -1.0,
                 server_lookup_ms=(time.perf_counter() - received) * 1000 - sandbox_start_ms,
                 sandbox_start_ms=sandbox_start_ms,
             )
@@ -221,10 +223,11 @@ class TurnRunner(SessionPart):
             if self._debug_timing:
                 timings = turn.timings
                 log.info(
-                    "timing session=%s turn=%s server_lookup_ms=%.2f sandbox_start_ms=%.2f bridge_first_event_ms=%.2f "
-                    "sdk_first_token_ms=%.2f total_ms=%.2f",
+                    "timing session=%s turn=%s http_ms=%.2f server_lookup_ms=%.2f sandbox_start_ms=%.2f "
+                    "bridge_first_event_ms=%.2f sdk_first_token_ms=%.2f total_ms=%.2f",
                     session.id,
                     turn.id,
+                    timings.http_ms,
                     timings.server_lookup_ms,
                     timings.sandbox_start_ms,
                     first_event_ms if first_event_ms is not None else -1.0,

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 
 from .base import StoreBase
 from .models import (
     Agent,
 )
 
+# Built once (see StoreBase._one): every create and resume runs it.
+AGENT_BY_NAME = select(Agent.__table__).where(
+    Agent.tenant_id == bindparam("tenant_id"), Agent.name == bindparam("name")
+)
+
 
 class AgentQueries(StoreBase):
     async def get_agent(self, tenant_id: str, name: str) -> Agent | None:
-        query = select(Agent).where(Agent.tenant_id == tenant_id, Agent.name == name)
-        return await self._run(lambda db: db.scalar(query))  # every create and resume reads its agent
+        # Every create and resume reads its agent.
+        return await self._one(Agent, AGENT_BY_NAME, tenant_id=tenant_id, name=name)
 
     async def list_agents(self, tenant_id: str) -> Sequence[Agent]:
         async with self.db() as db:

@@ -5,15 +5,20 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, TypedDict, Unpack
+from typing import Any, TypedDict, Unpack, cast
 
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import ColumnElement, Table, Update, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from ..states import SessionStatus
 from .base import StoreBase
 from .models import (
     SessionRow,
+)
+
+# Built once (see StoreBase._one): every request about a session runs it.
+SESSION_BY_ID = select(SessionRow.__table__).where(
+    SessionRow.tenant_id == bindparam("tenant_id"), SessionRow.id == bindparam("session_id")
 )
 
 
@@ -36,8 +41,8 @@ class SessionQueries(StoreBase):
         return session
 
     async def get_session(self, tenant_id: str, session_id: uuid.UUID) -> SessionRow | None:
-        query = select(SessionRow).where(SessionRow.tenant_id == tenant_id, SessionRow.id == session_id)
-        return await self._run(lambda db: db.scalar(query))  # every request about a session reads it
+        # Every request about a session reads it.
+        return await self._one(SessionRow, SESSION_BY_ID, tenant_id=tenant_id, session_id=session_id)
 
     async def list_sessions(
         self,
@@ -94,13 +99,34 @@ class SessionQueries(StoreBase):
             return [(str(agent), str(status), int(n)) for agent, status, n in (await db.execute(query)).all()]
 
     async def update_session(self, session_id: uuid.UUID, **values: Unpack[SessionChanges]) -> None:
-        statement = update(SessionRow).where(SessionRow.id == session_id).values(**values)
+        if not values:
+            return
+        statement = _session_update(tuple(sorted(values)))
+        params: dict[str, Any] = {f"set_{name}": value for name, value in values.items()}
+        params["update_session_id"] = session_id
 
         def write(db: Session) -> None:
             with db.begin():
-                db.execute(statement)
+                db.execute(statement, params)
 
         await self._run(write)
+
+
+# One UPDATE per set of columns changed, built once (as base.py's reservations): building it per call through the
+# ORM cost more than running it.
+_UPDATES: dict[tuple[str, ...], Update] = {}
+
+
+def _session_update(changed: tuple[str, ...]) -> Update:
+    statement = _UPDATES.get(changed)
+    if statement is None:
+        table = cast(Table, SessionRow.__table__)
+        statement = _UPDATES[changed] = (
+            update(table)
+            .where(table.c.id == bindparam("update_session_id"))
+            .values({name: bindparam(f"set_{name}", type_=table.c[name].type) for name in changed})
+        )
+    return statement
 
 
 def _session_filter(tenant_id: str, agent: str | None, status: str | None) -> list[ColumnElement[bool]]:

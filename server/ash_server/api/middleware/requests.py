@@ -7,7 +7,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ...observability.logs import REQUEST_ID_RE, request_id
+from ...observability.logs import REQUEST_ID_RE, request_arrived, request_id
 from ...observability.metrics import Metrics
 
 
@@ -24,6 +24,7 @@ class RequestIds:
         given = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode(errors="replace")
         rid = given if REQUEST_ID_RE.match(given) else uuid.uuid4().hex
         token = request_id.set(rid)
+        request_arrived.set(time.perf_counter())
 
         async def with_id(message: Message) -> None:
             if message["type"] == "http.response.start":

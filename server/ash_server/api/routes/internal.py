@@ -25,7 +25,7 @@ def registry_of(services: Services) -> Registry:
     return services.registry
 
 
-def _machine(request: Request) -> None:
+async def _machine(request: Request) -> None:  # async: a plain def dependency costs a thread hop
     """A dependency, so that it runs before the body is validated: an unsigned caller learns nothing of the
     body's schema."""
     signed = getattr(request.state, "signed", None)

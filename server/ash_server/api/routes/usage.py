@@ -32,7 +32,7 @@ def utc(when: datetime | None) -> datetime | None:
     return when.replace(tzinfo=UTC) if when is not None and when.tzinfo is None else when
 
 
-def usage_filter(
+async def usage_filter(  # async: a plain def dependency costs a thread hop
     session_id: Annotated[uuid.UUID | None, Query(alias="sessionId")] = None,
     agent: Annotated[str | None, Query(max_length=255, description="Agent name (also `agentName`).")] = None,
     agent_name: Annotated[str | None, Query(alias="agentName", max_length=255, include_in_schema=False)] = None,
