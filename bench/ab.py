@@ -6,7 +6,8 @@
 The machine's speed drifts between runs (a shared VM: the same benchmark differs by 1.7x from one hour to the next),
 so a change is measured against its base in one run: two servers on one fake model, one session each, a turn on
 one then the other (the order alternating), and the same for two plain requests (`GET /api/sessions/{id}` and a
-warm resume). Reported per server: the time from request to `done`, the server's CPU per turn and per request,
+warm resume, and a create from the warm pool). Reported per server: the time from request to `done`, the
+server's CPU per turn and per request,
 and the per-pair differences (this tree minus the base), whose percentiles cancel the background load both saw.
 """
 
@@ -33,6 +34,7 @@ from bench.common import (
     quiesce,
     summary,
     text,
+    wait_pool_settled,
     write_result,
 )
 
@@ -74,12 +76,20 @@ def paired(a: list[float], b: list[float]) -> dict[str, float]:
     return summary([x - y for x, y in zip(a, b, strict=True)])
 
 
-def interleave(sides: list[Side], count: int, work: Callable[[Side, int], float]) -> dict[str, list[float]]:
-    """`work` on each side `count` times, alternating which goes first; each side's CPU over its own calls."""
+def interleave(
+    sides: list[Side],
+    count: int,
+    work: Callable[[Side, int], float],
+    prepare: Callable[[Side], None] | None = None,
+) -> dict[str, list[float]]:
+    """`work` on each side `count` times, alternating which goes first; each side's CPU over its own calls
+    (`prepare`, run before each call, is not counted)."""
     times: dict[str, list[float]] = {side.name: [] for side in sides}
     spent = dict.fromkeys(times, 0.0)
     for n in range(count):
         for side in sides if n % 2 == 0 else sides[::-1]:
+            if prepare is not None:
+                prepare(side)
             before = cpu_seconds([side.pid])
             times[side.name].append(work(side, n))
             spent[side.name] += cpu_seconds([side.pid]) - before
@@ -125,10 +135,35 @@ def run(base: Path, runs: int) -> dict[str, Any]:
                 side.client.ok("POST", f"/api/sessions/{side.session}/resume")
                 return ms(time.perf_counter_ns() - started)
 
+            created: list[tuple[Side, str]] = []
+
+            def settle(side: Side) -> None:
+                # The last create's session goes, and the pool's replacement sandbox starts and settles, before
+                # the timed create (and outside its CPU).
+                while created:
+                    owner, session_id = created.pop()
+                    owner.client.ok("DELETE", f"/api/sessions/{session_id}")
+                wait_pool_settled(side.client, 1)
+                quiesce(0.3)
+
+            def warm_create(side: Side, n: int) -> float:
+                response = side.client.ok("POST", "/api/sessions", {"agent": "abwarm"})
+                created.append((side, response.json()["session"]["id"]))
+                return float(response.elapsed_ms)
+
             reads = interleave(sides, runs, session_read)
             resumes = interleave(sides, max(runs // 3, 10), warm_resume)
+            for side in sides:
+                deploy(side.client, "abwarm", warm_pool=1)
+            creates = interleave(sides, max(runs // 10, 10), warm_create, settle)
     report: dict[str, Any] = {"base": str(base), "runs": runs, "sql_per_turn": sql}
-    for what, times in (("turn_to_done_ms", turns), ("session_read_ms", reads), ("warm_resume_ms", resumes)):
+    measured = {
+        "turn_to_done_ms": turns,
+        "session_read_ms": reads,
+        "warm_resume_ms": resumes,
+        "warm_create_ms": creates,
+    }
+    for what, times in measured.items():
         report[what] = {name: summary(values) for name, values in times.items()}
         report[what]["this_minus_base"] = paired(times["this"], times["base"])
     report["server_cpu_ms"] = {side.name: side.cpu for side in sides}
@@ -144,7 +179,7 @@ def main() -> None:
     result = run(args.base.resolve(), 30 if args.quick else args.runs)
     rows = [
         (f"{what}: {name}", result[what][name])
-        for what in ("turn_to_done_ms", "session_read_ms", "warm_resume_ms")
+        for what in ("turn_to_done_ms", "session_read_ms", "warm_resume_ms", "warm_create_ms")
         for name in ("this", "base", "this_minus_base")
     ]
     print_table(f"This tree against {result['base']} ({result['runs']} interleaved runs)", rows)

@@ -101,6 +101,28 @@ class StoreBase:
 _RESERVATIONS: dict[tuple[str, ...], Update] = {}
 
 
+def insert_values(row: Base) -> dict[str, Any]:
+    """The column values of a new `row` for a Core INSERT, its Python-side defaults (ids, timestamps, counters)
+    filled in on the object too, as an ORM flush would: what was never set takes the column's default, what was
+    set (None included) is kept."""
+    table = cast(Table, row.__table__)
+    given = vars(row)
+    values: dict[str, Any] = {}
+    for column in table.columns:
+        if column.key in given:
+            values[column.key] = given[column.key]
+            continue
+        default = column.default
+        value = None
+        if default is not None and default.is_scalar:
+            value = default.arg  # type: ignore[attr-defined]
+        elif default is not None and default.is_callable:
+            value = default.arg(None)  # type: ignore[attr-defined]
+        setattr(row, column.key, value)
+        values[column.key] = value
+    return values
+
+
 def _reservation(
     session_id: uuid.UUID, messages: int, events: int, changes: dict[str, Any]
 ) -> tuple[Update, dict[str, Any]]:
