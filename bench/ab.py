@@ -7,8 +7,8 @@ The machine's speed drifts between runs (a shared VM: the same benchmark differs
 so a change is measured against its base in one run: two servers on one fake model, one session each, a turn on
 one then the other (the order alternating), and the same for two plain requests (`GET /api/sessions/{id}` and a
 warm resume, and a create from the warm pool). Reported per server: the time from request to `done`, the
-server's CPU per turn and per request,
-and the per-pair differences (this tree minus the base), whose percentiles cancel the background load both saw.
+server's CPU per turn and per request, and the per-pair differences (this tree minus the base), whose percentiles
+cancel the background load both saw.
 """
 
 from __future__ import annotations
@@ -57,9 +57,7 @@ class Side:
         self.client = client
         deploy(client, "ab")
         self.session = client.ok("POST", "/api/sessions", {"agent": "ab"}).json()["session"]["id"]
-        self.turns: list[float] = []
         self.cpu: dict[str, float] = {}
-        self.latency: dict[str, list[float]] = {}
 
     @property
     def pid(self) -> int:
@@ -111,11 +109,7 @@ def run(base: Path, runs: int) -> dict[str, Any]:
                     side.turn(n)
             quiesce()
             counts = {side.name: database_counts(side.client) for side in sides}
-
-            def turn(side: Side, n: int) -> float:
-                return side.turn(n)
-
-            turns = interleave(sides, runs, turn)
+            turns = interleave(sides, runs, Side.turn)
             sql = {
                 side.name: {
                     name: round((value - counts[side.name][name]) / runs, 2)

@@ -96,9 +96,22 @@ class StoreBase:
         return _reserved(row, session_id, messages, events)
 
 
-# The reservation statements, one per set of other columns a writer changes with it, each built once: building
-# the UPDATE per call (and running it through the ORM) cost more than the rest of a turn's start transaction.
+# The session row's UPDATEs (reservations here, plain updates in sessions.py), one per set of columns changed,
+# each built once: building the UPDATE per call (and running it through the ORM) cost more than the rest of a
+# turn's start transaction.
 _RESERVATIONS: dict[tuple[str, ...], Update] = {}
+SESSIONS = cast(Table, SessionRow.__table__)
+
+
+def session_changes(changes: dict[str, Any]) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """The columns `changes` sets (the key of a built statement) and their bound values. (Bound names are
+    prefixed: SQLAlchemy keeps a column's own name for its SET clause.)"""
+    return tuple(sorted(changes)), {f"set_{name}": value for name, value in changes.items()}
+
+
+def session_set_clause(changed: tuple[str, ...]) -> dict[str, Any]:
+    """The SET clause of `changed` columns, bound as `session_changes` names them."""
+    return {name: bindparam(f"set_{name}", type_=SESSIONS.c[name].type) for name in changed}
 
 
 def insert_values(row: Base) -> dict[str, Any]:
@@ -126,24 +139,20 @@ def insert_values(row: Base) -> dict[str, Any]:
 def _reservation(
     session_id: uuid.UUID, messages: int, events: int, changes: dict[str, Any]
 ) -> tuple[Update, dict[str, Any]]:
-    changed = tuple(sorted(changes))
+    changed, params = session_changes(changes)
     statement = _RESERVATIONS.get(changed)
     if statement is None:
-        table = cast(Table, SessionRow.__table__)
-        # (Bound names are prefixed: SQLAlchemy keeps a column's own name for its SET clause.)
-        statement = (
-            update(table)
-            .where(table.c.id == bindparam("reserve_session_id"))
+        statement = _RESERVATIONS[changed] = (
+            update(SESSIONS)
+            .where(SESSIONS.c.id == bindparam("reserve_session_id"))
             .values(
-                last_message_seq=table.c.last_message_seq + bindparam("reserve_messages", type_=Integer()),
-                last_event_seq=table.c.last_event_seq + bindparam("reserve_events", type_=Integer()),
-                **{name: bindparam(f"set_{name}", type_=table.c[name].type) for name in changed},
+                last_message_seq=SESSIONS.c.last_message_seq + bindparam("reserve_messages", type_=Integer()),
+                last_event_seq=SESSIONS.c.last_event_seq + bindparam("reserve_events", type_=Integer()),
+                **session_set_clause(changed),
             )
-            .returning(table.c.last_message_seq, table.c.last_event_seq)
+            .returning(SESSIONS.c.last_message_seq, SESSIONS.c.last_event_seq)
         )
-        _RESERVATIONS[changed] = statement
-    params = {"reserve_session_id": session_id, "reserve_messages": messages, "reserve_events": events}
-    params.update({f"set_{name}": value for name, value in changes.items()})
+    params.update(reserve_session_id=session_id, reserve_messages=messages, reserve_events=events)
     return statement, params
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, TypedDict, Unpack, cast
+from typing import Any, TypedDict, Unpack
 
-from sqlalchemy import ColumnElement, Table, Update, bindparam, func, select, update
+from sqlalchemy import ColumnElement, Update, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from ..states import SessionStatus
-from .base import StoreBase
+from .base import SESSIONS, StoreBase, session_changes, session_set_clause
 from .models import (
     SessionRow,
 )
@@ -101,8 +101,8 @@ class SessionQueries(StoreBase):
     async def update_session(self, session_id: uuid.UUID, **values: Unpack[SessionChanges]) -> None:
         if not values:
             return
-        statement = _session_update(tuple(sorted(values)))
-        params: dict[str, Any] = {f"set_{name}": value for name, value in values.items()}
+        changed, params = session_changes(dict(values))
+        statement = _session_update(changed)
         params["update_session_id"] = session_id
 
         def write(db: Session) -> None:
@@ -112,19 +112,15 @@ class SessionQueries(StoreBase):
         await self._run(write)
 
 
-# One UPDATE per set of columns changed, built once (as base.py's reservations): building it per call through the
-# ORM cost more than running it.
+# One UPDATE per set of columns changed, built once (as base.py's reservations).
 _UPDATES: dict[tuple[str, ...], Update] = {}
 
 
 def _session_update(changed: tuple[str, ...]) -> Update:
     statement = _UPDATES.get(changed)
     if statement is None:
-        table = cast(Table, SessionRow.__table__)
         statement = _UPDATES[changed] = (
-            update(table)
-            .where(table.c.id == bindparam("update_session_id"))
-            .values({name: bindparam(f"set_{name}", type_=table.c[name].type) for name in changed})
+            update(SESSIONS).where(SESSIONS.c.id == bindparam("update_session_id")).values(session_set_clause(changed))
         )
     return statement
 
