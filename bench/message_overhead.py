@@ -63,6 +63,7 @@ from bench.common import (
 
 PROMPT = "overhead"
 # The server's ASH_DEBUG_TIMING line of a turn (sessions/turns.py): `timing session=... turn=... key=ms ...`.
+INBOUND_PARTS = ("client_to_app_ms", "read_ms", "store_ms", "task_start_ms", "query_written_ms", "bridge_wake_ms")
 TIMING = re.compile(r"timing session=\S+ turn=(\S+)((?: \w+=[-\d.]+)+)")
 PAUSE_S = 0.05
 
@@ -243,6 +244,9 @@ def analyse(
     server_share: list[float] = []
     server_lookup: list[float] = []
     server_http: list[float] = []
+    # The inbound path split further (ASH_DEBUG_TIMING): the session read, the start transaction, the turn task's
+    # start, the query's write, and the bridge's wake-up (the write to the query at the bridge, one clock).
+    inbound_parts: dict[str, list[float]] = {k: [] for k in INBOUND_PARTS}
     for response, note in zip(responses, notes, strict=True):
         sent = response.sent_ns
         done = response.first("done")
@@ -262,6 +266,11 @@ def analyse(
             server_share.append(timings[note["id"]]["total_ms"] - sdk)
             server_lookup.append(timings[note["id"]]["server_lookup_ms"])
             server_http.append(timings[note["id"]]["http_ms"])
+            timing = timings[note["id"]]
+            for part in INBOUND_PARTS[1:-1]:
+                inbound_parts[part].append(timing[part])
+            inbound_parts["client_to_app_ms"].append(timing["received_at"] - timing["http_ms"] - sent / 1e6)
+            inbound_parts["bridge_wake_ms"].append(note["query"] / 1e6 - timing["query_written_at"])
         if len(arrivals) != len(bridge):
             unpaired += 1
             continue
@@ -289,6 +298,7 @@ def analyse(
         "server_before_query_ms": summary(server_lookup),
         # Before that: from the request reaching the app to the turn runner (routing, auth, the body's checks).
         "server_http_before_runner_ms": summary(server_http),
+        "server_inbound_split_ms": {k: summary(v) for k, v in inbound_parts.items()},
         "turns_without_event_pairing": unpaired,
     }
     return report

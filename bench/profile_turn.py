@@ -26,6 +26,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--label", default="after")
     parser.add_argument("--format", default="flamegraph", choices=["flamegraph", "raw"], help="raw: collapsed stacks")
+    parser.add_argument(
+        "--gil", action="store_true", help="only samples holding the GIL (a thread blocked in a syscall is not work)"
+    )
     args = parser.parse_args()
     py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if py_spy is None:
@@ -41,6 +44,8 @@ def main() -> None:
             quiesce()
             assert server.process is not None
             record = ["record", "--pid", str(server.process.pid), "--rate", "500", "--format", args.format]
+            if args.gil:
+                record.append("--gil")
             recorder = subprocess.Popen(
                 [py_spy, *record, "--output", str(out), "--nonblocking"],
                 stdout=subprocess.DEVNULL,

@@ -83,7 +83,12 @@ class EventStream(Response):
             nonlocal completed
             try:
                 await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-                await write(f"retry: {self.retry_ms}\n\n".encode())
+                # With a turn's first frames (one socket write, one wake-up of the client fewer); at once for a
+                # stream that starts between turns, so its client sees a body before the next turn.
+                prefix = f"retry: {self.retry_ms}\n\n".encode()
+                if self.subscription.between_turns:
+                    await write(prefix)
+                    prefix = b""
                 while True:
                     if not self.subscription.between_turns:
                         frames = await self.subscription.next_frames(self.keepalive_s)
@@ -97,13 +102,14 @@ class EventStream(Response):
                         if waiting.cancelled_caught:
                             break  # the server is stopping (StreamCounter.end_idle)
                     if frames:
-                        await write(b"".join(f.wire() for f in frames))
+                        await write(prefix + b"".join(f.wire() for f in frames))
                     elif self.subscription.done:
                         break
                     else:
-                        await write(b": keepalive\n\n")
+                        await write(prefix + b": keepalive\n\n")
+                    prefix = b""
                 completed = True
-                await write(b"", more=False)
+                await write(prefix, more=False)
             except (TimeoutError, OSError):
                 pass  # the client stopped reading (or the connection broke): drop it; the turn goes on
             finally:

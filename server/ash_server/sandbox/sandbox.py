@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -53,6 +54,7 @@ class Sandbox:
         self._tasks: list[asyncio.Task[None]] = []
         self._exited = asyncio.Event()
         self.exit_reason: str | None = None
+        self.last_sent: float | None = None  # perf_counter() of the last command written (ASH_DEBUG_TIMING)
         # The limit it broke, if that is why it ended: oom, pids or disk (guard.py), the cause /metrics counts.
         self.exit_cause: str | None = None
         self._waiters_failed = False
@@ -139,6 +141,7 @@ class Sandbox:
             raise BridgeError("sandbox is not running", sandbox_id=self.id)
         try:
             self._writer.write(protocol.encode(command))
+            self.last_sent = time.perf_counter()
             await self._writer.drain()
         except (ConnectionError, RuntimeError) as exc:
             raise BridgeError(f"lost the bridge: {exc}", sandbox_id=self.id) from exc

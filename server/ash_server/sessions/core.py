@@ -96,9 +96,30 @@ class SessionCore:
             await self.get(tenant_id, session_id)  # 404 (or moved) before an entry is made for it
         async with self.live.locked(session_id, tenant_id) as live:
             session = await self.get(tenant_id, session_id)
+            live.row = session
             if session.status == SessionStatus.ENDED and not allow_ended:
                 raise Gone(f"Session is ended: {session_id}")
             yield session, live
+
+    @contextlib.asynccontextmanager
+    async def locked_for_message(
+        self, tenant_id: str, session_id: uuid.UUID, *, from_memory: bool
+    ) -> AsyncIterator[tuple[SessionRow, LiveSession, bool]]:
+        """`locked(allow_ended=True)` for a message: with `from_memory`, the row kept in memory (no read) when the
+        session is active and its sandbox alive here, else read. The flag says it came from memory: its first
+        write must check it (`check_row`), as the store may have changed since (another server, a lifecycle
+        change)."""
+        known = self.live.get(session_id)
+        if not from_memory or known is None or known.tenant_id != tenant_id or not _usable(known):
+            async with self.locked(tenant_id, session_id, allow_ended=True) as (session, live):
+                yield session, live, False
+            return
+        async with self.live.locked(session_id, tenant_id) as live:
+            if live.row is None or not _usable(live):
+                live.row = await self.get(tenant_id, session_id)
+                yield live.row, live, False
+            else:
+                yield live.row, live, True
 
     async def get(self, tenant_id: str, session_id: uuid.UUID) -> SessionRow:
         session = await self.store.get_session(tenant_id, session_id)
@@ -301,3 +322,15 @@ class SessionPart:
         self._pool = core.pool
         self._snapshots = core.snapshots
         self.tracer: Tracer = core.tracer
+
+
+def _usable(live: LiveSession) -> bool:
+    """The row kept in memory may stand in for a read: it says active and the sandbox is alive here."""
+    row = live.row
+    return (
+        row is not None
+        and row.status == SessionStatus.ACTIVE
+        and row.tenant_id == live.tenant_id
+        and live.sandbox is not None
+        and live.sandbox.alive
+    )

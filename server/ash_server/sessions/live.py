@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 from ..sandbox.sandbox import Sandbox
+from ..store.models import SessionRow
 from .turn import Turn
 
 
@@ -28,6 +29,9 @@ class LiveSession:
     turn_started: asyncio.Event = field(default_factory=asyncio.Event)
     # Callers using the entry right now (see LiveSessions.using): it is not dropped under them.
     users: int = 0
+    # The session's row as this process last read or wrote it. A message to a session whose sandbox is alive
+    # here takes it instead of reading the store, and its start transaction checks it (store/base.py, StaleRow).
+    row: SessionRow | None = None
 
     @property
     def running(self) -> bool:

@@ -44,6 +44,32 @@ class TurnTimings:
     http_ms: float = -1.0  # from the request reaching the app to `received` (routing, auth, the body's checks)
     server_lookup_ms: float = -1.0  # lookups, locks, storing the message (a sandbox start counted apart)
     sandbox_start_ms: float = 0.0
+    read_ms: float = -1.0  # of server_lookup_ms: up to the session read under its lock
+    store_ms: float = -1.0  # of server_lookup_ms: the start transaction (the user's message, the turn's start)
+    # After `received + server_lookup_ms`: until the turn's task ran, and until the query was written to the bridge.
+    task_start_ms: float = -1.0
+    query_written_ms: float = -1.0
+
+    def describe(
+        self, session_id: str, turn_id: str, started: float, first_event_ms: float | None, first_token_ms: float | None
+    ) -> str:
+        """The turn's `timing` log line (bench/message_overhead.py reads it): ms since `received` or apart, and two
+        instants (`*_at`) in ms of CLOCK_MONOTONIC, the clock the instrumented bridge notes its query on."""
+        parts = {
+            "http_ms": self.http_ms,
+            "server_lookup_ms": self.server_lookup_ms,
+            "read_ms": self.read_ms,
+            "store_ms": self.store_ms,
+            "sandbox_start_ms": self.sandbox_start_ms,
+            "task_start_ms": self.task_start_ms,
+            "query_written_ms": self.query_written_ms,
+            "received_at": self.received * 1000,
+            "query_written_at": started * 1000 + self.query_written_ms,
+            "bridge_first_event_ms": first_event_ms if first_event_ms is not None else -1.0,
+            "sdk_first_token_ms": first_token_ms if first_token_ms is not None else -1.0,
+            "total_ms": (time.perf_counter() - self.received) * 1000,
+        }
+        return f"timing session={session_id} turn={turn_id} " + " ".join(f"{k}={v:.3f}" for k, v in parts.items())
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from ..observability import logs
 from ..observability.tracing import current_traceparent, traced
 from ..sandbox.sandbox import Sandbox
 from ..states import SandboxState, SessionStatus
+from ..store.base import StaleRow
 from ..store.models import SessionRow, utcnow
 from ..store.timeline import TurnMessage
 from .core import SessionCore, SessionPart
@@ -64,8 +65,31 @@ class TurnRunner(SessionPart):
         """`auto_resume`: a paused, stopped or failed session is resumed by its message (as `resume` would), so a
         conversation continues after a restart or an idle stop; False keeps the old answer, 400 until resumed."""
         received = time.perf_counter()
+        try:
+            return await self._send(tenant_id, session_id, content, options, auto_resume, received, from_memory=True)
+        except StaleRow as exc:
+            # The row kept in memory was out of date (nothing was written): again, with the row read.
+            log.info("%s; reading it again", exc)
+            return await self._send(tenant_id, session_id, content, options, auto_resume, received, from_memory=False)
+
+    async def _send(
+        self,
+        tenant_id: str,
+        session_id: uuid.UUID,
+        content: str | list[dict[str, Any]],
+        options: TurnOptions,
+        auto_resume: bool,
+        received: float,
+        *,
+        from_memory: bool,
+    ) -> Turn:
         sandbox_start_ms = 0.0
-        async with self._core.locked(tenant_id, session_id, allow_ended=True) as (session, live):
+        async with self._core.locked_for_message(tenant_id, session_id, from_memory=from_memory) as (
+            session,
+            live,
+            kept,
+        ):
+            read = time.perf_counter()
             if session.status.resumable and auto_resume:
                 await self._resume_implicitly(session, live)
             elif session.status != SessionStatus.ACTIVE:
@@ -91,11 +115,18 @@ class TurnRunner(SessionPart):
             turn.publish("session_start", {"sessionId": turn.session_id, "version": __version__})
             # The user's message and the turn's start are stored, together, before anything runs: once the
             # stream starts the message is acknowledged, and a crash from here on leaves a turn recovery can end.
-            await self._store.append_messages(
-                session,
-                [("user", dumps({"type": "user", "content": content}))],
-                self._rows(session, turn, turn.take_unflushed()),
-            )
+            storing = time.perf_counter()
+            try:
+                await self._store.append_messages(
+                    session,
+                    [("user", dumps({"type": "user", "content": content}))],
+                    self._rows(session, turn, turn.take_unflushed()),
+                    check_row=kept,
+                )
+            except StaleRow:
+                live.row = None
+                raise
+            stored = time.perf_counter()
             live.turn = turn
             self._core.usage.follow(turn)
             live.turn_started.set()
@@ -111,6 +142,8 @@ class TurnRunner(SessionPart):
                 http_ms=(received - arrived) * 1000 if arrived is not None else -1.0,
                 server_lookup_ms=(time.perf_counter() - received) * 1000 - sandbox_start_ms,
                 sandbox_start_ms=sandbox_start_ms,
+                read_ms=(read - received) * 1000,
+                store_ms=(stored - storing) * 1000,
             )
             turn.task = asyncio.create_task(self._run_turn(session, live, sandbox, turn, content, options))
             self._pool.mark(sandbox.id, SandboxState.RUNNING)  # never evicted while the turn runs
@@ -139,6 +172,8 @@ class TurnRunner(SessionPart):
         options: TurnOptions,
     ) -> None:
         started = time.perf_counter()
+        looked_up = turn.timings.received + (turn.timings.server_lookup_ms + turn.timings.sandbox_start_ms) / 1000
+        turn.timings.task_start_ms = (started - looked_up) * 1000
         command = Command(
             cmd="query",
             id=turn.id,
@@ -152,6 +187,8 @@ class TurnRunner(SessionPart):
         first_token_ms: float | None = None
         try:
             async for event in sandbox.request(command):
+                if first_event_ms is None and sandbox.last_sent is not None:
+                    turn.timings.query_written_ms = (sandbox.last_sent - started) * 1000
                 if first_event_ms is None:
                     first_event_ms = (time.perf_counter() - started) * 1000
                 if event.event == "message" and event.message is not None:
@@ -221,19 +258,7 @@ class TurnRunner(SessionPart):
             if first_event_ms is not None:
                 self._core.metrics.first_event_seconds.observe(first_event_ms / 1000)
             if self._debug_timing:
-                timings = turn.timings
-                log.info(
-                    "timing session=%s turn=%s http_ms=%.2f server_lookup_ms=%.2f sandbox_start_ms=%.2f "
-                    "bridge_first_event_ms=%.2f sdk_first_token_ms=%.2f total_ms=%.2f",
-                    session.id,
-                    turn.id,
-                    timings.http_ms,
-                    timings.server_lookup_ms,
-                    timings.sandbox_start_ms,
-                    first_event_ms if first_event_ms is not None else -1.0,
-                    first_token_ms if first_token_ms is not None else -1.0,
-                    (time.perf_counter() - timings.received) * 1000,
-                )
+                log.info("%s", turn.timings.describe(str(session.id), turn.id, started, first_event_ms, first_token_ms))
 
     async def _flush(self, session: SessionRow, turn: Turn) -> None:
         # Taken from the turn once: a retry writes the same rows, none is lost in between.

@@ -88,19 +88,49 @@ class StoreBase:
 
     @staticmethod
     def _reserve_now(
-        db: Session, session_id: uuid.UUID, *, messages: int = 0, events: int = 0, **changes: Any
+        db: Session,
+        session_id: uuid.UUID,
+        *,
+        messages: int = 0,
+        events: int = 0,
+        expect: SessionRow | None = None,
+        **changes: Any,
     ) -> tuple[int, int]:
-        """`_reserve` in a synchronous transaction (one_hop.py)."""
-        statement, params = _reservation(session_id, messages, events, changes)
+        """`_reserve` in a synchronous transaction (one_hop.py). `expect`: a copy of the row kept in memory, which
+        the reservation reads back and compares (StaleRow if it changed): what a cached row was used for is then
+        as good as read in this transaction."""
+        statement, params = _reservation(session_id, messages, events, changes, checked=expect is not None)
         row = db.execute(statement, params).one_or_none()
+        if expect is not None and row is not None:
+            stored = row._mapping
+            changed = [name for name in CHECKED_COLUMNS if stored[name] != getattr(expect, name)]
+            if changed:
+                raise StaleRow(f"session {session_id} changed in the store: {', '.join(changed)}")
         return _reserved(row, session_id, messages, events)
 
 
 # The session row's UPDATEs (reservations here, plain updates in sessions.py), one per set of columns changed,
 # each built once: building the UPDATE per call (and running it through the ORM) cost more than the rest of a
 # turn's start transaction.
-_RESERVATIONS: dict[tuple[str, ...], Update] = {}
+_RESERVATIONS: dict[tuple[tuple[str, ...], bool], Update] = {}
 SESSIONS = cast(Table, SessionRow.__table__)
+# What a turn acts on from its session's row. A turn that took the row from memory (sessions/live.py) instead of
+# reading it has its start transaction read these back (with the reservation, no statement more) and compare.
+CHECKED_COLUMNS = (
+    "tenant_id",
+    "status",
+    "runner_id",
+    "agent_name",
+    "agent_version",
+    "sandbox_id",
+    "sdk_session_id",
+    "config",
+)
+
+
+class StaleRow(Exception):
+    """A session row kept in memory no longer matches the store: another writer changed it. The transaction that
+    found it out rolls back; the caller reads the row again."""
 
 
 def session_changes(changes: dict[str, Any]) -> tuple[tuple[str, ...], dict[str, Any]]:
@@ -137,12 +167,15 @@ def insert_values(row: Base) -> dict[str, Any]:
 
 
 def _reservation(
-    session_id: uuid.UUID, messages: int, events: int, changes: dict[str, Any]
+    session_id: uuid.UUID, messages: int, events: int, changes: dict[str, Any], *, checked: bool = False
 ) -> tuple[Update, dict[str, Any]]:
     changed, params = session_changes(changes)
-    statement = _RESERVATIONS.get(changed)
+    statement = _RESERVATIONS.get((changed, checked))
     if statement is None:
-        statement = _RESERVATIONS[changed] = (
+        returned = [SESSIONS.c.last_message_seq, SESSIONS.c.last_event_seq]
+        if checked:
+            returned += [SESSIONS.c[name] for name in CHECKED_COLUMNS]
+        statement = _RESERVATIONS[changed, checked] = (
             update(SESSIONS)
             .where(SESSIONS.c.id == bindparam("reserve_session_id"))
             .values(
@@ -150,7 +183,7 @@ def _reservation(
                 last_event_seq=SESSIONS.c.last_event_seq + bindparam("reserve_events", type_=Integer()),
                 **session_set_clause(changed),
             )
-            .returning(SESSIONS.c.last_message_seq, SESSIONS.c.last_event_seq)
+            .returning(*returned)
         )
     params.update(reserve_session_id=session_id, reserve_messages=messages, reserve_events=events)
     return statement, params

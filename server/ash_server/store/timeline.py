@@ -68,15 +68,21 @@ def usage_rows(
 
 class TimelineQueries(StoreBase):
     async def append_messages(
-        self, session: SessionRow, items: Sequence[tuple[str, str]], frames: Sequence[dict[str, Any]] = ()
+        self,
+        session: SessionRow,
+        items: Sequence[tuple[str, str]],
+        frames: Sequence[dict[str, Any]] = (),
+        *,
+        check_row: bool = False,
     ) -> list[Message]:
         """Append (role, JSON content) rows, returning them with their sequences; `frames` (a turn's first stream
         frames, rows of `stream_rows`) in the same transaction, so a turn whose message is stored always has a
-        start in the stream."""
+        start in the stream. `check_row`: `session` was kept in memory, not read; StaleRow (nothing written) if
+        the stored row differs from it."""
 
         def write(db: Session) -> list[dict[str, Any]]:
             with db.begin():
-                last, _ = self._reserve_now(db, session.id, messages=len(items))
+                last, _ = self._reserve_now(db, session.id, messages=len(items), expect=session if check_row else None)
                 rows = _numbered(session, items, columns=MESSAGE_COLUMNS, after=last, at=utcnow())
                 if rows:
                     db.execute(INSERT_MESSAGES, rows)
